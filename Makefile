@@ -1,0 +1,26 @@
+# Every target creates .venv on first use, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m modelrouter serve
+
+test: $(STAMP)
+	$(PY) -m pytest --cov=modelrouter --cov-report=term --cov-fail-under=85
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check modelrouter tests
+	$(VENV)/bin/ruff format --check modelrouter tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
