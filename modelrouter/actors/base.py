@@ -1,0 +1,138 @@
+"""A small actor: a bounded mailbox, `tell`, `ask` with a timeout, one loop that owns the state.
+
+Failure rules (as in pykka): an error while handling an *ask* goes back to the asker and the loop
+keeps running; an error while handling a *tell* crashes the loop, and whoever watches the actor
+(`on_crash`) decides whether to restart it. The message that crashed it is not redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+M = TypeVar("M")
+
+
+class MailboxFull(Exception):  # noqa: N818 - named for what the caller sees
+    """The actor is saturated: the caller should answer 503 with Retry-After, not wait."""
+
+
+class ActorStopped(Exception):  # noqa: N818
+    """The actor is stopped (or was stopped while the message waited)."""
+
+
+class Actor(Generic[M]):
+    """Subclasses implement `handle` (and optionally `on_start`, which reloads state)."""
+
+    def __init__(self, name: str, *, mailbox_size: int = 4096) -> None:
+        self.name = name
+        self.mailbox_size = mailbox_size
+        self.restarts = 0
+        self.on_crash: Callable[[Actor[M], BaseException], None] | None = None
+        self._mailbox: deque[tuple[M, asyncio.Future[Any] | None]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stopped = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")
+        self._task.add_done_callback(self._loop_ended)
+
+    def restart(self) -> None:
+        """Start a fresh loop after a crash; the mailbox (minus the crashing message) is kept."""
+        self.restarts += 1
+        self.start()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._mailbox:
+            _, future = self._mailbox.popleft()
+            if future is not None and not future.done():
+                future.set_exception(ActorStopped(self.name))
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def mailbox_depth(self) -> int:
+        return len(self._mailbox)
+
+    # -- messaging ---------------------------------------------------------------------------
+    def tell(self, message: M) -> None:
+        """Post without waiting; raises MailboxFull at once when the mailbox is full."""
+        if self._stopped:
+            raise ActorStopped(self.name)
+        if len(self._mailbox) >= self.mailbox_size:
+            raise MailboxFull(self.name)
+        self._post(message, None)
+
+    def tell_system(self, message: M) -> None:
+        """Post a message that must never be dropped (its count is bounded by its senders)."""
+        self._post(message, None)
+
+    async def ask(self, message: M, *, timeout: float = 5.0) -> Any:
+        if self._stopped:
+            raise ActorStopped(self.name)
+        if len(self._mailbox) >= self.mailbox_size:
+            raise MailboxFull(self.name)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._post(message, future)
+        async with asyncio.timeout(timeout):
+            return await future
+
+    def _post(self, message: M, future: asyncio.Future[Any] | None) -> None:
+        self._mailbox.append((message, future))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        """Load state (again, after a restart). Runs inside the loop before any message."""
+
+    async def handle(self, message: M) -> Any:
+        raise NotImplementedError
+
+    def orphaned(self, message: M, result: Any) -> None:
+        """Called when an ask's result has nobody waiting for it any more (it gave up)."""
+
+    async def _run(self) -> None:
+        await self.on_start()
+        mailbox = self._mailbox
+        loop = asyncio.get_running_loop()
+        while True:
+            while mailbox:
+                message, future = mailbox.popleft()
+                if future is None:
+                    await self.handle(message)  # an error here crashes the actor
+                    continue
+                if future.done():
+                    continue  # the asker gave up before we got to it
+                try:
+                    result = await self.handle(message)
+                except Exception as exc:  # noqa: BLE001 - an ask's error belongs to the asker
+                    if not future.done():
+                        future.set_exception(exc)
+                    continue
+                if future.done():
+                    self.orphaned(message, result)
+                else:
+                    future.set_result(result)
+            self._wakeup = loop.create_future()
+            await self._wakeup
+            self._wakeup = None
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopped:
+            return
+        exc = task.exception()
+        if exc is not None and self.on_crash is not None:
+            self.on_crash(self, exc)

@@ -1,0 +1,108 @@
+"""A request's bounded event queue from its upstream job to its HTTP handler.
+
+Chunks never pass through an actor mailbox: the job writes here, the handler drains everything
+queued in one go (so one wake-up may carry several chunks). When the queue is full the writer
+waits, which pushes back on the upstream read: a slow client never makes us buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from modelrouter.events import Chunk, Done, Event, Failed
+
+
+class ClientGone(Exception):  # noqa: N818
+    """The reader closed the relay (the client disconnected or the handler gave up)."""
+
+
+class Relay:
+    __slots__ = (
+        "_closed",
+        "_events",
+        "_finished",
+        "_on_close",
+        "_reader",
+        "_writer",
+        "attempts",
+        "emitted",
+        "maxsize",
+        "model",
+        "provider",
+    )
+
+    def __init__(self, *, maxsize: int = 64) -> None:
+        self.maxsize = maxsize
+        self._events: list[Event] = []
+        self._reader: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
+        self._on_close: Callable[[], object] | None = None
+        self._closed = False
+        self._finished = False
+        self.provider: str | None = None  # who is answering, set before the first chunk
+        self.model: str | None = None
+        self.attempts = 0
+        self.emitted = False  # a chunk went out: no more fallback for this request
+
+    # -- writer side -------------------------------------------------------------------------
+    async def put(self, event: Chunk | Event) -> None:
+        if self._closed:
+            raise ClientGone
+        while len(self._events) >= self.maxsize:
+            self._writer = asyncio.get_running_loop().create_future()
+            await self._writer
+            if self._closed:
+                raise ClientGone
+        if type(event) is Chunk:
+            self.emitted = True
+        self._events.append(event)
+        self._wake_reader()
+
+    def finish(self, event: Done | Failed) -> None:
+        """Queue the terminal event (never blocks; the bound excludes it)."""
+        if self._finished:
+            return
+        self._finished = True
+        self._events.append(event)
+        self._wake_reader()
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run `callback` when the reader goes away (cancels the job that writes here)."""
+        if self._closed:
+            callback()
+        else:
+            self._on_close = callback
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- reader side -------------------------------------------------------------------------
+    async def take(self) -> list[Event]:
+        """Wait for events and return all that are queued."""
+        while not self._events:
+            self._reader = asyncio.get_running_loop().create_future()
+            await self._reader
+        events, self._events = self._events, []
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+        return events
+
+    def close(self) -> None:
+        """The reader is gone; wake and stop the writer, cancel the job if it is not finished."""
+        if self._closed:
+            return
+        self._closed = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+        callback, self._on_close = self._on_close, None
+        if callback is not None and not self._finished:
+            callback()
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)

@@ -1,0 +1,195 @@
+"""RouterSupervisor: plans each request's candidates, runs its fallback, supervises providers.
+
+A `Route` message spawns one routing job per request. The job asks provider actors for attempts
+in order, awaits each attempt's result, and decides: done, fall over, or fail with the right
+status. Chunks never pass through here; they go from the upstream job to the request's relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiojobs
+import structlog
+
+from modelrouter.actors.base import Actor, ActorStopped, MailboxFull
+from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
+from modelrouter.actors.planning import Candidate, PlanError, plan
+from modelrouter.actors.provider import ProviderActor
+from modelrouter.actors.supervisor import Supervisor
+from modelrouter.events import Done, Failed
+from modelrouter.observability import REDACTOR, Metrics
+
+log = structlog.get_logger("modelrouter.router")
+TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
+
+
+class RouterSupervisor(Actor[Route]):
+    def __init__(
+        self,
+        providers: list[ProviderActor],
+        *,
+        metrics: Metrics,
+        max_requests: int = 10_000,
+        mailbox_size: int = 4096,
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+    ) -> None:
+        super().__init__("router", mailbox_size=mailbox_size)
+        self.providers = {p.name: p for p in providers}
+        self.order = [p.name for p in providers]
+        self.metrics = metrics
+        self.max_requests = max_requests
+        self.scheduler = aiojobs.Scheduler(limit=None, pending_limit=1, close_timeout=1.0)
+        self.supervisor = Supervisor(
+            max_restarts=max_restarts,
+            within=restart_window,
+            on_restart=lambda a: metrics.actor_restarts.labels(a.name).inc(),
+            on_give_up=self._give_up,
+        )
+
+    def start(self) -> None:
+        for provider in self.providers.values():
+            if not provider.running:
+                self.supervisor.watch(provider)
+                provider.start()
+        super().start()
+
+    def _give_up(self, actor: Actor[Any]) -> None:
+        if isinstance(actor, ProviderActor):
+            actor.down = True
+            self.metrics.set_provider_state(actor.name, "down")
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.scheduler.close()
+        for provider in self.providers.values():
+            await provider.close()
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def handle(self, message: Route) -> None:
+        if len(self.scheduler) >= self.max_requests:
+            message.relay.finish(Failed(503, "overloaded", "too many requests in flight", 1.0))
+            return
+        await self.scheduler.spawn(self._route(message))
+
+    async def _route(self, route: Route) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        route.relay.on_close(task.cancel)
+        if route.relay.closed:
+            return
+        try:
+            candidates = plan(route.request, self.order, self.providers)
+        except PlanError as exc:
+            route.relay.finish(Failed(400, "invalid_request", str(exc)))
+            return
+        try:
+            route.relay.finish(await _Fallback(self, route, candidates).run())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a routing bug must answer the client, not hang it
+            log.exception("routing_crashed", request_id=route.request_id)
+            route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
+
+
+class _Fallback:
+    """The fallback walk for one request."""
+
+    def __init__(self, router: RouterSupervisor, route: Route, candidates: list[Candidate]) -> None:
+        self.router = router
+        self.route = route
+        self.candidates = candidates
+        self.failures: list[tuple[str, AttemptResult]] = []
+        self.rejections: list[tuple[Candidate, Admission]] = []
+
+    async def run(self) -> Done | Failed:
+        for candidate in self.candidates:
+            ended = await self._try(candidate, force=False)
+            if ended is not None:
+                return ended
+        if not self.failures:
+            # Everyone is out. Rather than fail at once, try the one whose blacklist ends first.
+            out = [(c, a) for c, a in self.rejections if a.rejection in ("blacklisted", "half_open")]
+            if out:
+                candidate = min(out, key=lambda pair: pair[1].retry_after)[0]
+                ended = await self._try(candidate, force=True)
+                if ended is not None:
+                    return ended
+        return self._verdict()
+
+    async def _try(self, candidate: Candidate, *, force: bool) -> Done | Failed | None:
+        """Run one attempt; a final event ends the walk, None moves to the next candidate."""
+        route = self.route
+        loop = asyncio.get_running_loop()
+        if loop.time() >= route.deadline:
+            return Failed(504, "timeout", "the request deadline passed before an answer")
+        attempt = Attempt(
+            route.request, candidate.model, route.relay, route.stream, route.deadline,
+            route.request_id, force,
+        )
+        try:
+            admission: Admission = await candidate.actor.ask(
+                attempt, timeout=max(0.001, route.deadline - loop.time())
+            )
+        except (MailboxFull, ActorStopped, TimeoutError):
+            self.rejections.append((candidate, Admission("saturated", retry_after=1.0)))
+            return None
+        if admission.result is None:
+            self.rejections.append((candidate, admission))
+            return None
+        return await self._await_result(candidate, admission)
+
+    async def _await_result(self, candidate: Candidate, admission: Admission) -> Done | Failed | None:
+        route = self.route
+        relay = route.relay
+        relay.provider, relay.model = candidate.actor.name, candidate.model
+        relay.attempts += 1
+        assert admission.result is not None
+        try:
+            result = await admission.result
+        except asyncio.CancelledError:
+            await admission.job.close()
+            raise
+        if result.ok:
+            return Done(result.finish_reason)
+        if result.reason is None:  # the upstream rejected the request itself
+            return Failed(result.status or 400, "invalid_request", _clean(result.message))
+        self.failures.append((candidate.actor.name, result))
+        if relay.emitted:
+            message = f"{candidate.actor.name} failed mid-stream: {result.reason}: {result.message}"
+            return Failed(502, "upstream_error", _clean(message))
+        if not route.request.fallback:
+            return self._verdict()
+        self._count_fallback(candidate.actor.name, result.reason)
+        return None
+
+    def _count_fallback(self, failed: str, reason: str) -> None:
+        names = [c.actor.name for c in self.candidates]
+        following = names[names.index(failed) + 1 :] if failed in names else []
+        if following:
+            self.router.metrics.fallbacks.labels(failed, following[0], reason).inc()
+            log.info(
+                "fallback", request_id=self.route.request_id, from_provider=failed,
+                to_provider=following[0], reason=reason,
+            )
+
+    def _verdict(self) -> Failed:
+        """The final error when no attempt succeeded."""
+        if self.failures:
+            details = "; ".join(f"{name}: {r.reason} ({r.message})" for name, r in self.failures)
+            if all(r.reason in TIMEOUT_REASONS for _, r in self.failures):
+                return Failed(504, "timeout", _clean(f"every provider timed out: {details}"))
+            return Failed(502, "upstream_error", _clean(f"every provider failed: {details}"))
+        limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
+        if limited:
+            wait = min(limited)
+            return Failed(429, "rate_limited", "every provider is out of rate budget", wait)
+        wait = min((a.retry_after for _, a in self.rejections), default=1.0)
+        states = ", ".join(f"{c.actor.name}: {a.rejection}" for c, a in self.rejections)
+        return Failed(503, "unavailable", f"no provider can take the request ({states})", wait)
+
+
+def _clean(text: str) -> str:
+    return REDACTOR(text)

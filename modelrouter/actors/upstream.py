@@ -1,0 +1,125 @@
+"""One attempt against one provider: the HTTP call, its deadlines, and the events it relays.
+
+Runs as a job in the provider actor's scheduler. It returns an `AttemptResult` for every ending
+except cancellation, so a provider failure is data, never an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from modelrouter.actors.messages import Attempt, AttemptResult
+from modelrouter.actors.relay import Relay
+from modelrouter.events import Chunk, Done, UpstreamFailure
+from modelrouter.providers import Adapter, classify_status, parse_retry_after
+from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
+from modelrouter.providers.framing import FramingError
+
+
+class _Progress:
+    """What the attempt has reached, to name the timeout that cut it."""
+
+    __slots__ = ("first_chunk", "finish_reason")
+
+    def __init__(self) -> None:
+        self.first_chunk = False
+        self.finish_reason: str | None = "stop"
+
+
+async def run_attempt(
+    session: aiohttp.ClientSession,
+    adapter: Adapter,
+    attempt: Attempt,
+    *,
+    provider_timeout: float,
+    first_chunk_timeout: float,
+) -> AttemptResult:
+    loop = asyncio.get_running_loop()
+    progress = _Progress()
+    first_window = first_chunk_timeout if attempt.stream else provider_timeout
+    body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+    headers = {**adapter.headers, "X-Request-ID": attempt.request_id}
+    try:
+        async with asyncio.timeout(min(loop.time() + first_window, attempt.deadline)) as timer:
+            async with session.post(adapter.url, data=body, headers=headers) as response:
+                if response.status >= 300:
+                    raise await _status_failure(adapter, response)
+                if attempt.stream:
+                    await _pump_stream(adapter, response, attempt, timer, provider_timeout, progress)
+                else:
+                    await _read_whole(adapter, response, attempt.relay, progress)
+    except TimeoutError:
+        cut = loop.time() >= attempt.deadline
+        if attempt.stream and not progress.first_chunk and not cut:
+            window = f"first chunk not received within {first_chunk_timeout:g}s"
+            return AttemptResult(False, "first_chunk_timeout", window)
+        what = "request deadline reached" if cut else f"no data for {provider_timeout:g}s"
+        return AttemptResult(False, "timeout", what, cut_by_deadline=cut)
+    except UpstreamFailure as failure:
+        return AttemptResult(
+            False, failure.reason, failure.message, failure.status, failure.retry_after
+        )
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        return AttemptResult(False, "connect_error", _describe(exc))
+    except (aiohttp.ClientResponseError, FramingError) as exc:
+        return AttemptResult(False, "bad_response", _describe(exc))
+    return AttemptResult(True, finish_reason=progress.finish_reason)
+
+
+async def _status_failure(adapter: Adapter, response: aiohttp.ClientResponse) -> UpstreamFailure:
+    try:
+        body = await response.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return classify_status(response.status, adapter.error_message(body), retry_after)
+
+
+async def _read_whole(
+    adapter: Adapter, response: aiohttp.ClientResponse, relay: Relay, progress: _Progress
+) -> None:
+    completion = adapter.map_response(await response.read())
+    progress.finish_reason = completion.finish_reason
+    if completion.text:
+        await relay.put(Chunk(completion.text))
+    await relay.put(completion.usage)
+
+
+async def _pump_stream(
+    adapter: Adapter,
+    response: aiohttp.ClientResponse,
+    attempt: Attempt,
+    timer: asyncio.Timeout,
+    provider_timeout: float,
+    progress: _Progress,
+) -> None:
+    loop = asyncio.get_running_loop()
+    framer = adapter.framer()
+    map_chunk = adapter.map_chunk
+    put = attempt.relay.put
+    deadline = attempt.deadline
+    async for data in response.content.iter_any():
+        for payload in framer.feed(data):
+            for event in map_chunk(payload):
+                if type(event) is Done:
+                    progress.finish_reason = event.finish_reason
+                    return
+                if not progress.first_chunk and type(event) is Chunk:
+                    progress.first_chunk = True
+                await put(event)
+        if progress.first_chunk:  # from here on, only a stall between chunks times out
+            timer.reschedule(min(loop.time() + provider_timeout, deadline))
+    for payload in framer.finish():
+        for event in map_chunk(payload):
+            if type(event) is Done:
+                progress.finish_reason = event.finish_reason
+                return
+            await put(event)
+    raise bad_response("stream ended before its end marker")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,74 @@
+"""`modelrouter serve | check-config | mock-provider` (also `python -m modelrouter ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+from modelrouter.config import ConfigError, Settings, describe, load_settings, secrets_of
+from modelrouter.observability import configure_logging
+
+
+def _load(overrides: dict[str, str]) -> Settings | None:
+    import os  # noqa: PLC0415
+
+    env = dict(os.environ) | {k: v for k, v in overrides.items() if v}
+    try:
+        return load_settings(env)
+    except ConfigError as exc:
+        print(f"modelrouter: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load({"HOST": args.host or "", "PORT": str(args.port or "")})
+    if settings is None:
+        return 2
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings))
+    from modelrouter.web.server import run  # noqa: PLC0415 - keeps check-config light
+
+    run(settings)
+    return 0
+
+
+def _cmd_check_config(_: argparse.Namespace) -> int:
+    settings = _load({})
+    if settings is None:
+        return 2
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(describe(settings))).decode() + "\n")
+    return 0
+
+
+def _cmd_mock(args: argparse.Namespace) -> int:
+    from modelrouter.mock import faults_from_args, run_mock  # noqa: PLC0415
+
+    run_mock(args.host, args.port, faults_from_args(args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from modelrouter.mock import add_mock_arguments  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="modelrouter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (configuration from the environment)")
+    serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
+    serve.set_defaults(func=_cmd_serve)
+    check = commands.add_parser("check-config", help="validate and print the configuration")
+    check.set_defaults(func=_cmd_check_config)
+    mock = commands.add_parser("mock-provider", help="run the mock LLM provider (tests, load tests)")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9000)
+    add_mock_arguments(mock)
+    mock.set_defaults(func=_cmd_mock)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,261 @@
+"""Configuration from the environment: typed, validated at start-up, every problem listed at once."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from typing import Final, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+AdapterKind = Literal["openai", "ollama"]
+T = TypeVar("T")
+
+
+class ProviderDefaults(msgspec.Struct, frozen=True):
+    kind: AdapterKind
+    base_url: str
+    model: str
+    rate_limit: int | None  # None: RATE_LIMIT_REQUESTS_PER_MINUTE applies
+    needs_key: bool
+
+
+# The seed documents per-provider defaults for Groq (30/min), OpenRouter (20/min) and Ollama
+# (100/min); providers it does not name fall back to RATE_LIMIT_REQUESTS_PER_MINUTE.
+KNOWN_PROVIDERS: Final[Mapping[str, ProviderDefaults]] = {
+    "groq": ProviderDefaults("openai", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", 30, True),
+    "openrouter": ProviderDefaults(
+        "openai", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct", 20, True
+    ),
+    "ollama": ProviderDefaults("ollama", "http://localhost:11434", "llama3.2", 100, False),
+    "openai": ProviderDefaults("openai", "https://api.openai.com/v1", "gpt-4o-mini", None, True),
+}
+DEFAULT_ORDER: Final = "groq,openrouter,ollama"
+LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
+
+
+class ProviderSettings(msgspec.Struct, frozen=True):
+    name: str
+    kind: AdapterKind
+    base_url: str
+    model: str
+    api_key: str | None
+    rate_limit: int  # requests per minute; 0 means unlimited
+    max_concurrency: int
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    redis_url: str | None = None
+    provider_timeout: float = 30.0
+    first_chunk_timeout: float = 3.0
+    max_operation_timeout: float = 120.0
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 300.0
+    rate_limit_requests_per_minute: int = 60
+    max_concurrent_streams: int = 10
+    max_body_bytes: int = 1024 * 1024
+    drain_seconds: float = 0.0
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    providers: tuple[ProviderSettings, ...] = ()
+    skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def provider(self, name: str) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class _Reader:
+    """Reads typed values from an environment, collecting every problem instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None  # an empty variable counts as unset
+
+    def get(self, name: str, default: T, parse: Callable[[str], T], rule: str = "") -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not {rule}")
+            return default
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        return self.get(name, default, _bounded(float, minimum), f"a number >= {minimum:g}")
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        return self.get(name, default, _bounded(int, minimum), f"an integer >= {minimum}")
+
+
+def _bounded(kind: Callable[[str], T], minimum: float) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not value >= minimum:  # type: ignore[operator]
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(reader: _Reader, name: str, default: str) -> str:
+    value = reader.raw(name) or default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        reader.problems.append(f"{name}={value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _providers(reader: _Reader, global_rpm: int) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
+    order = _split(reader.raw("PROVIDER_ORDER") or DEFAULT_ORDER)
+    enabled: list[ProviderSettings] = []
+    skipped: list[str] = []
+    for name in order:
+        defaults = KNOWN_PROVIDERS.get(name)
+        if defaults is None:
+            known = ", ".join(KNOWN_PROVIDERS)
+            reader.problems.append(f"PROVIDER_ORDER names unknown provider {name!r} (known: {known})")
+            continue
+        if name in (p.name for p in enabled) or name in skipped:
+            reader.problems.append(f"PROVIDER_ORDER names {name!r} twice")
+            continue
+        prefix = name.upper()
+        key = reader.raw(f"{prefix}_API_KEY")
+        settings = ProviderSettings(
+            name=name,
+            kind=defaults.kind,
+            base_url=_url(reader, f"{prefix}_BASE_URL", defaults.base_url),
+            model=reader.raw(f"{prefix}_MODEL") or defaults.model,
+            api_key=key,
+            rate_limit=reader.integer(f"{prefix}_RATE_LIMIT", defaults.rate_limit or global_rpm),
+            max_concurrency=reader.integer(f"{prefix}_MAX_CONCURRENCY", 256, minimum=1),
+        )
+        if defaults.needs_key and key is None:
+            skipped.append(name)
+        else:
+            enabled.append(settings)
+    return tuple(enabled), tuple(skipped)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from `env` (default: the process environment) or raise ConfigError."""
+    r = _Reader(os.environ if env is None else env)
+    global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", 60)
+    providers, skipped = _providers(r, global_rpm)
+    log_format = r.raw("LOG_FORMAT") or "json"
+    if log_format not in ("json", "console"):
+        r.problems.append(f"LOG_FORMAT={log_format!r} is not json or console")
+        log_format = "json"
+    log_level = (r.raw("LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        r.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
+    settings = Settings(
+        host=r.raw("HOST") or "127.0.0.1",
+        port=r.get("PORT", 8000, _port, "a TCP port (1-65535)"),
+        api_keys=_split(r.raw("API_KEY") or ""),
+        redis_url=r.raw("REDIS_URL"),
+        provider_timeout=r.number("PROVIDER_TIMEOUT", 30.0, minimum=0.001),
+        first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", 3.0, minimum=0.001),
+        max_operation_timeout=r.number("MAX_OPERATION_TIMEOUT", 120.0, minimum=0.001),
+        backoff_base_seconds=r.number("BACKOFF_BASE_SECONDS", 5.0),
+        backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", 300.0),
+        rate_limit_requests_per_minute=global_rpm,
+        max_concurrent_streams=r.integer("MAX_CONCURRENT_STREAMS", 10, minimum=1),
+        max_body_bytes=r.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        drain_seconds=r.number("DRAIN_SECONDS", 0.0),
+        log_level=log_level,
+        log_format="console" if log_format == "console" else "json",
+        providers=providers,
+        skipped_providers=skipped,
+    )
+    if settings.backoff_max_seconds < settings.backoff_base_seconds:
+        r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
+    if settings.redis_url is not None and urlsplit(settings.redis_url).scheme not in (
+        "redis", "rediss", "unix",
+    ):
+        r.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if not settings.api_keys and not is_loopback(settings.host):
+        r.problems.append(
+            f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
+            "refusing to serve without authentication"
+        )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+def mask(secret: str | None) -> str | None:
+    """Show a secret's last four characters only when it is long enough to stay secret."""
+    if secret is None:
+        return None
+    return "***" + secret[-4:] if len(secret) >= 16 else "***"
+
+
+def mask_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+
+
+def describe(settings: Settings) -> dict[str, object]:
+    """The effective configuration as plain data, every secret masked."""
+    data = msgspec.to_builtins(settings)
+    data["api_keys"] = [mask(k) for k in settings.api_keys]
+    data["redis_url"] = mask_url(settings.redis_url)
+    data["state_backend"] = "redis" if settings.redis_url else "memory"
+    for provider in data["providers"]:
+        provider["api_key"] = mask(provider["api_key"])
+    return data
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every configured secret, for the log redaction processor."""
+    found = list(settings.api_keys)
+    found += [p.api_key for p in settings.providers if p.api_key]
+    if settings.redis_url and (password := urlsplit(settings.redis_url).password):
+        found.append(password)
+    return found

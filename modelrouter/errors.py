@@ -1,0 +1,20 @@
+"""The errors a client can get back, each with the HTTP status it maps to."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error answered to the client as `{"error": {"type", "message", "request_id"}}`."""
+
+    def __init__(
+        self, status: int, type_: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.retry_after = retry_after
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)

@@ -1,0 +1,24 @@
+"""Provider adapters: one small module per wire format, chosen by a provider's `kind`."""
+
+from modelrouter.config import ProviderSettings
+from modelrouter.providers.base import Adapter, Completion, classify_status, parse_retry_after
+from modelrouter.providers.ollama import OllamaAdapter
+from modelrouter.providers.openai_compat import OpenAICompatAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAICompatAdapter, "ollama": OllamaAdapter}
+
+
+def build_adapter(settings: ProviderSettings) -> Adapter:
+    return ADAPTERS[settings.kind](settings)
+
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "Completion",
+    "OllamaAdapter",
+    "OpenAICompatAdapter",
+    "build_adapter",
+    "classify_status",
+    "parse_retry_after",
+]

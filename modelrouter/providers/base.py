@@ -1,0 +1,104 @@
+"""What every provider adapter is: data (URL, headers, model) plus pure mapping functions.
+
+An adapter knows nothing of routing, limits or metrics. It turns a `ChatRequest` into an upstream
+body and an upstream body (whole or streamed) into events, raising `UpstreamFailure` when the
+upstream says something it cannot use.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import msgspec
+
+from modelrouter.config import ProviderSettings
+from modelrouter.events import Event, UpstreamFailure, Usage
+from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
+from modelrouter.schemas import ChatRequest
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+class Completion(msgspec.Struct, frozen=True):
+    text: str
+    usage: Usage
+    finish_reason: str | None = "stop"
+
+
+class Adapter(ABC):
+    """One provider. Subclasses set `framing` and implement the three `map_*` functions."""
+
+    framing: ClassVar[Literal["sse", "ndjson"]]
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.name = settings.name
+        self.model = settings.model
+        self.base_url = settings.base_url
+        self.url = self.endpoint(settings.base_url)
+        self.headers = self.auth_headers(settings.api_key) | {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream, application/x-ndjson",
+        }
+
+    @abstractmethod
+    def endpoint(self, base_url: str) -> str: ...
+
+    @abstractmethod
+    def auth_headers(self, api_key: str | None) -> dict[str, str]: ...
+
+    @abstractmethod
+    def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes: ...
+
+    @abstractmethod
+    def map_response(self, body: bytes) -> Completion: ...
+
+    @abstractmethod
+    def map_chunk(self, payload: bytes) -> list[Event]:
+        """Map one framed stream payload to events; a `Done` event ends the stream."""
+
+    def error_message(self, body: bytes) -> str:
+        """The human part of an upstream error body (overridden where the shape is known)."""
+        return body[:500].decode("utf-8", "replace").strip()
+
+    def framer(self) -> Framer:
+        return SSEFramer() if self.framing == "sse" else NDJSONFramer()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from `now` given a Retry-After header in delta-seconds or HTTP-date form."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify_status(status: int, message: str, retry_after: float | None) -> UpstreamFailure:
+    """Turn a non-2xx upstream status into a failure of the right class."""
+    detail = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if status == 429:
+        return UpstreamFailure("rate_limited", detail, status=status, retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamFailure("auth_error", detail, status=status)
+    if status in (400, 404, 413, 422):
+        # The request itself is wrong: the client hears about it, no provider is blamed.
+        return UpstreamFailure(None, detail, status=status)
+    if status in (408, 504):
+        return UpstreamFailure("timeout", detail, status=status, retry_after=retry_after)
+    if status >= 500:
+        return UpstreamFailure("server_error", detail, status=status, retry_after=retry_after)
+    return UpstreamFailure("bad_response", detail, status=status)
+
+
+def bad_response(what: str) -> UpstreamFailure:
+    return UpstreamFailure("bad_response", what)

@@ -1,0 +1,89 @@
+"""Ollama's native chat API (`POST /api/chat`), NDJSON when streaming."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
+from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.schemas import ChatRequest
+
+_encode = msgspec.json.Encoder().encode
+
+
+class _Message(msgspec.Struct):
+    content: str = ""
+
+
+class _Body(msgspec.Struct):
+    message: _Message | None = None
+    done: bool = False
+    done_reason: str | None = None
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    error: str | None = None
+
+
+_decode = msgspec.json.Decoder(_Body).decode
+
+
+def _parse(payload: bytes, what: str) -> _Body:
+    try:
+        body = _decode(payload)
+    except msgspec.DecodeError as exc:
+        raise bad_response(f"malformed {what}: {exc}") from None
+    if body.error is not None:
+        raise UpstreamFailure("server_error", f"error from ollama: {body.error}")
+    return body
+
+
+class OllamaAdapter(Adapter):
+    framing = "ndjson"
+
+    def endpoint(self, base_url: str) -> str:
+        return f"{base_url}/api/chat"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        # Plain Ollama needs no key; hosted Ollama takes a Bearer token.
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        options: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            options["num_predict"] = request.max_tokens
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.stop is not None:
+            options["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+        body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
+        if options:
+            body["options"] = options
+        return _encode(body)
+
+    def map_response(self, body: bytes) -> Completion:
+        parsed = _parse(body, "response body")
+        if parsed.message is None:
+            raise bad_response("response has no message")
+        usage = Usage(parsed.prompt_eval_count, parsed.eval_count)
+        return Completion(parsed.message.content, usage, parsed.done_reason or "stop")
+
+    def map_chunk(self, payload: bytes) -> list[Event]:
+        parsed = _parse(payload, "stream line")
+        events: list[Event] = []
+        if parsed.message is not None and parsed.message.content:
+            events.append(Chunk(parsed.message.content))
+        if parsed.done:
+            events.append(Usage(parsed.prompt_eval_count, parsed.eval_count))
+            events.append(Done(parsed.done_reason or "stop"))
+        return events
+
+    def error_message(self, body: bytes) -> str:
+        try:
+            parsed = _decode(body)
+        except msgspec.DecodeError:
+            return super().error_message(body)
+        return parsed.error or super().error_message(body)

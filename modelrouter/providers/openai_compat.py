@@ -1,0 +1,122 @@
+"""OpenAI's Chat Completions wire format, shared by Groq, OpenRouter and OpenAI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
+from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.schemas import ChatRequest
+
+_encode = msgspec.json.Encoder().encode
+
+
+class _Error(msgspec.Struct):
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+    delta: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _Body(msgspec.Struct):
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error | str
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+_decode_error = msgspec.json.Decoder(_ErrorBody).decode
+
+
+def _usage(usage: _Usage | None) -> Usage | None:
+    return None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+def stream_error(error: _Error) -> UpstreamFailure:
+    text = f"error in stream: {error.message}"
+    if error.type in ("rate_limit_exceeded", "rate_limit_error") or error.code == 429:
+        return UpstreamFailure("rate_limited", text)
+    return UpstreamFailure("server_error", text)
+
+
+class OpenAICompatAdapter(Adapter):
+    framing = "sse"
+
+    def endpoint(self, base_url: str) -> str:
+        return f"{base_url}/chat/completions"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop is not None:
+            body["stop"] = request.stop
+        return _encode(body)
+
+    def map_response(self, body: bytes) -> Completion:
+        try:
+            parsed = _decode_body(body)
+        except msgspec.DecodeError as exc:
+            raise bad_response(f"malformed response body: {exc}") from None
+        if parsed.error is not None:
+            raise stream_error(parsed.error)
+        if not parsed.choices or parsed.choices[0].message is None:
+            raise bad_response("response has no choices[0].message")
+        choice = parsed.choices[0]
+        assert choice.message is not None
+        usage = _usage(parsed.usage) or Usage()
+        return Completion(choice.message.content or "", usage, choice.finish_reason)
+
+    def map_chunk(self, payload: bytes) -> list[Event]:
+        if payload == b"[DONE]":
+            return [Done()]
+        try:
+            parsed = _decode_body(payload)
+        except msgspec.DecodeError as exc:
+            raise bad_response(f"malformed stream event: {exc}") from None
+        if parsed.error is not None:
+            raise stream_error(parsed.error)
+        events: list[Event] = []
+        for choice in parsed.choices[:1]:
+            delta = choice.delta
+            if delta is not None and delta.content:
+                events.append(Chunk(delta.content))
+        if parsed.usage is not None:
+            events.append(Usage(parsed.usage.prompt_tokens, parsed.usage.completion_tokens))
+        return events
+
+    def error_message(self, body: bytes) -> str:
+        try:
+            error = _decode_error(body).error
+        except msgspec.DecodeError:
+            return super().error_message(body)
+        return error if isinstance(error, str) else error.message

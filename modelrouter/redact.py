@@ -1,0 +1,33 @@
+"""Removes credentials from text before it reaches a log line, an error body or a metric."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# Bearer tokens and the key shapes of the providers we talk to (sk-..., gsk_..., sk-or-..., sk-ant-...).
+_PATTERNS = re.compile(
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"
+    r"|\bkey-[A-Za-z0-9]{16,}"
+)
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """Replaces configured secrets and anything shaped like a credential with `[REDACTED]`."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        merged = {*self._secrets, *(s for s in secrets if len(s) >= 4)}
+        self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return _PATTERNS.sub(REDACTED, text)

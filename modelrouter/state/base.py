@@ -1,0 +1,55 @@
+"""The SharedState interface: rate budgets, concurrency leases and provider health.
+
+The embedded backend (`memory`) keeps them in this process; the Redis backend shares them across
+replicas. Callers never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+
+class RateDecision(msgspec.Struct, frozen=True, gc=False):
+    allowed: bool
+    retry_after: float = 0.0  # seconds until one more request fits, when not allowed
+    remaining: int = 0  # requests that would still fit right now
+
+
+class Lease(msgspec.Struct, frozen=True, gc=False):
+    key: str
+    token: str
+
+
+class HealthRecord(msgspec.Struct, frozen=True):
+    """A provider's health as every replica sees it. Times are wall-clock (epoch seconds)."""
+
+    failures: int = 0
+    blacklisted_until: float = 0.0
+    last_reason: str | None = None
+
+
+class SharedState(Protocol):
+    @property
+    def mode(self) -> str:
+        """'memory' or 'redis'; 'degraded' while a shared backend runs on its local fallback."""
+        ...
+
+    async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
+        """Take one request from the GCRA bucket `key` (burst = per_minute) if it has budget."""
+        ...
+
+    async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
+        """Take one of `limit` concurrency slots for `ttl` seconds, or None when all are taken."""
+        ...
+
+    async def renew_lease(self, lease: Lease, *, ttl: float) -> None: ...
+
+    async def release_lease(self, lease: Lease) -> None: ...
+
+    async def load_health(self, provider: str) -> HealthRecord: ...
+
+    async def save_health(self, provider: str, record: HealthRecord) -> None: ...
+
+    async def close(self) -> None: ...

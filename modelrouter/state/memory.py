@@ -1,0 +1,78 @@
+"""The embedded, single-process SharedState backend (the default when REDIS_URL is unset)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+from modelrouter.state.base import HealthRecord, Lease, RateDecision
+
+
+class MemoryState:
+    """Everything lives in this process; each method completes without suspending."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._now = clock
+        self._tat: dict[str, float] = {}  # GCRA theoretical arrival time per key
+        self._leases: dict[str, dict[str, float]] = {}  # key -> token -> expiry
+        self._health: dict[str, HealthRecord] = {}
+        self._tokens = itertools.count(1)
+
+    @property
+    def mode(self) -> str:
+        return "memory"
+
+    async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
+        return gcra(self._tat, key, per_minute, self._now())
+
+    async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
+        now = self._now()
+        holders = self._leases.setdefault(key, {})
+        if len(holders) >= limit:
+            for token in [t for t, expiry in holders.items() if expiry <= now]:
+                del holders[token]
+            if len(holders) >= limit:
+                return None
+        token = str(next(self._tokens))
+        holders[token] = now + ttl
+        return Lease(key, token)
+
+    async def renew_lease(self, lease: Lease, *, ttl: float) -> None:
+        holders = self._leases.get(lease.key)
+        if holders is not None and lease.token in holders:
+            holders[lease.token] = self._now() + ttl
+
+    async def release_lease(self, lease: Lease) -> None:
+        holders = self._leases.get(lease.key)
+        if holders is not None:
+            holders.pop(lease.token, None)
+
+    def leases_held(self, key: str) -> int:
+        return len(self._leases.get(key, ()))
+
+    async def load_health(self, provider: str) -> HealthRecord:
+        return self._health.get(provider, HealthRecord())
+
+    async def save_health(self, provider: str, record: HealthRecord) -> None:
+        self._health[provider] = record
+
+    async def close(self) -> None:
+        return None
+
+
+def gcra(tats: dict[str, float], key: str, per_minute: int, now: float) -> RateDecision:
+    """Generic cell rate algorithm with a burst of `per_minute`: N at once from idle, then N/min.
+
+    `per_minute == 0` means unlimited.
+    """
+    if per_minute <= 0:
+        return RateDecision(True, 0.0, 1 << 30)
+    interval = 60.0 / per_minute
+    window = 60.0  # burst * interval
+    tat = max(tats.get(key, now), now)
+    new_tat = tat + interval
+    if new_tat - now > window + 1e-9:
+        return RateDecision(False, new_tat - window - now, 0)
+    tats[key] = new_tat
+    return RateDecision(True, 0.0, int((window - (new_tat - now)) / interval + 1e-9))

@@ -1,0 +1,26 @@
+"""The aiohttp application: routes, middleware and the lifetimes of everything behind them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from modelrouter.config import Settings
+from modelrouter.observability import Metrics
+from modelrouter.web import chat, health
+from modelrouter.web.middleware import add_request_id, front
+from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+    # aiohttp rejects larger bodies itself; our handler checks Content-Length first for a clear 413.
+    app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or Metrics()
+    app.cleanup_ctx.append(runtime_ctx)
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_post("/chat", chat.chat)
+    app.router.add_post("/stream", chat.stream)
+    app.router.add_get("/health", health.health)
+    app.router.add_get("/ready", health.ready)
+    app.router.add_get("/metrics", health.metrics)
+    return app

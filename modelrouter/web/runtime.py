@@ -1,0 +1,70 @@
+"""What the HTTP handlers reach through the app: one typed key, created in `cleanup_ctx`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+
+from modelrouter.actors import ProviderActor, RouterSupervisor
+from modelrouter.config import ProviderSettings, Settings
+from modelrouter.observability import Metrics
+from modelrouter.providers import build_adapter
+from modelrouter.state import MemoryState, SharedState
+
+log = structlog.get_logger("modelrouter.web")
+
+
+class Runtime(msgspec.Struct, kw_only=True):
+    settings: Settings
+    metrics: Metrics
+    state: SharedState
+    router: RouterSupervisor
+    api_keys: tuple[bytes, ...] = ()
+    draining: bool = False
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def _session(provider: ProviderSettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=provider.max_concurrency, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    # Deadlines are enforced per attempt (asyncio.timeout); only connecting gets its own bound.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+
+
+async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Create the state backend, one session per provider, the actors; tear them down in reverse."""
+    settings, metrics = app[SETTINGS], app[METRICS]
+    state: SharedState = MemoryState()
+    sessions = [_session(p) for p in settings.providers]
+    actors = [
+        ProviderActor(
+            p, build_adapter(p), settings=settings, session=s, state=state, metrics=metrics
+        )
+        for p, s in zip(settings.providers, sessions, strict=True)
+    ]
+    router = RouterSupervisor(actors, metrics=metrics)
+    router.start()
+    app[RUNTIME] = Runtime(
+        settings=settings,
+        metrics=metrics,
+        state=state,
+        router=router,
+        api_keys=tuple(k.encode() for k in settings.api_keys),
+    )
+    try:
+        yield
+    finally:
+        await router.close()
+        for session in sessions:
+            await session.close()
+        await state.close()

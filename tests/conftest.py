@@ -1,0 +1,83 @@
+"""Shared fixtures: a live mock provider on 127.0.0.1 and gateways configured against it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from modelrouter.config import load_settings
+from modelrouter.mock import start_mock
+from modelrouter.observability import configure_logging
+from modelrouter.web import create_app
+
+configure_logging(level="DEBUG", fmt="json", secrets=["gsk_test_secret_groq_key", "client-key-0001"])
+
+GROQ_KEY = "gsk_test_secret_groq_key"
+OPENROUTER_KEY = "sk-or-test-secret-openrouter"
+CLIENT_KEY = "client-key-0001"
+USER = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+class Mock:
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+
+    def base(self, spec: str = "", flavour: str = "openai") -> str:
+        prefix = f"{self.url}/x/{spec}" if spec else self.url
+        return f"{prefix}/v1" if flavour == "openai" else prefix
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/_mock/stats") as response:
+            data: dict[str, Any] = await response.json()
+            return data
+
+    async def count(self, spec: str = "") -> int:
+        key = f"/x/{spec}" if spec else ""
+        return int((await self.stats())["requests"].get(key, 0))
+
+    async def received(self) -> list[dict[str, Any]]:
+        async with self.session.get(f"{self.url}/_mock/requests") as response:
+            data: list[dict[str, Any]] = await response.json()
+            return data
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[Mock]:
+    runner, port = await start_mock(port=0)
+    async with aiohttp.ClientSession() as session:
+        yield Mock(f"http://127.0.0.1:{port}", session)
+    await runner.cleanup()
+
+
+Gateway = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any) -> Gateway:
+    """Start a gateway with the given environment (nothing is read from the real environment)."""
+
+    async def start(**env: str) -> TestClient[Any, Any]:
+        defaults = {"PROVIDER_ORDER": "groq,openrouter", "BACKOFF_BASE_SECONDS": "5"}
+        settings = load_settings(defaults | env)
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+        return client
+
+    return start
+
+
+def two_providers(mock: Mock, groq: str = "", openrouter: str = "", **extra: str) -> dict[str, str]:
+    """Groq and OpenRouter both pointing at the mock, each with its own fault spec."""
+    return {
+        "GROQ_API_KEY": GROQ_KEY,
+        "GROQ_BASE_URL": mock.base(groq),
+        "OPENROUTER_API_KEY": OPENROUTER_KEY,
+        "OPENROUTER_BASE_URL": mock.base(openrouter),
+        "GROQ_RATE_LIMIT": "0",
+        "OPENROUTER_RATE_LIMIT": "0",
+        **extra,
+    }
