@@ -27,7 +27,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _load({"HOST": args.host or "", "PORT": str(args.port or "")})
     if settings is None:
         return 2
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings))
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings)
+    )
     from modelrouter.web.server import run  # noqa: PLC0415 - keeps check-config light
 
     run(settings)
@@ -54,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="modelrouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gateway (configuration from the environment)")
+    serve = commands.add_parser(
+        "serve", help="run the gateway (configuration from the environment)"
+    )
     serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
     serve.set_defaults(func=_cmd_serve)
     check = commands.add_parser("check-config", help="validate and print the configuration")
     check.set_defaults(func=_cmd_check_config)
-    mock = commands.add_parser("mock-provider", help="run the mock LLM provider (tests, load tests)")
+    mock = commands.add_parser(
+        "mock-provider", help="run the mock LLM provider (tests, load tests)"
+    )
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=9000)
     add_mock_arguments(mock)

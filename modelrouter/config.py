@@ -1,11 +1,11 @@
-"""Configuration from the environment: typed, validated at start-up, every problem listed at once."""
+"""Configuration from the environment: typed, validated at start-up, all problems listed at once."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -25,7 +25,9 @@ class ProviderDefaults(msgspec.Struct, frozen=True):
 # The seed documents per-provider defaults for Groq (30/min), OpenRouter (20/min) and Ollama
 # (100/min); providers it does not name fall back to RATE_LIMIT_REQUESTS_PER_MINUTE.
 KNOWN_PROVIDERS: Final[Mapping[str, ProviderDefaults]] = {
-    "groq": ProviderDefaults("openai", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", 30, True),
+    "groq": ProviderDefaults(
+        "openai", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", 30, True
+    ),
     "openrouter": ProviderDefaults(
         "openai", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct", 20, True
     ),
@@ -138,7 +140,9 @@ def _url(reader: _Reader, name: str, default: str) -> str:
     return value.rstrip("/")
 
 
-def _providers(reader: _Reader, global_rpm: int) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
+def _providers(
+    reader: _Reader, global_rpm: int
+) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
     order = _split(reader.raw("PROVIDER_ORDER") or DEFAULT_ORDER)
     enabled: list[ProviderSettings] = []
     skipped: list[str] = []
@@ -146,7 +150,9 @@ def _providers(reader: _Reader, global_rpm: int) -> tuple[tuple[ProviderSettings
         defaults = KNOWN_PROVIDERS.get(name)
         if defaults is None:
             known = ", ".join(KNOWN_PROVIDERS)
-            reader.problems.append(f"PROVIDER_ORDER names unknown provider {name!r} (known: {known})")
+            reader.problems.append(
+                f"PROVIDER_ORDER names unknown provider {name!r} (known: {known})"
+            )
             continue
         if name in (p.name for p in enabled) or name in skipped:
             reader.problems.append(f"PROVIDER_ORDER names {name!r} twice")
@@ -203,7 +209,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
     if settings.redis_url is not None and urlsplit(settings.redis_url).scheme not in (
-        "redis", "rediss", "unix",
+        "redis",
+        "rediss",
+        "unix",
     ):
         r.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
     if not settings.api_keys and not is_loopback(settings.host):
@@ -243,7 +251,7 @@ def mask_url(url: str | None) -> str | None:
 
 def describe(settings: Settings) -> dict[str, object]:
     """The effective configuration as plain data, every secret masked."""
-    data = msgspec.to_builtins(settings)
+    data: dict[str, Any] = msgspec.to_builtins(settings)
     data["api_keys"] = [mask(k) for k in settings.api_keys]
     data["redis_url"] = mask_url(settings.redis_url)
     data["state_backend"] = "redis" if settings.redis_url else "memory"

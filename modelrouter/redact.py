@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Bearer tokens and the key shapes of the providers we talk to (sk-..., gsk_..., sk-or-..., sk-ant-...).
+# Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-).
 _PATTERNS = re.compile(
     r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"

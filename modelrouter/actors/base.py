@@ -101,7 +101,7 @@ class Actor(Generic[M]):
     async def handle(self, message: M) -> Any:
         raise NotImplementedError
 
-    def orphaned(self, message: M, result: Any) -> None:
+    def orphaned(self, result: Any) -> None:
         """Called when an ask's result has nobody waiting for it any more (it gave up)."""
 
     async def _run(self) -> None:
@@ -123,7 +123,7 @@ class Actor(Generic[M]):
                         future.set_exception(exc)
                     continue
                 if future.done():
-                    self.orphaned(message, result)
+                    self.orphaned(result)
                 else:
                     future.set_result(result)
             self._wakeup = loop.create_future()

@@ -25,7 +25,10 @@ def backoff_delay(
     retry_after: float | None = None,
     rand: Callable[[float, float], float] = random.uniform,
 ) -> float:
-    """min(base * 2^(n-1), max) with jitter; an auth error waits the maximum; Retry-After wins if longer."""
+    """min(base * 2^(n-1), max) with jitter; an auth error waits the maximum.
+
+    The upstream's Retry-After wins when it is longer.
+    """
     if auth_error:
         delay = maximum
     else:

@@ -43,7 +43,7 @@ def plan(
     if provider is None:
         if model is not None:
             raise PlanError(
-                f"model {model!r} needs a provider: set \"provider\" or use \"provider/model\""
+                f'model {model!r} needs a provider: set "provider" or use "provider/model"'
             )
         return [Candidate(providers[name], providers[name].provider.model) for name in order]
     if provider not in providers:

@@ -85,7 +85,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         assert isinstance(message, Attempt)
         return await self._admit(message)
 
-    def orphaned(self, message: Attempt | Outcome, result: Any) -> None:
+    def orphaned(self, result: Any) -> None:
         if isinstance(result, Admission) and result.job is not None:
             # Nobody waits for this attempt any more: stop it rather than let it run unowned.
             closing = asyncio.get_running_loop().create_task(result.job.close())
@@ -128,7 +128,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
             )
         except ClientGone:
             pass
-        except Exception as exc:  # noqa: BLE001 - a bug here must not leak the slot
+        except Exception as exc:
             log.exception("attempt_crashed", provider=self.name, request_id=attempt.request_id)
             outcome = AttemptResult(False, "bad_response", f"internal error: {type(exc).__name__}")
         finally:

@@ -89,7 +89,7 @@ class RouterSupervisor(Actor[Route]):
             route.relay.finish(await _Fallback(self, route, candidates).run())
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a routing bug must answer the client, not hang it
+        except Exception:
             log.exception("routing_crashed", request_id=route.request_id)
             route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
 
@@ -111,7 +111,9 @@ class _Fallback:
                 return ended
         if not self.failures:
             # Everyone is out. Rather than fail at once, try the one whose blacklist ends first.
-            out = [(c, a) for c, a in self.rejections if a.rejection in ("blacklisted", "half_open")]
+            out = [
+                (c, a) for c, a in self.rejections if a.rejection in ("blacklisted", "half_open")
+            ]
             if out:
                 candidate = min(out, key=lambda pair: pair[1].retry_after)[0]
                 ended = await self._try(candidate, force=True)
@@ -126,8 +128,13 @@ class _Fallback:
         if loop.time() >= route.deadline:
             return Failed(504, "timeout", "the request deadline passed before an answer")
         attempt = Attempt(
-            route.request, candidate.model, route.relay, route.stream, route.deadline,
-            route.request_id, force,
+            route.request,
+            candidate.model,
+            route.relay,
+            route.stream,
+            route.deadline,
+            route.request_id,
+            force,
         )
         try:
             admission: Admission = await candidate.actor.ask(
@@ -141,7 +148,9 @@ class _Fallback:
             return None
         return await self._await_result(candidate, admission)
 
-    async def _await_result(self, candidate: Candidate, admission: Admission) -> Done | Failed | None:
+    async def _await_result(
+        self, candidate: Candidate, admission: Admission
+    ) -> Done | Failed | None:
         route = self.route
         relay = route.relay
         relay.provider, relay.model = candidate.actor.name, candidate.model
@@ -171,8 +180,11 @@ class _Fallback:
         if following:
             self.router.metrics.fallbacks.labels(failed, following[0], reason).inc()
             log.info(
-                "fallback", request_id=self.route.request_id, from_provider=failed,
-                to_provider=following[0], reason=reason,
+                "fallback",
+                request_id=self.route.request_id,
+                from_provider=failed,
+                to_provider=following[0],
+                reason=reason,
             )
 
     def _verdict(self) -> Failed:

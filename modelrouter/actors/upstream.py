@@ -21,7 +21,7 @@ from modelrouter.providers.framing import FramingError
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("first_chunk", "finish_reason")
+    __slots__ = ("finish_reason", "first_chunk")
 
     def __init__(self) -> None:
         self.first_chunk = False
@@ -47,7 +47,14 @@ async def run_attempt(
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
                 if attempt.stream:
-                    await _pump_stream(adapter, response, attempt, timer, provider_timeout, progress)
+                    await _pump_stream(
+                        adapter,
+                        response=response,
+                        attempt=attempt,
+                        timer=timer,
+                        provider_timeout=provider_timeout,
+                        progress=progress,
+                    )
                 else:
                     await _read_whole(adapter, response, attempt.relay, progress)
     except TimeoutError:
@@ -89,6 +96,7 @@ async def _read_whole(
 
 async def _pump_stream(
     adapter: Adapter,
+    *,
     response: aiohttp.ClientResponse,
     attempt: Attempt,
     timer: asyncio.Timeout,

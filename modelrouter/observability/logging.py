@@ -22,7 +22,9 @@ def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
-def configure_logging(*, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None) -> None:
+def configure_logging(
+    *, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None
+) -> None:
     if secrets:
         REDACTOR.add(secrets)
     renderer: Any = (

@@ -22,35 +22,49 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "modelrouter_requests", "HTTP requests answered", ("route", "method", "status"),
+            "modelrouter_requests",
+            "HTTP requests answered",
+            ("route", "method", "status"),
             registry=r,
         )
         self.latency = Histogram(
-            "modelrouter_request_latency_seconds", "Time to answer a request, by route",
-            ("route",), buckets=LATENCY_BUCKETS, registry=r,
+            "modelrouter_request_latency_seconds",
+            "Time to answer a request, by route",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.provider_failures = Counter(
-            "modelrouter_provider_failures", "Failed attempts per provider and failure class",
-            ("provider", "reason"), registry=r,
+            "modelrouter_provider_failures",
+            "Failed attempts per provider and failure class",
+            ("provider", "reason"),
+            registry=r,
         )
         self.provider_success = Counter(
-            "modelrouter_provider_success", "Successful attempts per provider", ("provider",),
+            "modelrouter_provider_success",
+            "Successful attempts per provider",
+            ("provider",),
             registry=r,
         )
         self.active_streams = Gauge(
             "modelrouter_active_streams", "Streams being relayed right now", registry=r
         )
         self.fallbacks = Counter(
-            "modelrouter_fallbacks", "Requests moved from one provider to the next",
-            ("from_provider", "to_provider", "reason"), registry=r,
+            "modelrouter_fallbacks",
+            "Requests moved from one provider to the next",
+            ("from_provider", "to_provider", "reason"),
+            registry=r,
         )
         self.provider_state = Gauge(
             "modelrouter_provider_state",
-            "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down", ("provider",),
+            "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down",
+            ("provider",),
             registry=r,
         )
         self.actor_restarts = Counter(
-            "modelrouter_actor_restarts", "Actor loops restarted by their supervisor", ("actor",),
+            "modelrouter_actor_restarts",
+            "Actor loops restarted by their supervisor",
+            ("actor",),
             registry=r,
         )
         self._request_children: dict[tuple[str, str, int], Counter] = {}

@@ -10,7 +10,13 @@ from aiohttp import web
 from modelrouter.actors import ActorStopped, MailboxFull, Relay, Route
 from modelrouter.errors import ApiError, bad_request
 from modelrouter.events import Chunk, Done, Event, Failed, Usage
-from modelrouter.schemas import ChatRequest, ChatResponse, ProviderMeta, chat_request_decoder, json_encoder
+from modelrouter.schemas import (
+    ChatRequest,
+    ChatResponse,
+    ProviderMeta,
+    chat_request_decoder,
+    json_encoder,
+)
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import RUNTIME, Runtime
@@ -36,13 +42,17 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
 
 
-def start_route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool) -> Relay:
+def start_route(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool
+) -> Relay:
     relay = Relay(maxsize=RELAY_SIZE)
     deadline = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
     try:
         runtime.router.tell(Route(chat, relay, deadline, stream, request["request_id"]))
     except (MailboxFull, ActorStopped):
-        raise ApiError(503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0) from None
+        raise ApiError(
+            503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
+        ) from None
     return relay
 
 
@@ -99,7 +109,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     if lease is None:
         raise ApiError(
-            429, "too_many_streams", "MAX_CONCURRENT_STREAMS reached; retry shortly", retry_after=1.0
+            429,
+            "too_many_streams",
+            "MAX_CONCURRENT_STREAMS reached; retry shortly",
+            retry_after=1.0,
         )
     runtime.metrics.active_streams.inc()
     relay: Relay | None = None

@@ -34,7 +34,9 @@ def provider_states(runtime: Runtime) -> dict[str, dict[str, Any]]:
 
 
 def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=json_encoder.encode(data), status=status, content_type="application/json")
+    return web.Response(
+        body=json_encoder.encode(data), status=status, content_type="application/json"
+    )
 
 
 async def health(request: web.Request) -> web.Response:

@@ -43,8 +43,6 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
             response = await handler(request)
-            status = response.status
-            return response
         except ApiError as exc:
             status = exc.status
             return error_response(
@@ -60,6 +58,9 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         except Exception:
             log.exception("unhandled_error", path=request.path)
             return error_response(500, "internal_error", "internal error", request_id)
+        else:
+            status = response.status
+            return response
         finally:
             request.app[METRICS].observe_request(
                 _route_label(request), request.method, status, time.perf_counter() - started
