@@ -14,7 +14,7 @@ from modelrouter.mock import start_mock
 from modelrouter.observability import configure_logging
 from modelrouter.web import create_app
 
-configure_logging(level="DEBUG", fmt="json", secrets=["gsk_test_secret_groq_key", "client-key-0001"])
+configure_logging(level="DEBUG", fmt="json")
 
 GROQ_KEY = "gsk_test_secret_groq_key"
 OPENROUTER_KEY = "sk-or-test-secret-openrouter"
@@ -81,3 +81,29 @@ def two_providers(mock: Mock, groq: str = "", openrouter: str = "", **extra: str
         "OPENROUTER_RATE_LIMIT": "0",
         **extra,
     }
+
+
+def parse_sse(text: str) -> list[tuple[str, str]]:
+    """Parse an SSE body as a spec-compliant client would: (event type, data) per event."""
+    events: list[tuple[str, str]] = []
+    kind, data = "message", []
+    for line in text.split("\n"):
+        if not line:
+            if data:
+                events.append((kind, "\n".join(data)))
+            kind, data = "message", []
+        elif line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+    return events
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

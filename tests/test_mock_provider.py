@@ -855,3 +855,20 @@ def test_run_mock_serves_until_sigterm() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def test_status_applies_only_to_the_first_n_requests_with_fail_first() -> None:
+    import aiohttp as _aiohttp
+
+    runner, port = await start_mock(port=0)
+    try:
+        url = f"http://127.0.0.1:{port}/x/status=500,fail_first=2/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        async with _aiohttp.ClientSession() as session:
+            statuses = []
+            for _ in range(4):
+                async with session.post(url, json=body) as response:
+                    statuses.append(response.status)
+        assert statuses == [500, 500, 200, 200]
+    finally:
+        await runner.cleanup()

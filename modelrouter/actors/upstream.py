@@ -13,6 +13,7 @@ import aiohttp
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
 from modelrouter.events import Chunk, Done, UpstreamFailure
+from modelrouter.observability import REDACTOR
 from modelrouter.providers import Adapter, classify_status, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
@@ -42,7 +43,7 @@ async def run_attempt(
     body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
     headers = {**adapter.headers, "X-Request-ID": attempt.request_id}
     try:
-        async with asyncio.timeout(min(loop.time() + first_window, attempt.deadline)) as timer:
+        async with asyncio.timeout_at(min(loop.time() + first_window, attempt.deadline)) as timer:
             async with session.post(adapter.url, data=body, headers=headers) as response:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -65,13 +66,13 @@ async def run_attempt(
         what = "request deadline reached" if cut else f"no data for {provider_timeout:g}s"
         return AttemptResult(False, "timeout", what, cut_by_deadline=cut)
     except UpstreamFailure as failure:
-        return AttemptResult(
-            False, failure.reason, failure.message, failure.status, failure.retry_after
-        )
+        # Upstream text may echo the credential it received: redact it where it enters.
+        message = REDACTOR(failure.message)
+        return AttemptResult(False, failure.reason, message, failure.status, failure.retry_after)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        return AttemptResult(False, "connect_error", _describe(exc))
+        return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
     except (aiohttp.ClientResponseError, FramingError) as exc:
-        return AttemptResult(False, "bad_response", _describe(exc))
+        return AttemptResult(False, "bad_response", REDACTOR(_describe(exc)))
     return AttemptResult(True, finish_reason=progress.finish_reason)
 
 

@@ -26,6 +26,7 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     status: int | None = None
+    fail_first: int | None = None
     retry_after: str | None = None
     first_delay: float = 0.0
     token_delay: float = 0.0
@@ -98,6 +99,7 @@ def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "status": _optional(_status),
+    "fail_first": _optional(_count),
     "retry_after": _optional(_header),
     "first_delay": _seconds,
     "token_delay": _seconds,
@@ -209,6 +211,7 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
 
 _FIELD_DOCS: dict[str, str] = {
     "status": "answer this HTTP status (400-599) with the flavour's error body",
+    "fail_first": "apply --status only to the first N requests (per path prefix), then recover",
     "retry_after": "Retry-After header value on error responses (seconds or HTTP-date)",
     "first_delay": "seconds before the first token / the whole non-stream response",
     "token_delay": "seconds between streamed tokens",

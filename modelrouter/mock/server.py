@@ -117,7 +117,7 @@ def _chat_handler(flavour: Flavour) -> Handler:
 async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
     state = request.app[STATE]
     spec = _raw_spec(request)
-    state.count("" if spec is None else "/x/" + spec)
+    seen = state.count("" if spec is None else "/x/" + spec)
     try:
         body: Any = _decode(await request.read())
     except msgspec.DecodeError:
@@ -127,7 +127,7 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         faults = state.faults(spec)
     except ValueError as exc:
         return _error(request, flavour, state.defaults, 400, str(exc))
-    if faults.status is not None:
+    if faults.status is not None and (faults.fail_first is None or seen <= faults.fail_first):
         return await _fail(request, flavour, faults, state)
     if not isinstance(body, dict):
         return _error(request, flavour, faults, 400, "request body must be a JSON object")

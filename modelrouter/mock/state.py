@@ -40,8 +40,10 @@ class MockState:
                 self._specs[spec] = faults
         return faults
 
-    def count(self, prefix: str) -> None:
-        self.requests[prefix] = self.requests.get(prefix, 0) + 1
+    def count(self, prefix: str) -> int:
+        """Count one chat request on `prefix`; returns how many it has seen, this one included."""
+        seen = self.requests[prefix] = self.requests.get(prefix, 0) + 1
+        return seen
 
     def record(self, path: str, headers: Mapping[str, str], body: Any) -> None:
         """Remember what a chat request carried (bounded to the last ``RECENT_LIMIT``)."""

@@ -19,7 +19,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
-from modelrouter.web.runtime import RUNTIME, Runtime
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, Runtime
 
 RELAY_SIZE = 64
 STREAM_LEASE_KEY = "streams"
@@ -48,7 +48,7 @@ def start_route(
     relay = Relay(maxsize=RELAY_SIZE)
     deadline = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
     try:
-        runtime.router.tell(Route(chat, relay, deadline, stream, request["request_id"]))
+        runtime.router.tell(Route(chat, relay, deadline, stream, request[REQUEST_ID]))
     except (MailboxFull, ActorStopped):
         raise ApiError(
             503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
@@ -91,7 +91,7 @@ async def chat(request: web.Request) -> web.Response:
 def _chat_response(request: web.Request, relay: Relay, text: str, usage: Usage) -> web.Response:
     meta = ProviderMeta(usage.total_tokens, usage.prompt_tokens, usage.completion_tokens)
     body = ChatResponse(
-        text, relay.provider or "", relay.model or "", meta, request["request_id"], relay.attempts
+        text, relay.provider or "", relay.model or "", meta, request[REQUEST_ID], relay.attempts
     )
     return web.Response(
         body=json_encoder.encode(body),
@@ -127,7 +127,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) -> web.StreamResponse:
-    request_id = request["request_id"]
+    request_id = request[REQUEST_ID]
     try:
         events = await take(relay, runtime)
     except TimeoutError:

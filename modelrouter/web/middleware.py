@@ -13,7 +13,7 @@ from aiohttp import web
 
 from modelrouter.errors import ApiError
 from modelrouter.web.errors import error_response
-from modelrouter.web.runtime import METRICS
+from modelrouter.web.runtime import METRICS, REQUEST_ID
 
 log = structlog.get_logger("modelrouter.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,7 +38,7 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = request["request_id"] = request_id_of(request)
+    request_id = request[REQUEST_ID] = request_id_of(request)
     status = 500
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
@@ -69,6 +69,6 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every response, streamed or not, carries its X-Request-ID."""
-    request_id = request.get("request_id")
+    request_id = request.get(REQUEST_ID)
     if request_id is not None:
         response.headers["X-Request-ID"] = request_id

@@ -10,8 +10,8 @@ import structlog
 from aiohttp import web
 
 from modelrouter.actors import ProviderActor, RouterSupervisor
-from modelrouter.config import ProviderSettings, Settings
-from modelrouter.observability import Metrics
+from modelrouter.config import ProviderSettings, Settings, secrets_of
+from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.state import MemoryState, SharedState
 
@@ -28,6 +28,7 @@ class Runtime(msgspec.Struct, kw_only=True):
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+REQUEST_ID = web.RequestKey("request_id", str)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 
@@ -44,6 +45,7 @@ def _session(provider: ProviderSettings) -> aiohttp.ClientSession:
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Create the state backend, one session per provider, the actors; tear them down in reverse."""
     settings, metrics = app[SETTINGS], app[METRICS]
+    REDACTOR.add(secrets_of(settings))
     state: SharedState = MemoryState()
     sessions = [_session(p) for p in settings.providers]
     actors = [
