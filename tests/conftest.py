@@ -107,3 +107,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:
+    """Poll `check` until it holds; fail the test with a clear message if it never does."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await check():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)

@@ -52,6 +52,11 @@ class Actor(Generic[M]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Refuse new messages and fail the waiting asks (the loop is gone for good)."""
+        self._stopped = True
         while self._mailbox:
             _, future = self._mailbox.popleft()
             if future is not None and not future.done():

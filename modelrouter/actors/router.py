@@ -140,7 +140,10 @@ class _Fallback:
             admission: Admission = await candidate.actor.ask(
                 attempt, timeout=max(0.001, route.deadline - loop.time())
             )
-        except (MailboxFull, ActorStopped, TimeoutError):
+        except ActorStopped:
+            self.rejections.append((candidate, Admission("down", retry_after=30.0)))
+            return None
+        except (MailboxFull, TimeoutError):
             self.rejections.append((candidate, Admission("saturated", retry_after=1.0)))
             return None
         if admission.result is None:

@@ -43,6 +43,7 @@ class Supervisor:
             history.popleft()
         if len(history) >= self.max_restarts:
             log.error("actor_given_up", actor=child.name, error=repr(exc), restarts=len(history))
+            child.abandon()
             if self._on_give_up is not None:
                 self._on_give_up(child)
             return
