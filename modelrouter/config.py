@@ -6,7 +6,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -124,6 +124,7 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:
@@ -238,15 +239,26 @@ def mask(secret: str | None) -> str | None:
     return "***" + secret[-4:] if len(secret) >= 16 else "***"
 
 
+def _url_passwords(url: str) -> list[str]:
+    """Passwords in a URL: in the userinfo, or as `?password=` (both accepted by redis-py)."""
+    parts = urlsplit(url)
+    found = [unquote(parts.password)] if parts.password else []
+    found += [value for key, value in parse_qsl(parts.query) if key == "password" and value]
+    return found
+
+
 def mask_url(url: str | None) -> str | None:
     if url is None:
         return None
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:" if parts.username else ":"
+        parts = parts._replace(netloc=f"{user}***@{netloc}")
+    if parts.query:
+        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def describe(settings: Settings) -> dict[str, object]:
@@ -264,6 +276,6 @@ def secrets_of(settings: Settings) -> list[str]:
     """Every configured secret, for the log redaction processor."""
     found = list(settings.api_keys)
     found += [p.api_key for p in settings.providers if p.api_key]
-    if settings.redis_url and (password := urlsplit(settings.redis_url).password):
-        found.append(password)
+    if settings.redis_url:
+        found += _url_passwords(settings.redis_url)
     return found

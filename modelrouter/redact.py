@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 # Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-).
 _PATTERNS = re.compile(
-    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9_+/=-])[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"
     r"|\bkey-[A-Za-z0-9]{16,}"
 )

@@ -488,11 +488,6 @@ def test_malformed_line_in_the_middle_of_a_stream_is_a_bad_response(
     assert caught.value.reason == "bad_response"
 
 
-@pytest.mark.xfail(
-    reason="BUG: invalid UTF-8 inside a JSON string raises UnicodeDecodeError from msgspec, "
-    "which the adapters do not catch (they catch only msgspec.DecodeError)",
-    strict=True,
-)
 def test_invalid_utf8_inside_a_json_string_is_a_bad_response(adapter: Adapter, wire: Wire) -> None:
     chunk = next(p for p in wire.payloads(["MARK"], USAGE) if b"MARK" in p)
     whole = wire.response("MARK", USAGE)
@@ -531,11 +526,6 @@ def test_error_message_of_non_utf8_raw_text_is_still_text(adapter: Adapter) -> N
     assert message.endswith(" gateway")
 
 
-@pytest.mark.xfail(
-    reason="BUG: a JSON error body with invalid UTF-8 in its message raises UnicodeDecodeError "
-    "out of error_message (only msgspec.DecodeError is caught)",
-    strict=True,
-)
 def test_error_message_of_a_json_body_with_invalid_utf8_is_still_text(
     adapter: Adapter, wire: Wire
 ) -> None:
@@ -578,11 +568,6 @@ def test_openai_response_without_usage_has_zero_usage() -> None:
     assert completion == completion.__class__("hi", Usage(), "length")
 
 
-@pytest.mark.xfail(
-    reason="BUG: Groq/OpenAI put 'rate_limit_exceeded' in error.code (type is 'tokens' or "
-    "'requests'); stream_error only looks at error.type and code == 429, so it says server_error",
-    strict=True,
-)
 def test_openai_groq_shaped_rate_limit_error_in_stream_is_rate_limited() -> None:
     error = {"message": "Rate limit reached", "type": "tokens", "code": "rate_limit_exceeded"}
     payload = _json({"error": error})
@@ -591,11 +576,6 @@ def test_openai_groq_shaped_rate_limit_error_in_stream_is_rate_limited() -> None
     assert caught.value.reason == "rate_limited"
 
 
-@pytest.mark.xfail(
-    reason="BUG: a string error in a stream event ({'error': 'text'}, a shape error_message "
-    "accepts) is reported as a malformed event (bad_response) and its message is lost",
-    strict=True,
-)
 def test_openai_plain_string_error_in_stream_is_a_server_error() -> None:
     with pytest.raises(UpstreamFailure) as caught:
         openai().map_chunk(b'{"error": "model overloaded"}')
@@ -715,11 +695,6 @@ def test_parse_retry_after_of_nothing_is_none(value: str | None) -> None:
     assert parse_retry_after(value) is None
 
 
-@pytest.mark.xfail(
-    reason="BUG: float() accepts 'inf'/'nan'/'1e400'; parse_retry_after returns inf (blacklists "
-    "the provider forever) or 0.0 instead of None for these non-HTTP values",
-    strict=True,
-)
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "1e400"])
 def test_parse_retry_after_of_non_finite_numbers_is_none(value: str) -> None:
     assert parse_retry_after(value) is None

@@ -350,22 +350,18 @@ def test_secrets_of_is_empty_without_secrets() -> None:
     assert secrets_of(load_settings({"REDIS_URL": "redis://cache:6379/0"})) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: redis-py takes a password from the query string (?password=...); describe() "
-    "prints such a REDIS_URL unmasked and secrets_of() does not list the password",
-    strict=True,
-)
 def test_a_redis_password_in_the_query_string_is_masked_and_listed() -> None:
     s = load_settings({"REDIS_URL": f"redis://cache:6379/0?password={REDIS_PASSWORD}"})
     assert REDIS_PASSWORD not in msgspec.json.encode(describe(s)).decode()
     assert REDIS_PASSWORD in secrets_of(s)
 
 
-@pytest.mark.xfail(
-    reason="BUG: secrets_of() lists a percent-encoded redis password as written (p%40ss), not the "
-    "password redis-py actually sends (p@ss), so the redactor misses the real one",
-    strict=True,
-)
 def test_secrets_of_lists_a_percent_encoded_redis_password_decoded() -> None:
     s = load_settings({"REDIS_URL": "redis://:hunter%40two-secret@cache:6379/0"})
     assert "hunter@two-secret" in secrets_of(s)
+
+
+def test_bracketed_ipv6_loopback_counts_as_loopback() -> None:
+    from modelrouter.config import is_loopback
+
+    assert is_loopback("[::1]")

@@ -208,14 +208,21 @@ def test_framing_error_is_a_value_error() -> None:
     assert issubclass(FramingError, ValueError)
 
 
-@pytest.mark.xfail(
-    reason="BUG: the limit is checked only on the unterminated tail of a read, so an over-long "
-    "line that arrives whole in one read passes while the same bytes split across reads fail",
-    strict=True,
-)
 @pytest.mark.parametrize("make", [SSEFramer, NDJSONFramer])
 def test_a_line_over_the_size_limit_is_refused_even_when_it_arrives_in_one_read(
     small_limit: int, make: type
 ) -> None:
     with pytest.raises(FramingError):
         make().feed(b"data: " + b"z" * (small_limit * 2) + b"\n\n")
+
+
+def test_an_sse_event_that_never_ends_is_refused_past_the_size_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelrouter.providers import framing
+
+    monkeypatch.setattr(framing, "MAX_LINE_BYTES", 64)
+    framer = framing.SSEFramer()
+    with pytest.raises(framing.FramingError):
+        for _ in range(20):
+            framer.feed(b"data: 0123456789\n")

@@ -119,3 +119,10 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 def test_redactor_without_secrets_still_removes_credential_shapes() -> None:
     assert Redactor()("gsk_Q7fX2mZp9LwR4tYv8NbK") == REDACTED
+
+
+def test_ordinary_prose_after_the_word_bearer_is_left_alone() -> None:
+    from modelrouter.redact import Redactor
+
+    text = "the bearer instruments were tuned"
+    assert Redactor()(text) == text

@@ -32,7 +32,9 @@ class _Lines:
             data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        if len(self._partial) > MAX_LINE_BYTES:
+        if len(data) > MAX_LINE_BYTES and max(len(line) for line in (*lines, self._partial)) > (
+            MAX_LINE_BYTES
+        ):
             raise FramingError("upstream line exceeds the size limit")
         return lines
 
@@ -44,11 +46,12 @@ class _Lines:
 class SSEFramer:
     """Yields the `data` of each event (multi-line data joined with `\\n`); comments are skipped."""
 
-    __slots__ = ("_data", "_lines")
+    __slots__ = ("_data", "_lines", "_size")
 
     def __init__(self) -> None:
         self._lines = _Lines()
         self._data: list[bytes] = []
+        self._size = 0  # bytes of data lines waiting for the blank line that ends their event
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._lines.split(data))
@@ -56,6 +59,7 @@ class SSEFramer:
     def finish(self) -> list[bytes]:
         events = self._events([self._lines.rest(), b""])
         self._data = []
+        self._size = 0
         return events
 
     def _events(self, lines: list[bytes]) -> list[bytes]:
@@ -67,10 +71,14 @@ class SSEFramer:
                 if pending:
                     out.append(pending[0] if len(pending) == 1 else b"\n".join(pending))
                     pending = self._data = []
+                    self._size = 0
                 continue
             if line.startswith(b"data:"):
                 value = line[5:]
                 pending.append(value[1:] if value.startswith(b" ") else value)
+                self._size += len(value)
+                if self._size > MAX_LINE_BYTES:
+                    raise FramingError("upstream event exceeds the size limit")
             # Comments (":..."), "event:", "id:" and "retry:" carry nothing we route on.
         return out
 

@@ -32,7 +32,7 @@ _decode = msgspec.json.Decoder(_Body).decode
 def _parse(payload: bytes, what: str) -> _Body:
     try:
         body = _decode(payload)
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
         raise bad_response(f"malformed {what}: {exc}") from None
     if body.error is not None:
         raise UpstreamFailure("server_error", f"error from ollama: {body.error}")
@@ -84,6 +84,6 @@ class OllamaAdapter(Adapter):
     def error_message(self, body: bytes) -> str:
         try:
             parsed = _decode(body)
-        except msgspec.DecodeError:
+        except ValueError:
             return super().error_message(body)
         return parsed.error or super().error_message(body)

@@ -37,7 +37,7 @@ class _Choice(msgspec.Struct):
 class _Body(msgspec.Struct):
     choices: list[_Choice] = []
     usage: _Usage | None = None
-    error: _Error | None = None
+    error: _Error | str | None = None
 
 
 class _ErrorBody(msgspec.Struct):
@@ -52,9 +52,15 @@ def _usage(usage: _Usage | None) -> Usage | None:
     return None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens)
 
 
-def stream_error(error: _Error) -> UpstreamFailure:
-    text = f"error in stream: {error.message}"
-    if error.type in ("rate_limit_exceeded", "rate_limit_error") or error.code == 429:
+RATE_LIMIT_MARKERS = frozenset({"rate_limit_exceeded", "rate_limit_error", "429", 429})
+
+
+def stream_error(error: _Error | str) -> UpstreamFailure:
+    """An error object where an answer was expected (Groq and OpenAI put the kind in `code`)."""
+    if isinstance(error, str):
+        return UpstreamFailure("server_error", f"error from upstream: {error}")
+    text = f"error from upstream: {error.message}"
+    if error.type in RATE_LIMIT_MARKERS or error.code in RATE_LIMIT_MARKERS:
         return UpstreamFailure("rate_limited", text)
     return UpstreamFailure("server_error", text)
 
@@ -85,7 +91,7 @@ class OpenAICompatAdapter(Adapter):
     def map_response(self, body: bytes) -> Completion:
         try:
             parsed = _decode_body(body)
-        except msgspec.DecodeError as exc:
+        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
             raise bad_response(f"malformed response body: {exc}") from None
         if parsed.error is not None:
             raise stream_error(parsed.error)
@@ -101,7 +107,7 @@ class OpenAICompatAdapter(Adapter):
             return [Done()]
         try:
             parsed = _decode_body(payload)
-        except msgspec.DecodeError as exc:
+        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
             raise bad_response(f"malformed stream event: {exc}") from None
         if parsed.error is not None:
             raise stream_error(parsed.error)
@@ -117,6 +123,6 @@ class OpenAICompatAdapter(Adapter):
     def error_message(self, body: bytes) -> str:
         try:
             error = _decode_error(body).error
-        except msgspec.DecodeError:
+        except ValueError:
             return super().error_message(body)
         return error if isinstance(error, str) else error.message
