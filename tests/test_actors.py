@@ -46,7 +46,9 @@ async def test_ask_returns_the_result_and_an_error_goes_back_to_the_asker() -> N
 
 async def test_an_error_in_a_tell_crashes_the_actor_into_its_supervisor() -> None:
     restarted: list[str] = []
-    supervisor = Supervisor(max_restarts=3, within=60, on_restart=lambda a: restarted.append(a.name))
+    supervisor = Supervisor(
+        max_restarts=3, within=60, on_restart=lambda a: restarted.append(a.name)
+    )
     actor = Counter()
     supervisor.watch(actor)
     actor.start()

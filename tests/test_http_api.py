@@ -30,7 +30,9 @@ async def test_chat_answers_in_the_seed_format(gateway: Gateway, mock: Mock) -> 
     assert sent["headers"]["X-Request-ID"] == response.headers["X-Request-ID"]
 
 
-async def test_stream_sends_one_data_event_per_chunk_then_done(gateway: Gateway, mock: Mock) -> None:
+async def test_stream_sends_one_data_event_per_chunk_then_done(
+    gateway: Gateway, mock: Mock
+) -> None:
     client = await gateway(**two_providers(mock))
     response = await client.post("/stream", json=USER)
     assert response.status == 200
@@ -235,8 +237,9 @@ async def test_no_secret_appears_in_logs_errors_or_metrics(gateway: Gateway, moc
         )
         stream = await client.post("/stream", json=USER, headers=auth)
         await stream.read()
-    error = await client.post("/chat", json={**USER, "provider": "groq", "fallback": False},
-                              headers=auth)
+    error = await client.post(
+        "/chat", json={**USER, "provider": "groq", "fallback": False}, headers=auth
+    )
     bodies = [json.dumps(logs), await error.text(), await (await client.get("/metrics")).text()]
     bodies.append(await (await client.get("/health")).text())
     for text in bodies:

@@ -29,9 +29,7 @@ async def test_burst_of_twice_the_limit_sends_exactly_the_limit_to_the_provider(
 async def test_no_provider_with_budget_is_a_429_with_retry_after(
     gateway: Gateway, mock: Mock
 ) -> None:
-    client = await gateway(
-        **two_providers(mock, GROQ_RATE_LIMIT="2", OPENROUTER_RATE_LIMIT="3")
-    )
+    client = await gateway(**two_providers(mock, GROQ_RATE_LIMIT="2", OPENROUTER_RATE_LIMIT="3"))
     for _ in range(5):
         assert (await client.post("/chat", json=USER)).status == 200
     response = await client.post("/chat", json=USER)
@@ -56,10 +54,10 @@ async def test_global_limit_applies_to_providers_without_their_own(
     assert statuses == [200, 200, 200, 429]
 
 
-async def test_stream_cap_rejects_the_stream_beyond_the_limit(
-    gateway: Gateway, mock: Mock
-) -> None:
-    client = await gateway(**two_providers(mock, groq="token_delay=0.1", MAX_CONCURRENT_STREAMS="2"))
+async def test_stream_cap_rejects_the_stream_beyond_the_limit(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(
+        **two_providers(mock, groq="token_delay=0.1", MAX_CONCURRENT_STREAMS="2")
+    )
     first = await client.post("/stream", json=USER)
     second = await client.post("/stream", json=USER)
     third = await client.post("/stream", json=USER)
@@ -120,6 +118,7 @@ async def test_client_disconnect_while_waiting_for_chat_cancels_the_upstream_cal
 
         await wait_until(in_flight)
         request.cancel()
+
     async def released() -> bool:
         return groq.in_flight == 0
 

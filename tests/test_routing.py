@@ -43,11 +43,15 @@ async def test_chat_falls_over_on_each_failure_class(
     assert health["providers"]["groq"]["state"] == "blacklisted"
     assert health["providers"]["groq"]["last_reason"] == reason
     metrics = await (await client.get("/metrics")).text()
-    assert f'modelrouter_provider_failures_total{{provider="groq",reason="{reason}"}} 1.0' in metrics
+    assert (
+        f'modelrouter_provider_failures_total{{provider="groq",reason="{reason}"}} 1.0' in metrics
+    )
     assert 'modelrouter_provider_success_total{provider="openrouter"} 1.0' in metrics
 
 
-async def test_chat_falls_over_when_provider_cannot_be_reached(gateway: Gateway, mock: Mock) -> None:
+async def test_chat_falls_over_when_provider_cannot_be_reached(
+    gateway: Gateway, mock: Mock
+) -> None:
     env = two_providers(mock)
     env["GROQ_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
     client = await gateway(**env)
@@ -146,7 +150,7 @@ async def test_request_deadline_cuts_the_attempt_and_blames_no_provider(
     gateway: Gateway, mock: Mock
 ) -> None:
     client = await gateway(**two_providers(mock, groq="first_delay=2", MAX_OPERATION_TIMEOUT="0.2"))
-    response, body = await chat(client)
+    response, _body = await chat(client)
     assert response.status == 504
     health = await (await client.get("/health")).json()
     assert health["providers"]["groq"]["state"] == "ok"
@@ -165,7 +169,7 @@ async def test_blacklisted_provider_is_skipped_until_its_backoff_expires(
         assert body["attempts"] == 1  # groq was skipped, not tried
     assert await mock.count("status=500") == 1
     await asyncio.sleep(0.45)
-    response, body = await chat(client)  # half-open: one probe goes to groq, fails again
+    _response, body = await chat(client)  # half-open: one probe goes to groq, fails again
     assert await mock.count("status=500") == 2
     health = await (await client.get("/health")).json()
     assert health["providers"]["groq"]["failures"] == 2
@@ -182,7 +186,7 @@ async def test_upstream_retry_after_extends_the_blacklist(gateway: Gateway, mock
     until = groq["blacklisted_until"]
     from datetime import datetime
 
-    left = (datetime.fromisoformat(until) - datetime.now(datetime.fromisoformat(until).tzinfo))
+    left = datetime.fromisoformat(until) - datetime.now(datetime.fromisoformat(until).tzinfo)
     assert 25 < left.total_seconds() <= 30.5
 
 
@@ -199,7 +203,7 @@ async def test_http_date_retry_after_is_honoured(gateway: Gateway, mock: Mock) -
     health = await (await client.get("/health")).json()
     assert health["providers"]["groq"]["state"] == "blacklisted"
     await asyncio.sleep(0.2)  # far past the 0.1 s backoff: still out because of Retry-After
-    response, body = await chat(client)
+    _response, body = await chat(client)
     assert body["attempts"] == 1
     counts = (await mock.stats())["requests"]
     assert sum(n for key, n in counts.items() if key.startswith("/x/status=429")) == 1
@@ -217,7 +221,7 @@ async def test_half_open_lets_one_probe_through_and_success_resets(
     await asyncio.sleep(0.1)  # the probe is in flight at groq (it answers after 0.3 s)
     response, body = await chat(client)
     assert body["provider"] == "openrouter", "a second request must not join the probe"
-    response, body = await probe
+    _response, body = await probe
     assert body["provider"] == "groq"
     assert await mock.count(spec) == 2
     health = await (await client.get("/health")).json()
@@ -227,9 +231,7 @@ async def test_half_open_lets_one_probe_through_and_success_resets(
 async def test_when_every_provider_is_blacklisted_the_first_to_recover_is_tried(
     gateway: Gateway, mock: Mock
 ) -> None:
-    env = two_providers(
-        mock, groq="status=500,fail_first=1", openrouter="status=502,fail_first=1"
-    )
+    env = two_providers(mock, groq="status=500,fail_first=1", openrouter="status=502,fail_first=1")
     client = await gateway(**env, BACKOFF_BASE_SECONDS="30")
     response, body = await chat(client)
     assert response.status == 502
@@ -240,7 +242,7 @@ async def test_when_every_provider_is_blacklisted_the_first_to_recover_is_tried(
 
 async def test_named_provider_goes_first_and_others_follow(gateway: Gateway, mock: Mock) -> None:
     client = await gateway(**two_providers(mock, openrouter="status=500"))
-    response, body = await chat(client, {**USER, "provider": "openrouter", "model": "m-1"})
+    _response, body = await chat(client, {**USER, "provider": "openrouter", "model": "m-1"})
     assert body["provider"] == "groq"
     assert body["attempts"] == 2
     sent = await mock.received()
@@ -259,7 +261,7 @@ async def test_named_provider_without_fallback_fails_alone(gateway: Gateway, moc
 
 async def test_provider_slash_model_names_both(gateway: Gateway, mock: Mock) -> None:
     client = await gateway(**two_providers(mock))
-    response, body = await chat(client, {**USER, "model": "openrouter/some/model"})
+    _response, body = await chat(client, {**USER, "model": "openrouter/some/model"})
     assert body["provider"] == "openrouter"
     assert body["model"] == "some/model"
 

@@ -17,7 +17,13 @@ log = structlog.get_logger("modelrouter.server")
 SHUTDOWN_TIMEOUT = 30.0  # in-flight requests get this long to finish after the drain
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down."""
     app = create_app(settings)
     # handler_cancellation: a client that disconnects cancels its handler, and so its upstream call.
     runner = web.AppRunner(
@@ -36,11 +42,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     if not settings.providers:
         log.warning("no_providers", message="no provider is enabled; requests will get 503")
     log.info("listening", host=settings.host, port=settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     try:
