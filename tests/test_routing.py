@@ -164,7 +164,7 @@ async def test_blacklisted_provider_is_skipped_until_its_backoff_expires(
     await chat(client)
     assert await mock.count("status=500") == 1
     for _ in range(3):
-        response, body = await chat(client)
+        _response, body = await chat(client)
         assert body["provider"] == "openrouter"
         assert body["attempts"] == 1  # groq was skipped, not tried
     assert await mock.count("status=500") == 1
@@ -219,7 +219,7 @@ async def test_half_open_lets_one_probe_through_and_success_resets(
     await asyncio.sleep(0.2)  # the blacklist has expired: groq is half-open
     probe = asyncio.create_task(chat(client))
     await asyncio.sleep(0.1)  # the probe is in flight at groq (it answers after 0.3 s)
-    response, body = await chat(client)
+    _response, body = await chat(client)
     assert body["provider"] == "openrouter", "a second request must not join the probe"
     _response, body = await probe
     assert body["provider"] == "groq"
