@@ -214,7 +214,7 @@ async def test_half_open_lets_one_probe_through_and_success_resets(
 ) -> None:
     spec = "status=500,fail_first=1,first_delay=0.3"
     client = await gateway(**two_providers(mock, groq=spec, BACKOFF_BASE_SECONDS="0.1"))
-    response, body = await chat(client)
+    _response, body = await chat(client)
     assert body["provider"] == "openrouter"
     await asyncio.sleep(0.2)  # the blacklist has expired: groq is half-open
     probe = asyncio.create_task(chat(client))
