@@ -52,6 +52,7 @@ def _cmd_mock(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modelrouter.bench import add_bench_arguments, run_bench  # noqa: PLC0415
     from modelrouter.mock import add_mock_arguments  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="modelrouter", description=__doc__)
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--port", type=int, default=9000)
     add_mock_arguments(mock)
     mock.set_defaults(func=_cmd_mock)
+    bench = commands.add_parser("bench", help="load a deployment; report req/s and latency")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=run_bench)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""`make bench`: modelrouter beside a direct-to-upstream baseline, interleaved in one run.
+
+Starts the mock provider and a gateway in front of it, then for each scenario alternates
+direct and gateway runs (so drift hits both), sampling the gateway's RSS and CPU. Prints one
+comparison table and writes the raw figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import msgspec
+
+from modelrouter.bench import procs, wrk
+from modelrouter.bench.loadgen import Measurement, chat_body, run_load
+
+PLAIN, LONG, PACED = "", "/x/tokens=20", "/x/tokens=20,token_delay=0.01"
+
+
+class Scenario(msgspec.Struct, frozen=True):
+    name: str
+    concurrency: int
+    upstream: str  # mock path prefix (fault spec) the direct run and the provider use
+    provider: str  # the gateway provider wired to that prefix
+    stream: bool
+    tool: str  # "wrk" (C client, throughput) or "python" (first-byte timing)
+
+
+SCENARIOS = [
+    Scenario("chat, 1 client", 1, PLAIN, "groq", False, "wrk"),
+    Scenario("chat, 64 clients", 64, PLAIN, "groq", False, "wrk"),
+    Scenario("stream 20 tokens, 64 clients", 64, LONG, "openrouter", True, "wrk"),
+    Scenario("paced stream 20x10ms, 16 clients", 16, PACED, "openai", True, "python"),
+]
+
+
+def gateway_env(mock: str) -> dict[str, str]:
+    env = {
+        "PROVIDER_ORDER": "groq,openrouter,openai",
+        "GROQ_BASE_URL": f"{mock}{PLAIN}/v1",
+        "OPENROUTER_BASE_URL": f"{mock}{LONG}/v1",
+        "OPENAI_BASE_URL": f"{mock}{PACED}/v1",
+        "MAX_CONCURRENT_STREAMS": "100000",
+        "LOG_LEVEL": "WARNING",
+        "API_KEY": "",
+        "REDIS_URL": "",
+    }
+    for name in ("GROQ", "OPENROUTER", "OPENAI"):
+        env |= {f"{name}_API_KEY": "bench-key", f"{name}_RATE_LIMIT": "0"}
+        env[f"{name}_MAX_CONCURRENCY"] = "4096"
+    return env
+
+
+def measure(url: str, body: bytes, scenario: Scenario, seconds: float) -> Measurement:
+    if scenario.tool == "wrk" and wrk.available():
+        return wrk.run_wrk(url, body, concurrency=scenario.concurrency, duration=seconds)
+    result = asyncio.run(
+        run_load(
+            url, body, concurrency=scenario.concurrency, duration=seconds, stream=scenario.stream
+        )
+    )
+    return result.measurement()
+
+
+def run_scenario(
+    scenario: Scenario, mock: str, gateway: str, pid: int, *, seconds: float, rounds: int
+) -> dict[str, Any]:
+    direct_url = f"{mock}{scenario.upstream}/v1/chat/completions"
+    direct_body = chat_body("openai", stream=scenario.stream, model="mock-model")
+    path = "/stream" if scenario.stream else "/chat"
+    gateway_body = chat_body(
+        "seed", stream=scenario.stream, provider=scenario.provider, fallback=False
+    )
+    direct: list[Measurement] = []
+    routed: list[Measurement] = []
+    peak_rss, cpu, served = 0, 0.0, 0
+    for _ in range(rounds):
+        direct.append(measure(direct_url, direct_body, scenario, seconds))
+        with procs.Sampler(pid) as sample:
+            routed.append(measure(f"{gateway}{path}", gateway_body, scenario, seconds))
+        peak_rss = max(peak_rss, sample.peak_rss)
+        cpu += sample.cpu
+        served += routed[-1].requests
+    return {
+        "scenario": scenario.name,
+        "tool": "wrk" if scenario.tool == "wrk" and wrk.available() else "python",
+        "direct": msgspec.to_builtins(_median(direct)),
+        "modelrouter": msgspec.to_builtins(_median(routed)),
+        "gateway_peak_rss_mb": round(peak_rss / 2**20, 1),
+        "gateway_cpu_ms_per_request": round(cpu / max(served, 1) * 1000, 4),
+    }
+
+
+def _median(runs: list[Measurement]) -> Measurement:
+    """The run with the median throughput (one run's figures stay consistent together)."""
+    return sorted(runs, key=lambda m: m.rate)[len(runs) // 2]
+
+
+def table(results: list[dict[str, Any]], idle_rss: float) -> str:
+    head = (
+        f"{'scenario':<34}{'direct req/s':>13}{'router req/s':>13}{'ratio':>7}"
+        f"{'direct p50':>11}{'router p50':>11}{'added p50':>10}{'router p99':>11}"
+        f"{'CPU ms/req':>11}{'RSS MB':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        d, m = r["direct"], r["modelrouter"]
+        ratio = m["rate"] / d["rate"] if d["rate"] else 0.0
+        lines.append(
+            f"{r['scenario']:<34}{d['rate']:>13.0f}{m['rate']:>13.0f}{ratio:>7.2f}"
+            f"{d['p50']:>11.3f}{m['p50']:>11.3f}{m['p50'] - d['p50']:>+10.3f}{m['p99']:>11.3f}"
+            f"{r['gateway_cpu_ms_per_request']:>11.3f}{r['gateway_peak_rss_mb']:>8.1f}"
+        )
+        if m.get("first_byte_p50") is not None and d.get("first_byte_p50") is not None:
+            lines.append(
+                f"{'':<4}first byte p50: direct {d['first_byte_p50']:.2f} ms, router "
+                f"{m['first_byte_p50']:.2f} ms; mean stream time ratio "
+                f"{(m['mean'] or 0) / (d['mean'] or 1):.3f}"
+            )
+        errors = {k: v for k, v in {**d["errors"], **m["errors"]}.items() if v}
+        if errors:
+            lines.append(f"{'':<4}errors: direct {d['errors']}, router {m['errors']}")
+    lines.append(f"gateway RSS idle: {idle_rss:.1f} MB; latencies in ms; ratio = router/direct")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelrouter.bench.suite")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per run (max 30)")
+    parser.add_argument("--rounds", type=int, default=2, help="direct/router pairs per scenario")
+    parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    args = parser.parse_args(argv)
+    seconds, rounds = min(args.seconds, 30.0), max(1, min(args.rounds, 5))
+    mock_port, gateway_port = procs.free_port(), procs.free_port()
+    mock = f"http://127.0.0.1:{mock_port}"
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    with (
+        procs.child(["mock-provider", "--port", str(mock_port)], mock_port),
+        procs.child(["serve", "--port", str(gateway_port)], gateway_port, gateway_env(mock)) as pid,
+    ):
+        idle_rss = procs.rss_bytes(pid) / 2**20
+        results = [
+            run_scenario(s, mock, gateway, pid, seconds=seconds, rounds=rounds) for s in SCENARIOS
+        ]
+    report = table(results, idle_rss)
+    sys.stdout.write(report)
+    if not wrk.available():
+        sys.stdout.write(
+            "note: wrk not found; the Python client ran every scenario and may be "
+            "the bottleneck at high rates (apt-get install wrk)\n"
+        )
+    with open(args.json, "wb") as out:
+        out.write(
+            msgspec.json.format(
+                msgspec.json.encode({"idle_rss_mb": round(idle_rss, 1), "results": results})
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

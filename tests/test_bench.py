@@ -1,0 +1,126 @@
+"""The benchmark tools keep working (timings are reported, never asserted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from modelrouter.bench import chat_body, percentiles, run_load
+from modelrouter.bench.suite import table
+from modelrouter.bench.wrk import parse
+from tests.conftest import Mock
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:9000/chat
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.20ms  500.00us  12.00ms   90.00%
+  Latency Distribution
+     50%    3.10ms
+     75%    3.40ms
+     90%    3.90ms
+     99%  850.00us
+  12000 requests in 3.00s, 4.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   4000.00
+"""
+
+
+async def test_bench_command_runs_for_a_second_against_the_mock(mock: Mock) -> None:
+    # A subprocess: the command runs its own event loop, as it does for users.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modelrouter",
+        "bench",
+        "--url",
+        mock.url,
+        "--format",
+        "openai",
+        "--stream",
+        "-c",
+        "4",
+        "-d",
+        "1",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    summary = json.loads(out)
+    assert summary["ok"] > 0
+    assert summary["errors"] == {}
+    assert set(summary["latency_ms"]) == {"p50", "p90", "p99", "mean"}
+    assert "first_byte_ms" in summary
+
+
+async def test_load_generator_counts_errors_by_kind(mock: Mock) -> None:
+    result = await run_load(
+        mock.base("status=503") + "/chat/completions",
+        chat_body("openai", stream=False),
+        concurrency=2,
+        duration=5,
+        requests=6,
+    )
+    assert result.requests == 6
+    assert result.errors == {"http_503": 6}
+    assert result.ok == 0
+
+
+def test_bench_refuses_unbounded_runs() -> None:
+    from modelrouter.cli import main
+
+    assert main(["bench", "--duration", "0"]) == 2
+    assert main(["bench", "--concurrency", "0"]) == 2
+
+
+def test_wrk_output_is_parsed_into_marks_and_errors() -> None:
+    m = parse(WRK_OUTPUT)
+    assert m.requests == 12000
+    assert m.p50 == pytest.approx(3.1)
+    assert m.p99 == pytest.approx(0.85)
+    assert m.errors == {"http_error": 5, "socket": 3}
+    assert m.rate == pytest.approx((12000 - 8) / 3.0)
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    marks = percentiles([i / 1000 for i in range(1, 101)])
+    assert marks["p50"] == pytest.approx(50)
+    assert marks["p99"] == pytest.approx(99)
+
+
+def test_suite_table_shows_ratios_and_added_latency() -> None:
+    direct = {
+        "rate": 1000.0,
+        "p50": 1.0,
+        "p99": 2.0,
+        "errors": {},
+        "mean": 1.0,
+        "first_byte_p50": 0.5,
+    }
+    routed = {
+        "rate": 500.0,
+        "p50": 1.5,
+        "p99": 3.0,
+        "errors": {},
+        "mean": 1.1,
+        "first_byte_p50": 0.7,
+    }
+    text = table(
+        [
+            {
+                "scenario": "x",
+                "direct": direct,
+                "modelrouter": routed,
+                "gateway_peak_rss_mb": 40.0,
+                "gateway_cpu_ms_per_request": 0.2,
+            }
+        ],
+        38.0,
+    )
+    assert " 0.50" in text
+    assert "+0.500" in text
+    assert "mean stream time ratio 1.100" in text
