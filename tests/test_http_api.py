@@ -246,3 +246,43 @@ async def test_no_secret_appears_in_logs_errors_or_metrics(gateway: Gateway, moc
         assert GROQ_KEY not in text
         assert CLIENT_KEY not in text
     assert logs, "the failing provider must have been logged"
+
+
+WEIRD_BODIES = [
+    b"null",
+    b"123",
+    b'"text"',
+    b'{"messages": null}',
+    b'{"messages": [null]}',
+    b'{"messages": [{"role": "user"}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e309}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 99999999999999999999999}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "fallback": "no"}',
+    b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+    b"\xff\xfe{}",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"messages": [{"role": "user", "content": "hi"}]} trailing',
+]
+
+
+@pytest.mark.parametrize("body", WEIRD_BODIES)
+async def test_nothing_a_client_sends_produces_a_500(
+    gateway: Gateway, mock: Mock, body: bytes
+) -> None:
+    client = await gateway(**two_providers(mock))
+    for path in ("/chat", "/stream"):
+        response = await client.post(path, data=body)
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["request_id"]
+
+
+async def test_saturated_router_answers_503_with_retry_after(gateway: Gateway, mock: Mock) -> None:
+    from modelrouter.web.runtime import RUNTIME
+
+    client = await gateway(**two_providers(mock))
+    client.app[RUNTIME].router.mailbox_size = 0
+    response = await client.post("/chat", json=USER)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"]["type"] == "overloaded"
