@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ clean:
 
 bench: $(STAMP)
 	$(PY) -m modelrouter.bench.suite
+
+bench-streams: $(STAMP)
+	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 9000

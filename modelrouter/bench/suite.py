@@ -16,8 +16,14 @@ import msgspec
 
 from modelrouter.bench import procs, wrk
 from modelrouter.bench.loadgen import Measurement, chat_body, run_load
+from modelrouter.bench.open_streams import hold_streams
+
+# Each open stream costs the gateway two descriptors (client and upstream); the hard
+# RLIMIT_NOFILE here is 20,000, so 10,000 streams cannot be held by one process on this machine.
+MAX_OPEN_STREAMS = 9500
 
 PLAIN, LONG, PACED = "", "/x/tokens=20", "/x/tokens=20,token_delay=0.01"
+STALLED = "/x/tokens=2,stall_after=1"  # one chunk, then the upstream holds the stream open
 
 
 class Scenario(msgspec.Struct, frozen=True):
@@ -39,7 +45,11 @@ SCENARIOS = [
 
 def gateway_env(mock: str) -> dict[str, str]:
     env = {
-        "PROVIDER_ORDER": "groq,openrouter,openai",
+        "PROVIDER_ORDER": "groq,openrouter,openai,ollama",
+        "OLLAMA_BASE_URL": f"{mock}{STALLED}",
+        "OLLAMA_MAX_CONCURRENCY": "20000",
+        "OLLAMA_RATE_LIMIT": "0",
+        "PROVIDER_TIMEOUT": "600",
         "GROQ_BASE_URL": f"{mock}{PLAIN}/v1",
         "OPENROUTER_BASE_URL": f"{mock}{LONG}/v1",
         "OPENAI_BASE_URL": f"{mock}{PACED}/v1",
@@ -132,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per run (max 30)")
     parser.add_argument("--rounds", type=int, default=2, help="direct/router pairs per scenario")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    parser.add_argument(
+        "--open-streams", type=int, default=0, help="also hold N streams open (max 9500)"
+    )
     args = parser.parse_args(argv)
     seconds, rounds = min(args.seconds, 30.0), max(1, min(args.rounds, 5))
     mock_port, gateway_port = procs.free_port(), procs.free_port()
@@ -145,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             run_scenario(s, mock, gateway, pid, seconds=seconds, rounds=rounds) for s in SCENARIOS
         ]
+        held = None
+        if args.open_streams > 0:
+            count = min(args.open_streams, MAX_OPEN_STREAMS)
+            held = asyncio.run(hold_streams(gateway, pid, count, "ollama"))
     report = table(results, idle_rss)
+    if held is not None:
+        report += (
+            f"open streams: {held['streams_open']}/{held['streams_requested']} held, gateway RSS "
+            f"{held['rss_before_mb']} -> {held['rss_open_mb']} MB, "
+            f"{held['kb_per_open_stream']} KB per open stream\n"
+        )
     sys.stdout.write(report)
     if not wrk.available():
         sys.stdout.write(
@@ -155,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.json, "wb") as out:
         out.write(
             msgspec.json.format(
-                msgspec.json.encode({"idle_rss_mb": round(idle_rss, 1), "results": results})
+                msgspec.json.encode(
+                    {"idle_rss_mb": round(idle_rss, 1), "results": results, "open_streams": held}
+                )
             )
         )
     return 0
