@@ -124,3 +124,23 @@ def test_suite_table_shows_ratios_and_added_latency() -> None:
     assert " 0.50" in text
     assert "+0.500" in text
     assert "mean stream time ratio 1.100" in text
+
+
+def test_bench_suite_runs_end_to_end_briefly(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelrouter.bench import suite
+
+    out = tmp_path / "bench.json"  # type: ignore[operator]
+    code = suite.main(
+        ["--seconds", "0.3", "--rounds", "1", "--open-streams", "20", "--json", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for scenario in suite.SCENARIOS:
+        assert scenario.name in printed
+    figures = json.loads(out.read_text())
+    assert figures["open_streams"]["streams_open"] == 20
+    for result in figures["results"]:
+        assert result["modelrouter"]["requests"] > 0
+        assert result["direct"]["requests"] > 0

@@ -139,7 +139,9 @@ def table(results: list[dict[str, Any]], idle_rss: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelrouter.bench.suite")
-    parser.add_argument("--seconds", type=float, default=3.0, help="per run (max 30)")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="per run (max 30; wrk runs take whole seconds)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="direct/router pairs per scenario")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
     parser.add_argument(

@@ -33,7 +33,7 @@ def run_wrk(url: str, body: bytes, *, concurrency: int, duration: float) -> Meas
                 shutil.which("wrk") or "wrk",
                 f"-t{threads}",
                 f"-c{concurrency}",
-                f"-d{duration:g}s",
+                f"-d{max(1, round(duration))}s",  # wrk takes whole seconds
                 "--latency",
                 "-s",
                 lua.name,
