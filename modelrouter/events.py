@@ -66,7 +66,7 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
 Event = Chunk | Usage | Done | Failed
 
 
-class UpstreamFailure(Exception):  # noqa: N818 - it is a failure outcome, not a programming error
+class UpstreamFailure(Exception):
     """One attempt against one provider failed, classified by `reason`.
 
     `reason` is None for a client error that the upstream rejected (400/404/422): it goes back to

@@ -15,11 +15,11 @@ from typing import Any, Generic, TypeVar
 M = TypeVar("M")
 
 
-class MailboxFull(Exception):  # noqa: N818 - named for what the caller sees
+class MailboxFull(Exception):
     """The actor is saturated: the caller should answer 503 with Retry-After, not wait."""
 
 
-class ActorStopped(Exception):  # noqa: N818
+class ActorStopped(Exception):
     """The actor is stopped (or was stopped while the message waited)."""
 
 

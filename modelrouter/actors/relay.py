@@ -13,7 +13,7 @@ from collections.abc import Callable
 from modelrouter.events import Chunk, Done, Event, Failed
 
 
-class ClientGone(Exception):  # noqa: N818
+class ClientGone(Exception):
     """The reader closed the relay (the client disconnected or the handler gave up)."""
 
 

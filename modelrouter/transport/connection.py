@@ -1,0 +1,176 @@
+"""One keep-alive HTTP/1.1 connection: an asyncio protocol around httptools' C parser.
+
+Bytes arrive in `data_received`, the parser calls back with the status, headers and decoded body
+pieces (chunked transfer is undone by the parser), and the reader takes body pieces as they come.
+The read buffer is bounded: past `HIGH_WATER` bytes the transport stops reading until the
+consumer catches up, so a slow client pushes back all the way to the upstream socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import httptools
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed before the response was complete."""
+
+
+class BadResponse(ValueError):
+    """The upstream sent something that is not HTTP/1.1."""
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_body",
+        "_buffered",
+        "_complete",
+        "_error",
+        "_headers",
+        "_headers_done",
+        "_paused",
+        "_reader",
+        "_received",
+        "idle_since",
+        "keep_alive",
+        "parser",
+        "status",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.keep_alive = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers_done = False
+        self._body: deque[bytes] = deque()
+        self._buffered = 0
+        self._complete = False
+        self._received = False  # any byte of this response arrived
+        self._paused = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"malformed HTTP response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self._complete:
+            self._fail(ConnectionLost(str(exc) if exc else "connection closed by upstream"))
+
+    # -- httptools callbacks -------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self._headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        self._wake()
+
+    # -- the consumer's side -------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def received_anything(self) -> bool:
+        return self._received
+
+    def send(self, data: bytes) -> None:
+        self._reset()
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def headers(self) -> list[tuple[bytes, bytes]]:
+        while not self._headers_done:
+            await self._wait()
+        return self._headers
+
+    async def next_body(self) -> bytes | None:
+        """The next piece of body (everything buffered, joined), or None at the end."""
+        while not self._body:
+            if self._complete:
+                return None
+            await self._wait()
+        if len(self._body) == 1:
+            piece = self._body.popleft()
+        else:
+            piece = b"".join(self._body)
+            self._body.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return piece
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._reader = asyncio.get_running_loop().create_future()
+        try:
+            await self._reader
+        finally:
+            self._reader = None
+        error = self._failure()  # set by a callback while we waited
+        if error is not None and not (self._complete or self._body):
+            raise error
+
+    def _failure(self) -> Exception | None:
+        return self._error
+
+    def _wake(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()

@@ -1,0 +1,190 @@
+"""The upstream HTTP/1.1 client: keep-alive, chunked bodies, gzip, failures, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from modelrouter.transport import BadResponse, ConnectionLost, Pool
+from modelrouter.transport import connection as connection_module
+from tests.conftest import Mock, free_port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """A scripted TCP server: each test writes exactly the bytes it wants the client to see."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+async def test_request_and_keep_alive_against_the_mock(mock: Mock) -> None:
+    pool = Pool(mock.url + "/v1")
+    head = pool.header_block("POST", "/chat/completions", {"Content-Type": "application/json"})
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    for _ in range(3):
+        response = await pool.request(head, body, b"X-Request-ID: t-1\r\n")
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("application/json")
+        assert b"Hello from the mock" in await response.read()
+        response.release()
+    assert len(pool._idle) == 1, "one connection, reused"
+    sent = await mock.received()
+    assert sent[-1]["headers"]["X-Request-ID"] == "t-1"
+    await pool.close()
+
+
+async def test_streamed_chunked_body_arrives_in_pieces(raw_server) -> None:  # type: ignore[no-untyped-def]
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    pieces = response.iter_body()
+    assert await anext(pieces) == b"hello"
+    release.set()
+    assert [p async for p in pieces] == [b" world"]
+    response.release()
+    await pool.close()
+
+
+async def test_gzip_body_is_decoded(raw_server) -> None:  # type: ignore[no-untyped-def]
+    packed = gzip.compress(b'{"ok": true}')
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed)
+            + packed
+        )
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    assert await response.read() == b'{"ok": true}'
+    await pool.close()
+
+
+async def test_connection_closed_mid_body_is_connection_lost(raw_server) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    with pytest.raises(ConnectionLost):
+        await response.read()
+    response.release()
+    assert pool._idle == [], "a broken connection is never reused"
+    await pool.close()
+
+
+async def test_garbage_instead_of_http_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    with pytest.raises(BadResponse):
+        await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    await pool.close()
+
+
+async def test_refused_connection_raises_oserror() -> None:
+    pool = Pool(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ConnectionRefusedError):
+        await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+
+
+async def test_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(raw_server) -> None:  # type: ignore[no-untyped-def]
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if connections == 1:
+            writer.close()  # the server drops the idle connection after the first answer
+
+    pool = Pool(await raw_server(handler))
+    head = pool.header_block("POST", "/x", {})
+    first = await pool.request(head, b"{}")
+    assert await first.read() == b"ok"
+    first.release()
+    await asyncio.sleep(0.05)  # the close reaches the client while the connection sits idle
+    second = await pool.request(head, b"{}")
+    assert await second.read() == b"ok"
+    assert connections == 2
+    await pool.close()
+
+
+async def test_slow_reader_pauses_the_socket(
+    raw_server,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setattr(connection_module, "HIGH_WATER", 1024)
+    sent = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n")
+        for _ in range(64):
+            writer.write(b"x" * 1024)
+            await writer.drain()
+        sent.set()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    await asyncio.sleep(0.1)
+    conn = response._conn
+    assert conn is not None
+    assert conn._paused, "past the high-water mark the client stops reading"
+    assert len(await response.read()) == 65536
+    await pool.close()
+
+
+def test_header_block_carries_path_prefix_host_and_headers() -> None:
+    pool = Pool("https://api.example.com/openai/v1")
+    block = pool.header_block("POST", "/chat/completions", {"Authorization": "Bearer k"})
+    assert block == (
+        b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: api.example.com\r\n"
+        b"Authorization: Bearer k\r\n"
+    )
+    assert Pool("http://h:8080").authority == "h:8080"
+    with pytest.raises(ValueError, match="not an http"):
+        Pool("ftp://h")
