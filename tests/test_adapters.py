@@ -148,6 +148,89 @@ def _ollama_options(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- Anthropic Messages: SSE with named events -------------------------------------------------
+
+
+def _anthropic_message(content: list[dict[str, Any]], usage: Usage, stop: str | None) -> bytes:
+    return _json(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "output_tokens": usage.completion_tokens,
+            },
+        }
+    )
+
+
+def _anthropic_response(text: str, usage: Usage) -> bytes:
+    return _anthropic_message([{"type": "text", "text": text}], usage, "end_turn")
+
+
+def _anthropic_delta(piece: str) -> bytes:
+    delta = {"type": "text_delta", "text": piece}
+    return _json({"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+def _anthropic_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
+    start = json.loads(_anthropic_message([], Usage(usage.prompt_tokens, 1), None))
+    message_delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": usage.completion_tokens},
+    }
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    return [
+        _json({"type": "message_start", "message": start}),
+        _json(block),
+        _json({"type": "ping"}),
+        *(_anthropic_delta(piece) for piece in pieces),
+        _json({"type": "content_block_stop", "index": 0}),
+        _json(message_delta),
+        _json({"type": "message_stop"}),
+    ]
+
+
+def _named_sse(payloads: list[bytes]) -> bytes:
+    """Anthropic's framing: each event named after its `type` (an unparseable one is `bogus`)."""
+    out = b""
+    for payload in payloads:
+        try:
+            name = json.loads(payload)["type"].encode()
+        except (ValueError, KeyError, TypeError):
+            name = b"bogus"
+        out += b"event: " + name + b"\ndata: " + payload + b"\n\n"
+    return out
+
+
+def _anthropic_error(kind: str, message: str) -> bytes:
+    return _json({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def _anthropic_options(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "max_tokens": body.get("max_tokens"),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "stop": body.get("stop_sequences"),
+    }
+
+
+def _anthropic_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    system = [{"role": "system", "content": body["system"]}] if "system" in body else []
+    return [*system, *body["messages"]]
+
+
 # --- The per-adapter samples -------------------------------------------------------------------
 
 
@@ -163,6 +246,9 @@ class Wire:
     stream_errors: Callable[[str], list[tuple[bytes, str]]]  # in-stream errors, expected reason
     malformed: Callable[[], list[bytes]]  # bodies/payloads that must be `bad_response`
     options: Callable[[dict[str, Any]], dict[str, Any]]  # sampling options, in our names
+    auth: Callable[[str], dict[str, str]] = lambda key: {"Authorization": f"Bearer {key}"}
+    conversation: Callable[[dict[str, Any]], list[Any]] = lambda body: body["messages"]
+    default_max_tokens: int | None = None  # sent when the request sets none
 
 
 GENERIC_MALFORMED = [
@@ -217,6 +303,29 @@ WIRE: dict[str, Wire] = {
             b'{"message": {"content": "x"}, "done": "yes"}',
         ],
         options=_ollama_options,
+    ),
+    "anthropic": Wire(
+        path="/v1/messages",
+        response=_anthropic_response,
+        payloads=_anthropic_payloads,
+        frame=_named_sse,
+        error_body=lambda message: _anthropic_error("invalid_request_error", message),
+        stream_errors=lambda message: [
+            (_anthropic_error("overloaded_error", message), "server_error"),
+            (_anthropic_error("api_error", message), "server_error"),
+            (_anthropic_error("rate_limit_error", message), "rate_limited"),
+        ],
+        malformed=lambda: [
+            *GENERIC_MALFORMED,
+            b'{"type": 5}',
+            b'{"type": "content_block_delta", "delta": {"type": "text_delta", "text": 5}}',
+            b'{"type": "message_start", "message": {"content": "hi"}}',
+            b'{"type": "message_delta", "usage": {"output_tokens": "many"}}',
+        ],
+        options=_anthropic_options,
+        auth=lambda key: {"x-api-key": key, "anthropic-version": "2023-06-01"},
+        conversation=_anthropic_conversation,
+        default_max_tokens=4096,
     ),
 }
 
@@ -303,6 +412,14 @@ def usage_of(events: list[Event]) -> list[Usage]:
     return [event for event in events if isinstance(event, Usage)]
 
 
+def merged_usage(events: list[Event]) -> Usage:
+    """Usage as the relay sees it: an adapter may report it in cumulative pieces."""
+    usage = Usage()
+    for piece in usage_of(events):
+        usage = usage.merge(piece)
+    return usage
+
+
 # --- The shared suite --------------------------------------------------------------------------
 
 
@@ -333,14 +450,16 @@ def test_url_is_the_base_url_plus_the_endpoint_path(kind: str, wire: Wire, base_
     assert adapter.url == base_url + wire.path
 
 
-def test_bearer_auth_header_is_sent_when_a_key_is_set(adapter: Adapter) -> None:
-    assert adapter.headers["Authorization"] == f"Bearer {API_KEY}"
+def test_auth_header_is_sent_when_a_key_is_set(adapter: Adapter, wire: Wire) -> None:
+    assert wire.auth(API_KEY).items() <= adapter.headers.items()
 
 
 @pytest.mark.parametrize("key", [None, ""])
-def test_no_auth_header_is_sent_without_a_key(kind: str, key: str | None) -> None:
+def test_no_auth_header_is_sent_without_a_key(kind: str, wire: Wire, key: str | None) -> None:
     adapter = ADAPTERS[kind](settings_for(kind, api_key=key))
-    assert "authorization" not in {name.lower() for name in adapter.headers}
+    sent = {name.lower() for name in adapter.headers}
+    assert not sent & {name.lower() for name in wire.auth(API_KEY) if name != "anthropic-version"}
+    assert API_KEY not in adapter.headers.values()
 
 
 def test_headers_declare_a_json_body(adapter: Adapter) -> None:
@@ -349,11 +468,11 @@ def test_headers_declare_a_json_body(adapter: Adapter) -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_map_request_is_json_with_model_messages_and_stream_flag(
-    adapter: Adapter, stream: bool
+    adapter: Adapter, wire: Wire, stream: bool
 ) -> None:
     body = json.loads(adapter.map_request(request_of(), "chosen-model", stream=stream))
     assert body["model"] == "chosen-model"
-    assert body["messages"] == [
+    assert wire.conversation(body) == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hello — 🙂"},
     ]
@@ -375,7 +494,12 @@ def test_map_request_honours_sampling_options_in_the_provider_names(
 
 def test_map_request_leaves_unset_options_out(adapter: Adapter, wire: Wire) -> None:
     options = wire.options(json.loads(adapter.map_request(request_of(), "m", stream=True)))
-    assert options == {"max_tokens": None, "temperature": None, "top_p": None, "stop": None}
+    assert options == {
+        "max_tokens": wire.default_max_tokens,
+        "temperature": None,
+        "top_p": None,
+        "stop": None,
+    }
 
 
 def test_map_request_keeps_a_zero_temperature(adapter: Adapter, wire: Wire) -> None:
@@ -404,10 +528,10 @@ def test_stream_yields_the_whole_text_then_usage_then_done(
     data = wire.frame(wire.payloads(PIECES, USAGE))
     events = run_stream(adapter, data, step)
     assert text_of(events) == TEXT == adapter.map_response(wire.response(TEXT, USAGE)).text
-    assert usage_of(events) == [USAGE]
+    assert merged_usage(events) == USAGE
     assert isinstance(events[-1], Done)
     assert sum(isinstance(event, Done) for event in events) == 1
-    assert events.index(usage_of(events)[0]) < len(events) - 1
+    assert all(events.index(usage) < len(events) - 1 for usage in usage_of(events))
 
 
 def test_stream_keeps_the_order_of_its_pieces(adapter: Adapter, wire: Wire) -> None:
