@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 
 
 class PlanError(ValueError):
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, type_: str = "invalid_request"
+    ) -> None:
         super().__init__(message)
         self.param = param
+        self.type = type_
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -115,7 +118,11 @@ def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) 
     first = candidates[0].actor.name
     if named and first in refused:
         param = refused[first][0]
-        raise PlanError(f"parameter `{param}` is not supported by provider {first!r}", param=param)
+        raise PlanError(
+            f"parameter `{param}` is not supported by provider {first!r}",
+            param=param,
+            type_="unsupported_parameter",
+        )
     if not kept:
         details = "; ".join(f"{name}: {', '.join(missing)}" for name, missing in refused.items())
         param = next(iter(refused.values()))[0]
@@ -123,5 +130,6 @@ def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) 
             f"parameter `{param}` is not supported by any provider this model can use "
             f"(unsupported: {details})",
             param=param,
+            type_="unsupported_parameter",
         )
     return kept

@@ -86,7 +86,7 @@ class RouterSupervisor(Actor[Route]):
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
         except PlanError as exc:
-            route.relay.finish(Failed(400, "invalid_request", str(exc), param=exc.param))
+            route.relay.finish(Failed(400, exc.type, str(exc), param=exc.param))
             return
         try:
             route.relay.finish(await _Fallback(self, route, candidates).run())
