@@ -207,9 +207,13 @@ async def test_sdk_raises_api_error_when_a_stream_is_cut(gateway: Gateway, mock:
     client = await gateway(**two_providers(mock, groq="stream_error_after=3", API_KEY=CLIENT_KEY))
     stream = await sdk(client).chat.completions.create(model="auto", messages=MESSAGES, stream=True)
     received: list[str] = []
-    with pytest.raises(openai.APIError) as caught:
+
+    async def read() -> None:
         async for chunk in stream:
-            received.append(chunk.choices[0].delta.content or "")
+            received.append(chunk.choices[0].delta.content or "")  # noqa: PERF401 - until it raises
+
+    with pytest.raises(openai.APIError) as caught:
+        await read()
     assert "".join(received) == "Hello from the"
     assert "groq failed mid-stream" in caught.value.message
 

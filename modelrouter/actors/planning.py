@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from modelrouter.aliases import ModelAlias
+from modelrouter.config import KNOWN_PROVIDERS
 from modelrouter.providers import requested_features
 from modelrouter.schemas import ChatRequest
 
@@ -80,7 +81,7 @@ def _candidates(
             Candidate(providers[t.provider], t.model) for t in targets if t.provider in providers
         ], False
     if provider is None:
-        provider, model = split_model(model, providers)
+        provider, model = split_model(model, KNOWN_PROVIDERS)
     if provider is None:
         if model is None:
             return [default(name) for name in order], False
@@ -94,8 +95,13 @@ def _candidates(
         return [*map(default, serving), *(default(n) for n in order if n not in serving)], False
     if provider not in providers:
         enabled = ", ".join(order) or "none"
+        named_in_model = request.provider is None and order
+        hint = (
+            f"; a model of another provider is {order[0]}/{request.model}" if named_in_model else ""
+        )
         raise PlanError(
-            f"provider {provider!r} is unknown or not enabled (enabled: {enabled})", param="model"
+            f"provider {provider!r} is unknown or not enabled (enabled: {enabled}){hint}",
+            param="model",
         )
     first = Candidate(providers[provider], model or providers[provider].provider.model)
     if not request.fallback:
