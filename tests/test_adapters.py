@@ -18,8 +18,15 @@ import msgspec
 import pytest
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
-from modelrouter.providers import ADAPTERS, Adapter, classify_status, parse_retry_after
+from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.providers import (
+    ADAPTERS,
+    Adapter,
+    classify_status,
+    parse_retry_after,
+    requested_features,
+)
+from modelrouter.providers.base import FEATURES
 from modelrouter.schemas import ChatRequest, chat_request_decoder
 
 PIECES = ["Hel", "lo, ", "wörld ", "🙂", ' "quoted"\n', "and\ttabs", " — done."]
@@ -822,3 +829,201 @@ def test_parse_retry_after_of_nothing_is_none(value: str | None) -> None:
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "1e400"])
 def test_parse_retry_after_of_non_finite_numbers_is_none(value: str) -> None:
     assert parse_retry_after(value) is None
+
+
+# --- Capabilities and tool calls ---------------------------------------------------------------
+
+FEATURE_VALUES: dict[str, Any] = {
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "tool_choice": "required",
+    "parallel_tool_calls": False,
+    "response_format": {"type": "json_object"},
+    "seed": 7,
+    "n": 2,
+    "user": "user-1",
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.5,
+}
+
+
+def test_feature_samples_cover_every_feature() -> None:
+    assert set(FEATURE_VALUES) == set(FEATURES)
+
+
+def test_capabilities_are_named_features(adapter: Adapter) -> None:
+    assert adapter.capabilities <= set(FEATURES)
+
+
+def test_every_claimed_capability_changes_the_upstream_body(adapter: Adapter) -> None:
+    plain = json.loads(adapter.map_request(request_of(), "m", stream=False))
+    for feature in adapter.capabilities:
+        request = request_of(**{feature: FEATURE_VALUES[feature]})
+        assert json.loads(adapter.map_request(request, "m", stream=False)) != plain, feature
+
+
+def test_unsupported_lists_the_requested_features_not_claimed(adapter: Adapter) -> None:
+    wanted = requested_features(request_of(**FEATURE_VALUES))
+    assert wanted == list(FEATURES)
+    assert adapter.unsupported(wanted) == [f for f in FEATURES if f not in adapter.capabilities]
+
+
+def test_requested_features_ignore_defaults_and_count_tool_turns() -> None:
+    assert requested_features(request_of(n=1, response_format={"type": "text"})) == []
+    call = {"id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    turns = [{"role": "assistant", "content": "", "tool_calls": [call]}]
+    assert requested_features(request_of(messages=turns)) == ["tools"]
+    tool_turn = [{"role": "tool", "content": "42", "tool_call_id": "c1"}]
+    assert requested_features(request_of(messages=tool_turn, seed=1)) == ["tools", "seed"]
+
+
+def test_openai_streams_tool_call_pieces_and_the_finish_reason() -> None:
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": ""}
+    payloads = [
+        _openai_delta({"role": "assistant", "content": None, "tool_calls": [call]}),
+        _openai_delta({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        _openai_delta({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+        _openai_delta({}, finish_reason="tool_calls"),
+        b"[DONE]",
+    ]
+    assert run_stream(openai(), _sse(payloads)) == [
+        ToolCallDelta(0, "call_1", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"a":'),
+        ToolCallDelta(0, None, None, " 1}"),
+        Finish("tool_calls"),
+        Done(),
+    ]
+
+
+def test_openai_whole_response_carries_its_tool_calls() -> None:
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"x": 1}'}},
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    body = _json({"choices": [{"message": message, "finish_reason": "tool_calls"}]})
+    completion = openai().map_response(body)
+    assert completion.text == ""
+    assert completion.finish_reason == "tool_calls"
+    assert completion.tool_calls == [
+        ToolCallDelta(0, "a", "f", "{}"),
+        ToolCallDelta(1, "b", "g", '{"x": 1}'),
+    ]
+
+
+def anthropic() -> Adapter:
+    return ADAPTERS["anthropic"](settings_for("anthropic"))
+
+
+def test_anthropic_streams_tool_use_after_text_with_its_block_index() -> None:
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    piece = {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
+    payloads = [
+        _anthropic_delta("Let me look."),
+        _json({"type": "content_block_start", "index": 1, "content_block": tool}),
+        _json({"type": "content_block_delta", "index": 1, "delta": piece}),
+        _json({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}}),
+        _json({"type": "message_stop"}),
+    ]
+    assert run_stream(anthropic(), _named_sse(payloads)) == [
+        Chunk("Let me look."),
+        ToolCallDelta(1, "toolu_1", "get_weather", ""),
+        ToolCallDelta(1, None, None, '{"city": "Paris"}'),
+        Finish("tool_calls"),
+        Usage(0, 0),
+        Done(),
+    ]
+
+
+def test_anthropic_whole_response_maps_tool_use_and_stop_reason() -> None:
+    content = [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"q": "é"}},
+    ]
+    completion = anthropic().map_response(_anthropic_message(content, USAGE, "tool_use"))
+    assert completion.text == "Checking."
+    assert completion.finish_reason == "tool_calls"
+    assert completion.tool_calls == [ToolCallDelta(0, "toolu_1", "f", '{"q":"é"}')]
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+    ],
+)
+def test_anthropic_stop_reasons_become_openai_finish_reasons(stop: str, finish: str) -> None:
+    completion = anthropic().map_response(_anthropic_message([], USAGE, stop))
+    assert completion.finish_reason == finish
+    delta = _json({"type": "message_delta", "delta": {"stop_reason": stop}})
+    assert anthropic().map_chunk(delta) == [Finish(finish)]
+
+
+def test_anthropic_prompt_tokens_include_cached_input() -> None:
+    usage = {"input_tokens": 5, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 20}
+    start = _json({"type": "message_start", "message": {"content": [], "usage": usage}})
+    assert anthropic().map_chunk(start) == [Usage(35, 0)]
+
+
+def test_anthropic_ignores_pings_and_event_kinds_it_does_not_know() -> None:
+    adapter = anthropic()
+    for payload in (b'{"type": "ping"}', b'{"type": "content_block_stop", "index": 0}'):
+        assert adapter.map_chunk(payload) == []
+    assert adapter.map_chunk(b'{"type": "something_new", "data": [1]}') == []
+    thinking = {"type": "thinking_delta", "thinking": "hmm"}
+    assert adapter.map_chunk(_json({"type": "content_block_delta", "delta": thinking})) == []
+
+
+def test_anthropic_error_event_without_details_is_a_server_error() -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        anthropic().map_chunk(b'{"type": "error"}')
+    assert caught.value.reason == "server_error"
+
+
+def test_anthropic_request_joins_system_messages_and_maps_tool_options() -> None:
+    request = request_of(
+        messages=[
+            {"role": "system", "content": "one"},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "two"},
+        ],
+        tools=FEATURE_VALUES["tools"],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        user="u-9",
+    )
+    body = json.loads(anthropic().map_request(request, "claude", stream=False))
+    assert body["system"] == "one\n\ntwo"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["tools"] == [{"name": "f", "input_schema": {"type": "object"}}]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert body["metadata"] == {"user_id": "u-9"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "sent"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("none", False, {"type": "none"}),
+        (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+        ({"type": "function", "function": {"name": "f"}}, None, {"type": "tool", "name": "f"}),
+    ],
+)
+def test_anthropic_tool_choice_mapping(choice: Any, parallel: bool | None, sent: Any) -> None:
+    request = request_of(
+        tools=FEATURE_VALUES["tools"], tool_choice=choice, parallel_tool_calls=parallel
+    )
+    assert json.loads(anthropic().map_request(request, "m", stream=True))["tool_choice"] == sent
+
+
+def test_anthropic_tool_without_a_schema_gets_an_empty_object_schema() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "description": "does f"}}]
+    body = json.loads(anthropic().map_request(request_of(tools=tools), "m", stream=False))
+    assert body["tools"] == [
+        {"name": "f", "description": "does f", "input_schema": {"type": "object", "properties": {}}}
+    ]
