@@ -182,17 +182,19 @@ def _providers(
     return tuple(enabled), tuple(skipped)
 
 
+def _aliases(reader: _Reader, providers: tuple[ProviderSettings, ...]) -> tuple[ModelAlias, ...]:
+    models = {p.name: p.model for p in providers}
+    text = reader.raw("MODEL_ALIASES") or ""
+    aliases, problems = parse_aliases(text, known=KNOWN_PROVIDERS, models=models)
+    reader.problems += problems
+    return aliases
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment) or raise ConfigError."""
     r = _Reader(os.environ if env is None else env)
     global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", 60)
     providers, skipped = _providers(r, global_rpm)
-    aliases, alias_problems = parse_aliases(
-        r.raw("MODEL_ALIASES") or "",
-        known=KNOWN_PROVIDERS,
-        models={p.name: p.model for p in providers},
-    )
-    r.problems += alias_problems
     log_format = r.raw("LOG_FORMAT") or "json"
     if log_format not in ("json", "console"):
         r.problems.append(f"LOG_FORMAT={log_format!r} is not json or console")
@@ -218,7 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format="console" if log_format == "console" else "json",
         providers=providers,
         skipped_providers=skipped,
-        model_aliases=aliases,
+        model_aliases=_aliases(r, providers),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")

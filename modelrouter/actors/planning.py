@@ -68,31 +68,19 @@ def _candidates(
     aliases: Mapping[str, ModelAlias],
 ) -> tuple[list[Candidate], bool]:
     """The candidates, and whether the first is the provider the request named."""
-
-    def default(name: str) -> Candidate:
-        return Candidate(providers[name], providers[name].provider.model)
-
     provider, model = request.provider, request.model
     if model == "auto":
         model = None
-    if provider is None and model is not None and model in aliases:
-        targets = aliases[model].targets
-        return [
-            Candidate(providers[t.provider], t.model) for t in targets if t.provider in providers
-        ], False
-    if provider is None:
+    if provider is None and model is not None:
+        alias = aliases.get(model)
+        if alias is not None:
+            targets = [t for t in alias.targets if t.provider in providers]
+            return [Candidate(providers[t.provider], t.model) for t in targets], False
         provider, model = split_model(model, KNOWN_PROVIDERS)
+        if provider is None:
+            return _serving(model, order, providers), False
     if provider is None:
-        if model is None:
-            return [default(name) for name in order], False
-        serving = [name for name in order if providers[name].provider.model == model]
-        if not serving:
-            raise PlanError(
-                f"model {model!r} needs a provider: use provider/model, an alias or auto "
-                '(GET /v1/models lists them), or set "provider"',
-                param="model",
-            )
-        return [*map(default, serving), *(default(n) for n in order if n not in serving)], False
+        return [_default(providers[name]) for name in order], False
     if provider not in providers:
         enabled = ", ".join(order) or "none"
         named_in_model = request.provider is None and order
@@ -106,7 +94,26 @@ def _candidates(
     first = Candidate(providers[provider], model or providers[provider].provider.model)
     if not request.fallback:
         return [first], True
-    return [first, *(default(name) for name in order if name != provider)], True
+    return [first, *(_default(providers[name]) for name in order if name != provider)], True
+
+
+def _default(actor: ProviderActor) -> Candidate:
+    return Candidate(actor, actor.provider.model)
+
+
+def _serving(
+    model: str | None, order: list[str], providers: Mapping[str, ProviderActor]
+) -> list[Candidate]:
+    """A bare model: the providers configured with it first, then the rest of the order."""
+    serving = [name for name in order if providers[name].provider.model == model]
+    if not serving:
+        raise PlanError(
+            f"model {model!r} needs a provider: use provider/model, an alias or auto "
+            '(GET /v1/models lists them), or set "provider"',
+            param="model",
+        )
+    rest = [name for name in order if name not in serving]
+    return [_default(providers[name]) for name in (*serving, *rest)]
 
 
 def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
