@@ -165,6 +165,9 @@ async def test_supported_parameters_reach_an_openai_compatible_upstream(
         "store": False,
         "top_logprobs": None,  # null is absent, as for OpenAI
     }
+    response = await client.post(COMPLETIONS, json={**USER, "tools": []})
+    assert response.status == 200, "an empty tool list is no tool list"
+    assert "tools" not in (await mock.received())[-1]["body"]
     response = await client.post(COMPLETIONS, json=body)
     assert response.status == 200
     sent = (await mock.received())[-1]["body"]

@@ -39,7 +39,8 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
-    fields = {key: value for key, value in data.items() if value is not None}
+    # null is absent, and so is an empty tool list (some clients send one).
+    fields = {k: v for k, v in data.items() if v is not None and not (k == "tools" and v == [])}
     stream, include_usage = _stream_options(fields)
     if "max_completion_tokens" in fields:
         tokens = fields.pop("max_completion_tokens")
