@@ -1,4 +1,4 @@
-"""Server-Sent Events encoding for `/stream` (the seed's format: `data: <text>` per chunk)."""
+"""Server-Sent Events: the seed's `/stream` encoding, and the format every stream writes in."""
 
 from __future__ import annotations
 
