@@ -10,7 +10,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-AdapterKind = Literal["openai", "ollama"]
+from modelrouter.aliases import ModelAlias, parse_aliases
+
+AdapterKind = Literal["openai", "ollama", "anthropic"]
 T = TypeVar("T")
 
 
@@ -33,6 +35,9 @@ KNOWN_PROVIDERS: Final[Mapping[str, ProviderDefaults]] = {
     ),
     "ollama": ProviderDefaults("ollama", "http://localhost:11434", "llama3.2", 100, False),
     "openai": ProviderDefaults("openai", "https://api.openai.com/v1", "gpt-4o-mini", None, True),
+    "anthropic": ProviderDefaults(
+        "anthropic", "https://api.anthropic.com", "claude-haiku-4-5", None, True
+    ),
 }
 DEFAULT_ORDER: Final = "groq,openrouter,ollama"
 LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
@@ -66,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["json", "console"] = "json"
     providers: tuple[ProviderSettings, ...] = ()
     skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
+    model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
 
     @property
     def auth_enabled(self) -> bool:
@@ -176,6 +182,14 @@ def _providers(
     return tuple(enabled), tuple(skipped)
 
 
+def _aliases(reader: _Reader, providers: tuple[ProviderSettings, ...]) -> tuple[ModelAlias, ...]:
+    models = {p.name: p.model for p in providers}
+    text = reader.raw("MODEL_ALIASES") or ""
+    aliases, problems = parse_aliases(text, known=KNOWN_PROVIDERS, models=models)
+    reader.problems += problems
+    return aliases
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment) or raise ConfigError."""
     r = _Reader(os.environ if env is None else env)
@@ -206,6 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format="console" if log_format == "console" else "json",
         providers=providers,
         skipped_providers=skipped,
+        model_aliases=_aliases(r, providers),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")

@@ -39,13 +39,39 @@ class Chunk(msgspec.Struct, frozen=True, gc=False):
     text: str
 
 
+class ToolCallDelta(msgspec.Struct, frozen=True, gc=False):
+    """A piece of a tool call: the first piece of call `index` has its id and name, later pieces
+    carry more of its JSON `arguments` (a whole answer gives each call in one piece)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Finish(msgspec.Struct, frozen=True, gc=False):
+    """The model stopped, and why (OpenAI's `finish_reason` vocabulary: stop, length,
+    tool_calls, content_filter); the stream may still carry usage before its end marker."""
+
+    reason: str
+
+
 class Usage(msgspec.Struct, frozen=True, gc=False):
+    """Token counts. An adapter may report them in several cumulative pieces (Anthropic sends
+    input tokens first, output tokens last); `merge` keeps the largest count of each kind."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def merge(self, other: Usage) -> Usage:
+        return Usage(
+            max(self.prompt_tokens, other.prompt_tokens),
+            max(self.completion_tokens, other.completion_tokens),
+        )
 
 
 class Done(msgspec.Struct, frozen=True, gc=False):
@@ -61,9 +87,10 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     type: str
     message: str
     retry_after: float | None = None
+    param: str | None = None  # the request parameter at fault, when one is
 
 
-Event = Chunk | Usage | Done | Failed
+Event = Chunk | ToolCallDelta | Finish | Usage | Done | Failed
 
 
 class UpstreamFailure(Exception):

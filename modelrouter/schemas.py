@@ -2,17 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 MAX_MESSAGES = 1024
+MAX_TOOLS = 128
 
 
-class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=True):
     role: Role
     content: str
+    tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+    name: str | None = None
+
+
+class FunctionDef(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, frozen=True):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(msgspec.Struct, frozen=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, frozen=True):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class ResponseFormat(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
 
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,6 +68,17 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     fallback: bool = True
+    # OpenAI's optional parameters, relayed to providers whose adapter can honour them (a
+    # provider that cannot is left out of the plan; see providers.base.requested_features).
+    tools: Annotated[list[Tool], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
 
 
 class ProviderMeta(msgspec.Struct, frozen=True):

@@ -18,8 +18,15 @@ import msgspec
 import pytest
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
-from modelrouter.providers import ADAPTERS, Adapter, classify_status, parse_retry_after
+from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.providers import (
+    ADAPTERS,
+    Adapter,
+    classify_status,
+    parse_retry_after,
+    requested_features,
+)
+from modelrouter.providers.base import FEATURES
 from modelrouter.schemas import ChatRequest, chat_request_decoder
 
 PIECES = ["Hel", "lo, ", "wörld ", "🙂", ' "quoted"\n', "and\ttabs", " — done."]
@@ -148,6 +155,89 @@ def _ollama_options(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- Anthropic Messages: SSE with named events -------------------------------------------------
+
+
+def _anthropic_message(content: list[dict[str, Any]], usage: Usage, stop: str | None) -> bytes:
+    return _json(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "output_tokens": usage.completion_tokens,
+            },
+        }
+    )
+
+
+def _anthropic_response(text: str, usage: Usage) -> bytes:
+    return _anthropic_message([{"type": "text", "text": text}], usage, "end_turn")
+
+
+def _anthropic_delta(piece: str) -> bytes:
+    delta = {"type": "text_delta", "text": piece}
+    return _json({"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+def _anthropic_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
+    start = json.loads(_anthropic_message([], Usage(usage.prompt_tokens, 1), None))
+    message_delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": usage.completion_tokens},
+    }
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    return [
+        _json({"type": "message_start", "message": start}),
+        _json(block),
+        _json({"type": "ping"}),
+        *(_anthropic_delta(piece) for piece in pieces),
+        _json({"type": "content_block_stop", "index": 0}),
+        _json(message_delta),
+        _json({"type": "message_stop"}),
+    ]
+
+
+def _named_sse(payloads: list[bytes]) -> bytes:
+    """Anthropic's framing: each event named after its `type` (an unparseable one is `bogus`)."""
+    out = b""
+    for payload in payloads:
+        try:
+            name = json.loads(payload)["type"].encode()
+        except (ValueError, KeyError, TypeError):
+            name = b"bogus"
+        out += b"event: " + name + b"\ndata: " + payload + b"\n\n"
+    return out
+
+
+def _anthropic_error(kind: str, message: str) -> bytes:
+    return _json({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def _anthropic_options(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "max_tokens": body.get("max_tokens"),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "stop": body.get("stop_sequences"),
+    }
+
+
+def _anthropic_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    system = [{"role": "system", "content": body["system"]}] if "system" in body else []
+    return [*system, *body["messages"]]
+
+
 # --- The per-adapter samples -------------------------------------------------------------------
 
 
@@ -163,6 +253,9 @@ class Wire:
     stream_errors: Callable[[str], list[tuple[bytes, str]]]  # in-stream errors, expected reason
     malformed: Callable[[], list[bytes]]  # bodies/payloads that must be `bad_response`
     options: Callable[[dict[str, Any]], dict[str, Any]]  # sampling options, in our names
+    auth: Callable[[str], dict[str, str]] = lambda key: {"Authorization": f"Bearer {key}"}
+    conversation: Callable[[dict[str, Any]], list[Any]] = lambda body: body["messages"]
+    default_max_tokens: int | None = None  # sent when the request sets none
 
 
 GENERIC_MALFORMED = [
@@ -217,6 +310,29 @@ WIRE: dict[str, Wire] = {
             b'{"message": {"content": "x"}, "done": "yes"}',
         ],
         options=_ollama_options,
+    ),
+    "anthropic": Wire(
+        path="/v1/messages",
+        response=_anthropic_response,
+        payloads=_anthropic_payloads,
+        frame=_named_sse,
+        error_body=lambda message: _anthropic_error("invalid_request_error", message),
+        stream_errors=lambda message: [
+            (_anthropic_error("overloaded_error", message), "server_error"),
+            (_anthropic_error("api_error", message), "server_error"),
+            (_anthropic_error("rate_limit_error", message), "rate_limited"),
+        ],
+        malformed=lambda: [
+            *GENERIC_MALFORMED,
+            b'{"type": 5}',
+            b'{"type": "content_block_delta", "delta": {"type": "text_delta", "text": 5}}',
+            b'{"type": "message_start", "message": {"content": "hi"}}',
+            b'{"type": "message_delta", "usage": {"output_tokens": "many"}}',
+        ],
+        options=_anthropic_options,
+        auth=lambda key: {"x-api-key": key, "anthropic-version": "2023-06-01"},
+        conversation=_anthropic_conversation,
+        default_max_tokens=4096,
     ),
 }
 
@@ -303,6 +419,14 @@ def usage_of(events: list[Event]) -> list[Usage]:
     return [event for event in events if isinstance(event, Usage)]
 
 
+def merged_usage(events: list[Event]) -> Usage:
+    """Usage as the relay sees it: an adapter may report it in cumulative pieces."""
+    usage = Usage()
+    for piece in usage_of(events):
+        usage = usage.merge(piece)
+    return usage
+
+
 # --- The shared suite --------------------------------------------------------------------------
 
 
@@ -333,14 +457,16 @@ def test_url_is_the_base_url_plus_the_endpoint_path(kind: str, wire: Wire, base_
     assert adapter.url == base_url + wire.path
 
 
-def test_bearer_auth_header_is_sent_when_a_key_is_set(adapter: Adapter) -> None:
-    assert adapter.headers["Authorization"] == f"Bearer {API_KEY}"
+def test_auth_header_is_sent_when_a_key_is_set(adapter: Adapter, wire: Wire) -> None:
+    assert wire.auth(API_KEY).items() <= adapter.headers.items()
 
 
 @pytest.mark.parametrize("key", [None, ""])
-def test_no_auth_header_is_sent_without_a_key(kind: str, key: str | None) -> None:
+def test_no_auth_header_is_sent_without_a_key(kind: str, wire: Wire, key: str | None) -> None:
     adapter = ADAPTERS[kind](settings_for(kind, api_key=key))
-    assert "authorization" not in {name.lower() for name in adapter.headers}
+    sent = {name.lower() for name in adapter.headers}
+    assert not sent & {name.lower() for name in wire.auth(API_KEY) if name != "anthropic-version"}
+    assert API_KEY not in adapter.headers.values()
 
 
 def test_headers_declare_a_json_body(adapter: Adapter) -> None:
@@ -349,11 +475,11 @@ def test_headers_declare_a_json_body(adapter: Adapter) -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_map_request_is_json_with_model_messages_and_stream_flag(
-    adapter: Adapter, stream: bool
+    adapter: Adapter, wire: Wire, stream: bool
 ) -> None:
     body = json.loads(adapter.map_request(request_of(), "chosen-model", stream=stream))
     assert body["model"] == "chosen-model"
-    assert body["messages"] == [
+    assert wire.conversation(body) == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hello — 🙂"},
     ]
@@ -375,7 +501,12 @@ def test_map_request_honours_sampling_options_in_the_provider_names(
 
 def test_map_request_leaves_unset_options_out(adapter: Adapter, wire: Wire) -> None:
     options = wire.options(json.loads(adapter.map_request(request_of(), "m", stream=True)))
-    assert options == {"max_tokens": None, "temperature": None, "top_p": None, "stop": None}
+    assert options == {
+        "max_tokens": wire.default_max_tokens,
+        "temperature": None,
+        "top_p": None,
+        "stop": None,
+    }
 
 
 def test_map_request_keeps_a_zero_temperature(adapter: Adapter, wire: Wire) -> None:
@@ -404,10 +535,10 @@ def test_stream_yields_the_whole_text_then_usage_then_done(
     data = wire.frame(wire.payloads(PIECES, USAGE))
     events = run_stream(adapter, data, step)
     assert text_of(events) == TEXT == adapter.map_response(wire.response(TEXT, USAGE)).text
-    assert usage_of(events) == [USAGE]
+    assert merged_usage(events) == USAGE
     assert isinstance(events[-1], Done)
     assert sum(isinstance(event, Done) for event in events) == 1
-    assert events.index(usage_of(events)[0]) < len(events) - 1
+    assert all(events.index(usage) < len(events) - 1 for usage in usage_of(events))
 
 
 def test_stream_keeps_the_order_of_its_pieces(adapter: Adapter, wire: Wire) -> None:
@@ -698,3 +829,201 @@ def test_parse_retry_after_of_nothing_is_none(value: str | None) -> None:
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "1e400"])
 def test_parse_retry_after_of_non_finite_numbers_is_none(value: str) -> None:
     assert parse_retry_after(value) is None
+
+
+# --- Capabilities and tool calls ---------------------------------------------------------------
+
+FEATURE_VALUES: dict[str, Any] = {
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "tool_choice": "required",
+    "parallel_tool_calls": False,
+    "response_format": {"type": "json_object"},
+    "seed": 7,
+    "n": 2,
+    "user": "user-1",
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.5,
+}
+
+
+def test_feature_samples_cover_every_feature() -> None:
+    assert set(FEATURE_VALUES) == set(FEATURES)
+
+
+def test_capabilities_are_named_features(adapter: Adapter) -> None:
+    assert adapter.capabilities <= set(FEATURES)
+
+
+def test_every_claimed_capability_changes_the_upstream_body(adapter: Adapter) -> None:
+    plain = json.loads(adapter.map_request(request_of(), "m", stream=False))
+    for feature in adapter.capabilities:
+        request = request_of(**{feature: FEATURE_VALUES[feature]})
+        assert json.loads(adapter.map_request(request, "m", stream=False)) != plain, feature
+
+
+def test_unsupported_lists_the_requested_features_not_claimed(adapter: Adapter) -> None:
+    wanted = requested_features(request_of(**FEATURE_VALUES))
+    assert wanted == list(FEATURES)
+    assert adapter.unsupported(wanted) == [f for f in FEATURES if f not in adapter.capabilities]
+
+
+def test_requested_features_ignore_defaults_and_count_tool_turns() -> None:
+    assert requested_features(request_of(n=1, response_format={"type": "text"})) == []
+    call = {"id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    turns = [{"role": "assistant", "content": "", "tool_calls": [call]}]
+    assert requested_features(request_of(messages=turns)) == ["tools"]
+    tool_turn = [{"role": "tool", "content": "42", "tool_call_id": "c1"}]
+    assert requested_features(request_of(messages=tool_turn, seed=1)) == ["tools", "seed"]
+
+
+def test_openai_streams_tool_call_pieces_and_the_finish_reason() -> None:
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": ""}
+    payloads = [
+        _openai_delta({"role": "assistant", "content": None, "tool_calls": [call]}),
+        _openai_delta({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        _openai_delta({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+        _openai_delta({}, finish_reason="tool_calls"),
+        b"[DONE]",
+    ]
+    assert run_stream(openai(), _sse(payloads)) == [
+        ToolCallDelta(0, "call_1", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"a":'),
+        ToolCallDelta(0, None, None, " 1}"),
+        Finish("tool_calls"),
+        Done(),
+    ]
+
+
+def test_openai_whole_response_carries_its_tool_calls() -> None:
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"x": 1}'}},
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    body = _json({"choices": [{"message": message, "finish_reason": "tool_calls"}]})
+    completion = openai().map_response(body)
+    assert completion.text == ""
+    assert completion.finish_reason == "tool_calls"
+    assert completion.tool_calls == [
+        ToolCallDelta(0, "a", "f", "{}"),
+        ToolCallDelta(1, "b", "g", '{"x": 1}'),
+    ]
+
+
+def anthropic() -> Adapter:
+    return ADAPTERS["anthropic"](settings_for("anthropic"))
+
+
+def test_anthropic_streams_tool_use_after_text_with_its_block_index() -> None:
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    piece = {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
+    payloads = [
+        _anthropic_delta("Let me look."),
+        _json({"type": "content_block_start", "index": 1, "content_block": tool}),
+        _json({"type": "content_block_delta", "index": 1, "delta": piece}),
+        _json({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}}),
+        _json({"type": "message_stop"}),
+    ]
+    assert run_stream(anthropic(), _named_sse(payloads)) == [
+        Chunk("Let me look."),
+        ToolCallDelta(1, "toolu_1", "get_weather", ""),
+        ToolCallDelta(1, None, None, '{"city": "Paris"}'),
+        Finish("tool_calls"),
+        Usage(0, 0),
+        Done(),
+    ]
+
+
+def test_anthropic_whole_response_maps_tool_use_and_stop_reason() -> None:
+    content = [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"q": "é"}},
+    ]
+    completion = anthropic().map_response(_anthropic_message(content, USAGE, "tool_use"))
+    assert completion.text == "Checking."
+    assert completion.finish_reason == "tool_calls"
+    assert completion.tool_calls == [ToolCallDelta(0, "toolu_1", "f", '{"q":"é"}')]
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+    ],
+)
+def test_anthropic_stop_reasons_become_openai_finish_reasons(stop: str, finish: str) -> None:
+    completion = anthropic().map_response(_anthropic_message([], USAGE, stop))
+    assert completion.finish_reason == finish
+    delta = _json({"type": "message_delta", "delta": {"stop_reason": stop}})
+    assert anthropic().map_chunk(delta) == [Finish(finish)]
+
+
+def test_anthropic_prompt_tokens_include_cached_input() -> None:
+    usage = {"input_tokens": 5, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 20}
+    start = _json({"type": "message_start", "message": {"content": [], "usage": usage}})
+    assert anthropic().map_chunk(start) == [Usage(35, 0)]
+
+
+def test_anthropic_ignores_pings_and_event_kinds_it_does_not_know() -> None:
+    adapter = anthropic()
+    for payload in (b'{"type": "ping"}', b'{"type": "content_block_stop", "index": 0}'):
+        assert adapter.map_chunk(payload) == []
+    assert adapter.map_chunk(b'{"type": "something_new", "data": [1]}') == []
+    thinking = {"type": "thinking_delta", "thinking": "hmm"}
+    assert adapter.map_chunk(_json({"type": "content_block_delta", "delta": thinking})) == []
+
+
+def test_anthropic_error_event_without_details_is_a_server_error() -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        anthropic().map_chunk(b'{"type": "error"}')
+    assert caught.value.reason == "server_error"
+
+
+def test_anthropic_request_joins_system_messages_and_maps_tool_options() -> None:
+    request = request_of(
+        messages=[
+            {"role": "system", "content": "one"},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "two"},
+        ],
+        tools=FEATURE_VALUES["tools"],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        user="u-9",
+    )
+    body = json.loads(anthropic().map_request(request, "claude", stream=False))
+    assert body["system"] == "one\n\ntwo"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["tools"] == [{"name": "f", "input_schema": {"type": "object"}}]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert body["metadata"] == {"user_id": "u-9"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "sent"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("none", False, {"type": "none"}),
+        (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+        ({"type": "function", "function": {"name": "f"}}, None, {"type": "tool", "name": "f"}),
+    ],
+)
+def test_anthropic_tool_choice_mapping(choice: Any, parallel: bool | None, sent: Any) -> None:
+    request = request_of(
+        tools=FEATURE_VALUES["tools"], tool_choice=choice, parallel_tool_calls=parallel
+    )
+    assert json.loads(anthropic().map_request(request, "m", stream=True))["tool_choice"] == sent
+
+
+def test_anthropic_tool_without_a_schema_gets_an_empty_object_schema() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "description": "does f"}}]
+    body = json.loads(anthropic().map_request(request_of(tools=tools), "m", stream=False))
+    assert body["tools"] == [
+        {"name": "f", "description": "does f", "input_schema": {"type": "object", "properties": {}}}
+    ]

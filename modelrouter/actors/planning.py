@@ -1,4 +1,15 @@
-"""The candidate order for one request: the named provider (and model) first, then the rest."""
+"""The candidate order for one request, chosen by its `model` (and `provider`) fields.
+
+- `auto` or nothing: the configured provider order.
+- an alias (`MODEL_ALIASES`): exactly its chain of provider/model targets.
+- `provider/model`, or the `provider` field: that provider first with that model (or its
+  configured one), then the rest of the order; with `"fallback": false`, that provider alone.
+- a bare model equal to providers' configured model: those providers first, then the rest.
+
+Candidates whose adapter cannot honour every parameter the request sets are left out, so a
+parameter is never silently dropped; if the provider the request names is one of them, or no
+candidate is left, planning fails with the parameter named.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from modelrouter.aliases import ModelAlias
+from modelrouter.config import KNOWN_PROVIDERS
+from modelrouter.providers import requested_features
 from modelrouter.schemas import ChatRequest
 
 if TYPE_CHECKING:
@@ -14,7 +28,12 @@ if TYPE_CHECKING:
 
 
 class PlanError(ValueError):
-    pass
+    def __init__(
+        self, message: str, *, param: str | None = None, type_: str = "invalid_request"
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.type = type_
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -33,24 +52,97 @@ def split_model(model: str | None, known: Mapping[str, object]) -> tuple[str | N
 
 
 def plan(
-    request: ChatRequest, order: list[str], providers: Mapping[str, ProviderActor]
+    request: ChatRequest,
+    order: list[str],
+    providers: Mapping[str, ProviderActor],
+    aliases: Mapping[str, ModelAlias] | None = None,
 ) -> list[Candidate]:
+    candidates, named = _candidates(request, order, providers, aliases or {})
+    return _capable(request, candidates, named=named)
+
+
+def _candidates(
+    request: ChatRequest,
+    order: list[str],
+    providers: Mapping[str, ProviderActor],
+    aliases: Mapping[str, ModelAlias],
+) -> tuple[list[Candidate], bool]:
+    """The candidates, and whether the first is the provider the request named."""
     provider, model = request.provider, request.model
     if model == "auto":
         model = None
+    if provider is None and model is not None:
+        alias = aliases.get(model)
+        if alias is not None:
+            targets = [t for t in alias.targets if t.provider in providers]
+            return [Candidate(providers[t.provider], t.model) for t in targets], False
+        provider, model = split_model(model, KNOWN_PROVIDERS)
+        if provider is None:
+            return _serving(model, order, providers), False
     if provider is None:
-        provider, model = split_model(model, providers)
-    if provider is None:
-        if model is not None:
-            raise PlanError(
-                f'model {model!r} needs a provider: set "provider" or use "provider/model"'
-            )
-        return [Candidate(providers[name], providers[name].provider.model) for name in order]
+        return [_default(providers[name]) for name in order], False
     if provider not in providers:
         enabled = ", ".join(order) or "none"
-        raise PlanError(f"provider {provider!r} is unknown or not enabled (enabled: {enabled})")
+        named_in_model = request.provider is None and order
+        hint = (
+            f"; a model of another provider is {order[0]}/{request.model}" if named_in_model else ""
+        )
+        raise PlanError(
+            f"provider {provider!r} is unknown or not enabled (enabled: {enabled}){hint}",
+            param="model",
+        )
     first = Candidate(providers[provider], model or providers[provider].provider.model)
     if not request.fallback:
-        return [first]
-    rest = [Candidate(providers[n], providers[n].provider.model) for n in order if n != provider]
-    return [first, *rest]
+        return [first], True
+    return [first, *(_default(providers[name]) for name in order if name != provider)], True
+
+
+def _default(actor: ProviderActor) -> Candidate:
+    return Candidate(actor, actor.provider.model)
+
+
+def _serving(
+    model: str | None, order: list[str], providers: Mapping[str, ProviderActor]
+) -> list[Candidate]:
+    """A bare model: the providers configured with it first, then the rest of the order."""
+    serving = [name for name in order if providers[name].provider.model == model]
+    if not serving:
+        raise PlanError(
+            f"model {model!r} needs a provider: use provider/model, an alias or auto "
+            '(GET /v1/models lists them), or set "provider"',
+            param="model",
+        )
+    rest = [name for name in order if name not in serving]
+    return [_default(providers[name]) for name in (*serving, *rest)]
+
+
+def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    wanted = requested_features(request)
+    if not wanted or not candidates:
+        return candidates
+    kept: list[Candidate] = []
+    refused: dict[str, list[str]] = {}
+    for candidate in candidates:
+        missing = candidate.actor.adapter.unsupported(wanted)
+        if missing:
+            refused.setdefault(candidate.actor.name, missing)
+        else:
+            kept.append(candidate)
+    first = candidates[0].actor.name
+    if named and first in refused:
+        param = refused[first][0]
+        raise PlanError(
+            f"parameter `{param}` is not supported by provider {first!r}",
+            param=param,
+            type_="unsupported_parameter",
+        )
+    if not kept:
+        details = "; ".join(f"{name}: {', '.join(missing)}" for name, missing in refused.items())
+        param = next(iter(refused.values()))[0]
+        raise PlanError(
+            f"parameter `{param}` is not supported by any provider this model can use "
+            f"(unsupported: {details})",
+            param=param,
+            type_="unsupported_parameter",
+        )
+    return kept

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from modelrouter.events import Chunk, Done, Event, Failed
+from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta
 
 
 class ClientGone(Exception):
@@ -54,7 +54,7 @@ class Relay:
             await self._writer
             if self._closed:
                 raise ClientGone
-        if type(event) is Chunk:
+        if type(event) is Chunk or type(event) is ToolCallDelta:
             self.emitted = True
         self._events.append(event)
         self._wake_reader()

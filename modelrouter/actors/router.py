@@ -18,6 +18,7 @@ from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
 from modelrouter.actors.planning import Candidate, PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.supervisor import Supervisor
+from modelrouter.aliases import ModelAlias
 from modelrouter.events import Done, Failed
 from modelrouter.observability import REDACTOR, Metrics
 
@@ -31,6 +32,7 @@ class RouterSupervisor(Actor[Route]):
         providers: list[ProviderActor],
         *,
         metrics: Metrics,
+        aliases: tuple[ModelAlias, ...] = (),
         max_requests: int = 10_000,
         mailbox_size: int = 4096,
         max_restarts: int = 5,
@@ -39,6 +41,7 @@ class RouterSupervisor(Actor[Route]):
         super().__init__("router", mailbox_size=mailbox_size)
         self.providers = {p.name: p for p in providers}
         self.order = [p.name for p in providers]
+        self.aliases = {alias.name: alias for alias in aliases}
         self.metrics = metrics
         self.max_requests = max_requests
         self.scheduler = aiojobs.Scheduler(limit=None, pending_limit=1, close_timeout=1.0)
@@ -81,9 +84,9 @@ class RouterSupervisor(Actor[Route]):
         if route.relay.closed:
             return
         try:
-            candidates = plan(route.request, self.order, self.providers)
+            candidates = plan(route.request, self.order, self.providers, self.aliases)
         except PlanError as exc:
-            route.relay.finish(Failed(400, "invalid_request", str(exc)))
+            route.relay.finish(Failed(400, exc.type, str(exc), param=exc.param))
             return
         try:
             route.relay.finish(await _Fallback(self, route, candidates).run())

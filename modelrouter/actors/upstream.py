@@ -7,12 +7,13 @@ except cancellation, so a provider failure is data, never an unhandled exception
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
-from modelrouter.events import Chunk, Done, UpstreamFailure
+from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.observability import REDACTOR
 from modelrouter.providers import Adapter, classify_status, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
@@ -22,11 +23,12 @@ from modelrouter.providers.framing import FramingError
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("finish_reason", "first_chunk")
+    __slots__ = ("finish_reason", "first_chunk", "usage")
 
     def __init__(self) -> None:
         self.first_chunk = False
-        self.finish_reason: str | None = "stop"
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
 
 async def run_attempt(
@@ -40,9 +42,10 @@ async def run_attempt(
     loop = asyncio.get_running_loop()
     progress = _Progress()
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
-    body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
     headers = {**adapter.headers, "X-Request-ID": attempt.request_id}
     try:
+        # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
+        body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
         async with asyncio.timeout_at(min(loop.time() + first_window, attempt.deadline)) as timer:
             async with session.post(adapter.url, data=body, headers=headers) as response:
                 if response.status >= 300:
@@ -73,7 +76,7 @@ async def run_attempt(
         return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
     except (aiohttp.ClientResponseError, FramingError) as exc:
         return AttemptResult(False, "bad_response", REDACTOR(_describe(exc)))
-    return AttemptResult(True, finish_reason=progress.finish_reason)
+    return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
 
 
 async def _status_failure(adapter: Adapter, response: aiohttp.ClientResponse) -> UpstreamFailure:
@@ -92,6 +95,8 @@ async def _read_whole(
     progress.finish_reason = completion.finish_reason
     if completion.text:
         await relay.put(Chunk(completion.text))
+    for call in completion.tool_calls:
+        await relay.put(call)
     await relay.put(completion.usage)
 
 
@@ -111,22 +116,35 @@ async def _pump_stream(
     deadline = attempt.deadline
     async for data in response.content.iter_any():
         for payload in framer.feed(data):
-            for event in map_chunk(payload):
-                if type(event) is Done:
-                    progress.finish_reason = event.finish_reason
-                    return
-                if not progress.first_chunk and type(event) is Chunk:
-                    progress.first_chunk = True
-                await put(event)
+            if await _relay_events(map_chunk(payload), progress, put):
+                return
         if progress.first_chunk:  # from here on, only a stall between chunks times out
             timer.reschedule(min(loop.time() + provider_timeout, deadline))
     for payload in framer.finish():
-        for event in map_chunk(payload):
-            if type(event) is Done:
-                progress.finish_reason = event.finish_reason
-                return
-            await put(event)
+        if await _relay_events(map_chunk(payload), progress, put):
+            return
     raise bad_response("stream ended before its end marker")
+
+
+async def _relay_events(
+    events: list[Event], progress: _Progress, put: Callable[[Event], Awaitable[None]]
+) -> bool:
+    """Relay text and tool-call pieces; keep usage and finish reason for the end. True at Done."""
+    for event in events:
+        kind = type(event)
+        if kind is Chunk or kind is ToolCallDelta:
+            progress.first_chunk = True
+            await put(event)
+        elif isinstance(event, Usage):
+            progress.usage = event if progress.usage is None else progress.usage.merge(event)
+        elif isinstance(event, Finish):
+            progress.finish_reason = event.reason
+        elif isinstance(event, Done):
+            progress.finish_reason = progress.finish_reason or event.finish_reason
+            if progress.usage is not None:
+                await put(progress.usage)
+            return True
+    return False
 
 
 def _describe(exc: BaseException) -> str:

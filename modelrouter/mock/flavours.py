@@ -250,17 +250,25 @@ class Anthropic(Flavour):
         error = {"type": "overloaded_error", "message": message}
         return _event("error", {"type": "error", "error": error})
 
+    supports_tools = True
+
     def complete(self, reply: Reply) -> bytes:
+        if reply.tool_call:
+            use = _tool_use(reply) | {"input": msgspec.json.decode(reply.text)}
+            return _encode(self._message(reply, [use], "tool_use"))
         return _encode(self._message(reply, [{"type": "text", "text": reply.text}], "end_turn"))
 
     def script(self, reply: Reply) -> Script:
         start = {"type": "message_start", "message": self._message(reply, [], None)}
-        block = {"type": "content_block_start", "index": 0, "content_block": _EMPTY_TEXT}
-        text = {"type": "text_delta", "text": _SLOT}
+        first: dict[str, Any] = _tool_use(reply) if reply.tool_call else _EMPTY_TEXT
+        block = {"type": "content_block_start", "index": 0, "content_block": first}
+        piece = {"type": "input_json_delta", "partial_json": _SLOT}
+        text = piece if reply.tool_call else {"type": "text_delta", "text": _SLOT}
         slot = {"type": "content_block_delta", "index": 0, "delta": text}
+        stop = "tool_use" if reply.tool_call else "end_turn"
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": stop, "stop_sequence": None},
             "usage": {"output_tokens": len(reply.tokens)},
         }
         return Script(
@@ -282,6 +290,10 @@ class Anthropic(Flavour):
             "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": completion if stop else 0},
         }
+
+
+def _tool_use(reply: Reply) -> dict[str, Any]:
+    return {"type": "tool_use", "id": "toolu_mock_1", "name": reply.chat.tool_name, "input": {}}
 
 
 _EMPTY_TEXT = {"type": "text", "text": ""}

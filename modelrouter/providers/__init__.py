@@ -1,11 +1,22 @@
 """Provider adapters: one small module per wire format, chosen by a provider's `kind`."""
 
 from modelrouter.config import ProviderSettings
-from modelrouter.providers.base import Adapter, Completion, classify_status, parse_retry_after
+from modelrouter.providers.anthropic import AnthropicAdapter
+from modelrouter.providers.base import (
+    Adapter,
+    Completion,
+    classify_status,
+    parse_retry_after,
+    requested_features,
+)
 from modelrouter.providers.ollama import OllamaAdapter
 from modelrouter.providers.openai_compat import OpenAICompatAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAICompatAdapter, "ollama": OllamaAdapter}
+ADAPTERS: dict[str, type[Adapter]] = {
+    "openai": OpenAICompatAdapter,
+    "ollama": OllamaAdapter,
+    "anthropic": AnthropicAdapter,
+}
 
 
 def build_adapter(settings: ProviderSettings) -> Adapter:
@@ -15,10 +26,12 @@ def build_adapter(settings: ProviderSettings) -> Adapter:
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "AnthropicAdapter",
     "Completion",
     "OllamaAdapter",
     "OpenAICompatAdapter",
     "build_adapter",
     "classify_status",
     "parse_retry_after",
+    "requested_features",
 ]

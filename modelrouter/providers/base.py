@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 import msgspec
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Event, UpstreamFailure, Usage
+from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.schemas import ChatRequest
 
@@ -27,12 +27,45 @@ class Completion(msgspec.Struct, frozen=True):
     text: str
     usage: Usage
     finish_reason: str | None = "stop"
+    tool_calls: list[ToolCallDelta] = []  # each call whole, in one piece
+
+
+# OpenAI parameters beyond the seed's (messages, model, max_tokens, temperature, top_p, stop),
+# which every adapter honours. An adapter lists in `capabilities` those it can also honour.
+FEATURES = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "seed",
+    "n",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+def requested_features(request: ChatRequest) -> list[str]:
+    """The optional parameters this request sets, by their OpenAI names.
+
+    Tool turns in the conversation need tool support too (they count as `tools`); `n` counts
+    only above 1 and `response_format` only when it asks for more than plain text.
+    """
+    wanted = [name for name in FEATURES if getattr(request, name) is not None]
+    if request.n == 1:
+        wanted.remove("n")
+    if request.response_format is not None and request.response_format.type == "text":
+        wanted.remove("response_format")
+    if "tools" not in wanted and any(m.role == "tool" or m.tool_calls for m in request.messages):
+        wanted.insert(0, "tools")
+    return wanted
 
 
 class Adapter(ABC):
     """One provider. Subclasses set `framing` and implement the three `map_*` functions."""
 
     framing: ClassVar[Literal["sse", "ndjson"]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # names from FEATURES it honours
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
@@ -66,6 +99,10 @@ class Adapter(ABC):
 
     def framer(self) -> Framer:
         return SSEFramer() if self.framing == "sse" else NDJSONFramer()
+
+    def unsupported(self, features: list[str]) -> list[str]:
+        """The requested features (see `requested_features`) this adapter cannot honour."""
+        return [name for name in features if name not in self.capabilities]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

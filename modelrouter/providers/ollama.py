@@ -39,8 +39,19 @@ def _parse(payload: bytes, what: str) -> _Body:
     return body
 
 
+def _format(request: ChatRequest) -> object:
+    """Ollama's `format`: "json" for JSON mode, the JSON Schema itself for structured output."""
+    response_format = request.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_schema" and response_format.json_schema:
+        return response_format.json_schema.get("schema", "json")
+    return "json"
+
+
 class OllamaAdapter(Adapter):
     framing = "ndjson"
+    capabilities = frozenset({"response_format", "seed", "presence_penalty", "frequency_penalty"})
 
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/api/chat"
@@ -59,9 +70,15 @@ class OllamaAdapter(Adapter):
             options["top_p"] = request.top_p
         if request.stop is not None:
             options["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+        for name in ("seed", "presence_penalty", "frequency_penalty"):
+            if getattr(request, name) is not None:
+                options[name] = getattr(request, name)
         body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
         if options:
             body["options"] = options
+        response_format = _format(request)
+        if response_format is not None:
+            body["format"] = response_format
         return _encode(body)
 
     def map_response(self, body: bytes) -> Completion:

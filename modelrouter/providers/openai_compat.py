@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -24,8 +24,20 @@ class _Usage(msgspec.Struct):
     completion_tokens: int = 0
 
 
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    index: int | None = None  # streamed deltas carry it; whole messages list calls in order
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Message(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -48,6 +60,15 @@ _decode_body = msgspec.json.Decoder(_Body).decode
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 
 
+def _tool_calls(calls: list[_ToolCall] | None) -> list[ToolCallDelta]:
+    out: list[ToolCallDelta] = []
+    for position, call in enumerate(calls or ()):
+        function = call.function or _Function()
+        index = position if call.index is None else call.index
+        out.append(ToolCallDelta(index, call.id, function.name, function.arguments))
+    return out
+
+
 def _usage(usage: _Usage | None) -> Usage | None:
     return None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens)
 
@@ -67,6 +88,7 @@ def stream_error(error: _Error | str) -> UpstreamFailure:
 
 class OpenAICompatAdapter(Adapter):
     framing = "sse"
+    capabilities = frozenset(FEATURES) - {"n"}  # the gateway relays one choice
 
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/chat/completions"
@@ -86,6 +108,10 @@ class OpenAICompatAdapter(Adapter):
             body["top_p"] = request.top_p
         if request.stop is not None:
             body["stop"] = request.stop
+        for name in FEATURES:  # the same names upstream: relayed as they came
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
         return _encode(body)
 
     def map_response(self, body: bytes) -> Completion:
@@ -100,7 +126,8 @@ class OpenAICompatAdapter(Adapter):
         choice = parsed.choices[0]
         assert choice.message is not None
         usage = _usage(parsed.usage) or Usage()
-        return Completion(choice.message.content or "", usage, choice.finish_reason)
+        calls = _tool_calls(choice.message.tool_calls)
+        return Completion(choice.message.content or "", usage, choice.finish_reason, calls)
 
     def map_chunk(self, payload: bytes) -> list[Event]:
         if payload == b"[DONE]":
@@ -116,6 +143,10 @@ class OpenAICompatAdapter(Adapter):
             delta = choice.delta
             if delta is not None and delta.content:
                 events.append(Chunk(delta.content))
+            if delta is not None and delta.tool_calls:
+                events += _tool_calls(delta.tool_calls)
+            if choice.finish_reason:
+                events.append(Finish(choice.finish_reason))
         if parsed.usage is not None:
             events.append(Usage(parsed.usage.prompt_tokens, parsed.usage.completion_tokens))
         return events

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
-from modelrouter.web import chat, health
+from modelrouter.web import chat, health, openai_api
 from modelrouter.web.middleware import add_request_id, front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
 
@@ -20,6 +20,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.on_response_prepare.append(add_request_id)
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
+    app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.router.add_get("/v1/models", openai_api.list_models)
+    app.router.add_get("/v1/models/{model:.+}", openai_api.get_model)
     app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)

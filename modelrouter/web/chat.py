@@ -9,7 +9,7 @@ from aiohttp import web
 
 from modelrouter.actors import ActorStopped, MailboxFull, Relay, Route
 from modelrouter.errors import ApiError, bad_request
-from modelrouter.events import Chunk, Done, Event, Failed, Usage
+from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta, Usage
 from modelrouter.schemas import (
     ChatRequest,
     ChatResponse,
@@ -26,7 +26,17 @@ STREAM_LEASE_KEY = "streams"
 DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards against a bug
 
 
-async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
+class Answer(msgspec.Struct):
+    """A whole answer gathered from the relay."""
+
+    text: str
+    tool_calls: list[ToolCallDelta]
+    usage: Usage
+    finish_reason: str
+
+
+async def read_body(request: web.Request, runtime: Runtime) -> bytes:
+    """The request body of an authenticated client, within the size limit, not empty."""
     check_auth(request, runtime.api_keys)
     limit = runtime.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -34,12 +44,21 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
     body = await request.read()
     if not body:
         raise bad_request("request body is empty; expected a JSON object")
+    return body
+
+
+async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
+    body = await read_body(request, runtime)
     try:
-        return chat_request_decoder.decode(body)
+        chat = chat_request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise bad_request(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    for name in ("tools", "tool_choice", "parallel_tool_calls"):
+        if getattr(chat, name) is not None:  # the seed's answer has no room for tool calls
+            raise bad_request(f"`{name}` needs /v1/chat/completions", param=name)
+    return chat
 
 
 def start_route(
@@ -62,13 +81,15 @@ async def take(relay: Relay, runtime: Runtime) -> list[Event]:
 
 
 def failure(event: Failed) -> ApiError:
-    return ApiError(event.status, event.type, event.message, retry_after=event.retry_after)
+    return ApiError(
+        event.status, event.type, event.message, retry_after=event.retry_after, param=event.param
+    )
 
 
-async def chat(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    relay = start_route(request, runtime, await read_request(request, runtime), stream=False)
+async def collect(relay: Relay, runtime: Runtime) -> Answer:
+    """Wait for the whole answer (or raise its failure); the relay is closed either way."""
     parts: list[str] = []
+    calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
         while True:
@@ -76,16 +97,26 @@ async def chat(request: web.Request) -> web.Response:
                 kind = type(event)
                 if kind is Chunk:
                     parts.append(event.text)  # type: ignore[union-attr]
+                elif kind is ToolCallDelta:
+                    calls.append(event)  # type: ignore[arg-type]
                 elif kind is Usage:
                     usage = event  # type: ignore[assignment]
                 elif kind is Failed:
                     raise failure(event)  # type: ignore[arg-type]
                 elif kind is Done:
-                    return _chat_response(request, relay, "".join(parts), usage)
+                    reason = event.finish_reason or "stop"  # type: ignore[union-attr]
+                    return Answer("".join(parts), calls, usage, reason)
     except TimeoutError:
         raise ApiError(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT") from None
     finally:
         relay.close()
+
+
+async def chat(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    relay = start_route(request, runtime, await read_request(request, runtime), stream=False)
+    answer = await collect(relay, runtime)
+    return _chat_response(request, relay, answer.text, answer.usage)
 
 
 def _chat_response(request: web.Request, relay: Relay, text: str, usage: Usage) -> web.Response:
@@ -103,6 +134,13 @@ def _chat_response(request: web.Request, relay: Relay, text: str, usage: Usage) 
 async def stream(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     chat_request = await read_request(request, runtime)
+    return await serve_stream(request, runtime, chat_request, sse.SeedStream(request[REQUEST_ID]))
+
+
+async def serve_stream(
+    request: web.Request, runtime: Runtime, chat_request: ChatRequest, fmt: sse.StreamFormat
+) -> web.StreamResponse:
+    """Route `chat_request` as a stream written in `fmt`, within MAX_CONCURRENT_STREAMS."""
     settings = runtime.settings
     lease = await runtime.state.acquire_lease(
         STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=settings.max_operation_timeout + 30
@@ -118,7 +156,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     relay: Relay | None = None
     try:
         relay = start_route(request, runtime, chat_request, stream=True)
-        return await _relay_stream(request, runtime, relay)
+        return await _relay_stream(request, runtime, relay, fmt)
     finally:
         if relay is not None:
             relay.close()
@@ -126,8 +164,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await runtime.state.release_lease(lease)
 
 
-async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) -> web.StreamResponse:
-    request_id = request[REQUEST_ID]
+async def _relay_stream(
+    request: web.Request, runtime: Runtime, relay: Relay, fmt: sse.StreamFormat
+) -> web.StreamResponse:
     try:
         events = await take(relay, runtime)
     except TimeoutError:
@@ -137,26 +176,22 @@ async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) ->
     response = web.StreamResponse(headers=sse.HEADERS)
     response.headers["x-modelrouter-provider"] = relay.provider or ""
     await response.prepare(request)
+    head = fmt.start(relay)
     while True:
-        out: list[bytes] = []
+        out: list[bytes] = [head] if head else []
+        head = b""
         for event in events:
+            out.append(fmt.event(event))
             kind = type(event)
-            if kind is Chunk:
-                out.append(sse.data_event(event.text))  # type: ignore[union-attr]
-            elif kind is Done:
-                out.append(sse.DONE)
-            elif kind is Failed:
-                out.append(sse.error_event(event.type, event.message, request_id))  # type: ignore[union-attr]
-            else:
-                continue
-            if kind is not Chunk:
+            if kind is Done or kind is Failed:
                 await response.write(b"".join(out))
                 await response.write_eof()
                 return response
-        if out:
-            await response.write(b"".join(out))
+        data = b"".join(out)
+        if data:
+            await response.write(data)
         try:
             events = await take(relay, runtime)
         except TimeoutError:
-            await response.write(sse.error_event("timeout", "stream deadline passed", request_id))
+            await response.write(fmt.error("timeout", "stream deadline passed"))
             return response

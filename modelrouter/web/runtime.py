@@ -54,7 +54,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         for p, s in zip(settings.providers, sessions, strict=True)
     ]
-    router = RouterSupervisor(actors, metrics=metrics)
+    router = RouterSupervisor(actors, metrics=metrics, aliases=settings.model_aliases)
     router.start()
     app[RUNTIME] = Runtime(
         settings=settings,

@@ -1,7 +1,11 @@
-"""Server-Sent Events encoding for `/stream` (the seed's format: `data: <text>` per chunk)."""
+"""Server-Sent Events: the seed's `/stream` encoding, and the format every stream writes in."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from modelrouter.actors import Relay
+from modelrouter.events import Chunk, Done, Event, Failed
 from modelrouter.schemas import ErrorBody, json_encoder
 
 DONE = b"data: [DONE]\n\n"
@@ -23,3 +27,41 @@ def data_event(text: str) -> bytes:
 def error_event(type_: str, message: str, request_id: str) -> bytes:
     body = json_encoder.encode(ErrorBody(type_, message, request_id))
     return b"event: error\ndata: " + body + b"\n\n"
+
+
+class StreamFormat(Protocol):
+    """How one streamed response writes the relay's events (one object per request)."""
+
+    def start(self, relay: Relay) -> bytes:
+        """Bytes sent first, once the answering provider is known."""
+
+    def event(self, event: Event) -> bytes:
+        """One event's bytes (empty for an event the format does not show)."""
+
+    def error(self, type_: str, message: str) -> bytes:
+        """The error that cuts the stream when the request's deadline passes."""
+
+
+class SeedStream:
+    """`/stream`: `data: <text>` per chunk, then `data: [DONE]`, or an `event: error`."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+    def start(self, relay: Relay) -> bytes:  # noqa: ARG002 - the seed format has no header
+        return b""
+
+    def event(self, event: Event) -> bytes:
+        kind = type(event)
+        if kind is Chunk:
+            return data_event(event.text)  # type: ignore[union-attr]
+        if kind is Done:
+            return DONE
+        if kind is Failed:
+            return self.error(event.type, event.message)  # type: ignore[union-attr]
+        return b""
+
+    def error(self, type_: str, message: str) -> bytes:
+        return error_event(type_, message, self.request_id)

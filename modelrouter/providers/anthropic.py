@@ -1,0 +1,262 @@
+"""Anthropic's Messages API (`POST /v1/messages`): SSE with one named event per step.
+
+The system prompt is lifted out of the messages into `system`; `max_tokens`, which Anthropic
+requires, defaults to `DEFAULT_MAX_TOKENS`; tool calls and tool results become `tool_use` and
+`tool_result` content blocks; stop reasons are mapped onto OpenAI's finish reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.schemas import ChatRequest, FunctionDef, Message
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # sent when the request sets none: every current model allows it
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_encode = msgspec.json.Encoder().encode
+_decode_arguments = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class _Error(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int = 0
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+    def usage(self) -> Usage:
+        parts = (self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens)
+        return Usage(sum(part or 0 for part in parts), self.output_tokens)
+
+
+class _Block(msgspec.Struct):
+    type: str
+    text: str = ""
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+
+
+class _Delta(msgspec.Struct):
+    type: str | None = None
+    text: str = ""
+    partial_json: str = ""
+    stop_reason: str | None = None
+
+
+class _Message(msgspec.Struct):
+    content: list[_Block] | None = None
+    stop_reason: str | None = None
+    usage: _Usage | None = None
+    error: _Error | None = None  # an error body has no content
+
+
+class _Event(msgspec.Struct):
+    type: str
+    index: int = 0
+    message: _Message | None = None
+    content_block: _Block | None = None
+    delta: _Delta | None = None
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+_decode_message = msgspec.json.Decoder(_Message).decode
+_decode_event = msgspec.json.Decoder(_Event).decode
+
+
+def _failure(error: _Error) -> UpstreamFailure:
+    """An error object where an answer was expected (`overloaded_error` is a server error)."""
+    text = f"error from upstream: {error.type}: {error.message}"
+    return UpstreamFailure(
+        "rate_limited" if error.type == "rate_limit_error" else "server_error", text
+    )
+
+
+def _finish(stop_reason: str | None) -> str:
+    return STOP_REASONS.get(stop_reason or "end_turn", "stop")
+
+
+class AnthropicAdapter(Adapter):
+    framing = "sse"
+    capabilities = frozenset({"tools", "tool_choice", "parallel_tool_calls", "user"})
+
+    def endpoint(self, base_url: str) -> str:
+        return f"{base_url}/v1/messages"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        return headers | {"x-api-key": api_key} if api_key else headers
+
+    def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [_turn(m, i) for i, m in enumerate(request.messages) if m.role != "system"],
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "stream": stream,
+        }
+        if system:
+            body["system"] = system
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop is not None:
+            body["stop_sequences"] = (
+                [request.stop] if isinstance(request.stop, str) else request.stop
+            )
+        if request.tools:
+            body["tools"] = [_tool(t.function) for t in request.tools]
+        choice = _tool_choice(request)
+        if choice is not None:
+            body["tool_choice"] = choice
+        if request.user is not None:
+            body["metadata"] = {"user_id": request.user}
+        return _encode(body)
+
+    def map_response(self, body: bytes) -> Completion:
+        try:
+            parsed = _decode_message(body)
+        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
+            raise bad_response(f"malformed response body: {exc}") from None
+        if parsed.error is not None:
+            raise _failure(parsed.error)
+        if parsed.content is None:
+            raise bad_response("response has no content")
+        text = "".join(block.text for block in parsed.content if block.type == "text")
+        calls = [
+            ToolCallDelta(i, block.id, block.name, _encode(block.input or {}).decode())
+            for i, block in enumerate(b for b in parsed.content if b.type == "tool_use")
+        ]
+        usage = parsed.usage.usage() if parsed.usage is not None else Usage()
+        return Completion(text, usage, _finish(parsed.stop_reason), calls)
+
+    def map_chunk(self, payload: bytes) -> list[Event]:
+        try:
+            event = _decode_event(payload)
+        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
+            raise bad_response(f"malformed stream event: {exc}") from None
+        handler = _EVENT_HANDLERS.get(event.type)
+        return handler(event) if handler is not None else []  # ping, block stop, newer kinds
+
+    def error_message(self, body: bytes) -> str:
+        try:
+            error = _decode_message(body).error
+        except ValueError:
+            return super().error_message(body)
+        return error.message if error is not None else super().error_message(body)
+
+
+def _block_delta(event: _Event) -> list[Event]:
+    delta = event.delta
+    if delta is None:
+        return []
+    if delta.type == "text_delta":
+        return [Chunk(delta.text)] if delta.text else []
+    if delta.type == "input_json_delta":
+        return [ToolCallDelta(event.index, arguments=delta.partial_json)]
+    return []  # thinking and signature deltas are not relayed
+
+
+def _block_start(event: _Event) -> list[Event]:
+    block = event.content_block
+    if block is not None and block.type == "tool_use":
+        return [ToolCallDelta(event.index, block.id, block.name, "")]
+    if block is not None and block.type == "text" and block.text:
+        return [Chunk(block.text)]
+    return []
+
+
+def _message_start(event: _Event) -> list[Event]:
+    usage = event.message.usage if event.message is not None else None
+    return [usage.usage()] if usage is not None else []
+
+
+def _message_delta(event: _Event) -> list[Event]:
+    events: list[Event] = []
+    if event.delta is not None and event.delta.stop_reason is not None:
+        events.append(Finish(_finish(event.delta.stop_reason)))
+    if event.usage is not None:
+        events.append(event.usage.usage())
+    return events
+
+
+def _message_stop(event: _Event) -> list[Event]:  # noqa: ARG001 - one signature for all
+    return [Done()]
+
+
+def _error(event: _Event) -> list[Event]:
+    raise _failure(event.error or _Error("error", "unknown error"))
+
+
+_EVENT_HANDLERS: dict[str, Callable[[_Event], list[Event]]] = {
+    "content_block_delta": _block_delta,
+    "content_block_start": _block_start,
+    "message_start": _message_start,
+    "message_delta": _message_delta,
+    "message_stop": _message_stop,
+    "error": _error,
+}
+
+
+def _turn(message: Message, position: int) -> dict[str, Any]:
+    """One message as Anthropic wants it; a plain text turn keeps its content a string."""
+    if message.role == "tool":
+        result = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
+        return {"role": "user", "content": [result | {"content": message.content}]}
+    if not message.tool_calls:
+        return {"role": message.role, "content": message.content}
+    blocks: list[dict[str, Any]] = []
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        try:
+            arguments = _decode_arguments(call.function.arguments or "{}")
+        except ValueError:
+            raise UpstreamFailure(
+                None, f"messages[{position}]: tool call arguments are not a JSON object", status=400
+            ) from None
+        use = {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
+        blocks.append(use)
+    return {"role": "assistant", "content": blocks}
+
+
+def _tool(function: FunctionDef) -> dict[str, Any]:
+    tool: dict[str, Any] = {"name": function.name}
+    if function.description:
+        tool["description"] = function.description
+    tool["input_schema"] = function.parameters or {"type": "object", "properties": {}}
+    return tool
+
+
+def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif isinstance(choice, str):
+        out = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+    else:
+        out = {"type": "tool", "name": choice.function.name}
+    if request.parallel_tool_calls is False and (out is None or out["type"] != "none"):
+        out = (out or {"type": "auto"}) | {"disable_parallel_tool_use": True}
+    return out
