@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 from aiohttp import web
@@ -19,7 +20,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
-from modelrouter.web.runtime import REQUEST_ID, RUNTIME, Runtime
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
 
 RELAY_SIZE = 64
 STREAM_LEASE_KEY = "streams"
@@ -53,6 +54,7 @@ def start_route(
         raise ApiError(
             503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
         ) from None
+    request[SUMMARY].relay = relay
     return relay
 
 
@@ -77,7 +79,7 @@ async def chat(request: web.Request) -> web.Response:
                 if kind is Chunk:
                     parts.append(event.text)  # type: ignore[union-attr]
                 elif kind is Usage:
-                    usage = event  # type: ignore[assignment]
+                    usage = request[SUMMARY].usage = event  # type: ignore[assignment]
                 elif kind is Failed:
                     raise failure(event)  # type: ignore[arg-type]
                 elif kind is Done:
@@ -108,6 +110,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=settings.max_operation_timeout + 30
     )
     if lease is None:
+        runtime.metrics.rejected_streams.inc()
         raise ApiError(
             429,
             "too_many_streams",
@@ -128,6 +131,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) -> web.StreamResponse:
     request_id = request[REQUEST_ID]
+    summary = request[SUMMARY]
     try:
         events = await take(relay, runtime)
     except TimeoutError:
@@ -137,6 +141,8 @@ async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) ->
     response = web.StreamResponse(headers=sse.HEADERS)
     response.headers["x-modelrouter-provider"] = relay.provider or ""
     await response.prepare(request)
+    if relay.provider is not None:  # once per request: the first chunk goes out now
+        runtime.metrics.observe_first_chunk(relay.provider, time.perf_counter() - summary.started)
     while True:
         out: list[bytes] = []
         for event in events:
@@ -146,8 +152,10 @@ async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) ->
             elif kind is Done:
                 out.append(sse.DONE)
             elif kind is Failed:
+                summary.error = event.type  # type: ignore[union-attr]
                 out.append(sse.error_event(event.type, event.message, request_id))  # type: ignore[union-attr]
             else:
+                summary.usage = event  # type: ignore[assignment]
                 continue
             if kind is not Chunk:
                 await response.write(b"".join(out))
@@ -158,5 +166,6 @@ async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) ->
         try:
             events = await take(relay, runtime)
         except TimeoutError:
+            summary.error = "timeout"
             await response.write(sse.error_event("timeout", "stream deadline passed", request_id))
             return response
