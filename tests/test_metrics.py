@@ -103,7 +103,9 @@ async def test_no_fallback_is_counted_when_no_other_provider_takes_the_request(
     response = await client.post("/chat", json=USER)  # both blacklisted now
     assert response.status in (502, 503)
     page = await scrape(client)
-    assert page.value(FALLBACKS, from_provider="groq", to_provider="openrouter", reason="server_error")
+    assert page.value(
+        FALLBACKS, from_provider="groq", to_provider="openrouter", reason="server_error"
+    )
     assert page.total(FALLBACKS) == 1.0  # groq -> openrouter once; openrouter had no next
     assert [page.value(STATE, provider=p) for p in ("groq", "openrouter")] == [2, 2]
 
@@ -132,7 +134,9 @@ async def test_upstream_429_is_a_provider_failure_not_a_rejection(
     assert (await client.post("/chat", json=USER)).status == 200
     page = await scrape(client)
     assert failures_of(page, "groq") == {**no_failures(), "rate_limited": 1.0}
-    assert page.value(FALLBACKS, from_provider="groq", to_provider="openrouter", reason="rate_limited")
+    assert page.value(
+        FALLBACKS, from_provider="groq", to_provider="openrouter", reason="rate_limited"
+    )
     assert page.total(REJECTIONS) == 0.0
     assert page.value(STATE, provider="groq") == 2.0
 
@@ -270,7 +274,9 @@ async def test_concurrent_traffic_keeps_counts_exact(gateway: Gateway, mock: Moc
     assert page.value("modelrouter_active_streams") == 0.0
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+@pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)"
+)
 async def test_exposition_after_every_kind_of_traffic_passes_promtool(
     gateway: Gateway, mock: Mock
 ) -> None:

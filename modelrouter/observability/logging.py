@@ -80,7 +80,7 @@ def _route_stdlib(level: int, fmt: str, stream: TextIO) -> None:
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_pre_chain(),
+            foreign_pre_chain=[*_pre_chain(), structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
