@@ -29,11 +29,12 @@ log = structlog.get_logger("modelrouter.provider")
 
 
 class _Ticket:
-    __slots__ = ("epoch", "probe")
+    __slots__ = ("epoch", "probe", "request_id")
 
-    def __init__(self, epoch: int, probe: bool) -> None:
+    def __init__(self, epoch: int, probe: bool, request_id: str) -> None:
         self.epoch = epoch
         self.probe = probe
+        self.request_id = request_id  # for the log lines this attempt's outcome causes
 
 
 class ProviderActor(Actor[Attempt | Outcome]):
@@ -62,7 +63,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         self._ids = count(1)
         self._closing: set[asyncio.Task[None]] = set()
         self._rate_key = f"rpm:{provider.name}"
-        self._success = metrics.provider_success.labels(provider.name)
+        self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
 
     # -- read-only views for /health and /ready ------------------------------------------------
     @property
@@ -105,10 +106,12 @@ class ProviderActor(Actor[Attempt | Outcome]):
         if len(self._tickets) >= self.provider.max_concurrency:
             return Admission("saturated", retry_after=1.0)
         budget = await self.state.acquire_rate(self._rate_key, self.provider.rate_limit)
+        self._m.set_budget(budget.remaining)
         if not budget.allowed:
+            self._m.rate_rejected.inc()
             return Admission("rate_limited", retry_after=budget.retry_after)
         ticket_id = next(self._ids)
-        self._tickets[ticket_id] = _Ticket(health.epoch, probe)
+        self._tickets[ticket_id] = _Ticket(health.epoch, probe, attempt.request_id)
         health.probe_in_flight |= probe
         result: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
         job = await self.scheduler.spawn(self._call(ticket_id, attempt, result))
@@ -117,7 +120,10 @@ class ProviderActor(Actor[Attempt | Outcome]):
     async def _call(
         self, ticket: int, attempt: Attempt, result: asyncio.Future[AttemptResult]
     ) -> None:
+        # This job's task was created from the actor loop: the handler's contextvars are not here.
+        structlog.contextvars.bind_contextvars(request_id=attempt.request_id)
         outcome: AttemptResult | None = None
+        started = time.perf_counter()
         try:
             outcome = await run_attempt(
                 self.session,
@@ -129,9 +135,12 @@ class ProviderActor(Actor[Attempt | Outcome]):
         except ClientGone:
             pass
         except Exception as exc:
-            log.exception("attempt_crashed", provider=self.name, request_id=attempt.request_id)
+            log.exception("attempt_crashed", provider=self.name)
             outcome = AttemptResult(False, "bad_response", f"internal error: {type(exc).__name__}")
         finally:
+            if outcome is not None:  # a cancelled attempt says nothing about upstream latency
+                latency = self._m.upstream_ok if outcome.ok else self._m.upstream_error
+                latency.observe(time.perf_counter() - started)
             self.tell_system(Outcome(ticket, outcome))
             if not result.done():
                 if outcome is None:
@@ -150,14 +159,14 @@ class ProviderActor(Actor[Attempt | Outcome]):
         if outcome is None:
             return  # cancelled: says nothing about the provider
         if outcome.ok:
-            self._success.inc()
+            self._m.success.inc()
             if ticket.epoch == health.epoch and health.succeed():
-                log.info("provider_recovered", provider=self.name)
+                log.info("provider_recovered", provider=self.name, request_id=ticket.request_id)
                 await self._publish()
             return
         if outcome.reason is None:
             return  # the client's request was wrong, not the provider
-        self.metrics.provider_failures.labels(self.name, outcome.reason).inc()
+        self._m.failures[outcome.reason].inc()
         if outcome.cut_by_deadline:
             return  # the request ran out of time; the provider is not to blame
         await self._blacklist(ticket, outcome)
@@ -181,6 +190,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         log.warning(
             "provider_blacklisted",
             provider=self.name,
+            request_id=ticket.request_id,
             reason=outcome.reason,
             failures=health.failures,
             seconds=round(delay, 3),

@@ -48,7 +48,7 @@ class RouterSupervisor(Actor[Route]):
         self.supervisor = Supervisor(
             max_restarts=max_restarts,
             within=restart_window,
-            on_restart=lambda a: metrics.actor_restarts.labels(a.name).inc(),
+            on_restart=lambda a: metrics.actor_restarted(a.name),
             on_give_up=self._give_up,
         )
 
@@ -80,6 +80,8 @@ class RouterSupervisor(Actor[Route]):
     async def _route(self, route: Route) -> None:
         task = asyncio.current_task()
         assert task is not None
+        # This job's task was created from the actor loop: the handler's contextvars are not here.
+        structlog.contextvars.bind_contextvars(request_id=route.request_id)
         route.relay.on_close(task.cancel)
         if route.relay.closed:
             return
@@ -93,7 +95,7 @@ class RouterSupervisor(Actor[Route]):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("routing_crashed", request_id=route.request_id)
+            log.exception("routing_crashed")
             route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
 
 
@@ -106,6 +108,7 @@ class _Fallback:
         self.candidates = candidates
         self.failures: list[tuple[str, AttemptResult]] = []
         self.rejections: list[tuple[Candidate, Admission]] = []
+        self.falling_over: tuple[str, str] | None = None  # (failed provider, reason)
 
     async def run(self) -> Done | Failed:
         for candidate in self.candidates:
@@ -161,6 +164,9 @@ class _Fallback:
         relay = route.relay
         relay.provider, relay.model = candidate.actor.name, candidate.model
         relay.attempts += 1
+        if self.falling_over is not None:  # counted now that the next attempt really started
+            self._count_fallback(*self.falling_over, candidate.actor.name)
+            self.falling_over = None
         assert admission.result is not None
         try:
             result = await admission.result
@@ -172,26 +178,24 @@ class _Fallback:
         if result.reason is None:  # the upstream rejected the request itself
             return Failed(result.status or 400, "invalid_request", _clean(result.message))
         self.failures.append((candidate.actor.name, result))
+        log.warning(
+            "attempt_failed",
+            provider=candidate.actor.name,
+            reason=result.reason,
+            status=result.status,
+            detail=_clean(result.message),
+        )
         if relay.emitted:
             message = f"{candidate.actor.name} failed mid-stream: {result.reason}: {result.message}"
             return Failed(502, "upstream_error", _clean(message))
         if not route.request.fallback:
             return self._verdict()
-        self._count_fallback(candidate.actor.name, result.reason)
+        self.falling_over = (candidate.actor.name, result.reason)
         return None
 
-    def _count_fallback(self, failed: str, reason: str) -> None:
-        names = [c.actor.name for c in self.candidates]
-        following = names[names.index(failed) + 1 :] if failed in names else []
-        if following:
-            self.router.metrics.fallbacks.labels(failed, following[0], reason).inc()
-            log.info(
-                "fallback",
-                request_id=self.route.request_id,
-                from_provider=failed,
-                to_provider=following[0],
-                reason=reason,
-            )
+    def _count_fallback(self, failed: str, reason: str, next_provider: str) -> None:
+        self.router.metrics.count_fallback(failed, next_provider, reason)
+        log.info("fallback", from_provider=failed, to_provider=next_provider, reason=reason)
 
     def _verdict(self) -> Failed:
         """The final error when no attempt succeeded."""
@@ -203,6 +207,7 @@ class _Fallback:
         limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
         if limited:
             wait = min(limited)
+            self.router.metrics.rejected_all_providers.inc()
             return Failed(429, "rate_limited", "every provider is out of rate budget", wait)
         wait = min((a.retry_after for _, a in self.rejections), default=1.0)
         states = ", ".join(f"{c.actor.name}: {a.rejection}" for c, a in self.rejections)

@@ -1,47 +1,122 @@
-"""structlog set-up: one JSON line per event, `request_id` from contextvars, secrets redacted."""
+"""structlog set-up: one JSON line per event, `request_id` from contextvars, secrets redacted.
+
+The redaction processor runs last before rendering, on every value however deeply nested and on
+the formatted exception text, so a credential that an upstream echoes back in an error body (or
+that ends up in an exception message) never reaches a rendered line. Records from the standard
+library (aiohttp's own errors, asyncio) go through the same processors.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final, TextIO
 
 import structlog
 
 from modelrouter.redact import Redactor
 
 REDACTOR = Redactor()
+MAX_DEPTH: Final = 8  # deeper than any event we log; a cycle stops here instead of recursing
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` with credentials removed from every string inside it."""
+    if isinstance(value, str):
+        return REDACTOR(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < MAX_DEPTH:
+        if isinstance(value, dict):
+            return {
+                redact_value(k, depth + 1): redact_value(v, depth + 1) for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [redact_value(item, depth + 1) for item in value]
+    return REDACTOR(_as_text(value))
+
+
+def _as_text(value: Any) -> str:
+    """The text a renderer would show for a value that is not JSON-native."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)  # what JSONRenderer and ConsoleRenderer would print anyway
 
 
 def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Redact every string value: upstream errors may echo back the credential they received."""
+    """Redact every value: upstream errors may echo back the credential they received."""
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = REDACTOR(value)
+        if not key.startswith("_"):  # structlog's own bookkeeping (e.g. `_record`) stays as is
+            event[key] = redact_value(value)
     return event
 
 
+_HANDLER_NAME: Final = "modelrouter"
+
+
+def _renderer(fmt: str) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
+def _pre_chain() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+
+
+def _route_stdlib(level: int, fmt: str, stream: TextIO) -> None:
+    """Send standard-library records (aiohttp, asyncio) through the same chain and renderer."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_pre_chain(), structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_event,
+                _renderer(fmt),
+            ],
+        )
+    )
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
 def configure_logging(
-    *, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None
+    *,
+    level: str = "INFO",
+    fmt: str = "json",
+    secrets: Iterable[str] | None = None,
+    stream: TextIO | None = None,
 ) -> None:
+    """Configure structlog (and the stdlib root logger) to write one line per event to `stream`.
+
+    `stream` defaults to stderr; tests pass a StringIO to read the rendered lines.
+    """
     if secrets:
         REDACTOR.add(secrets)
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    out = sys.stderr if stream is None else stream
+    numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            *_pre_chain(),
             structlog.processors.format_exc_info,
             redact_event,
-            renderer,
+            _renderer(fmt),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,  # keeps structlog.testing.capture_logs() reliable,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,  # keeps structlog.testing.capture_logs() reliable
     )
+    _route_stdlib(numeric, fmt, out)

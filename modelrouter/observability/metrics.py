@@ -1,7 +1,14 @@
 """Prometheus metrics. The seed's five names and labels are a contract; label values come from
-closed sets (routes, providers, failure classes), never from what a client sends."""
+closed sets (routes, provider names, failure classes, scopes), never from what a client sends.
+
+Hot path: everything a request touches per provider is bound once, in `ProviderMetrics`, when the
+provider actor is built; a request then only calls `.inc()` / `.observe()` on ready children.
+Gauges that describe a state (provider health, mailbox depth) are set at scrape time instead.
+"""
 
 from __future__ import annotations
+
+from typing import Final, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -9,18 +16,73 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
-# From a fast cache hit (tens of ms) to a long generation (minutes).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-STATE_VALUE = {"ok": 0, "half_open": 1, "blacklisted": 2, "down": 3}
+from modelrouter.events import FailureReason, Usage
+
+# `*_created` series double the page and no dashboard or alert here reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# From a health check (milliseconds) to a long generation (minutes).
+LATENCY_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300,
+)  # fmt: skip
+# Time to first chunk: finer around FIRST_CHUNK_TIMEOUT (3 s by default), capped at a minute.
+TTFC_BUCKETS: Final = (
+    0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60,
+)  # fmt: skip
+STATE_VALUE: Final = {"ok": 0, "half_open": 1, "blacklisted": 2, "down": 3}
+FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
+SCOPE_ALL_PROVIDERS: Final = "all_providers"
+SCOPE_STREAMS: Final = "streams"
+
+
+class ProviderMetrics:
+    """One provider's children, bound once (`.labels()` is never called per request)."""
+
+    __slots__ = (
+        "budget",
+        "completion_tokens",
+        "failures",
+        "prompt_tokens",
+        "rate_rejected",
+        "success",
+        "ttfc",
+        "upstream_error",
+        "upstream_ok",
+    )
+
+    def __init__(self, metrics: Metrics, name: str, *, rate_limited: bool) -> None:
+        self.success = metrics.provider_success.labels(name)
+        self.failures = {r: metrics.provider_failures.labels(name, r) for r in FAILURE_REASONS}
+        self.ttfc = metrics.time_to_first_chunk.labels(name)
+        self.upstream_ok = metrics.upstream_latency.labels(name, "ok")
+        self.upstream_error = metrics.upstream_latency.labels(name, "error")
+        self.rate_rejected = metrics.rate_limit_rejections.labels(name)
+        # An unlimited provider has no budget: no series, rather than a misleading 0 or 2^30.
+        self.budget = metrics.rate_budget_remaining.labels(name) if rate_limited else None
+        self.prompt_tokens = metrics.tokens.labels(name, "prompt")
+        self.completion_tokens = metrics.tokens.labels(name, "completion")
+        metrics.provider_state.labels(name).set(0)
+        metrics.actor_restarts.labels(name)
+
+    def set_budget(self, remaining: int) -> None:
+        if self.budget is not None:
+            self.budget.set(remaining)
+
+    def count_usage(self, usage: Usage) -> None:
+        if usage.prompt_tokens:
+            self.prompt_tokens.inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self.completion_tokens.inc(usage.completion_tokens)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.registry = r = registry or CollectorRegistry(auto_describe=True)
+        # -- the seed's five -----------------------------------------------------------------
         self.requests = Counter(
             "modelrouter_requests",
             "HTTP requests answered",
@@ -49,16 +111,50 @@ class Metrics:
         self.active_streams = Gauge(
             "modelrouter_active_streams", "Streams being relayed right now", registry=r
         )
+        # -- beside them ---------------------------------------------------------------------
+        self.time_to_first_chunk = Histogram(
+            "modelrouter_time_to_first_chunk_seconds",
+            "Streams: from the request's arrival to its first chunk sent, by answering provider",
+            ("provider",),
+            buckets=TTFC_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "modelrouter_upstream_latency_seconds",
+            "One attempt's upstream call, start to end, by provider and outcome (ok or error)",
+            ("provider", "outcome"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.fallbacks = Counter(
             "modelrouter_fallbacks",
-            "Requests moved from one provider to the next",
+            "Requests moved from a failed provider to the next one tried",
             ("from_provider", "to_provider", "reason"),
             registry=r,
         )
         self.provider_state = Gauge(
             "modelrouter_provider_state",
-            "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down",
+            "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down (restarts exhausted)",
             ("provider",),
+            registry=r,
+        )
+        self.rate_budget_remaining = Gauge(
+            "modelrouter_rate_budget_remaining",
+            "Requests a provider's rate budget still allowed at its last admission",
+            ("provider",),
+            registry=r,
+        )
+        self.rate_limit_rejections = Counter(
+            "modelrouter_rate_limit_rejections",
+            "Rejections by our own limits: a provider's budget (scope = provider), every "
+            "provider's budget (all_providers, a 429), MAX_CONCURRENT_STREAMS (streams, a 429)",
+            ("scope",),
+            registry=r,
+        )
+        self.tokens = Counter(
+            "modelrouter_tokens",
+            "Tokens reported by providers, by kind (prompt or completion)",
+            ("provider", "kind"),
             registry=r,
         )
         self.actor_restarts = Counter(
@@ -67,8 +163,25 @@ class Metrics:
             ("actor",),
             registry=r,
         )
+        self.mailbox_depth = Gauge(
+            "modelrouter_actor_mailbox_depth",
+            "Messages waiting in an actor's mailbox",
+            ("actor",),
+            registry=r,
+        )
+        self.rejected_all_providers = self.rate_limit_rejections.labels(SCOPE_ALL_PROVIDERS)
+        self.rejected_streams = self.rate_limit_rejections.labels(SCOPE_STREAMS)
+        self.providers: dict[str, ProviderMetrics] = {}
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
+        self._fallback_children: dict[tuple[str, str, str], Counter] = {}
+
+    def provider(self, name: str, *, rate_limited: bool = True) -> ProviderMetrics:
+        """The provider's bound children (made on first call, when its actor is built)."""
+        bound = self.providers.get(name)
+        if bound is None:
+            bound = self.providers[name] = ProviderMetrics(self, name, rate_limited=rate_limited)
+        return bound
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -81,8 +194,32 @@ class Metrics:
             histogram = self._latency_children[route] = self.latency.labels(route)
         histogram.observe(seconds)
 
+    def count_fallback(self, from_provider: str, to_provider: str, reason: str) -> None:
+        key = (from_provider, to_provider, reason)
+        counter = self._fallback_children.get(key)
+        if counter is None:
+            counter = self._fallback_children[key] = self.fallbacks.labels(*key)
+        counter.inc()
+
+    def observe_first_chunk(self, provider: str, seconds: float) -> None:
+        bound = self.providers.get(provider)
+        if bound is not None:
+            bound.ttfc.observe(seconds)
+
+    def count_usage(self, provider: str, usage: Usage) -> None:
+        bound = self.providers.get(provider)
+        if bound is not None:
+            bound.count_usage(usage)
+
+    def actor_restarted(self, actor: str) -> None:
+        self.actor_restarts.labels(actor).inc()
+
+    # -- set at scrape time ---------------------------------------------------------------------
     def set_provider_state(self, provider: str, state: str) -> None:
         self.provider_state.labels(provider).set(STATE_VALUE[state])
+
+    def set_mailbox_depth(self, actor: str, depth: int) -> None:
+        self.mailbox_depth.labels(actor).set(depth)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

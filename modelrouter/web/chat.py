@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 from aiohttp import web
@@ -19,7 +20,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
-from modelrouter.web.runtime import REQUEST_ID, RUNTIME, Runtime
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
 
 RELAY_SIZE = 64
 STREAM_LEASE_KEY = "streams"
@@ -72,6 +73,7 @@ def start_route(
         raise ApiError(
             503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
         ) from None
+    request[SUMMARY].relay = relay
     return relay
 
 
@@ -116,6 +118,7 @@ async def chat(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     relay = start_route(request, runtime, await read_request(request, runtime), stream=False)
     answer = await collect(relay, runtime)
+    request[SUMMARY].usage = answer.usage
     return _chat_response(request, relay, answer.text, answer.usage)
 
 
@@ -146,6 +149,7 @@ async def serve_stream(
         STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=settings.max_operation_timeout + 30
     )
     if lease is None:
+        runtime.metrics.rejected_streams.inc()
         raise ApiError(
             429,
             "too_many_streams",
@@ -167,6 +171,7 @@ async def serve_stream(
 async def _relay_stream(
     request: web.Request, runtime: Runtime, relay: Relay, fmt: sse.StreamFormat
 ) -> web.StreamResponse:
+    summary = request[SUMMARY]
     try:
         events = await take(relay, runtime)
     except TimeoutError:
@@ -176,6 +181,8 @@ async def _relay_stream(
     response = web.StreamResponse(headers=sse.HEADERS)
     response.headers["x-modelrouter-provider"] = relay.provider or ""
     await response.prepare(request)
+    if relay.provider is not None:  # once per request: the first chunk goes out now
+        runtime.metrics.observe_first_chunk(relay.provider, time.perf_counter() - summary.started)
     head = fmt.start(relay)
     while True:
         out: list[bytes] = [head] if head else []
@@ -183,7 +190,11 @@ async def _relay_stream(
         for event in events:
             out.append(fmt.event(event))
             kind = type(event)
-            if kind is Done or kind is Failed:
+            if kind is Usage:
+                summary.usage = event  # type: ignore[assignment]
+            elif kind is Done or kind is Failed:
+                if kind is Failed:
+                    summary.error = event.type  # type: ignore[union-attr]
                 await response.write(b"".join(out))
                 await response.write_eof()
                 return response
@@ -193,5 +204,6 @@ async def _relay_stream(
         try:
             events = await take(relay, runtime)
         except TimeoutError:
+            summary.error = "timeout"
             await response.write(fmt.error("timeout", "stream deadline passed"))
             return response

@@ -67,8 +67,11 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     now = time.time()
-    for name, actor in runtime.router.providers.items():
+    router = runtime.router
+    for name, actor in router.providers.items():
         runtime.metrics.set_provider_state(name, actor.status(now))
+        runtime.metrics.set_mailbox_depth(name, actor.mailbox_depth)
+    runtime.metrics.set_mailbox_depth(router.name, router.mailbox_depth)
     body, content_type = runtime.metrics.exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -12,14 +12,16 @@ import structlog
 from aiohttp import web
 
 from modelrouter.errors import ApiError
+from modelrouter.observability import Metrics
 from modelrouter.web.errors import error_response
-from modelrouter.web.runtime import METRICS, REQUEST_ID
+from modelrouter.web.runtime import METRICS, REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: debug level
 
 
 def request_id_of(request: web.Request) -> str:
@@ -39,12 +41,17 @@ def _route_label(request: web.Request) -> str:
 async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     request_id = request[REQUEST_ID] = request_id_of(request)
+    summary = request[SUMMARY] = Summary(started)
+    route = _route_label(request)
+    quiet = route in QUIET_ROUTES
     status = 500
     with structlog.contextvars.bound_contextvars(request_id=request_id):
+        (log.debug if quiet else log.info)("request_started", route=route, method=request.method)
         try:
             response = await handler(request)
         except ApiError as exc:
             status = exc.status
+            summary.error = exc.type
             return error_response(
                 exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
             )
@@ -62,9 +69,36 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             status = response.status
             return response
         finally:
-            request.app[METRICS].observe_request(
-                _route_label(request), request.method, status, time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            metrics = request.app[METRICS]
+            metrics.observe_request(route, request.method, status, seconds)
+            _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+
+
+def _finished(
+    request: web.Request,
+    metrics: Metrics,
+    *,
+    route: str,
+    status: int,
+    seconds: float,
+    quiet: bool,
+) -> None:
+    """The request's end line (the one to read) and its token counts."""
+    summary = request[SUMMARY]
+    relay, usage = summary.relay, summary.usage
+    fields: dict[str, object] = {"latency_ms": round(seconds * 1000, 1)}
+    if relay is not None:
+        fields.update(provider=relay.provider, model=relay.model, attempts=relay.attempts)
+        if usage is not None and relay.provider is not None:
+            metrics.count_usage(relay.provider, usage)
+            fields.update(
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
             )
+    if summary.error is not None:
+        fields["error"] = summary.error
+    emit = log.debug if quiet else log.warning if status >= 500 else log.info
+    emit("request_finished", route=route, method=request.method, status=status, **fields)
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,7 +20,7 @@ from modelrouter.web.chat import collect, read_body, serve_stream, start_route
 from modelrouter.web.middleware import Handler
 from modelrouter.web.openai_format import OpenAIStream, completion_body, error_bytes
 from modelrouter.web.openai_request import parse_completion_request
-from modelrouter.web.runtime import REQUEST_ID, RUNTIME
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY
 
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
@@ -62,6 +62,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await serve_stream(request, runtime, parsed.chat, fmt)
     relay = start_route(request, runtime, parsed.chat, stream=False)
     answer = await collect(relay, runtime)
+    request[SUMMARY].usage = answer.usage
     body = completion_body(
         relay,
         request_id=request_id,

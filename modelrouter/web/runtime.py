@@ -9,8 +9,9 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from modelrouter.actors import ProviderActor, RouterSupervisor
+from modelrouter.actors import ProviderActor, Relay, RouterSupervisor
 from modelrouter.config import ProviderSettings, Settings, secrets_of
+from modelrouter.events import Usage
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.state import MemoryState, SharedState
@@ -27,8 +28,21 @@ class Runtime(msgspec.Struct, kw_only=True):
     draining: bool = False
 
 
+class Summary:
+    """What a handler learned about its request, for the middleware's end line and metrics."""
+
+    __slots__ = ("error", "relay", "started", "usage")
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # time.perf_counter() when the request arrived
+        self.relay: Relay | None = None  # provider, model and attempts of the routed request
+        self.usage: Usage | None = None
+        self.error: str | None = None  # the error type, also when a started stream was cut
+
+
 RUNTIME = web.AppKey("runtime", Runtime)
 REQUEST_ID = web.RequestKey("request_id", str)
+SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 
