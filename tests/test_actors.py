@@ -220,3 +220,18 @@ async def test_provider_given_up_by_its_supervisor_is_down_and_ready_says_so(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_bug_in_planning_answers_the_client_at_once(
+    gateway: Gateway, mock: Mock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelrouter.actors import router as router_module
+
+    def broken_plan(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(router_module, "plan", broken_plan)
+    client = await gateway(**two_providers(mock))
+    response = await client.post("/chat", json=USER)
+    assert response.status == 502
+    assert (await response.json())["error"]["type"] == "internal_error"

@@ -87,14 +87,12 @@ class RouterSupervisor(Actor[Route]):
             return
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
+            route.relay.finish(await _Fallback(self, route, candidates).run())
         except PlanError as exc:
             route.relay.finish(Failed(400, exc.type, str(exc), param=exc.param))
-            return
-        try:
-            route.relay.finish(await _Fallback(self, route, candidates).run())
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # a bug in planning or fallback must answer the client, not hang it
             log.exception("routing_crashed")
             route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
 
