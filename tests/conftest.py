@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp.test_utils import TestClient
 
 from modelrouter.config import load_settings
@@ -44,6 +46,11 @@ class Mock:
         async with self.session.get(f"{self.url}/_mock/requests") as response:
             data: list[dict[str, Any]] = await response.json()
             return data
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Run every async test on uvloop, the loop `modelrouter serve` runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture
@@ -111,7 +118,6 @@ def free_port() -> int:
 
 async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:
     """Poll `check` until it holds; fail the test with a clear message if it never does."""
-    import asyncio
 
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

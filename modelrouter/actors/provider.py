@@ -11,7 +11,6 @@ import time
 from itertools import count
 from typing import Any
 
-import aiohttp
 import aiojobs
 import structlog
 
@@ -19,11 +18,12 @@ from modelrouter.actors.base import Actor
 from modelrouter.actors.health import Health, HealthState
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Outcome
 from modelrouter.actors.relay import ClientGone
-from modelrouter.actors.upstream import run_attempt
+from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import Metrics
 from modelrouter.providers import Adapter
 from modelrouter.state import SharedState
+from modelrouter.transport import Pool
 
 log = structlog.get_logger("modelrouter.provider")
 
@@ -44,7 +44,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         adapter: Adapter,
         *,
         settings: Settings,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         state: SharedState,
         metrics: Metrics,
         mailbox_size: int = 4096,
@@ -53,7 +53,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         self.provider = provider
         self.adapter = adapter
         self.settings = settings
-        self.session = session
+        self.upstream = Upstream(adapter, pool)
         self.state = state
         self.metrics = metrics
         self.health = Health()
@@ -126,8 +126,7 @@ class ProviderActor(Actor[Attempt | Outcome]):
         started = time.perf_counter()
         try:
             outcome = await run_attempt(
-                self.session,
-                self.adapter,
+                self.upstream,
                 attempt,
                 provider_timeout=self.settings.provider_timeout,
                 first_chunk_timeout=self.settings.first_chunk_timeout,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
@@ -18,6 +16,7 @@ from modelrouter.observability import REDACTOR
 from modelrouter.providers import Adapter, classify_status, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
+from modelrouter.transport import BadResponse, Pool, Response
 
 
 class _Progress:
@@ -31,23 +30,36 @@ class _Progress:
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
 
+class Upstream:
+    """One provider's way out: its adapter, its connection pool, its pre-encoded request head."""
+
+    __slots__ = ("adapter", "head", "pool")
+
+    def __init__(self, adapter: Adapter, pool: Pool) -> None:
+        self.adapter = adapter
+        self.pool = pool
+        self.head = pool.header_block("POST", "", adapter.headers)
+
+
 async def run_attempt(
-    session: aiohttp.ClientSession,
-    adapter: Adapter,
+    upstream: Upstream,
     attempt: Attempt,
     *,
     provider_timeout: float,
     first_chunk_timeout: float,
 ) -> AttemptResult:
     loop = asyncio.get_running_loop()
+    adapter = upstream.adapter
     progress = _Progress()
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
-    headers = {**adapter.headers, "X-Request-ID": attempt.request_id}
+    # The request id passed the front's charset check, so it is safe in a header line.
+    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
         async with asyncio.timeout_at(min(loop.time() + first_window, attempt.deadline)) as timer:
-            async with session.post(adapter.url, data=body, headers=headers) as response:
+            response = await upstream.pool.request(upstream.head, body, extra)
+            try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
                 if attempt.stream:
@@ -61,6 +73,8 @@ async def run_attempt(
                     )
                 else:
                     await _read_whole(adapter, response, attempt.relay, progress)
+            finally:
+                response.release()
     except TimeoutError:
         cut = loop.time() >= attempt.deadline
         if attempt.stream and not progress.first_chunk and not cut:
@@ -72,24 +86,24 @@ async def run_attempt(
         # Upstream text may echo the credential it received: redact it where it enters.
         message = REDACTOR(failure.message)
         return AttemptResult(False, failure.reason, message, failure.status, failure.retry_after)
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
-    except (aiohttp.ClientResponseError, FramingError) as exc:
+    except (BadResponse, FramingError) as exc:
         return AttemptResult(False, "bad_response", REDACTOR(_describe(exc)))
+    except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
+        return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
     return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
 
 
-async def _status_failure(adapter: Adapter, response: aiohttp.ClientResponse) -> UpstreamFailure:
+async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailure:
     try:
-        body = await response.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
+        body = await response.read(MAX_ERROR_BODY)
+    except (OSError, BadResponse):
         body = b""
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     return classify_status(response.status, adapter.error_message(body), retry_after)
 
 
 async def _read_whole(
-    adapter: Adapter, response: aiohttp.ClientResponse, relay: Relay, progress: _Progress
+    adapter: Adapter, response: Response, relay: Relay, progress: _Progress
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
@@ -103,7 +117,7 @@ async def _read_whole(
 async def _pump_stream(
     adapter: Adapter,
     *,
-    response: aiohttp.ClientResponse,
+    response: Response,
     attempt: Attempt,
     timer: asyncio.Timeout,
     provider_timeout: float,
@@ -114,7 +128,7 @@ async def _pump_stream(
     map_chunk = adapter.map_chunk
     put = attempt.relay.put
     deadline = attempt.deadline
-    async for data in response.content.iter_any():
+    async for data in response.iter_body():
         for payload in framer.feed(data):
             if await _relay_events(map_chunk(payload), progress, put):
                 return

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
 
 from modelrouter.actors import ProviderActor, Relay, RouterSupervisor
-from modelrouter.config import ProviderSettings, Settings, secrets_of
+from modelrouter.config import Settings, secrets_of
 from modelrouter.events import Usage
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.state import MemoryState, SharedState
+from modelrouter.transport import Pool
 
 log = structlog.get_logger("modelrouter.web")
 
@@ -47,26 +47,21 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 
 
-def _session(provider: ProviderSettings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=provider.max_concurrency, ttl_dns_cache=300, keepalive_timeout=30
-    )
-    # Deadlines are enforced per attempt (asyncio.timeout); only connecting gets its own bound.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
-
-
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Create the state backend, one session per provider, the actors; tear them down in reverse."""
+    """Create the state backend, one connection pool per provider, the actors; tear them down
+    in reverse."""
     settings, metrics = app[SETTINGS], app[METRICS]
     REDACTOR.add(secrets_of(settings))
     state: SharedState = MemoryState()
-    sessions = [_session(p) for p in settings.providers]
+    adapters = [build_adapter(p) for p in settings.providers]
+    # Deadlines are enforced per attempt (asyncio.timeout_at), connecting included.
+    pools = [
+        Pool(a.url, max_idle=p.max_concurrency)
+        for p, a in zip(settings.providers, adapters, strict=True)
+    ]
     actors = [
-        ProviderActor(
-            p, build_adapter(p), settings=settings, session=s, state=state, metrics=metrics
-        )
-        for p, s in zip(settings.providers, sessions, strict=True)
+        ProviderActor(p, a, settings=settings, pool=pool, state=state, metrics=metrics)
+        for p, a, pool in zip(settings.providers, adapters, pools, strict=True)
     ]
     router = RouterSupervisor(actors, metrics=metrics, aliases=settings.model_aliases)
     router.start()
@@ -81,6 +76,6 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await router.close()
-        for session in sessions:
-            await session.close()
+        for pool in pools:
+            await pool.close()
         await state.close()
