@@ -12,9 +12,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from modelrouter.observability.multiprocess import multiprocess_dir, multiprocess_exposition
+
 # From a fast cache hit (tens of ms) to a long generation (minutes).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 STATE_VALUE = {"ok": 0, "half_open": 1, "blacklisted": 2, "down": 3}
+STATE_BACKENDS = ("memory", "redis", "degraded")
 
 
 class Metrics:
@@ -47,7 +50,10 @@ class Metrics:
             registry=r,
         )
         self.active_streams = Gauge(
-            "modelrouter_active_streams", "Streams being relayed right now", registry=r
+            "modelrouter_active_streams",
+            "Streams being relayed right now",
+            registry=r,
+            multiprocess_mode="livesum",  # serve --workers N: the sum over live workers
         )
         self.fallbacks = Counter(
             "modelrouter_fallbacks",
@@ -60,12 +66,26 @@ class Metrics:
             "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down",
             ("provider",),
             registry=r,
+            multiprocess_mode="livemax",  # serve --workers N: the worst view among workers
         )
         self.actor_restarts = Counter(
             "modelrouter_actor_restarts",
             "Actor loops restarted by their supervisor",
             ("actor",),
             registry=r,
+        )
+        self.redis_errors = Counter(
+            "modelrouter_redis_errors",
+            "Redis calls that failed or timed out, by operation (served from local state)",
+            ("op",),
+            registry=r,
+        )
+        self.state_backend = Gauge(
+            "modelrouter_state_backend",
+            "1 for the state backend in use (memory, redis, or degraded: Redis away, local state)",
+            ("backend",),
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
@@ -84,5 +104,11 @@ class Metrics:
     def set_provider_state(self, provider: str, state: str) -> None:
         self.provider_state.labels(provider).set(STATE_VALUE[state])
 
+    def set_state_backend(self, mode: str) -> None:
+        for backend in STATE_BACKENDS:
+            self.state_backend.labels(backend).set(1 if backend == mode else 0)
+
     def exposition(self) -> tuple[bytes, str]:
+        if multiprocess_dir():  # serve --workers N: every worker's values, summed
+            return multiprocess_exposition(), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -17,6 +17,7 @@ from modelrouter.schemas import (
     chat_request_decoder,
     json_encoder,
 )
+from modelrouter.state import Lease, SharedState
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, Runtime
@@ -104,9 +105,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     chat_request = await read_request(request, runtime)
     settings = runtime.settings
-    lease = await runtime.state.acquire_lease(
-        STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=settings.max_operation_timeout + 30
-    )
+    state = runtime.state
+    ttl = settings.stream_lease_ttl
+    lease = await state.acquire_lease(STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=ttl)
     if lease is None:
         raise ApiError(
             429,
@@ -116,14 +117,25 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
     runtime.metrics.active_streams.inc()
     relay: Relay | None = None
+    renewal = asyncio.create_task(_keep_lease(state, lease, ttl, settings.stream_lease_renew))
     try:
         relay = start_route(request, runtime, chat_request, stream=True)
         return await _relay_stream(request, runtime, relay)
     finally:
+        renewal.cancel()
         if relay is not None:
             relay.close()
         runtime.metrics.active_streams.dec()
-        await runtime.state.release_lease(lease)
+        # Shielded: a second cancellation (shutdown) must not leave the slot held until its TTL.
+        await asyncio.shield(state.release_lease(lease))
+
+
+async def _keep_lease(state: SharedState, lease: Lease, ttl: float, every: float) -> None:
+    """Renew the stream's slot while it runs; a replica that dies stops renewing, and its
+    slots come back within the TTL."""
+    while True:
+        await asyncio.sleep(every)
+        await state.renew_lease(lease, ttl=ttl)
 
 
 async def _relay_stream(request: web.Request, runtime: Runtime, relay: Relay) -> web.StreamResponse:

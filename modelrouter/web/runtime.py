@@ -9,11 +9,11 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from modelrouter.actors import ProviderActor, RouterSupervisor
+from modelrouter.actors import HealthChanged, ProviderActor, RouterSupervisor
 from modelrouter.config import ProviderSettings, Settings, secrets_of
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
-from modelrouter.state import MemoryState, SharedState
+from modelrouter.state import HealthListener, HealthRecord, SharedState, create_state
 
 log = structlog.get_logger("modelrouter.web")
 
@@ -42,11 +42,22 @@ def _session(provider: ProviderSettings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
 
 
+def _tell_provider(router: RouterSupervisor) -> HealthListener:
+    """Health changed elsewhere: the provider's actor hears it through its mailbox."""
+
+    def tell(provider: str, record: HealthRecord) -> None:
+        actor = router.providers.get(provider)
+        if actor is not None:
+            actor.tell_system(HealthChanged(record))
+
+    return tell
+
+
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Create the state backend, one session per provider, the actors; tear them down in reverse."""
     settings, metrics = app[SETTINGS], app[METRICS]
     REDACTOR.add(secrets_of(settings))
-    state: SharedState = MemoryState()
+    state = create_state(settings, metrics)
     sessions = [_session(p) for p in settings.providers]
     actors = [
         ProviderActor(
@@ -55,6 +66,8 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         for p, s in zip(settings.providers, sessions, strict=True)
     ]
     router = RouterSupervisor(actors, metrics=metrics)
+    state.watch_health(_tell_provider(router))
+    await state.start()  # bounded: serving starts degraded when Redis does not answer
     router.start()
     app[RUNTIME] = Runtime(
         settings=settings,
