@@ -26,6 +26,6 @@ def multiprocess_exposition() -> bytes:
     return generate_latest(registry)
 
 
-def mark_dead(pid: int) -> None:
+def mark_dead(pid: int, path: str) -> None:
     """A worker exited: drop its `live*` gauges."""
-    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
