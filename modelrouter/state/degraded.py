@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from modelrouter.observability import Metrics
 
@@ -68,7 +68,8 @@ class Breaker:
 
     async def _reconnect(self) -> None:
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=self._min_wait, max=self._max_wait),
+            wait=wait_exponential(multiplier=self._min_wait, max=self._max_wait)
+            + wait_random(0, self._min_wait),
             retry=retry_if_exception_type(Exception),
             before_sleep=lambda state: log.debug(
                 "redis_reconnect_failed",

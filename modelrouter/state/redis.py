@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelrouter.config import RedisSettings
 from modelrouter.observability import Metrics
@@ -55,6 +56,7 @@ class RedisState:
         self._local_tag = f"{self._id}:m"
         self._tokens = itertools.count(1)
         self._limits: dict[str, int] = {}  # rate key -> per_minute, to hand local debt over
+        self._in_doubt: dict[str, int] = {}  # rate calls that timed out after being sent
         self._health: dict[str, HealthRecord] = {}  # last known record per provider
         self._dirty: set[str] = set()  # health written locally while Redis was away
         self._listeners: list[HealthListener] = []
@@ -88,14 +90,25 @@ class RedisState:
         await self._client.aclose()
 
     # -- the guard around every call -------------------------------------------------------
-    async def _redis(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        """Run one Redis call within the timeout; None when Redis is away (use local state)."""
+    async def _redis(
+        self,
+        op: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        timed_out: Callable[[], None] | None = None,
+    ) -> T | None:
+        """Run one Redis call within the timeout; None when Redis is away (use local state).
+
+        `timed_out` hears of a timeout: the call was sent and Redis may still run it.
+        """
         if not self._breaker.up:
             return None
         try:
             async with asyncio.timeout(self._timeout):
                 return await call()
         except REDIS_ERRORS as exc:
+            if timed_out is not None and isinstance(exc, TimeoutError | RedisTimeoutError):
+                timed_out()
             self._failed(op, exc)
             return None
 
@@ -107,11 +120,22 @@ class RedisState:
         if per_minute <= 0:
             return UNLIMITED
         self._limits[key] = per_minute
+        sent = False
+
+        def in_doubt() -> None:
+            nonlocal sent
+            sent = True
+
         reply = await self._redis(
-            "rate", lambda: self._scripts.gcra(self._client, [self.key(key)], [per_minute, 1, 0])
+            "rate",
+            lambda: self._scripts.gcra(self._client, [self.key(key)], [per_minute, 1, 0]),
+            timed_out=in_doubt,
         )
         if reply is None:
-            return await self._local.acquire_rate(key, self._share(per_minute))
+            decision = await self._local.acquire_rate(key, self._share(per_minute))
+            if sent and decision.allowed:  # Redis will likely count it too: hand it over once
+                self._in_doubt[key] = self._in_doubt.get(key, 0) + 1
+            return decision
         allowed, retry_after, remaining = reply
         return RateDecision(bool(allowed), float(retry_after), int(remaining))
 
@@ -218,23 +242,39 @@ class RedisState:
             await self._scripts.load(self._client)
             await self._feed.start()
         debts, leases = self._local.export()
+        in_doubt, self._in_doubt = self._in_doubt, {}
         self._breaker.restored()
-        await self._resync(debts, leases)
+        await self._resync(debts, leases, in_doubt)
 
-    async def _resync(self, debts: dict[str, float], leases: list[tuple[str, str, float]]) -> None:
-        scripts, client = self._scripts, self._client
+    async def _resync(
+        self,
+        debts: dict[str, float],
+        leases: list[tuple[str, str, float]],
+        in_doubt: dict[str, int],
+    ) -> None:
         for key, ahead in debts.items():
-            per_minute = self._limits.get(key)
-            if per_minute:  # requests still in the local window, each one of the fleet's
-                used = ahead * self._share(per_minute) / 60.0
-                args = [per_minute, repr(used), 1]
-                await self._redis("resync", partial(scripts.gcra, client, [self.key(key)], args))
+            await self._hand_over_rate(key, ahead, in_doubt.get(key, 0))
         for key, token, left in leases:
-            args = [f"{self._local_tag}:{token}", left, 1]
-            await self._redis("resync", partial(scripts.lease_renew, client, [self.key(key)], args))
+            args: list[Any] = [f"{self._local_tag}:{token}", left, 1]
+            await self._redis(
+                "resync", partial(self._scripts.lease_renew, self._client, [self.key(key)], args)
+            )
         for provider in list(self._dirty):
             await self._redis("resync", partial(self._write_health, provider))
         for provider, record in list(self._health.items()):
             # Redis may have restarted empty (versions start again at 1): accept what it has.
             self._health[provider] = msgspec.structs.replace(record, version=0)
             await self._fetch_health(provider)
+
+    async def _hand_over_rate(self, key: str, ahead: float, in_doubt: int) -> None:
+        """Requests still in the local window, less those Redis ran anyway (a call that timed
+        out here was still executed there once Redis caught up): each is counted once."""
+        per_minute = self._limits.get(key)
+        if not per_minute:
+            return
+        used = ahead * self._share(per_minute) / 60.0 - in_doubt
+        if used > 0:
+            args: list[Any] = [per_minute, repr(used), 1]
+            await self._redis(
+                "resync", partial(self._scripts.gcra, self._client, [self.key(key)], args)
+            )

@@ -21,6 +21,7 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "redis://127.0.0.1:6379/13"
+SERVER_FLAGS = ("--save", "", "--appendonly", "no")
 
 
 def ping(url: str) -> bool:
@@ -48,8 +49,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no"],
+            [*("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"), *SERVER_FLAGS],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -91,7 +91,7 @@ class Replica:
     def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log: IO[bytes] = tempfile.TemporaryFile()
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         command = [sys.executable, "-m", "modelrouter", "serve", "--port", str(self.port)]
         if workers > 1:
             command += ["--workers", str(workers)]

@@ -120,9 +120,8 @@ async def test_a_failure_seen_by_one_replica_stops_the_others_calling_the_provid
             return len(seen) == len(others)
 
         await wait_until(blacklisted_everywhere, timeout=5)
-        print(
-            f"\nblacklist propagation after publish: {[f'{v * 1000:.1f} ms' for v in seen.values()]}"
-        )
+        latencies = [f"{seconds * 1000:.1f} ms" for seconds in seen.values()]
+        print(f"\nblacklist propagation after publish: {latencies}")
         for replica in others * 3:
             status, body = await chat(session, replica)
             assert (status, body["provider"]) == (200, "openrouter")
