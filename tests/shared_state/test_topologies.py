@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -53,6 +54,8 @@ def sentinel(own_redis: RedisServer, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[str]:
     if shutil.which("redis-cli") is None or shutil.which("redis-server") is None:
+        if os.environ.get("MODELROUTER_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-cli and redis-server are needed for a local cluster")
         pytest.skip("redis-cli and redis-server are needed for a local cluster")
     ports = [free_port() for _ in range(3)]
     procs = [
