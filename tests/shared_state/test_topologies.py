@@ -58,6 +58,7 @@ def cluster(tmp_path: Path) -> Iterator[str]:
             pytest.fail("redis-cli and redis-server are needed for a local cluster")
         pytest.skip("redis-cli and redis-server are needed for a local cluster")
     ports = [free_port() for _ in range(3)]
+    # The bus port defaults to port + 10000, which a free port may push past 65535.
     procs = [
         _start(
             [
@@ -69,6 +70,8 @@ def cluster(tmp_path: Path) -> Iterator[str]:
                 *SERVER_FLAGS,
                 "--cluster-enabled",
                 "yes",
+                "--cluster-port",
+                str(free_port()),
                 "--cluster-config-file",
                 f"nodes-{p}.conf",
             ],
