@@ -47,10 +47,14 @@ def _host_port(item: str) -> tuple[str, int]:
     return (host, int(port)) if host else (item, 26379)
 
 
-def connect(url: str, settings: RedisSettings) -> Client:
-    """A client for REDIS_URL; nothing is connected until the first command."""
+def connect(url: str, settings: RedisSettings, *, name: str | None = None) -> Client:
+    """A client for REDIS_URL; nothing is connected until the first command.
+
+    `name` is set on each connection (CLIENT SETNAME), so CLIENT LIST shows whose it is.
+    """
     timeout = settings.timeout
     common: dict[str, Any] = {
+        "client_name": name,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
 from modelrouter.state.base import SharedState
@@ -16,5 +18,6 @@ def create_state(settings: Settings, metrics: Metrics) -> SharedState:
     from modelrouter.state.connect import connect  # noqa: PLC0415 - memory needs no redis
     from modelrouter.state.redis import RedisState  # noqa: PLC0415
 
-    client = connect(settings.redis_url, settings.redis)
+    name = f"modelrouter:{settings.redis.key_prefix}:{os.getpid()}"
+    client = connect(settings.redis_url, settings.redis, name=name)
     return RedisState(client, settings=settings.redis, metrics=metrics)

@@ -87,6 +87,11 @@ async def test_two_workers_of_one_serve_share_the_limit_and_sum_their_metrics(
     assert [status for status, _ in results] == [200] * 60
     assert await mock.count(GROQ_SPEC) == 20
     assert await mock.count("") == 40
+    # Both workers served requests: each one's connections to Redis last ran the GCRA script.
+    clients = await rclient.client_list()
+    mine = f"modelrouter:{prefix}:"  # + the worker's pid
+    served = {c["name"] for c in clients if c["name"].startswith(mine) and c["cmd"] == "evalsha"}
+    assert len(served) == 2
     # Each scrape lands on either worker and shows the sum over both (no sawtooth).
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         for _ in range(6):
