@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
 from modelrouter.web.runtime import RUNTIME
 from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.redis
 
 
 async def test_a_blacklist_reaches_the_other_gateways_actor_without_a_redis_read(
-    gateway: Gateway, mock: Mock, redis_url: str, prefix: str
+    gateway: Gateway, mock: Mock, redis_url: str, prefix: str, rclient: aioredis.Redis
 ) -> None:
     env = two_providers(mock, groq="status=503", REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix)
     first, second = await gateway(**env), await gateway(**env)

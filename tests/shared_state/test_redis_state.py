@@ -23,7 +23,8 @@ MakeState = Callable[..., RedisState]
 
 
 @pytest.fixture
-async def make_state(prefix: str) -> AsyncIterator[MakeState]:
+async def make_state(prefix: str, rclient: aioredis.Redis) -> AsyncIterator[MakeState]:
+    """RedisStates on this test's prefix (`rclient` deletes its keys afterwards)."""
     made: list[RedisState] = []
 
     def make(url: str, *, timeout: float = 0.25, replicas: int = 1) -> RedisState:
