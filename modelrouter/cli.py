@@ -30,9 +30,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings)
     )
+    if args.workers > 1:
+        if settings.redis_url is None:
+            print(
+                "modelrouter: --workers > 1 needs REDIS_URL: without shared state each worker "
+                "would apply the limits on its own",
+                file=sys.stderr,
+            )
+            return 2
+        from modelrouter.workers import run_workers  # noqa: PLC0415
+
+        return run_workers(settings, args.workers)
     from modelrouter.web.server import run  # noqa: PLC0415 - keeps check-config light
 
-    run(settings)
+    run(settings, reuse_port=args.reuse_port)
     return 0
 
 
@@ -51,6 +62,13 @@ def _cmd_mock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected 1 to 64")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from modelrouter.bench import add_bench_arguments, run_bench  # noqa: PLC0415
     from modelrouter.mock import add_mock_arguments  # noqa: PLC0415
@@ -62,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); more than 1 needs REDIS_URL",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
     check = commands.add_parser("check-config", help="validate and print the configuration")
     check.set_defaults(func=_cmd_check_config)

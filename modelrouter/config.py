@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -41,6 +42,8 @@ KNOWN_PROVIDERS: Final[Mapping[str, ProviderDefaults]] = {
 }
 DEFAULT_ORDER: Final = "groq,openrouter,ollama"
 LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"})
+PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class ProviderSettings(msgspec.Struct, frozen=True):
@@ -53,11 +56,22 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     max_concurrency: int
 
 
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the Redis backend behaves (used only when REDIS_URL is set)."""
+
+    key_prefix: str = "mr"  # REDIS_KEY_PREFIX: several deployments can share one Redis
+    timeout: float = 0.25  # REDIS_TIMEOUT: the longest any request waits on Redis
+    expected_replicas: int = 1  # REDIS_EXPECTED_REPLICAS: local limits = limit / this, degraded
+    cluster: bool = False  # REDIS_CLUSTER: REDIS_URL names one node of a Redis Cluster
+    max_connections: int = 64  # REDIS_MAX_CONNECTIONS: pool size per process
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[str, ...] = ()
     redis_url: str | None = None
+    redis: RedisSettings = RedisSettings()
     provider_timeout: float = 30.0
     first_chunk_timeout: float = 3.0
     max_operation_timeout: float = 120.0
@@ -65,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_seconds: float = 300.0
     rate_limit_requests_per_minute: int = 60
     max_concurrent_streams: int = 10
+    stream_lease_ttl: float = 30.0  # a stream's slot expires unless renewed (crashed replica)
+    stream_lease_renew: float = 10.0  # how often a running stream renews its slot
     max_body_bytes: int = 1024 * 1024
     drain_seconds: float = 0.0
     log_level: str = "INFO"
@@ -207,6 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=r.get("PORT", 8000, _port, "a TCP port (1-65535)"),
         api_keys=_split(r.raw("API_KEY") or ""),
         redis_url=r.raw("REDIS_URL"),
+        redis=_redis(r),
         provider_timeout=r.number("PROVIDER_TIMEOUT", 30.0, minimum=0.001),
         first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", 3.0, minimum=0.001),
         max_operation_timeout=r.number("MAX_OPERATION_TIMEOUT", 120.0, minimum=0.001),
@@ -214,6 +231,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", 300.0),
         rate_limit_requests_per_minute=global_rpm,
         max_concurrent_streams=r.integer("MAX_CONCURRENT_STREAMS", 10, minimum=1),
+        stream_lease_ttl=r.number("STREAM_LEASE_TTL_SECONDS", 30.0, minimum=0.1),
+        stream_lease_renew=r.number("STREAM_LEASE_RENEW_SECONDS", 10.0, minimum=0.05),
         max_body_bytes=r.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
         drain_seconds=r.number("DRAIN_SECONDS", 0.0),
         log_level=log_level,
@@ -224,12 +243,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
-    if settings.redis_url is not None and urlsplit(settings.redis_url).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
-    ):
-        r.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if settings.redis_url is not None and urlsplit(settings.redis_url).scheme not in REDIS_SCHEMES:
+        r.problems.append(
+            "REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    if settings.stream_lease_renew >= settings.stream_lease_ttl:
+        r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if not settings.api_keys and not is_loopback(settings.host):
         r.problems.append(
             f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
@@ -238,6 +257,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _redis(r: _Reader) -> RedisSettings:
+    prefix = r.raw("REDIS_KEY_PREFIX") or "mr"
+    if not PREFIX_RE.fullmatch(prefix):
+        r.problems.append(f"REDIS_KEY_PREFIX={prefix!r} is not letters, digits, '_', '-', '.', ':'")
+    return RedisSettings(
+        key_prefix=prefix,
+        timeout=r.number("REDIS_TIMEOUT", 0.25, minimum=0.001),
+        expected_replicas=r.integer("REDIS_EXPECTED_REPLICAS", 1, minimum=1),
+        cluster=r.get("REDIS_CLUSTER", False, _flag, "a flag (1/0, true/false)"),
+        max_connections=r.integer("REDIS_MAX_CONNECTIONS", 64, minimum=2),
+    )
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(text)
+    return lowered in ("1", "true", "yes", "on")
 
 
 def _port(text: str) -> int:

@@ -1,7 +1,7 @@
 """The actor runtime: router supervisor, provider actors, relays and the messages between them."""
 
 from modelrouter.actors.base import Actor, ActorStopped, MailboxFull
-from modelrouter.actors.messages import Route
+from modelrouter.actors.messages import HealthChanged, Route
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import RouterSupervisor
@@ -10,6 +10,7 @@ from modelrouter.actors.supervisor import Supervisor
 __all__ = [
     "Actor",
     "ActorStopped",
+    "HealthChanged",
     "MailboxFull",
     "ProviderActor",
     "Relay",

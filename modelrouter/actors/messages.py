@@ -10,6 +10,7 @@ import msgspec
 from modelrouter.actors.relay import Relay
 from modelrouter.events import FailureReason
 from modelrouter.schemas import ChatRequest
+from modelrouter.state import HealthRecord
 
 Rejection = Literal["blacklisted", "half_open", "rate_limited", "saturated", "down"]
 
@@ -60,3 +61,9 @@ class Outcome(msgspec.Struct, frozen=True):
 
     ticket: int
     result: AttemptResult | None  # None: cancelled (client gone), says nothing about health
+
+
+class HealthChanged(msgspec.Struct, frozen=True):
+    """shared state -> provider (system message): another replica changed this provider's health."""
+
+    record: HealthRecord

@@ -16,7 +16,7 @@ import structlog
 
 from modelrouter.actors.base import Actor
 from modelrouter.actors.health import Health, HealthState
-from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Outcome
+from modelrouter.actors.messages import Admission, Attempt, AttemptResult, HealthChanged, Outcome
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.config import ProviderSettings, Settings
@@ -37,7 +37,7 @@ class _Ticket:
         self.request_id = request_id  # for the log lines this attempt's outcome causes
 
 
-class ProviderActor(Actor[Attempt | Outcome]):
+class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
     def __init__(
         self,
         provider: ProviderSettings,
@@ -79,9 +79,14 @@ class ProviderActor(Actor[Attempt | Outcome]):
         self.health.probe_in_flight = any(t.probe for t in self._tickets.values())
         self.metrics.set_provider_state(self.name, self.status())
 
-    async def handle(self, message: Attempt | Outcome) -> Any:
+    async def handle(self, message: Attempt | Outcome | HealthChanged) -> Any:
         if type(message) is Outcome:
             await self._finished(message)
+            return None
+        if type(message) is HealthChanged:
+            # Another replica's view (pushed by the shared state): adopt it, no round trip.
+            self.health.load(message.record)
+            self.metrics.set_provider_state(self.name, self.status())
             return None
         assert isinstance(message, Attempt)
         return await self._admit(message)

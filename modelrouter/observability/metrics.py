@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from modelrouter.events import FailureReason, Usage
+from modelrouter.observability.multiprocess import multiprocess_dir, multiprocess_exposition
 
 # `*_created` series double the page and no dashboard or alert here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -37,6 +38,7 @@ STATE_VALUE: Final = {"ok": 0, "half_open": 1, "blacklisted": 2, "down": 3}
 FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 SCOPE_ALL_PROVIDERS: Final = "all_providers"
 SCOPE_STREAMS: Final = "streams"
+STATE_BACKENDS: Final = ("memory", "redis", "degraded")
 
 
 class ProviderMetrics:
@@ -109,7 +111,10 @@ class Metrics:
             registry=r,
         )
         self.active_streams = Gauge(
-            "modelrouter_active_streams", "Streams being relayed right now", registry=r
+            "modelrouter_active_streams",
+            "Streams being relayed right now",
+            registry=r,
+            multiprocess_mode="livesum",  # serve --workers N: the sum over live workers
         )
         # -- beside them ---------------------------------------------------------------------
         self.time_to_first_chunk = Histogram(
@@ -137,6 +142,7 @@ class Metrics:
             "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down (restarts exhausted)",
             ("provider",),
             registry=r,
+            multiprocess_mode="livemax",  # serve --workers N: the worst view among workers
         )
         self.rate_budget_remaining = Gauge(
             "modelrouter_rate_budget_remaining",
@@ -172,6 +178,19 @@ class Metrics:
         self.rejected_all_providers = self.rate_limit_rejections.labels(SCOPE_ALL_PROVIDERS)
         self.rejected_streams = self.rate_limit_rejections.labels(SCOPE_STREAMS)
         self.providers: dict[str, ProviderMetrics] = {}
+        self.redis_errors = Counter(
+            "modelrouter_redis_errors",
+            "Redis calls that failed or timed out, by operation (served from local state)",
+            ("op",),
+            registry=r,
+        )
+        self.state_backend = Gauge(
+            "modelrouter_state_backend",
+            "1 for the state backend in use (memory, redis, or degraded: Redis away, local state)",
+            ("mode",),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._fallback_children: dict[tuple[str, str, str], Counter] = {}
@@ -221,5 +240,11 @@ class Metrics:
     def set_mailbox_depth(self, actor: str, depth: int) -> None:
         self.mailbox_depth.labels(actor).set(depth)
 
+    def set_state_backend(self, mode: str) -> None:
+        for backend in STATE_BACKENDS:
+            self.state_backend.labels(backend).set(1 if backend == mode else 0)
+
     def exposition(self) -> tuple[bytes, str]:
+        if multiprocess_dir():  # serve --workers N: every worker's values, summed
+            return multiprocess_exposition(), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -6,6 +6,7 @@ replicas. Callers never know which one they talk to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -25,9 +26,13 @@ class Lease(msgspec.Struct, frozen=True, gc=False):
 class HealthRecord(msgspec.Struct, frozen=True):
     """A provider's health as every replica sees it. Times are wall-clock (epoch seconds)."""
 
-    failures: int = 0
+    failures: int = 0  # consecutive failures: also the backoff level (delay = base * 2^(n-1))
     blacklisted_until: float = 0.0
     last_reason: str | None = None
+    version: int = 0  # order of the shared record's writes (Redis); 0 for a local record
+
+
+HealthListener = Callable[[str, HealthRecord], None]
 
 
 class SharedState(Protocol):
@@ -51,5 +56,14 @@ class SharedState(Protocol):
     async def load_health(self, provider: str) -> HealthRecord: ...
 
     async def save_health(self, provider: str, record: HealthRecord) -> None: ...
+
+    def watch_health(self, listener: HealthListener) -> None:
+        """Call `listener(provider, record)` whenever another writer changes a provider's health
+        (another replica, or a merge of concurrent writes). Never called for a single process."""
+        ...
+
+    async def start(self) -> None:
+        """Connect (a shared backend); serving may begin even if that fails (degraded)."""
+        ...
 
     async def close(self) -> None: ...

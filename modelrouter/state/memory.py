@@ -6,7 +6,7 @@ import itertools
 import time
 from collections.abc import Callable
 
-from modelrouter.state.base import HealthRecord, Lease, RateDecision
+from modelrouter.state.base import HealthListener, HealthRecord, Lease, RateDecision
 
 
 class MemoryState:
@@ -57,8 +57,29 @@ class MemoryState:
     async def save_health(self, provider: str, record: HealthRecord) -> None:
         self._health[provider] = record
 
+    def watch_health(self, listener: HealthListener) -> None:  # noqa: ARG002 - protocol
+        return None  # one process: nobody else writes health
+
+    async def start(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
+
+    def export(self) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+        """Hand over what is still live, and forget it: for each rate key, how many seconds its
+        bucket is ahead of now; for each lease, (key, token, seconds left)."""
+        now = self._now()
+        debts = {key: tat - now for key, tat in self._tat.items() if tat > now}
+        leases = [
+            (key, token, expiry - now)
+            for key, holders in self._leases.items()
+            for token, expiry in holders.items()
+            if expiry > now
+        ]
+        self._tat.clear()
+        self._leases.clear()
+        return debts, leases
 
 
 def gcra(tats: dict[str, float], key: str, per_minute: int, now: float) -> RateDecision:

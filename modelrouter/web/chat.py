@@ -18,6 +18,7 @@ from modelrouter.schemas import (
     chat_request_decoder,
     json_encoder,
 )
+from modelrouter.state import Lease, SharedState
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
@@ -145,9 +146,9 @@ async def serve_stream(
 ) -> web.StreamResponse:
     """Route `chat_request` as a stream written in `fmt`, within MAX_CONCURRENT_STREAMS."""
     settings = runtime.settings
-    lease = await runtime.state.acquire_lease(
-        STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=settings.max_operation_timeout + 30
-    )
+    state = runtime.state
+    ttl = settings.stream_lease_ttl
+    lease = await state.acquire_lease(STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=ttl)
     if lease is None:
         runtime.metrics.rejected_streams.inc()
         raise ApiError(
@@ -158,14 +159,25 @@ async def serve_stream(
         )
     runtime.metrics.active_streams.inc()
     relay: Relay | None = None
+    renewal = asyncio.create_task(_keep_lease(state, lease, ttl, settings.stream_lease_renew))
     try:
         relay = start_route(request, runtime, chat_request, stream=True)
         return await _relay_stream(request, runtime, relay, fmt)
     finally:
+        renewal.cancel()
         if relay is not None:
             relay.close()
         runtime.metrics.active_streams.dec()
-        await runtime.state.release_lease(lease)
+        # Shielded: a second cancellation (shutdown) must not leave the slot held until its TTL.
+        await asyncio.shield(state.release_lease(lease))
+
+
+async def _keep_lease(state: SharedState, lease: Lease, ttl: float, every: float) -> None:
+    """Renew the stream's slot while it runs; a replica that dies stops renewing, and its
+    slots come back within the TTL."""
+    while True:
+        await asyncio.sleep(every)
+        await state.renew_lease(lease, ttl=ttl)
 
 
 async def _relay_stream(

@@ -8,12 +8,12 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from modelrouter.actors import ProviderActor, Relay, RouterSupervisor
+from modelrouter.actors import HealthChanged, ProviderActor, Relay, RouterSupervisor
 from modelrouter.config import Settings, secrets_of
 from modelrouter.events import Usage
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
-from modelrouter.state import MemoryState, SharedState
+from modelrouter.state import HealthListener, HealthRecord, SharedState, create_state
 from modelrouter.transport import Pool
 
 log = structlog.get_logger("modelrouter.web")
@@ -47,12 +47,23 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 
 
+def _tell_provider(router: RouterSupervisor) -> HealthListener:
+    """Health changed elsewhere: the provider's actor hears it through its mailbox."""
+
+    def tell(provider: str, record: HealthRecord) -> None:
+        actor = router.providers.get(provider)
+        if actor is not None:
+            actor.tell_system(HealthChanged(record))
+
+    return tell
+
+
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Create the state backend, one connection pool per provider, the actors; tear them down
     in reverse."""
     settings, metrics = app[SETTINGS], app[METRICS]
     REDACTOR.add(secrets_of(settings))
-    state: SharedState = MemoryState()
+    state = create_state(settings, metrics)
     adapters = [build_adapter(p) for p in settings.providers]
     # Deadlines are enforced per attempt (asyncio.timeout_at), connecting included.
     pools = [
@@ -64,6 +75,8 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         for p, a, pool in zip(settings.providers, adapters, pools, strict=True)
     ]
     router = RouterSupervisor(actors, metrics=metrics, aliases=settings.model_aliases)
+    state.watch_health(_tell_provider(router))
+    await state.start()  # bounded: serving starts degraded when Redis does not answer
     router.start()
     app[RUNTIME] = Runtime(
         settings=settings,

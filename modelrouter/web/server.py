@@ -22,6 +22,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down."""
     app = create_app(settings)
@@ -30,7 +31,10 @@ async def serve(
         app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    # reuse_port: one of the workers of `serve --workers N`, all bound to the same port.
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port or None
+    )
     await site.start()
     log.info("config", **describe(settings))
     if not settings.auth_enabled:
@@ -60,10 +64,10 @@ async def serve(
         log.info("stopped")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, reuse_port: bool = False) -> None:
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
     except ImportError:  # pragma: no cover
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, reuse_port=reuse_port))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, reuse_port=reuse_port))

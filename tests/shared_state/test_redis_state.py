@@ -1,0 +1,270 @@
+"""RedisState against a real Redis: the Lua scripts, pub/sub, the fallback and the handover."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from structlog.testing import capture_logs
+
+from modelrouter.config import RedisSettings
+from modelrouter.observability import Metrics
+from modelrouter.state import HealthRecord, Lease
+from modelrouter.state.connect import connect
+from modelrouter.state.redis import RedisState
+from tests.conftest import free_port, wait_until
+from tests.shared_state.support import RedisServer
+
+pytestmark = pytest.mark.redis
+MakeState = Callable[..., RedisState]
+
+
+@pytest.fixture
+async def make_state(prefix: str, rclient: aioredis.Redis) -> AsyncIterator[MakeState]:
+    """RedisStates on this test's prefix (`rclient` deletes its keys afterwards)."""
+    made: list[RedisState] = []
+
+    def make(url: str, *, timeout: float = 0.25, replicas: int = 1) -> RedisState:
+        settings = RedisSettings(key_prefix=prefix, timeout=timeout, expected_replicas=replicas)
+        state = RedisState(
+            connect(url, settings), settings=settings, metrics=Metrics(), min_wait=0.02
+        )
+        made.append(state)
+        return state
+
+    yield make
+    for state in made:
+        await state.close()
+
+
+async def started(state: RedisState) -> RedisState:
+    await state.start()
+    return state
+
+
+async def test_gcra_allows_the_burst_then_refuses_with_retry_after(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    state = await started(make_state(redis_url))
+    decisions = [await state.acquire_rate("rpm:groq", 6) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 6 + [False]
+    assert [d.remaining for d in decisions[:6]] == [5, 4, 3, 2, 1, 0]
+    assert 9.0 < decisions[6].retry_after <= 10.0  # one request every 60/6 s
+    # The key lives until the bucket is full again: 6 requests of 10 s each.
+    assert 50_000 < await rclient.pttl(state.key("rpm:groq")) <= 60_000
+
+
+async def test_a_bucket_key_lives_exactly_until_the_bucket_is_full_again(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    state = await started(make_state(redis_url))
+    await state.acquire_rate("rpm:groq", 6)  # one request holds 10 s of the window
+    assert 9_000 < await rclient.pttl(state.key("rpm:groq")) <= 10_000
+    await state.acquire_rate("rpm:groq", 6)
+    await state.acquire_rate("rpm:groq", 6)
+    assert 29_000 < await rclient.pttl(state.key("rpm:groq")) <= 30_000
+
+
+async def test_a_bucket_from_the_future_is_clamped_to_one_full_window(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    """A TAT far ahead (written under a clock that has since moved back) waits one interval,
+    not until that far-away time."""
+    state = await started(make_state(redis_url))
+    seconds, _micros = await rclient.time()
+    await rclient.set(state.key("rpm:groq"), str(seconds + 10_000), ex=20_000)
+    decision = await state.acquire_rate("rpm:groq", 6)
+    assert not decision.allowed
+    assert 0 < decision.retry_after <= 10.0
+
+
+async def test_an_unlimited_provider_costs_no_round_trip(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    state = await started(make_state(redis_url))
+    assert (await state.acquire_rate("rpm:ollama", 0)).allowed
+    assert not await rclient.exists(state.key("rpm:ollama"))
+
+
+async def test_keys_carry_the_prefix_a_hash_tag_and_the_script_version(
+    make_state: MakeState, redis_url: str, prefix: str
+) -> None:
+    state = make_state(redis_url)
+    assert state.key("rpm:groq") == f"{prefix}:{{groq}}:rpm:v1"
+    assert state.key("streams") == f"{prefix}:{{streams}}:streams:v1"
+    assert state.health_key("groq") == f"{prefix}:{{groq}}:health:v1"
+
+
+async def test_scripts_are_loaded_again_after_the_server_forgets_them(
+    make_state: MakeState, own_redis: RedisServer
+) -> None:
+    state = await started(make_state(own_redis.url))
+    admin = aioredis.Redis.from_url(own_redis.url)
+    await admin.script_flush()
+    assert (await state.acquire_rate("rpm:groq", 5)).allowed
+    assert await state.acquire_lease("streams", 1, ttl=5) is not None
+    assert state.mode == "redis"
+    assert all(await admin.script_exists(state._scripts.gcra.sha))
+    await admin.aclose()
+
+
+async def test_leases_are_capped_renewed_released_and_expire_by_themselves(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    replica_a = await started(make_state(redis_url))
+    replica_b = await started(make_state(redis_url))
+    kept = await replica_a.acquire_lease("streams", 2, ttl=0.3)
+    dropped = await replica_b.acquire_lease("streams", 2, ttl=0.3)
+    assert kept is not None
+    assert dropped is not None
+    assert await replica_b.acquire_lease("streams", 2, ttl=0.3) is None  # cluster-wide cap
+    for _ in range(3):  # `kept` is renewed, `dropped` is not (as if its replica died)
+        await asyncio.sleep(0.15)
+        await replica_a.renew_lease(kept, ttl=0.3)
+    third = await replica_b.acquire_lease("streams", 2, ttl=0.3)
+    assert third is not None, "the expired lease was pruned"
+    members = set(await rclient.zrange(replica_a.key("streams"), 0, -1))
+    assert members == {kept.token, third.token}
+    await replica_a.release_lease(kept)
+    await replica_b.release_lease(third)
+    assert not await rclient.exists(replica_a.key("streams"))
+    await replica_a.renew_lease(kept, ttl=5)  # renewing a released lease does not revive it
+    assert not await rclient.exists(replica_a.key("streams"))
+
+
+async def test_health_is_merged_published_and_heard_by_every_replica(
+    make_state: MakeState, redis_url: str
+) -> None:
+    writer = await started(make_state(redis_url))
+    reader = await started(make_state(redis_url))
+    heard: list[tuple[str, HealthRecord]] = []
+    reader.watch_health(lambda provider, record: heard.append((provider, record)))
+    until = time.time() + 60
+    await writer.save_health("groq", HealthRecord(3, until, "server_error"))
+    await wait_until(lambda: asyncio.sleep(0, bool(heard)))
+    assert heard == [("groq", HealthRecord(3, until, "server_error", 1))]
+    # A replica that saw the same outage late cannot lower the backoff or shorten the blacklist.
+    await reader.save_health("groq", HealthRecord(1, until - 30, "timeout"))
+    record = await writer.load_health("groq")
+    assert (record.failures, record.blacklisted_until, record.last_reason) == (
+        3,
+        until,
+        "server_error",
+    )
+    # A success resets it for everyone.
+    await writer.save_health("groq", HealthRecord())
+    await wait_until(lambda: asyncio.sleep(0, heard[-1][1].failures == 0))
+    assert (await reader.load_health("groq")).failures == 0
+
+
+async def test_a_record_older_than_the_one_known_is_ignored(
+    make_state: MakeState, redis_url: str
+) -> None:
+    state = await started(make_state(redis_url))
+    heard: list[HealthRecord] = []
+    state.watch_health(lambda _, record: heard.append(record))
+    state._heard("groq", HealthRecord(2, 5.0, "timeout", version=7))
+    state._heard("groq", HealthRecord(1, 1.0, "timeout", version=6))
+    state._heard("groq", HealthRecord(2, 5.0, "timeout", version=7))
+    assert heard == [HealthRecord(2, 5.0, "timeout", version=7)]
+    state._feed.handle(b"not json")  # a foreign message on the channel is ignored
+    assert len(heard) == 1
+
+
+async def test_unreachable_redis_serves_the_local_share_and_says_so_once(
+    make_state: MakeState,
+) -> None:
+    with capture_logs() as logs:
+        state = await started(make_state(f"redis://127.0.0.1:{free_port()}/0", replicas=3))
+        assert state.mode == "degraded"
+        allowed = [(await state.acquire_rate("rpm:groq", 30)).allowed for _ in range(11)]
+        leases = [await state.acquire_lease("streams", 7, ttl=5) for _ in range(3)]
+        await state.save_health("groq", HealthRecord(1, time.time() + 5, "timeout"))
+    assert allowed == [True] * 10 + [False], "30/min over 3 replicas: 10 each"
+    assert [lease is not None for lease in leases] == [True, True, False], "7 over 3: 2 each"
+    assert state.leases_held("streams") == 2
+    assert (await state.load_health("groq")).failures == 1
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["redis_unavailable"]
+
+
+async def test_recovery_hands_local_consumption_over_exactly_once(
+    make_state: MakeState, own_redis: RedisServer
+) -> None:
+    """6/min over 2 replicas: 2 taken on Redis, 2 locally while Redis hangs; afterwards the
+    fleet's bucket has exactly 2 left, also after a second outage with nothing taken."""
+    state = await started(make_state(own_redis.url, replicas=2))
+    assert [(await state.acquire_rate("rpm:groq", 6)).allowed for _ in range(2)] == [True] * 2
+    own_redis.pause()
+    local = [await state.acquire_rate("rpm:groq", 6) for _ in range(2)]  # the first times out
+    assert state.mode == "degraded"
+    assert [d.allowed for d in local] == [True, True]
+    own_redis.resume()
+    await wait_until(lambda: asyncio.sleep(0, state.mode == "redis"), timeout=10)
+    own_redis.pause()
+    await state.load_health("groq")  # times out: degraded again, with nothing taken meanwhile
+    assert state.mode == "degraded"
+    own_redis.resume()
+    await wait_until(lambda: asyncio.sleep(0, state.mode == "redis"), timeout=10)
+    after = [(await state.acquire_rate("rpm:groq", 6)).allowed for _ in range(3)]
+    assert after == [True, True, False]
+
+
+async def test_recovery_hands_over_live_local_leases_and_health(
+    make_state: MakeState, own_redis: RedisServer
+) -> None:
+    state = await started(make_state(own_redis.url))
+    other = await started(make_state(own_redis.url))
+    heard: list[HealthRecord] = []
+    other.watch_health(lambda _, record: heard.append(record))
+    await other.load_health("groq")  # as its provider actor does on start
+    own_redis.kill()
+    lease = await state.acquire_lease("streams", 5, ttl=30)
+    assert state.mode == "degraded"
+    assert lease is not None
+    until = time.time() + 60
+    await state.save_health("groq", HealthRecord(2, until, "server_error"))
+    own_redis.start()
+    await wait_until(lambda: asyncio.sleep(0, state.mode == other.mode == "redis"), timeout=10)
+    admin = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
+    assert await admin.zrange(state.key("streams"), 0, -1) == [lease.token]
+    await wait_until(lambda: asyncio.sleep(0, bool(heard)))
+    assert (heard[-1].failures, heard[-1].blacklisted_until) == (2, until)
+    await state.release_lease(lease)
+    assert not await admin.exists(state.key("streams"))
+    assert state.leases_held("streams") == 0
+    await admin.aclose()
+
+
+async def test_a_lease_released_while_redis_is_away_expires_on_its_own(
+    make_state: MakeState, own_redis: RedisServer
+) -> None:
+    state = await started(make_state(own_redis.url))
+    lease = await state.acquire_lease("streams", 1, ttl=1.0)
+    assert lease is not None
+    own_redis.kill()
+    await state.release_lease(lease)  # fails: the slot stays taken in Redis, until its TTL
+    assert state.mode == "degraded"
+    own_redis.start()  # (a fresh server: put the lease back as if it had survived)
+    admin = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
+    seconds, micros = await admin.time()
+    await admin.zadd(state.key("streams"), {lease.token: seconds + micros / 1e6 + 1.0})
+    await wait_until(lambda: asyncio.sleep(0, state.mode == "redis"), timeout=10)
+
+    async def expired() -> bool:
+        taken = await state.acquire_lease("streams", 1, ttl=5)
+        return taken is not None
+
+    await wait_until(expired, timeout=5)
+    await admin.aclose()
+
+
+def test_a_lease_token_says_whether_it_is_local() -> None:
+    settings = RedisSettings()
+    state = RedisState(
+        connect("redis://127.0.0.1:1/0", settings), settings=settings, metrics=Metrics()
+    )
+    assert state._local_lease(Lease("streams", f"{state._id}:7")) is None
+    assert state._local_lease(Lease("streams", f"{state._id}:m:7")) == Lease("streams", "7")
