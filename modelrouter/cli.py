@@ -27,17 +27,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _load({"HOST": args.host or "", "PORT": str(args.port or "")})
     if settings is None:
         return 2
+    if args.workers > 1 and settings.redis_url is None:
+        print(
+            "modelrouter: --workers > 1 needs REDIS_URL: without shared state each worker "
+            "would apply the limits on its own",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings)
     )
     if args.workers > 1:
-        if settings.redis_url is None:
-            print(
-                "modelrouter: --workers > 1 needs REDIS_URL: without shared state each worker "
-                "would apply the limits on its own",
-                file=sys.stderr,
-            )
-            return 2
         from modelrouter.workers import run_workers  # noqa: PLC0415
 
         return run_workers(settings, args.workers)

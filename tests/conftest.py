@@ -16,7 +16,7 @@ from modelrouter.mock import start_mock
 from modelrouter.observability import configure_logging
 from modelrouter.web import create_app
 
-configure_logging(level="DEBUG", fmt="json")
+configure_logging(level="DEBUG", fmt="json", cache=False)
 
 GROQ_KEY = "gsk_test_secret_groq_key"
 OPENROUTER_KEY = "sk-or-test-secret-openrouter"

@@ -64,7 +64,7 @@ def lines() -> Iterator[Lines]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     out = Lines()
-    configure_logging(level="DEBUG", fmt="json", stream=out.buffer)
+    configure_logging(level="DEBUG", fmt="json", stream=out.buffer, cache=False)
     yield out
     structlog.configure(**saved)
     root.handlers[:] = handlers
@@ -343,7 +343,11 @@ async def test_blacklist_and_recovery_are_logged_with_the_request_that_caused_th
 
 def test_redaction_reaches_nested_values_and_exception_text(lines: Lines) -> None:
     configure_logging(
-        level="DEBUG", fmt="json", secrets=["plain-configured-secret-7"], stream=lines.buffer
+        level="DEBUG",
+        fmt="json",
+        secrets=["plain-configured-secret-7"],
+        stream=lines.buffer,
+        cache=False,
     )
     log = structlog.get_logger("test")
     log.warning(
@@ -394,7 +398,7 @@ def test_standard_library_records_use_the_same_chain(lines: Lines) -> None:
 
 
 def test_console_format_and_level_filter(lines: Lines) -> None:
-    configure_logging(level="WARNING", fmt="console", stream=lines.buffer)
+    configure_logging(level="WARNING", fmt="console", stream=lines.buffer, cache=False)
     log = structlog.get_logger()
     log.info("not_shown")
     log.warning("provider_blacklisted", provider="groq", detail=f"echo {GROQ_KEY}")

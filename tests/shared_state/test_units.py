@@ -179,6 +179,8 @@ def test_serve_with_workers_and_redis_runs_the_worker_pool(monkeypatch: pytest.M
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/13")
     monkeypatch.delenv("API_KEY", raising=False)
     monkeypatch.setattr("modelrouter.workers.run_workers", lambda _, count: ran.append(count) or 0)
+    # serve configures logging with cached loggers, which would outlive this test.
+    monkeypatch.setattr("modelrouter.cli.configure_logging", lambda **_: None)
     assert main(["serve", "--workers", "3"]) == 0
     assert ran == [3]
 
