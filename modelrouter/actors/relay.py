@@ -26,14 +26,18 @@ class Relay:
         "_reader",
         "_writer",
         "attempts",
+        "eager",
         "emitted",
         "maxsize",
         "model",
         "provider",
     )
 
-    def __init__(self, *, maxsize: int = 64) -> None:
+    def __init__(self, *, maxsize: int = 64, eager: bool = True) -> None:
         self.maxsize = maxsize
+        # A reader that wants the whole answer (`/chat`) sets eager=False: it is woken only by
+        # the terminal event or a full queue, not once per chunk.
+        self.eager = eager
         self._events: list[Event] = []
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
@@ -57,7 +61,8 @@ class Relay:
         if type(event) is Chunk or type(event) is ToolCallDelta:
             self.emitted = True
         self._events.append(event)
-        self._wake_reader()
+        if self.eager or len(self._events) >= self.maxsize:
+            self._wake_reader()
 
     def finish(self, event: Done | Failed) -> None:
         """Queue the terminal event (never blocks; the bound excludes it)."""

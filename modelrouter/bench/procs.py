@@ -54,18 +54,45 @@ def child(args: list[str], port: int, env: dict[str, str] | None = None) -> Iter
             process.wait()
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a `serve --workers N` parent and its workers)."""
+    found = [pid]
+    for index in range(len(found) + 64):  # bounded walk
+        if index >= len(found):
+            break
+        try:
+            with open(f"/proc/{found[index]}/task/{found[index]}/children") as children:
+                found.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of the process and its children."""
+    total = 0
+    for member in tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User and system CPU time of the process and its children."""
+    total = 0.0
+    for member in tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 class Sampler:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -43,7 +44,7 @@ SCENARIOS = [
 ]
 
 
-def gateway_env(mock: str) -> dict[str, str]:
+def gateway_env(mock: str, *, workers: int = 1) -> dict[str, str]:
     env = {
         "PROVIDER_ORDER": "groq,openrouter,openai,ollama",
         "OLLAMA_BASE_URL": f"{mock}{STALLED}",
@@ -54,10 +55,13 @@ def gateway_env(mock: str) -> dict[str, str]:
         "OPENROUTER_BASE_URL": f"{mock}{LONG}/v1",
         "OPENAI_BASE_URL": f"{mock}{PACED}/v1",
         "MAX_CONCURRENT_STREAMS": "100000",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # the default: the per-request line is part of the cost
         "API_KEY": "",
         "REDIS_URL": "",
     }
+    if workers > 1:  # several processes share limits through Redis (a bench-only key prefix)
+        env["REDIS_URL"] = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+        env["REDIS_KEY_PREFIX"] = f"mrbench{os.getpid()}"
     for name in ("GROQ", "OPENROUTER", "OPENAI"):
         env |= {f"{name}_API_KEY": "bench-key", f"{name}_RATE_LIMIT": "0"}
         env[f"{name}_MAX_CONCURRENCY"] = "4096"
@@ -147,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--open-streams", type=int, default=0, help="also hold N streams open (max 9500)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="gateway processes (>1 uses Redis at REDIS_URL)"
+    )
     args = parser.parse_args(argv)
     seconds, rounds = min(args.seconds, 30.0), max(1, min(args.rounds, 5))
     mock_port, gateway_port = procs.free_port(), procs.free_port()
@@ -154,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     gateway = f"http://127.0.0.1:{gateway_port}"
     with (
         procs.child(["mock-provider", "--port", str(mock_port)], mock_port),
-        procs.child(["serve", "--port", str(gateway_port)], gateway_port, gateway_env(mock)) as pid,
+        procs.child(
+            ["serve", "--port", str(gateway_port), "--workers", str(args.workers)],
+            gateway_port,
+            gateway_env(mock, workers=args.workers),
+        ) as pid,
     ):
         idle_rss = procs.rss_bytes(pid) / 2**20
         results = [

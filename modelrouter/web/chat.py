@@ -66,7 +66,7 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
 def start_route(
     request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool
 ) -> Relay:
-    relay = Relay(maxsize=RELAY_SIZE)
+    relay = Relay(maxsize=RELAY_SIZE, eager=stream)
     deadline = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
     try:
         runtime.router.tell(Route(chat, relay, deadline, stream, request[REQUEST_ID]))
