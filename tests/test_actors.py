@@ -240,6 +240,7 @@ async def test_a_bug_in_planning_answers_the_client_at_once(
 async def test_a_whole_answer_reader_wakes_at_the_end_or_when_the_relay_is_full() -> None:
     relay = Relay(maxsize=3, eager=False)
     reader = asyncio.create_task(relay.take())
+    await asyncio.sleep(0.01)  # the reader is waiting
     await relay.put(Chunk("a"))
     await asyncio.sleep(0.01)
     assert not reader.done(), "no wake-up per chunk"
@@ -247,6 +248,7 @@ async def test_a_whole_answer_reader_wakes_at_the_end_or_when_the_relay_is_full(
     assert await reader == [Chunk("a"), Done()]
     full = Relay(maxsize=2, eager=False)
     reader = asyncio.create_task(full.take())
+    await asyncio.sleep(0.01)
     await full.put(Chunk("a"))
     await full.put(Chunk("b"))  # full: the reader must drain, or the writer would wait forever
     assert await reader == [Chunk("a"), Chunk("b")]
