@@ -6,7 +6,7 @@ imports nothing of the project.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Literal
 
 import msgspec
 
@@ -19,18 +19,6 @@ FailureReason = Literal[
     "bad_response",
     "auth_error",
 ]
-
-RETRYABLE_REASONS: Final[frozenset[str]] = frozenset(
-    {
-        "timeout",
-        "first_chunk_timeout",
-        "rate_limited",
-        "server_error",
-        "connect_error",
-        "bad_response",
-        "auth_error",
-    }
-)
 
 
 class Chunk(msgspec.Struct, frozen=True, gc=False):

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.providers.base import Adapter, Completion, bad_response, decode
 from modelrouter.schemas import ChatRequest, FunctionDef, Message
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -134,10 +134,7 @@ class AnthropicAdapter(Adapter):
         return _encode(body)
 
     def map_response(self, body: bytes) -> Completion:
-        try:
-            parsed = _decode_message(body)
-        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
-            raise bad_response(f"malformed response body: {exc}") from None
+        parsed = decode(_decode_message, body, "response body")
         if parsed.error is not None:
             raise _failure(parsed.error)
         if parsed.content is None:
@@ -151,10 +148,7 @@ class AnthropicAdapter(Adapter):
         return Completion(text, usage, _finish(parsed.stop_reason), calls)
 
     def map_chunk(self, payload: bytes) -> list[Event]:
-        try:
-            event = _decode_event(payload)
-        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
-            raise bad_response(f"malformed stream event: {exc}") from None
+        event = decode(_decode_event, payload, "stream event")
         handler = _EVENT_HANDLERS.get(event.type)
         return handler(event) if handler is not None else []  # ping, block stop, newer kinds
 

@@ -11,7 +11,8 @@ import email.utils
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -20,6 +21,7 @@ from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.schemas import ChatRequest
 
+T = TypeVar("T")
 MAX_ERROR_BODY = 64 * 1024
 
 
@@ -142,3 +144,11 @@ def classify_status(status: int, message: str, retry_after: float | None) -> Ups
 
 def bad_response(what: str) -> UpstreamFailure:
     return UpstreamFailure("bad_response", what)
+
+
+def decode(decoder: Callable[[bytes], T], data: bytes, what: str) -> T:
+    """Decode upstream JSON; anything malformed (bad JSON, invalid UTF-8) is a bad_response."""
+    try:
+        return decoder(data)
+    except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
+        raise bad_response(f"malformed {what}: {exc}") from None

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response
+from modelrouter.providers.base import Adapter, Completion, bad_response, decode
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -30,10 +30,7 @@ _decode = msgspec.json.Decoder(_Body).decode
 
 
 def _parse(payload: bytes, what: str) -> _Body:
-    try:
-        body = _decode(payload)
-    except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
-        raise bad_response(f"malformed {what}: {exc}") from None
+    body = decode(_decode, payload, what)
     if body.error is not None:
         raise UpstreamFailure("server_error", f"error from ollama: {body.error}")
     return body

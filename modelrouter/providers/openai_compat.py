@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response
+from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response, decode
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -115,10 +115,7 @@ class OpenAICompatAdapter(Adapter):
         return _encode(body)
 
     def map_response(self, body: bytes) -> Completion:
-        try:
-            parsed = _decode_body(body)
-        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
-            raise bad_response(f"malformed response body: {exc}") from None
+        parsed = decode(_decode_body, body, "response body")
         if parsed.error is not None:
             raise stream_error(parsed.error)
         if not parsed.choices or parsed.choices[0].message is None:
@@ -132,10 +129,7 @@ class OpenAICompatAdapter(Adapter):
     def map_chunk(self, payload: bytes) -> list[Event]:
         if payload == b"[DONE]":
             return [Done()]
-        try:
-            parsed = _decode_body(payload)
-        except ValueError as exc:  # msgspec.DecodeError, or invalid UTF-8 in a string
-            raise bad_response(f"malformed stream event: {exc}") from None
+        parsed = decode(_decode_body, payload, "stream event")
         if parsed.error is not None:
             raise stream_error(parsed.error)
         events: list[Event] = []
