@@ -98,7 +98,7 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
         body = await response.read(MAX_ERROR_BODY)
     except (OSError, BadResponse):
         body = b""
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    retry_after = parse_retry_after(response.header("retry-after"))
     return classify_status(response.status, adapter.error_message(body), retry_after)
 
 

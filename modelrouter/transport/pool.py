@@ -23,18 +23,24 @@ _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 class Response:
     """One response; read it whole (`read`) or piece by piece (`iter_body`), then `release`."""
 
-    __slots__ = ("_conn", "_decoder", "_pool", "headers", "status")
+    __slots__ = ("_conn", "_decoder", "_pool", "raw_headers", "status")
 
     def __init__(self, pool: Pool, conn: Connection, headers: list[tuple[bytes, bytes]]) -> None:
         self._pool = pool
         self._conn: Connection | None = conn
         self.status = conn.status
-        self.headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers
-        }
-        encoding = self.headers.get("content-encoding", "").encode()
-        wbits = _DECODERS.get(encoding.strip().lower())
+        self.raw_headers = headers  # decoded only on demand: most responses need none
+        encoding = self.header("content-encoding")
+        wbits = _DECODERS.get(encoding.strip().lower().encode()) if encoding else None
         self._decoder = zlib.decompressobj(wbits) if wbits is not None else None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        wanted = name.lower().encode()
+        for key, value in self.raw_headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
 
     async def iter_body(self) -> AsyncIterator[bytes]:
         conn = self._conn
