@@ -45,6 +45,12 @@ class SharedState(Protocol):
         """Take one request from the GCRA bucket `key` (burst = per_minute) if it has budget."""
         ...
 
+    @property
+    def leases_expire(self) -> bool:
+        """True when a lease not renewed within its TTL is lost (shared with other processes);
+        False when only this process holds leases, which it always releases itself."""
+        ...
+
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         """Take one of `limit` concurrency slots for `ttl` seconds, or None when all are taken."""
         ...

@@ -26,6 +26,10 @@ class MemoryState:
     async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
         return gcra(self._tat, key, per_minute, self._now())
 
+    @property
+    def leases_expire(self) -> bool:
+        return False
+
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         now = self._now()
         holders = self._leases.setdefault(key, {})

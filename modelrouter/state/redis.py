@@ -143,6 +143,10 @@ class RedisState:
         return max(1, limit // self._replicas)
 
     # -- leases ------------------------------------------------------------------------------
+    @property
+    def leases_expire(self) -> bool:
+        return True
+
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         token = f"{self._id}:{next(self._tokens)}"
         reply = await self._redis(

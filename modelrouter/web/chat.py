@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import msgspec
@@ -147,7 +148,8 @@ async def serve_stream(
     """Route `chat_request` as a stream written in `fmt`, within MAX_CONCURRENT_STREAMS."""
     settings = runtime.settings
     state = runtime.state
-    ttl = settings.stream_lease_ttl
+    # One process alone releases its own leases in `finally`: no TTL, no renewal task.
+    ttl = settings.stream_lease_ttl if state.leases_expire else math.inf
     lease = await state.acquire_lease(STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=ttl)
     if lease is None:
         runtime.metrics.rejected_streams.inc()
@@ -159,12 +161,17 @@ async def serve_stream(
         )
     runtime.metrics.active_streams.inc()
     relay: Relay | None = None
-    renewal = asyncio.create_task(_keep_lease(state, lease, ttl, settings.stream_lease_renew))
+    renewal = (
+        asyncio.create_task(_keep_lease(state, lease, ttl, settings.stream_lease_renew))
+        if state.leases_expire
+        else None
+    )
     try:
         relay = start_route(request, runtime, chat_request, stream=True)
         return await _relay_stream(request, runtime, relay, fmt)
     finally:
-        renewal.cancel()
+        if renewal is not None:
+            renewal.cancel()
         if relay is not None:
             relay.close()
         runtime.metrics.active_streams.dec()
