@@ -124,3 +124,26 @@ async def test_client_disconnect_while_waiting_for_chat_cancels_the_upstream_cal
 
     await wait_until(released)
     assert await mock.count("") == 0, "no fallback for a client that left"
+
+
+async def test_in_process_stream_slot_is_held_for_the_whole_stream_however_long(
+    gateway: Gateway, mock: Mock
+) -> None:
+    # The memory backend needs no lease TTL: a stream longer than STREAM_LEASE_TTL_SECONDS
+    # keeps its slot until it ends, and no renewal task runs for it.
+    env = two_providers(
+        mock,
+        groq="token_delay=0.1",
+        MAX_CONCURRENT_STREAMS="1",
+        STREAM_LEASE_TTL_SECONDS="0.2",
+        STREAM_LEASE_RENEW_SECONDS="0.1",
+    )
+    client = await gateway(**env)
+    first = await client.post("/stream", json=USER)
+    await asyncio.sleep(0.5)  # well past the TTL, the first stream still runs
+    second = await client.post("/stream", json=USER)
+    assert second.status == 429
+    assert (await first.text()).endswith("data: [DONE]\n\n")
+    third = await client.post("/stream", json=USER)
+    assert third.status == 200
+    await third.read()
