@@ -1,8 +1,8 @@
 """structlog set-up: one JSON line per event, `request_id` from contextvars, secrets redacted.
 
-The redaction processor runs last before rendering, on every value however deeply nested and on
-the formatted exception text, so a credential that an upstream echoes back in an error body (or
-that ends up in an exception message) never reaches a rendered line. Records from the standard
+Redaction runs on the rendered line, so every value however deeply nested and the formatted
+exception text are covered: a credential that an upstream echoes back in an error body (or that
+ends up in an exception message) never reaches a written line. Records from the standard
 library (aiohttp's own errors, asyncio) go through the same processors.
 """
 
@@ -19,52 +19,49 @@ import structlog
 from modelrouter.redact import Redactor
 
 REDACTOR = Redactor()
-MAX_DEPTH: Final = 8  # deeper than any event we log; a cycle stops here instead of recursing
 
 
-def redact_value(value: Any, depth: int = 0) -> Any:
-    """A copy of `value` with credentials removed from every string inside it."""
-    if isinstance(value, str):
-        return REDACTOR(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if depth < MAX_DEPTH:
-        if isinstance(value, dict):
-            return {
-                redact_value(k, depth + 1): redact_value(v, depth + 1) for k, v in value.items()
-            }
-        if isinstance(value, list | tuple | set | frozenset):
-            return [redact_value(item, depth + 1) for item in value]
-    return REDACTOR(_as_text(value))
+class _Redacted:
+    """Wraps the renderer: the rendered line, with every value and traceback in it, is
+    redacted once (one pass over one string, not one call per value)."""
 
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
 
-def _as_text(value: Any) -> str:
-    """The text a renderer would show for a value that is not JSON-native."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return repr(value)  # what JSONRenderer and ConsoleRenderer would print anyway
-
-
-def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Redact every value: upstream errors may echo back the credential they received."""
-    for key, value in event.items():
-        if not key.startswith("_"):  # structlog's own bookkeeping (e.g. `_record`) stays as is
-            event[key] = redact_value(value)
-    return event
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        return REDACTOR(self.renderer(logger, name, event))
 
 
 _HANDLER_NAME: Final = "modelrouter"
 
 
 _encode_json = msgspec.json.Encoder().encode
+_SIMPLE: Final = frozenset({str, int, float, bool, type(None)})
+MAX_DEPTH: Final = 8  # deeper than any event we log; a cycle stops here instead of recursing
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """`value` as JSON-native data; anything else as the text a console would show."""
+    if type(value) in _SIMPLE:
+        return value
+    if depth < MAX_DEPTH:
+        if isinstance(value, dict):
+            return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_plain(item, depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)
 
 
 def _json_line(event: Any, **_: Any) -> str:
-    # After redaction every value is JSON-native, which msgspec encodes several times faster
-    # than the json module.
-    return _encode_json(event).decode()
+    # msgspec encodes several times faster than the json module. Events of plain values (all of
+    # ours) go straight through; others are converted first (bytes as text, not base64).
+    if all(type(v) in _SIMPLE for v in event.values()):
+        return _encode_json(event).decode()
+    return _encode_json(_plain(event)).decode()
 
 
 def _renderer(fmt: str) -> Any:
@@ -104,8 +101,7 @@ def _route_stdlib(level: int, fmt: str, stream: TextIO) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                redact_event,
-                _renderer(fmt),
+                _Redacted(_renderer(fmt)),
             ],
         )
     )
@@ -135,8 +131,7 @@ def configure_logging(
         processors=[
             *_pre_chain(),
             structlog.processors.format_exc_info,
-            redact_event,
-            _renderer(fmt),
+            _Redacted(_renderer(fmt)),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
