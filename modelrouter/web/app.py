@@ -7,7 +7,7 @@ from aiohttp import web
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
 from modelrouter.web import chat, health, openai_api
-from modelrouter.web.middleware import add_request_id, front
+from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
 
 
@@ -17,7 +17,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(runtime_ctx)
-    app.on_response_prepare.append(add_request_id)
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)

@@ -199,6 +199,7 @@ async def _relay_stream(
         raise failure(events[0])  # nothing sent yet: a plain HTTP error
     response = web.StreamResponse(headers=sse.HEADERS)
     response.headers["x-modelrouter-provider"] = relay.provider or ""
+    response.headers["X-Request-ID"] = request[REQUEST_ID]
     await response.prepare(request)
     if relay.provider is not None:  # once per request: the first chunk goes out now
         runtime.metrics.observe_first_chunk(relay.provider, time.perf_counter() - summary.started)

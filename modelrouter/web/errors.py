@@ -14,6 +14,7 @@ def error_response(
 ) -> web.Response:
     body = json_encoder.encode(ErrorEnvelope(ErrorBody(type_, message, request_id)))
     response = web.Response(body=body, status=status, content_type="application/json")
+    response.headers["X-Request-ID"] = request_id
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 401:

@@ -71,6 +71,8 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             return error_response(500, "internal_error", "internal error", request_id)
         else:
             status = response.status
+            if not response.prepared:  # a stream set it itself before sending its headers
+                response.headers["X-Request-ID"] = request_id
             return response
         finally:
             seconds = time.perf_counter() - started
@@ -103,10 +105,3 @@ def _finished(
         fields["error"] = summary.error
     emit = log.debug if quiet else log.warning if status >= 500 else log.info
     emit("request_finished", route=route, method=request.method, status=status, **fields)
-
-
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response, streamed or not, carries its X-Request-ID."""
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        response.headers["X-Request-ID"] = request_id
