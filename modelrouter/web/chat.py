@@ -191,39 +191,50 @@ async def _relay_stream(
     request: web.Request, runtime: Runtime, relay: Relay, fmt: sse.StreamFormat
 ) -> web.StreamResponse:
     summary = request[SUMMARY]
-    try:
-        events = await take(relay, runtime)
-    except TimeoutError:
-        raise ApiError(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT") from None
-    if type(events[0]) is Failed:
-        raise failure(events[0])  # nothing sent yet: a plain HTTP error
     response = web.StreamResponse(headers=sse.HEADERS)
+    # One guard for the whole stream (the router ends it by the request's deadline), not a
+    # timer per batch of chunks.
+    guard = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
+    try:
+        async with asyncio.timeout_at(guard + DEADLINE_GRACE):
+            events = await relay.take()
+            if type(events[0]) is Failed:
+                raise failure(events[0])  # nothing sent yet: a plain HTTP error
+            await _start_stream(request, runtime, relay, response)
+            head = fmt.start(relay)
+            while True:
+                out: list[bytes] = [head] if head else []
+                head = b""
+                for event in events:
+                    out.append(fmt.event(event))
+                    kind = type(event)
+                    if kind is Usage:
+                        summary.usage = event  # type: ignore[assignment]
+                    elif kind is Done or kind is Failed:
+                        if kind is Failed:
+                            summary.error = event.type  # type: ignore[union-attr]
+                        await response.write(b"".join(out))
+                        await response.write_eof()
+                        return response
+                data = b"".join(out)
+                if data:
+                    await response.write(data)
+                events = await relay.take()
+    except TimeoutError:
+        if not response.prepared:
+            raise ApiError(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT") from None
+        summary.error = "timeout"
+        await response.write(fmt.error("timeout", "stream deadline passed"))
+        return response
+
+
+async def _start_stream(
+    request: web.Request, runtime: Runtime, relay: Relay, response: web.StreamResponse
+) -> None:
+    """Send the headers: from here on, failures end the stream instead of changing its status."""
     response.headers["x-modelrouter-provider"] = relay.provider or ""
     response.headers["X-Request-ID"] = request[REQUEST_ID]
     await response.prepare(request)
     if relay.provider is not None:  # once per request: the first chunk goes out now
-        runtime.metrics.observe_first_chunk(relay.provider, time.perf_counter() - summary.started)
-    head = fmt.start(relay)
-    while True:
-        out: list[bytes] = [head] if head else []
-        head = b""
-        for event in events:
-            out.append(fmt.event(event))
-            kind = type(event)
-            if kind is Usage:
-                summary.usage = event  # type: ignore[assignment]
-            elif kind is Done or kind is Failed:
-                if kind is Failed:
-                    summary.error = event.type  # type: ignore[union-attr]
-                await response.write(b"".join(out))
-                await response.write_eof()
-                return response
-        data = b"".join(out)
-        if data:
-            await response.write(data)
-        try:
-            events = await take(relay, runtime)
-        except TimeoutError:
-            summary.error = "timeout"
-            await response.write(fmt.error("timeout", "stream deadline passed"))
-            return response
+        started = request[SUMMARY].started
+        runtime.metrics.observe_first_chunk(relay.provider, time.perf_counter() - started)
