@@ -90,7 +90,12 @@ async def run_attempt(
         return AttemptResult(False, "bad_response", REDACTOR(_describe(exc)))
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
         return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
-    return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+    finish_reason = progress.finish_reason or "stop"
+    # A complete answer is final whatever the router decides next, so end the relay here: the
+    # reader gets the last chunk and the end in one wake-up, one hop sooner. (The router's own
+    # `finish` afterwards is a no-op.)
+    attempt.relay.finish(Done(finish_reason))
+    return AttemptResult(True, finish_reason=finish_reason)
 
 
 async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailure:

@@ -71,9 +71,14 @@ class Streamer:
             return
         if script.head:
             await write(script.head)
+        # Token i is due at start + i * token_delay: the upstream keeps its own pace, as a model
+        # does, whatever the consumer's timing (sleeping a fixed delay after each write would
+        # let the consumer's speed stretch the stream and blur what a gateway adds).
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for index, piece in enumerate(script.pieces):
-            delay = faults.token_delay if index else 0.0
-            if delay and not await self._wait(delay):
+            delay = start + index * faults.token_delay - loop.time() if index else 0.0
+            if delay > 0 and not await self._wait(delay):
                 return
             if await self._interrupted(index):
                 return
