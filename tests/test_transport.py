@@ -189,3 +189,78 @@ def test_header_block_carries_path_prefix_host_and_headers() -> None:
     assert Pool("http://h:8080").authority == "h:8080"
     with pytest.raises(ValueError, match="not an http"):
         Pool("ftp://h")
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for localhost (made with the openssl CLI)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_upstream_is_verified_and_reused(tls_files: tuple[str, str]) -> None:
+    import ssl
+
+    cert, key = tls_files
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsecured")
+            await writer.drain()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context(cafile=cert)
+        pool = Pool(f"https://localhost:{port}/v1", ssl_context=trusting)
+        head = pool.header_block("POST", "/chat/completions", {"Authorization": "Bearer k"})
+        for _ in range(2):
+            response = await pool.request(head, b"{}")
+            assert response.status == 200
+            assert await response.read() == b"secured"
+            response.release()
+        assert connections == 1, "the TLS connection is kept alive and reused"
+        await pool.close()
+        untrusting = Pool(f"https://localhost:{port}/v1")  # the system store: not our cert
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusting.request(head, b"{}")
+    finally:
+        server.close()
+        await server.wait_closed()
