@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +25,11 @@ from typing import Any
 import aiohttp
 import redis
 
+from modelrouter.bench.procs import free_port
+
 # Commands the gateway sends itself; everything else in commandstats runs inside its scripts.
 ROUND_TRIPS = frozenset({"evalsha", "zrem", "hmget", "ping", "script|load", "evalsha_ro"})
 BODY = {"messages": [{"role": "user", "content": "hello"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_http(url: str) -> None:

@@ -11,12 +11,15 @@ import pytest
 import uvloop
 from aiohttp.test_utils import TestClient
 
+from modelrouter.bench.procs import free_port
 from modelrouter.config import load_settings
 from modelrouter.mock import start_mock
 from modelrouter.observability import configure_logging
 from modelrouter.web import create_app
 
 configure_logging(level="DEBUG", fmt="json", cache=False)
+
+__all__ = ["free_port"]  # re-exported for the tests, from the benchmark's helpers
 
 GROQ_KEY = "gsk_test_secret_groq_key"
 OPENROUTER_KEY = "sk-or-test-secret-openrouter"
@@ -105,15 +108,6 @@ def parse_sse(text: str) -> list[tuple[str, str]]:
         elif line.startswith("event:"):
             kind = line[6:].strip()
     return events
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:

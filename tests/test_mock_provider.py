@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from modelrouter.bench.procs import free_port
 from modelrouter.mock import (
     Faults,
     add_mock_arguments,
@@ -822,13 +822,6 @@ def test_cli_flags_reject_bad_values(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         parser.parse_args(["--first-delay", "-2"])
     assert "--first-delay" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_run_mock_serves_until_sigterm() -> None:
