@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response, decode
+from modelrouter.providers.base import Adapter, Completion, bad_response, decode, given, stop_list
 from modelrouter.schemas import ChatRequest, FunctionDef, Message
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -116,14 +116,9 @@ class AnthropicAdapter(Adapter):
         }
         if system:
             body["system"] = system
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
+        body.update(given(request, {"temperature": "temperature", "top_p": "top_p"}))
         if request.stop is not None:
-            body["stop_sequences"] = (
-                [request.stop] if isinstance(request.stop, str) else request.stop
-            )
+            body["stop_sequences"] = stop_list(request.stop)
         if request.tools:
             body["tools"] = [_tool(t.function) for t in request.tools]
         choice = _tool_choice(request)

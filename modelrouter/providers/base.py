@@ -11,8 +11,8 @@ import email.utils
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import ClassVar, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -105,6 +105,21 @@ class Adapter(ABC):
     def unsupported(self, features: list[str]) -> list[str]:
         """The requested features (see `requested_features`) this adapter cannot honour."""
         return [name for name in features if name not in self.capabilities]
+
+
+def given(request: ChatRequest, names: Mapping[str, str]) -> dict[str, Any]:
+    """The request's fields that are set, under the upstream's names ({ours: theirs})."""
+    found: dict[str, Any] = {}
+    for ours, theirs in names.items():
+        value = getattr(request, ours)
+        if value is not None:
+            found[theirs] = value
+    return found
+
+
+def stop_list(stop: str | list[str] | None) -> list[str] | None:
+    """`stop` as the list that providers without a single-string form expect."""
+    return [stop] if isinstance(stop, str) else stop
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response, decode
+from modelrouter.providers.base import Adapter, Completion, bad_response, decode, given, stop_list
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -46,6 +46,16 @@ def _format(request: ChatRequest) -> object:
     return "json"
 
 
+_OPTIONS = {
+    "max_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
 class OllamaAdapter(Adapter):
     framing = "ndjson"
     capabilities = frozenset({"response_format", "seed", "presence_penalty", "frequency_penalty"})
@@ -58,18 +68,9 @@ class OllamaAdapter(Adapter):
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
-        options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
+        options = given(request, _OPTIONS)
         if request.stop is not None:
-            options["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
-        for name in ("seed", "presence_penalty", "frequency_penalty"):
-            if getattr(request, name) is not None:
-                options[name] = getattr(request, name)
+            options["stop"] = stop_list(request.stop)
         body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
         if options:
             body["options"] = options

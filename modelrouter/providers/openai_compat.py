@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response, decode
+from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response, decode, given
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -86,6 +86,9 @@ def stream_error(error: _Error | str) -> UpstreamFailure:
     return UpstreamFailure("server_error", text)
 
 
+_FIELDS = {name: name for name in ("max_tokens", "temperature", "top_p", "stop", *FEATURES)}
+
+
 class OpenAICompatAdapter(Adapter):
     framing = "sse"
     capabilities = frozenset(FEATURES) - {"n"}  # the gateway relays one choice
@@ -100,18 +103,7 @@ class OpenAICompatAdapter(Adapter):
         body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop is not None:
-            body["stop"] = request.stop
-        for name in FEATURES:  # the same names upstream: relayed as they came
-            value = getattr(request, name)
-            if value is not None:
-                body[name] = value
+        body.update(given(request, _FIELDS))  # the same names upstream: relayed as they came
         return _encode(body)
 
     def map_response(self, body: bytes) -> Completion:
