@@ -20,7 +20,7 @@ from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Healt
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.config import ProviderSettings, Settings
-from modelrouter.observability import Metrics
+from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
 from modelrouter.providers import Adapter
 from modelrouter.state import SharedState
 from modelrouter.transport import Pool
@@ -126,7 +126,7 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
         self, ticket: int, attempt: Attempt, result: asyncio.Future[AttemptResult]
     ) -> None:
         # This job's task was created from the actor loop: the handler's contextvars are not here.
-        structlog.contextvars.bind_contextvars(request_id=attempt.request_id)
+        CURRENT_REQUEST_ID.set(attempt.request_id)
         outcome: AttemptResult | None = None
         started = time.perf_counter()
         try:

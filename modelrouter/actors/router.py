@@ -19,7 +19,7 @@ from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
 from modelrouter.events import Done, Failed
-from modelrouter.observability import REDACTOR, Metrics
+from modelrouter.observability import CURRENT_REQUEST_ID, REDACTOR, Metrics
 
 log = structlog.get_logger("modelrouter.router")
 TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
@@ -86,7 +86,7 @@ class RouterSupervisor(Actor[Route]):
         task = asyncio.current_task()
         assert task is not None
         # This job's task was created from the actor loop: the handler's contextvars are not here.
-        structlog.contextvars.bind_contextvars(request_id=route.request_id)
+        CURRENT_REQUEST_ID.set(route.request_id)
         route.relay.on_close(task.cancel)
         if route.relay.closed:
             return

@@ -1,6 +1,6 @@
 """Metrics and structured logs."""
 
-from modelrouter.observability.logging import REDACTOR, configure_logging
+from modelrouter.observability.logging import CURRENT_REQUEST_ID, REDACTOR, configure_logging
 from modelrouter.observability.metrics import Metrics
 
-__all__ = ["REDACTOR", "Metrics", "configure_logging"]
+__all__ = ["CURRENT_REQUEST_ID", "REDACTOR", "Metrics", "configure_logging"]

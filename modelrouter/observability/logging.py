@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Final, TextIO
 
 import msgspec
@@ -19,6 +21,39 @@ import structlog
 from modelrouter.redact import Redactor
 
 REDACTOR = Redactor()
+# The request a line belongs to. One ContextVar of our own: setting it per request is far
+# cheaper than structlog's bound_contextvars (a generator-based context manager and a var per
+# key), and a task started for the request sets it once. structlog's own contextvars still merge.
+CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("modelrouter_request_id", default=None)
+
+
+EventDict = MutableMapping[str, Any]
+
+
+def add_request_id(_: Any, __: str, event: EventDict) -> EventDict:
+    request_id = CURRENT_REQUEST_ID.get()
+    if request_id is not None and "request_id" not in event:
+        event["request_id"] = request_id
+    return event
+
+
+class _Timestamp:
+    """ISO 8601 UTC with microseconds, the date and time part formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: Any, __: str, event: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event
 
 
 class _Redacted:
@@ -59,9 +94,10 @@ def _plain(value: Any, depth: int = 0) -> Any:
 def _json_line(event: Any, **_: Any) -> str:
     # msgspec encodes several times faster than the json module. Events of plain values (all of
     # ours) go straight through; others are converted first (bytes as text, not base64).
-    if all(type(v) in _SIMPLE for v in event.values()):
-        return _encode_json(event).decode()
-    return _encode_json(_plain(event)).decode()
+    for value in event.values():
+        if type(value) not in _SIMPLE:
+            return _encode_json(_plain(event)).decode()
+    return _encode_json(event).decode()
 
 
 def _renderer(fmt: str) -> Any:
@@ -73,8 +109,9 @@ def _renderer(fmt: str) -> Any:
 def _pre_chain() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _Timestamp(),
     ]
 
 
@@ -86,6 +123,24 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+class _LineLogger:
+    """One write per line, with its newline (stderr is line-buffered: one syscall). structlog's
+    PrintLogger goes through print(), a lock and an extra flush for every line."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = self._stream or sys.stderr  # resolved per line: test runners swap stderr
+        stream.write(message + "\n")
+        if stream is not sys.stderr:
+            stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 def _route_stdlib(level: int, fmt: str, stream: TextIO) -> None:
@@ -134,7 +189,7 @@ def configure_logging(
             _Redacted(_renderer(fmt)),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *_: _LineLogger(stream),
         cache_logger_on_first_use=cache,
     )
     _route_stdlib(numeric, fmt, out)

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from modelrouter.errors import ApiError
-from modelrouter.observability import Metrics
+from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
 from modelrouter.web.errors import error_response
 from modelrouter.web.runtime import METRICS, REQUEST_ID, SUMMARY, Summary
 
@@ -49,36 +49,37 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = _route_label(request)
     quiet = route in QUIET_ROUTES
     status = 500
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        log.debug("request_started", route=route, method=request.method)
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            status = exc.status
-            summary.error = exc.type
-            return error_response(
-                exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
-            )
-        except web.HTTPException as exc:
-            status = exc.status
-            kind = _HTTP_TYPES.get(exc.status, "http_error")
-            return error_response(exc.status, kind, exc.reason, request_id)
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED
-            raise
-        except Exception:
-            log.exception("unhandled_error", path=request.path)
-            return error_response(500, "internal_error", "internal error", request_id)
-        else:
-            status = response.status
-            if not response.prepared:  # a stream set it itself before sending its headers
-                response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            seconds = time.perf_counter() - started
-            metrics = request.app[METRICS]
-            metrics.observe_request(route, request.method, status, seconds)
-            _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+    token = CURRENT_REQUEST_ID.set(request_id)
+    log.debug("request_started", route=route, method=request.method)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        status = exc.status
+        summary.error = exc.type
+        return error_response(
+            exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
+        )
+    except web.HTTPException as exc:
+        status = exc.status
+        kind = _HTTP_TYPES.get(exc.status, "http_error")
+        return error_response(exc.status, kind, exc.reason, request_id)
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        return error_response(500, "internal_error", "internal error", request_id)
+    else:
+        status = response.status
+        if not response.prepared:  # a stream set it itself before sending its headers
+            response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        seconds = time.perf_counter() - started
+        metrics = request.app[METRICS]
+        metrics.observe_request(route, request.method, status, seconds)
+        _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+        CURRENT_REQUEST_ID.reset(token)
 
 
 def _finished(
