@@ -10,11 +10,13 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
 
 from modelrouter.config import describe, load_settings
 from modelrouter.observability import configure_logging
@@ -320,6 +322,34 @@ async def test_request_lines_say_what_happened(
     fallback = rendered["fallback"]
     assert (fallback["from_provider"], fallback["to_provider"]) == ("groq", "openrouter")
     assert fallback["reason"] == "server_error"
+
+
+async def test_the_answer_is_sent_before_its_request_line_is_written(
+    production_gateway: Any, mock: Mock, lines: Lines
+) -> None:
+    """The line and the metrics are after-work: the client must not wait for them."""
+    client = await production_gateway(**two_providers(mock))
+    sent: list[web.StreamResponse] = []
+    prepared_when_logged: list[bool] = []
+    middleware = sys.modules["modelrouter.web.middleware"]
+    finished = middleware._finished
+
+    def spy(request: web.Request, *args: Any, **kwargs: Any) -> None:
+        prepared_when_logged.append(sent[0].prepared)
+        finished(request, *args, **kwargs)
+
+    original = middleware.error_response
+
+    def keep(*args: Any, **kwargs: Any) -> web.Response:
+        sent.append(original(*args, **kwargs))
+        return sent[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(middleware, "_finished", spy)
+        patch.setattr(middleware, "error_response", keep)
+        response = await client.post("/chat", data=b"{", headers=AUTH)
+    assert response.status == 400
+    assert prepared_when_logged == [True], "the response went out before the line"
 
 
 async def test_blacklist_and_recovery_are_logged_with_the_request_that_caused_them(

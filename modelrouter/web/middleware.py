@@ -52,27 +52,26 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = CURRENT_REQUEST_ID.set(request_id)
     log.debug("request_started", route=route, method=request.method)
     try:
-        response = await handler(request)
-    except ApiError as exc:
-        status = exc.status
-        summary.error = exc.type
-        return error_response(
-            exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
-        )
-    except web.HTTPException as exc:
-        status = exc.status
-        kind = _HTTP_TYPES.get(exc.status, "http_error")
-        return error_response(exc.status, kind, exc.reason, request_id)
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    except Exception:
-        log.exception("unhandled_error", path=request.path)
-        return error_response(500, "internal_error", "internal error", request_id)
-    else:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            summary.error = exc.type
+            response = error_response(
+                exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
+            )
+        except web.HTTPException as exc:
+            kind = _HTTP_TYPES.get(exc.status, "http_error")
+            response = error_response(exc.status, kind, exc.reason, request_id)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        except Exception:
+            log.exception("unhandled_error", path=request.path)
+            response = error_response(500, "internal_error", "internal error", request_id)
         status = response.status
-        if not response.prepared:  # a stream set it itself before sending its headers
+        if not response.prepared:  # a stream sent its own headers, X-Request-ID included
             response.headers["X-Request-ID"] = request_id
+            status = await _send(request, response)
         return response
     finally:
         seconds = time.perf_counter() - started
@@ -80,6 +79,17 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.observe_request(route, request.method, status, seconds)
         _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
         CURRENT_REQUEST_ID.reset(token)
+
+
+async def _send(request: web.Request, response: web.StreamResponse) -> int:
+    """Write the whole response now, so the client has it before the metrics and the log line
+    are done (aiohttp would write it only after the middleware returns; it then finds it sent)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        return CLIENT_CLOSED
+    return response.status
 
 
 def _finished(
