@@ -27,6 +27,8 @@ class Counter(Actor[Any]):
     async def handle(self, message: Any) -> Any:
         if message == "boom":
             raise RuntimeError("boom")
+        if message == "where":
+            return asyncio.current_task()
         if message == "wait" and self.gate is not None:
             await self.gate.wait()
         self.value += 1
@@ -119,6 +121,42 @@ async def test_ask_times_out_and_the_late_message_is_skipped() -> None:
     actor.gate.set()
     await blocked
     assert await actor.ask("inc") == 2, "the timed-out ask was not handled"
+    await actor.stop()
+
+
+async def test_an_idle_actor_answers_in_the_askers_task_and_others_wait_their_turn() -> None:
+    actor = Counter()
+    actor.gate = asyncio.Event()
+    actor.start()
+    await asyncio.sleep(0)  # the loop is parked on its empty mailbox
+    assert await actor.ask("where") is asyncio.current_task(), "no hop through the loop"
+    first = asyncio.create_task(actor.ask("wait"))
+    await asyncio.sleep(0.01)  # handled in `first`'s task, suspended inside "wait"
+    second = asyncio.create_task(actor.ask("inc"))
+    await asyncio.sleep(0)  # `second` is queued first
+    actor.tell("inc")
+    await asyncio.sleep(0.01)
+    assert actor.value == 0, "nothing overtakes the message being handled"
+    assert not second.done()
+    actor.gate.set()
+    assert await first == 1
+    assert await second == 2, "the queued ask is handled next, by the actor's loop"
+    await wait_until(lambda: _async(actor.value == 3))
+    assert actor.mailbox_depth == 0
+    await actor.stop()
+
+
+async def test_an_ask_to_a_busy_actor_goes_through_its_mailbox() -> None:
+    actor = Counter()
+    actor.gate = asyncio.Event()
+    actor.start()
+    actor.tell("wait")  # the loop itself is now blocked inside "wait"
+    await asyncio.sleep(0.01)
+    where = asyncio.create_task(actor.ask("where"))
+    await asyncio.sleep(0.01)
+    assert not where.done()
+    actor.gate.set()
+    assert await where is actor._task, "answered by the actor's own loop"
     await actor.stop()
 
 

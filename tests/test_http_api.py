@@ -281,7 +281,7 @@ async def test_saturated_router_answers_503_with_retry_after(gateway: Gateway, m
     from modelrouter.web.runtime import RUNTIME
 
     client = await gateway(**two_providers(mock))
-    client.app[RUNTIME].router.mailbox_size = 0
+    client.app[RUNTIME].router.max_requests = 0  # requests in flight: the router's bound
     response = await client.post("/chat", json=USER)
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"

@@ -73,23 +73,28 @@ class RouterSupervisor(Actor[Route]):
         for provider in self.providers.values():
             await provider.close()
 
-    # -- the loop ------------------------------------------------------------------------------
-    async def handle(self, message: Route) -> None:
+    # -- routing -------------------------------------------------------------------------------
+    def tell(self, message: Route) -> None:
+        """Start the request's routing job at once. Handling a Route only spawns that job, so a
+        hop through the mailbox bought a task switch and nothing else; the bound stays:
+        MailboxFull (503) when `max_requests` are in flight."""
+        if self._stopped:
+            raise ActorStopped(self.name)
         if len(self.jobs) >= self.max_requests:
-            message.relay.finish(Failed(503, "overloaded", "too many requests in flight", 1.0))
-            return
-        job = asyncio.get_running_loop().create_task(self._route(message))
+            raise MailboxFull(self.name)
+        loop = self.loop
+        if loop is None:
+            raise ActorStopped(self.name)
+        job = loop.create_task(self._route(message))
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
+        message.relay.on_close(job.cancel)  # the client went away: stop routing its request
+
+    async def handle(self, message: Route) -> None:
+        self.tell(message)  # nothing is posted to the router's mailbox any more
 
     async def _route(self, route: Route) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        # This job's task was created from the actor loop: the handler's contextvars are not here.
         CURRENT_REQUEST_ID.set(route.request_id)
-        route.relay.on_close(task.cancel)
-        if route.relay.closed:
-            return
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
             route.relay.finish(await _Fallback(self, route, candidates).run())
