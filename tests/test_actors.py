@@ -290,3 +290,18 @@ async def test_a_whole_answer_reader_wakes_at_the_end_or_when_the_relay_is_full(
     await full.put(Chunk("a"))
     await full.put(Chunk("b"))  # full: the reader must drain, or the writer would wait forever
     assert await reader == [Chunk("a"), Chunk("b")]
+
+
+async def test_a_request_in_flight_when_the_router_closes_is_answered(
+    gateway: Gateway, mock: Mock
+) -> None:
+    """The whole-answer reader has no timer of its own: the routing job ends its relay however
+    it ends, here cancelled by the router closing."""
+    client = await gateway(**two_providers(mock, groq="first_delay=5"))
+    router = client.app[RUNTIME].router
+    pending = asyncio.create_task(client.post("/chat", json=USER))
+    await wait_until(lambda: _async(router.providers["groq"].in_flight == 1))
+    await router.close()
+    response = await asyncio.wait_for(pending, 2)
+    assert response.status == 503
+    assert (await response.json())["error"]["message"] == "the router stopped before answering"

@@ -23,6 +23,7 @@ from modelrouter.observability import CURRENT_REQUEST_ID, REDACTOR, Metrics
 
 log = structlog.get_logger("modelrouter.router")
 TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
+STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0)
 
 
 class RouterSupervisor(Actor[Route]):
@@ -105,6 +106,10 @@ class RouterSupervisor(Actor[Route]):
         except Exception:  # a bug in planning or fallback must answer the client, not hang it
             log.exception("routing_crashed")
             route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
+        finally:
+            # However this job ends (the router closing cancels it), the reader is answered: a
+            # whole-answer reader needs no timer of its own. A no-op when already finished.
+            route.relay.finish(STOPPED)
 
 
 class _Fallback:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from modelrouter.actors import ActorStopped, MailboxFull, Relay, Route
 from modelrouter.errors import ApiError, bad_request
-from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.events import Chunk, Done, Failed, ToolCallDelta, Usage
 from modelrouter.schemas import (
     ChatRequest,
     ChatResponse,
@@ -79,25 +79,23 @@ def start_route(
     return relay
 
 
-async def take(relay: Relay, runtime: Runtime) -> list[Event]:
-    async with asyncio.timeout(runtime.settings.max_operation_timeout + DEADLINE_GRACE):
-        return await relay.take()
-
-
 def failure(event: Failed) -> ApiError:
     return ApiError(
         event.status, event.type, event.message, retry_after=event.retry_after, param=event.param
     )
 
 
-async def collect(relay: Relay, runtime: Runtime) -> Answer:
-    """Wait for the whole answer (or raise its failure); the relay is closed either way."""
+async def collect(relay: Relay) -> Answer:
+    """Wait for the whole answer (or raise its failure); the relay is closed either way.
+
+    No timer here: the routing job answers by the request's deadline (each attempt is cut to
+    it), and ends the relay however it ends itself."""
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
         while True:
-            for event in await take(relay, runtime):
+            for event in await relay.take():
                 kind = type(event)
                 if kind is Chunk:
                     parts.append(event.text)  # type: ignore[union-attr]
@@ -110,8 +108,6 @@ async def collect(relay: Relay, runtime: Runtime) -> Answer:
                 elif kind is Done:
                     reason = event.finish_reason or "stop"  # type: ignore[union-attr]
                     return Answer("".join(parts), calls, usage, reason)
-    except TimeoutError:
-        raise ApiError(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT") from None
     finally:
         relay.close()
 
@@ -119,7 +115,7 @@ async def collect(relay: Relay, runtime: Runtime) -> Answer:
 async def chat(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     relay = start_route(request, runtime, await read_request(request, runtime), stream=False)
-    answer = await collect(relay, runtime)
+    answer = await collect(relay)
     request[SUMMARY].usage = answer.usage
     return _chat_response(request, relay, answer.text, answer.usage)
 

@@ -61,7 +61,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         fmt = OpenAIStream(request_id, include_usage=parsed.include_usage)
         return await serve_stream(request, runtime, parsed.chat, fmt)
     relay = start_route(request, runtime, parsed.chat, stream=False)
-    answer = await collect(relay, runtime)
+    answer = await collect(relay)
     request[SUMMARY].usage = answer.usage
     body = completion_body(
         relay,
