@@ -29,4 +29,4 @@ bench: $(STAMP)
 	$(PY) -m modelrouter.bench.suite
 
 bench-streams: $(STAMP)
-	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 9000
+	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

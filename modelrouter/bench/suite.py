@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 from typing import Any
 
@@ -19,9 +20,18 @@ from modelrouter.bench import procs, wrk
 from modelrouter.bench.loadgen import Measurement, chat_body, run_load
 from modelrouter.bench.open_streams import hold_streams
 
-# Each open stream costs the gateway two descriptors (client and upstream); the hard
-# RLIMIT_NOFILE here is 20,000, so 10,000 streams cannot be held by one process on this machine.
-MAX_OPEN_STREAMS = 9500
+OPEN_STREAMS_GOAL = 10_000
+
+
+def max_open_streams() -> int:
+    """A held stream takes two descriptors in the gateway (client and upstream): what the
+    hard RLIMIT_NOFILE allows, less headroom for the rest (the earlier scenarios leave up to
+    64 idle upstream connections in each provider's pool), up to the goal."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return OPEN_STREAMS_GOAL
+    return max(0, min(OPEN_STREAMS_GOAL, (hard - 256) // 2))
+
 
 PLAIN, LONG, PACED = "", "/x/tokens=20", "/x/tokens=20,token_delay=0.01"
 STALLED = "/x/tokens=2,stall_after=1"  # one chunk, then the upstream holds the stream open
@@ -149,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="direct/router pairs per scenario")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
     parser.add_argument(
-        "--open-streams", type=int, default=0, help="also hold N streams open (max 9500)"
+        "--open-streams",
+        type=int,
+        default=0,
+        help="also hold N streams open (at most 10,000, and what RLIMIT_NOFILE allows)",
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="gateway processes (>1 uses Redis at REDIS_URL)"
@@ -173,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         held = None
         if args.open_streams > 0:
-            count = min(args.open_streams, MAX_OPEN_STREAMS)
+            count = min(args.open_streams, max_open_streams())
+            if count < args.open_streams:
+                sys.stderr.write(
+                    f"note: holding {count} streams, not {args.open_streams}: the hard "
+                    "RLIMIT_NOFILE leaves no more descriptors (two per stream)\n"
+                )
             held = asyncio.run(hold_streams(gateway, pid, count, "ollama"))
     report = table(results, idle_rss)
     if held is not None:

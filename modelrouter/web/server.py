@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 
 import structlog
@@ -64,7 +65,16 @@ async def serve(
         log.info("stopped")
 
 
+def raise_open_files_limit() -> None:
+    """An open stream holds two sockets (client and upstream): use every descriptor allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an infinite hard limit may be refused
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(settings: Settings, *, reuse_port: bool = False) -> None:
+    raise_open_files_limit()
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
     except ImportError:  # pragma: no cover
