@@ -67,6 +67,10 @@ class Actor(Generic[M]):
             if future is not None and not future.done():
                 future.set_exception(ActorStopped(self.name))
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # asyncio.get_running_loop() costs a getpid() system call per call on Python 3.11.
+        return self.loop or asyncio.get_running_loop()
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -96,7 +100,7 @@ class Actor(Generic[M]):
             return await self._ask_inline(message)
         if len(self._mailbox) >= self.mailbox_size:
             raise MailboxFull(self.name)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop().create_future()
         self._post(message, future)
         async with asyncio.timeout(timeout):
             return await future

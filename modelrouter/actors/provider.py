@@ -118,7 +118,7 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
         ticket_id = next(self._ids)
         self._tickets[ticket_id] = _Ticket(health.epoch, probe, attempt.request_id)
         health.probe_in_flight |= probe
-        result: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+        result: asyncio.Future[AttemptResult] = self._loop().create_future()
         job = await self.scheduler.spawn(self._call(ticket_id, attempt, result))
         return Admission(result=result, job=job)
 
@@ -133,6 +133,7 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
             outcome = await run_attempt(
                 self.upstream,
                 attempt,
+                loop=self._loop(),
                 provider_timeout=self.settings.provider_timeout,
                 first_chunk_timeout=self.settings.first_chunk_timeout,
             )

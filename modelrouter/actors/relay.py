@@ -22,6 +22,7 @@ class Relay:
         "_closed",
         "_events",
         "_finished",
+        "_loop",
         "_on_close",
         "_reader",
         "_writer",
@@ -33,8 +34,15 @@ class Relay:
         "provider",
     )
 
-    def __init__(self, *, maxsize: int = 64, eager: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        maxsize: int = 64,
+        eager: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.maxsize = maxsize
+        self._loop = loop  # given once: asyncio.get_running_loop() costs a syscall on 3.11
         # A reader that wants the whole answer (`/chat`) sets eager=False: it is woken only by
         # the terminal event or a full queue, not once per chunk.
         self.eager = eager
@@ -54,7 +62,7 @@ class Relay:
         if self._closed:
             raise ClientGone
         while len(self._events) >= self.maxsize:
-            self._writer = asyncio.get_running_loop().create_future()
+            self._writer = (self._loop or asyncio.get_running_loop()).create_future()
             await self._writer
             if self._closed:
                 raise ClientGone
@@ -87,7 +95,7 @@ class Relay:
     async def take(self) -> list[Event]:
         """Wait for events and return all that are queued."""
         while not self._events:
-            self._reader = asyncio.get_running_loop().create_future()
+            self._reader = (self._loop or asyncio.get_running_loop()).create_future()
             await self._reader
         events, self._events = self._events, []
         writer = self._writer

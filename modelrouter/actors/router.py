@@ -143,7 +143,7 @@ class _Fallback:
     async def _try(self, candidate: Candidate, *, force: bool) -> Done | Failed | None:
         """Run one attempt; a final event ends the walk, None moves to the next candidate."""
         route = self.route
-        loop = asyncio.get_running_loop()
+        loop = self.router._loop()
         if loop.time() >= route.deadline:
             return Failed(504, "timeout", "the request deadline passed before an answer")
         attempt = Attempt(

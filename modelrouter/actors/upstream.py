@@ -47,8 +47,9 @@ async def run_attempt(
     *,
     provider_timeout: float,
     first_chunk_timeout: float,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> AttemptResult:
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
     progress = _Progress()
     first_window = first_chunk_timeout if attempt.stream else provider_timeout

@@ -39,6 +39,7 @@ class Connection(asyncio.Protocol):
         "_received",
         "idle_since",
         "keep_alive",
+        "loop",
         "parser",
         "status",
         "transport",
@@ -47,6 +48,7 @@ class Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Future[None] | None = None
         self._error: Exception | None = None
         self.idle_since = 0.0
@@ -67,6 +69,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.loop = asyncio.get_running_loop()  # once: the call costs a syscall on Python 3.11
 
     def data_received(self, data: bytes) -> None:
         self._received = True
@@ -152,7 +155,7 @@ class Connection(asyncio.Protocol):
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
-        self._reader = asyncio.get_running_loop().create_future()
+        self._reader = (self.loop or asyncio.get_running_loop()).create_future()
         try:
             await self._reader
         finally:

@@ -118,13 +118,17 @@ class Pool:
         return Response(self, conn, headers)
 
     async def _connection(self, *, fresh: bool = False) -> tuple[Connection, bool]:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         while self._idle and not fresh:
             conn = self._idle.pop()
-            if conn.usable and now - conn.idle_since < self.idle_timeout:
+            loop = conn.loop
+            if (
+                conn.usable
+                and loop is not None
+                and loop.time() - conn.idle_since < self.idle_timeout
+            ):
                 return conn, True
             conn.close()
+        loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
             Connection,
             self.host,
@@ -141,7 +145,7 @@ class Pool:
         if len(self._idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = (conn.loop or asyncio.get_running_loop()).time()
         self._idle.append(conn)
 
     async def close(self) -> None:

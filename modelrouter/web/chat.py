@@ -67,8 +67,9 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
 def start_route(
     request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool
 ) -> Relay:
-    relay = Relay(maxsize=RELAY_SIZE, eager=stream)
-    deadline = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
+    loop = runtime.loop
+    relay = Relay(maxsize=RELAY_SIZE, eager=stream, loop=loop)
+    deadline = loop.time() + runtime.settings.max_operation_timeout
     try:
         runtime.router.tell(Route(chat, relay, deadline, stream, request[REQUEST_ID]))
     except (MailboxFull, ActorStopped):
@@ -190,7 +191,7 @@ async def _relay_stream(
     response = web.StreamResponse(headers=sse.HEADERS)
     # One guard for the whole stream (the router ends it by the request's deadline), not a
     # timer per batch of chunks.
-    guard = asyncio.get_running_loop().time() + runtime.settings.max_operation_timeout
+    guard = runtime.loop.time() + runtime.settings.max_operation_timeout
     try:
         async with asyncio.timeout_at(guard + DEADLINE_GRACE):
             events = await relay.take()

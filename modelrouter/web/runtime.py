@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -20,6 +21,7 @@ log = structlog.get_logger("modelrouter.web")
 
 
 class Runtime(msgspec.Struct, kw_only=True):
+    loop: asyncio.AbstractEventLoop
     settings: Settings
     metrics: Metrics
     state: SharedState
@@ -79,6 +81,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await state.start()  # bounded: serving starts degraded when Redis does not answer
     router.start()
     app[RUNTIME] = Runtime(
+        loop=asyncio.get_running_loop(),
         settings=settings,
         metrics=metrics,
         state=state,
