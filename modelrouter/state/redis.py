@@ -25,12 +25,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelrouter.config import RedisSettings
 from modelrouter.observability import Metrics
 from modelrouter.state.base import HealthListener, HealthRecord, Lease, RateDecision
+from modelrouter.state.batch import Batcher
 from modelrouter.state.degraded import Breaker
 from modelrouter.state.feed import HealthFeed, decode_record
 from modelrouter.state.memory import MemoryState
@@ -47,6 +49,13 @@ class RedisState:
         self, client: Any, *, settings: RedisSettings, metrics: Metrics, min_wait: float = 0.05
     ) -> None:
         self._client = client
+        # Rate and lease calls share round trips (see batch.py); a cluster client routes each
+        # key to its node itself, so it is called directly.
+        self._batch: Any = (
+            client
+            if isinstance(client, RedisCluster)
+            else Batcher(client, timeout=settings.timeout)
+        )
         self._prefix = settings.key_prefix
         self._timeout = settings.timeout
         self._replicas = settings.expected_replicas
@@ -87,6 +96,8 @@ class RedisState:
     async def close(self) -> None:
         await self._feed.stop()
         await self._breaker.close()
+        if isinstance(self._batch, Batcher):
+            await self._batch.close()
         await self._client.aclose()
 
     # -- the guard around every call -------------------------------------------------------
@@ -128,7 +139,7 @@ class RedisState:
 
         reply = await self._redis(
             "rate",
-            lambda: self._scripts.gcra(self._client, [self.key(key)], [per_minute, 1, 0]),
+            lambda: self._scripts.gcra(self._batch, [self.key(key)], [per_minute, 1, 0]),
             timed_out=in_doubt,
         )
         if reply is None:
@@ -151,7 +162,7 @@ class RedisState:
         token = f"{self._id}:{next(self._tokens)}"
         reply = await self._redis(
             "lease_acquire",
-            lambda: self._scripts.lease_acquire(self._client, [self.key(key)], [limit, ttl, token]),
+            lambda: self._scripts.lease_acquire(self._batch, [self.key(key)], [limit, ttl, token]),
         )
         if reply is not None:
             return Lease(key, token) if reply else None
@@ -165,7 +176,7 @@ class RedisState:
         await self._redis(
             "lease_renew",
             lambda: self._scripts.lease_renew(
-                self._client, [self.key(lease.key)], [lease.token, ttl, 0]
+                self._batch, [self.key(lease.key)], [lease.token, ttl, 0]
             ),
         )
 
@@ -174,7 +185,7 @@ class RedisState:
         if local is not None:
             await self._local.release_lease(local)
         await self._redis(
-            "lease_release", lambda: self._client.zrem(self.key(lease.key), lease.token)
+            "lease_release", lambda: self._batch.zrem(self.key(lease.key), lease.token)
         )
 
     def _local_lease(self, lease: Lease) -> Lease | None:
