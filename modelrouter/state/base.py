@@ -57,7 +57,15 @@ class SharedState(Protocol):
 
     async def renew_lease(self, lease: Lease, *, ttl: float) -> None: ...
 
-    async def release_lease(self, lease: Lease) -> None: ...
+    def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
+        """Renew `lease` for `ttl` at least every `every` seconds until it is released (one
+        renewal pass for all of this process's leases, not a task per lease)."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the slot back. The release is on its way once this is called: cancelling the
+        caller afterwards does not keep the slot held."""
+        ...
 
     async def load_health(self, provider: str) -> HealthRecord: ...
 

@@ -47,6 +47,9 @@ class MemoryState:
         if holders is not None and lease.token in holders:
             holders[lease.token] = self._now() + ttl
 
+    def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
+        """Nothing to do: this process alone holds its leases and always releases them."""
+
     async def release_lease(self, lease: Lease) -> None:
         holders = self._leases.get(lease.key)
         if holders is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,9 @@ class RedisState:
         self._health: dict[str, HealthRecord] = {}  # last known record per provider
         self._dirty: set[str] = set()  # health written locally while Redis was away
         self._listeners: list[HealthListener] = []
+        self._kept: dict[Lease, float] = {}  # leases renewed by `_keep_all`, with their TTL
+        self._keep_every = math.inf
+        self._keeper: asyncio.Task[None] | None = None
         self.channel = f"{self._prefix}:health:{VERSION}"
         self._feed = HealthFeed(client, self.channel, on_record=self._heard, on_error=self._failed)
         self._breaker = Breaker(metrics=metrics, recover=self._recover, min_wait=min_wait)
@@ -94,6 +98,9 @@ class RedisState:
             self._failed("connect", exc)
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         await self._feed.stop()
         await self._breaker.close()
         if isinstance(self._batch, Batcher):
@@ -180,13 +187,30 @@ class RedisState:
             ),
         )
 
+    def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
+        self._kept[lease] = ttl
+        self._keep_every = min(self._keep_every, every)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_all())
+
+    async def _keep_all(self) -> None:
+        """Renew every kept lease once per period; the renewals go out in shared pipelines."""
+        while self._kept:
+            await asyncio.sleep(self._keep_every)
+            renewals = [self.renew_lease(lease, ttl=ttl) for lease, ttl in self._kept.items()]
+            await asyncio.gather(*renewals, return_exceptions=True)
+
     async def release_lease(self, lease: Lease) -> None:
+        self._kept.pop(lease, None)
         local = self._local_lease(lease)
         if local is not None:
             await self._local.release_lease(local)
-        await self._redis(
-            "lease_release", lambda: self._batch.zrem(self.key(lease.key), lease.token)
-        )
+        if not self._breaker.up:
+            return
+        # Queued (or started) now and shielded from the caller: a cancelled caller (a client
+        # gone, a shutdown) still releases the slot; no task per release.
+        sent = asyncio.ensure_future(self._batch.zrem(self.key(lease.key), lease.token))
+        await self._redis("lease_release", lambda: asyncio.shield(sent))
 
     def _local_lease(self, lease: Lease) -> Lease | None:
         tag, _, token = lease.token.rpartition(":")

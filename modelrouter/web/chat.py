@@ -19,7 +19,6 @@ from modelrouter.schemas import (
     chat_request_decoder,
     json_encoder,
 )
-from modelrouter.state import Lease, SharedState
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
@@ -166,30 +165,16 @@ async def serve_stream(
         )
     runtime.metrics.active_streams.inc()
     relay: Relay | None = None
-    renewal = (
-        asyncio.create_task(_keep_lease(state, lease, ttl, settings.stream_lease_renew))
-        if state.leases_expire
-        else None
-    )
+    if state.leases_expire:  # renewed while the stream runs; a dead replica's slots expire
+        state.keep_lease(lease, ttl=ttl, every=settings.stream_lease_renew)
     try:
         relay = start_route(request, runtime, chat_request, stream=True)
         return await _relay_stream(request, runtime, relay, fmt)
     finally:
-        if renewal is not None:
-            renewal.cancel()
         if relay is not None:
             relay.close()
         runtime.metrics.active_streams.dec()
-        # Shielded: a second cancellation (shutdown) must not leave the slot held until its TTL.
-        await asyncio.shield(state.release_lease(lease))
-
-
-async def _keep_lease(state: SharedState, lease: Lease, ttl: float, every: float) -> None:
-    """Renew the stream's slot while it runs; a replica that dies stops renewing, and its
-    slots come back within the TTL."""
-    while True:
-        await asyncio.sleep(every)
-        await state.renew_lease(lease, ttl=ttl)
+        await state.release_lease(lease)  # on its way even if this task is cancelled again
 
 
 async def _relay_stream(

@@ -135,6 +135,43 @@ async def test_leases_are_capped_renewed_released_and_expire_by_themselves(
     assert not await rclient.exists(replica_a.key("streams"))
 
 
+async def test_kept_leases_are_renewed_together_until_released(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    state = await started(make_state(redis_url))
+    leases = [await state.acquire_lease("streams", 10, ttl=0.3) for _ in range(3)]
+    assert all(lease is not None for lease in leases)
+    for lease in leases:
+        assert lease is not None
+        state.keep_lease(lease, ttl=0.3, every=0.1)
+    await asyncio.sleep(0.7)  # more than twice the TTL: only the renewals keep them
+    key = state.key("streams")
+    assert await rclient.zcard(key) == 3
+    first = leases[0]
+    assert first is not None
+    await state.release_lease(first)
+    await asyncio.sleep(0.25)  # a renewal pass ran since: it did not bring the released one back
+    assert first.token not in set(await rclient.zrange(key, 0, -1))
+    assert await rclient.zcard(key) == 2
+
+
+async def test_a_release_whose_caller_is_cancelled_still_frees_the_slot(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    state = await started(make_state(redis_url))
+    lease = await state.acquire_lease("streams", 1, ttl=30)
+    assert lease is not None
+    releasing = asyncio.create_task(state.release_lease(lease))
+    await asyncio.sleep(0)  # the release has started: its command is queued
+    releasing.cancel()
+    await asyncio.gather(releasing, return_exceptions=True)
+    await wait_until(lambda: _gone(rclient, state.key("streams")))
+
+
+async def _gone(client: aioredis.Redis, key: str) -> bool:
+    return not await client.exists(key)
+
+
 async def test_health_is_merged_published_and_heard_by_every_replica(
     make_state: MakeState, redis_url: str
 ) -> None:
