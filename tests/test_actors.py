@@ -9,6 +9,7 @@ import pytest
 
 from modelrouter.actors import Actor, ActorStopped, MailboxFull, Relay, Supervisor
 from modelrouter.actors.health import backoff_delay
+from modelrouter.actors.relay import ClientGone
 from modelrouter.events import Chunk, Done
 from modelrouter.web.runtime import RUNTIME
 from tests.conftest import USER, Gateway, Mock, two_providers, wait_until
@@ -305,3 +306,15 @@ async def test_a_request_in_flight_when_the_router_closes_is_answered(
     response = await asyncio.wait_for(pending, 2)
     assert response.status == 503
     assert (await response.json())["error"]["message"] == "the router stopped before answering"
+
+
+async def test_offer_queues_at_once_until_the_relay_is_full() -> None:
+    relay = Relay(maxsize=2, eager=False)
+    assert relay.offer(Chunk("a"))
+    assert relay.offer(Chunk("b"))
+    assert not relay.offer(Chunk("c")), "full: the writer must await put()"
+    assert relay.emitted
+    assert [e.text for e in await relay.take()] == ["a", "b"]  # type: ignore[union-attr]
+    relay.close()
+    with pytest.raises(ClientGone):
+        relay.offer(Chunk("d"))

@@ -59,18 +59,24 @@ class Relay:
 
     # -- writer side -------------------------------------------------------------------------
     async def put(self, event: Chunk | Event) -> None:
-        if self._closed:
-            raise ClientGone
-        while len(self._events) >= self.maxsize:
+        """Queue `event`, waiting while the queue is full."""
+        while not self.offer(event):
             self._writer = (self._loop or asyncio.get_running_loop()).create_future()
             await self._writer
-            if self._closed:
-                raise ClientGone
+
+    def offer(self, event: Chunk | Event) -> bool:
+        """Queue `event` if there is room (True); False when full (then `await put(event)`).
+        The writer's usual path: no coroutine per event."""
+        if self._closed:
+            raise ClientGone
+        if len(self._events) >= self.maxsize:
+            return False
         if type(event) is Chunk or type(event) is ToolCallDelta:
             self.emitted = True
         self._events.append(event)
         if self.eager or len(self._events) >= self.maxsize:
             self._wake_reader()
+        return True
 
     def finish(self, event: Done | Failed) -> None:
         """Queue the terminal event (never blocks; the bound excludes it)."""

@@ -7,7 +7,6 @@ except cancellation, so a provider failure is data, never an unhandled exception
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
@@ -113,11 +112,12 @@ async def _read_whole(
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
-    if completion.text:
-        await relay.put(Chunk(completion.text))
-    for call in completion.tool_calls:
-        await relay.put(call)
-    await relay.put(completion.usage)
+    events: list[Event] = [Chunk(completion.text)] if completion.text else []
+    events += completion.tool_calls
+    events.append(completion.usage)
+    for event in events:
+        if not relay.offer(event):
+            await relay.put(event)
 
 
 async def _pump_stream(
@@ -132,37 +132,36 @@ async def _pump_stream(
     loop = asyncio.get_running_loop()
     framer = adapter.framer()
     map_chunk = adapter.map_chunk
-    put = attempt.relay.put
+    relay = attempt.relay
     deadline = attempt.deadline
     async for data in response.iter_body():
         for payload in framer.feed(data):
-            if await _relay_events(map_chunk(payload), progress, put):
+            if await _relay_events(map_chunk(payload), progress, relay):
                 return
         if progress.first_chunk:  # from here on, only a stall between chunks times out
             timer.reschedule(min(loop.time() + provider_timeout, deadline))
     for payload in framer.finish():
-        if await _relay_events(map_chunk(payload), progress, put):
+        if await _relay_events(map_chunk(payload), progress, relay):
             return
     raise bad_response("stream ended before its end marker")
 
 
-async def _relay_events(
-    events: list[Event], progress: _Progress, put: Callable[[Event], Awaitable[None]]
-) -> bool:
+async def _relay_events(events: list[Event], progress: _Progress, relay: Relay) -> bool:
     """Relay text and tool-call pieces; keep usage and finish reason for the end. True at Done."""
     for event in events:
         kind = type(event)
         if kind is Chunk or kind is ToolCallDelta:
             progress.first_chunk = True
-            await put(event)
+            if not relay.offer(event):
+                await relay.put(event)
         elif isinstance(event, Usage):
             progress.usage = event if progress.usage is None else progress.usage.merge(event)
         elif isinstance(event, Finish):
             progress.finish_reason = event.reason
         elif isinstance(event, Done):
             progress.finish_reason = progress.finish_reason or event.finish_reason
-            if progress.usage is not None:
-                await put(progress.usage)
+            if progress.usage is not None and not relay.offer(progress.usage):
+                await relay.put(progress.usage)
             return True
     return False
 

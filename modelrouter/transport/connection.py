@@ -37,6 +37,7 @@ class Connection(asyncio.Protocol):
         "_paused",
         "_reader",
         "_received",
+        "encoding",
         "idle_since",
         "keep_alive",
         "loop",
@@ -56,6 +57,7 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
+        self.encoding: bytes | None = None  # Content-Encoding, noted as the headers arrive
         self.keep_alive = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
@@ -88,6 +90,8 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(name) == 16 and name.lower() == b"content-encoding":
+            self.encoding = value
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()

@@ -30,8 +30,8 @@ class Response:
         self._conn: Connection | None = conn
         self.status = conn.status
         self.raw_headers = headers  # decoded only on demand: most responses need none
-        encoding = self.header("content-encoding")
-        wbits = _DECODERS.get(encoding.strip().lower().encode()) if encoding else None
+        encoding = conn.encoding
+        wbits = _DECODERS.get(encoding.strip().lower()) if encoding else None
         self._decoder = zlib.decompressobj(wbits) if wbits is not None else None
 
     def header(self, name: str) -> str | None:
@@ -49,14 +49,21 @@ class Response:
             yield self._decoder.decompress(piece) if self._decoder is not None else piece
 
     async def read(self, limit: int | None = None) -> bytes:
+        # A plain loop, not `iter_body`: an async generator per response cost more than the
+        # rest of this method, and a whole answer nearly always is one piece.
+        conn = self._conn
+        assert conn is not None
+        decoder = self._decoder
         parts: list[bytes] = []
         size = 0
-        async for piece in self.iter_body():
+        while (piece := await conn.next_body()) is not None:
+            if decoder is not None:
+                piece = decoder.decompress(piece)
             parts.append(piece)
             size += len(piece)
             if limit is not None and size >= limit:
                 break
-        body = b"".join(parts)
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         return body if limit is None else body[:limit]
 
     def release(self) -> None:
