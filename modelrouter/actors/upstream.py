@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from modelrouter.actors.deadline import Deadline
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
@@ -57,7 +58,7 @@ async def run_attempt(
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
-        async with asyncio.timeout_at(min(loop.time() + first_window, attempt.deadline)) as timer:
+        with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
             response = await upstream.pool.request(upstream.head, body, extra)
             try:
                 if response.status >= 300:
@@ -125,7 +126,7 @@ async def _pump_stream(
     *,
     response: Response,
     attempt: Attempt,
-    timer: asyncio.Timeout,
+    timer: Deadline,
     provider_timeout: float,
     progress: _Progress,
 ) -> None:
