@@ -35,7 +35,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(
-        level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings)
+        level=settings.log_level,
+        fmt=settings.log_format,
+        secrets=secrets_of(settings),
+        delay=settings.log_flush_seconds or None,
     )
     if args.workers > 1:
         from modelrouter.workers import run_workers  # noqa: PLC0415

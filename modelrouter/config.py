@@ -85,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drain_seconds: float = 0.0
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    log_flush_seconds: float = 0.1  # INFO/DEBUG lines may wait this long to go out together
     providers: tuple[ProviderSettings, ...] = ()
     skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
     model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
@@ -237,6 +238,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=r.number("DRAIN_SECONDS", 0.0),
         log_level=log_level,
         log_format="console" if log_format == "console" else "json",
+        log_flush_seconds=r.number("LOG_FLUSH_SECONDS", 0.1),
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from modelrouter.config import describe, load_settings
 from modelrouter.observability import configure_logging
+from modelrouter.observability.logging import flush_logs
 from modelrouter.web import create_app
 from modelrouter.web.runtime import RUNTIME
 from tests.conftest import (
@@ -454,3 +455,49 @@ def test_start_up_configuration_line_masks_every_secret(lines: Lines) -> None:
     assert [p["name"] for p in line["providers"]] == ["groq", "openrouter"]
     for secret in (*SECRETS, "redis-password-4242"):
         assert secret not in lines.text
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_info_lines_go_out_together_and_warnings_at_once_in_order() -> None:
+    saved = structlog.get_config()
+    out = CountingStream()
+    configure_logging(level="INFO", stream=out, cache=False, delay=0.05)
+    try:
+        log = structlog.get_logger("test")
+        log.info("first")
+        log.info("second")
+        assert out.getvalue() == "", "INFO lines wait for the batch"
+        log.warning("third")
+        events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+        assert events == ["first", "second", "third"], "a warning goes out at once, in order"
+        assert out.writes == 1, "one write for the whole batch"
+        log.info("fourth")
+        await asyncio.sleep(0.15)
+        assert json.loads(out.getvalue().splitlines()[-1])["event"] == "fourth", "within delay"
+        log.info("fifth")
+        flush_logs()  # as at exit
+        assert json.loads(out.getvalue().splitlines()[-1])["event"] == "fifth"
+    finally:
+        structlog.configure(**saved)
+        configure_logging(level="DEBUG", fmt="json", cache=False)  # as tests/conftest.py
+
+
+def test_lines_outside_an_event_loop_are_written_at_once() -> None:
+    saved = structlog.get_config()
+    out = io.StringIO()
+    configure_logging(level="INFO", stream=out, cache=False, delay=5.0)
+    try:
+        structlog.get_logger("test").info("at start-up")
+        assert "at start-up" in out.getvalue()
+    finally:
+        structlog.configure(**saved)
+        configure_logging(level="DEBUG", fmt="json", cache=False)
