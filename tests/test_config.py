@@ -186,6 +186,7 @@ def test_every_invalid_value_is_reported_together() -> None:
         "MAX_BODY_BYTES": "10",
         "LOG_FORMAT": "xml",
         "LOG_LEVEL": "loud",
+        "LOG_FLUSH_SECONDS": "-0.5",
         "OLLAMA_BASE_URL": "ftp://example.com",
         "OLLAMA_MAX_CONCURRENCY": "0",
         "REDIS_URL": "http://cache:6379",
