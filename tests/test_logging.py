@@ -22,6 +22,7 @@ from modelrouter.config import describe, load_settings
 from modelrouter.observability import configure_logging
 from modelrouter.observability.logging import flush_logs
 from modelrouter.web import create_app
+from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.runtime import RUNTIME
 from tests.conftest import (
     CLIENT_KEY,
@@ -333,7 +334,8 @@ async def test_the_answer_is_sent_before_its_request_line_is_written(
     sent: list[web.StreamResponse] = []
     prepared_when_logged: list[bool] = []
     middleware = sys.modules["modelrouter.web.middleware"]
-    finished = middleware._finished
+    accounting = sys.modules["modelrouter.web.accounting"]
+    finished = accounting._finished
 
     def spy(request: web.Request, *args: Any, **kwargs: Any) -> None:
         prepared_when_logged.append(sent[0].prepared)
@@ -346,11 +348,30 @@ async def test_the_answer_is_sent_before_its_request_line_is_written(
         return sent[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(middleware, "_finished", spy)
+        patch.setattr(accounting, "_finished", spy)
         patch.setattr(middleware, "error_response", keep)
         response = await client.post("/chat", data=b"{", headers=AUTH)
+        client.app[ACCOUNTING].drain()  # what its timer does a moment later
     assert response.status == 400
     assert prepared_when_logged == [True], "the response went out before the line"
+
+
+async def test_request_ends_are_recorded_later_and_a_scrape_sees_them_all(
+    production_gateway: Any, mock: Mock, lines: Lines
+) -> None:
+    client = await production_gateway(**two_providers(mock))
+    client.app[ACCOUNTING].delay = 60.0  # nothing is drained by the timer in this test
+    lines.clear()
+    for request_id in ("late-1", "late-2"):
+        response = await client.post(
+            "/chat", json=USER, headers={**AUTH, "X-Request-ID": request_id}
+        )
+        assert response.status == 200
+    assert "request_finished" not in lines.events(), "recorded after the answer, not before"
+    page = await (await client.get("/metrics")).text()
+    assert 'modelrouter_requests_total{method="POST",route="/chat",status="200"} 2.0' in page
+    finished = [line for line in lines.parsed() if line["event"] == "request_finished"]
+    assert [line["request_id"] for line in finished] == ["late-1", "late-2"]
 
 
 async def test_blacklist_and_recovery_are_logged_with_the_request_that_caused_them(

@@ -7,6 +7,7 @@ from aiohttp import web
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
 from modelrouter.web import chat, health, openai_api
+from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
 
@@ -16,6 +17,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
+    accounting = app[ACCOUNTING] = Accounting(app[METRICS])
+
+    async def account_the_rest(_: web.Application) -> None:
+        accounting.drain()
+
+    app.on_cleanup.append(account_the_rest)
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)

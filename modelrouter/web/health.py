@@ -10,6 +10,7 @@ from aiohttp import web
 
 from modelrouter import __version__
 from modelrouter.schemas import json_encoder
+from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.runtime import RUNTIME, Runtime
 
 
@@ -65,6 +66,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    request.app[ACCOUNTING].drain()  # every request finished so far is in this scrape
     runtime = request.app[RUNTIME]
     now = time.time()
     router = runtime.router

@@ -13,9 +13,10 @@ import structlog
 from aiohttp import web
 
 from modelrouter.errors import ApiError
-from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
+from modelrouter.observability import CURRENT_REQUEST_ID
+from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.errors import error_response
-from modelrouter.web.runtime import METRICS, REQUEST_ID, SUMMARY, Summary
+from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,9 +76,7 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         seconds = time.perf_counter() - started
-        metrics = request.app[METRICS]
-        metrics.observe_request(route, request.method, status, seconds)
-        _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+        request.app[ACCOUNTING].add(request, route, status, seconds, quiet)
         CURRENT_REQUEST_ID.reset(token)
 
 
@@ -90,29 +89,3 @@ async def _send(request: web.Request, response: web.StreamResponse) -> int:
     except ConnectionError:
         return CLIENT_CLOSED
     return response.status
-
-
-def _finished(
-    request: web.Request,
-    metrics: Metrics,
-    *,
-    route: str,
-    status: int,
-    seconds: float,
-    quiet: bool,
-) -> None:
-    """The request's end line (the one to read) and its token counts."""
-    summary = request[SUMMARY]
-    relay, usage = summary.relay, summary.usage
-    fields: dict[str, object] = {"latency_ms": round(seconds * 1000, 1)}
-    if relay is not None:
-        fields.update(provider=relay.provider, model=relay.model, attempts=relay.attempts)
-        if usage is not None and relay.provider is not None:
-            metrics.count_usage(relay.provider, usage)
-            fields.update(
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
-            )
-    if summary.error is not None:
-        fields["error"] = summary.error
-    emit = log.debug if quiet else log.warning if status >= 500 else log.info
-    emit("request_finished", route=route, method=request.method, status=status, **fields)
