@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from modelrouter.actors.deadline import Deadline
+from modelrouter.deadline import Deadline
 
 
 async def test_expiry_becomes_timeout_error() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from modelrouter.actors.deadline import Deadline
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
+from modelrouter.deadline import Deadline
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.observability import REDACTOR
 from modelrouter.providers import Adapter, classify_status, parse_retry_after

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from modelrouter.deadline import Deadline
+
 Command = tuple[Any, ...]
 
 
@@ -69,7 +71,8 @@ class Batcher:
         if not live:
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            loop = asyncio.get_running_loop()
+            with Deadline(loop, loop.time() + self._timeout):
                 if len(live) == 1:  # no pipeline object for a lone command
                     results = [await self._one(live[0][0])]
                 else:

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelrouter.config import RedisSettings
+from modelrouter.deadline import Deadline
 from modelrouter.observability import Metrics
 from modelrouter.state.base import HealthListener, HealthRecord, Lease, RateDecision
 from modelrouter.state.batch import Batcher
@@ -122,7 +123,8 @@ class RedisState:
         if not self._breaker.up:
             return None
         try:
-            async with asyncio.timeout(self._timeout):
+            loop = asyncio.get_running_loop()
+            with Deadline(loop, loop.time() + self._timeout):
                 return await call()
         except REDIS_ERRORS as exc:
             if timed_out is not None and isinstance(exc, TimeoutError | RedisTimeoutError):

@@ -1,10 +1,10 @@
-"""A deadline for the task that runs an upstream attempt: `asyncio.timeout_at`, made cheaper.
+"""A deadline for the running task: `asyncio.timeout_at`, made cheaper.
 
 It does the same thing (cancel the task when the time comes, turn that cancellation into
 TimeoutError, let any other cancellation through) as a plain context manager with one timer
-handle: no coroutine per enter and exit and no state machine. It cost about a third of
-`asyncio.timeout_at` per attempt, and an attempt's timer is rescheduled after every read of a
-stream.
+handle: no coroutine per enter and exit and no state machine. Entering and leaving one cost
+2.2 us against 5.0 for `asyncio.timeout_at` (uvloop, 100,000 in a loop). Every upstream attempt
+and every Redis call uses one, and a stream's is rescheduled after every read.
 """
 
 from __future__ import annotations
