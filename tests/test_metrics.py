@@ -290,3 +290,20 @@ async def test_exposition_after_every_kind_of_traffic_passes_promtool(
     assert page.value(STATE, provider="groq") == 3.0
     assert page.total(FALLBACKS) >= 1.0
     promtool_check_metrics(page.text)
+
+
+async def test_requests_in_flight_counts_the_ones_being_routed(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**two_providers(mock, groq="first_delay=0.5"))
+    router = client.app[RUNTIME].router
+    pending = asyncio.create_task(client.post("/chat", json=USER))
+    await wait_until(lambda: _async(router.providers["groq"].in_flight == 1))
+    assert (await scrape(client)).value("modelrouter_requests_in_flight") == 1.0
+    assert (await pending).status == 200
+    await wait_until(lambda: _async(not router.jobs))
+    assert (await scrape(client)).value("modelrouter_requests_in_flight") == 0.0
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -175,6 +175,12 @@ class Metrics:
             ("actor",),
             registry=r,
         )
+        self.requests_in_flight = Gauge(
+            "modelrouter_requests_in_flight",
+            "Requests being routed right now (one process takes 10,000; past that, a 503)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejected_all_providers = self.rate_limit_rejections.labels(SCOPE_ALL_PROVIDERS)
         self.rejected_streams = self.rate_limit_rejections.labels(SCOPE_STREAMS)
         self.providers: dict[str, ProviderMetrics] = {}

@@ -74,6 +74,7 @@ async def metrics(request: web.Request) -> web.Response:
         runtime.metrics.set_provider_state(name, actor.status(now))
         runtime.metrics.set_mailbox_depth(name, actor.mailbox_depth)
     runtime.metrics.set_mailbox_depth(router.name, router.mailbox_depth)
+    runtime.metrics.requests_in_flight.set(len(router.jobs))
     body, content_type = runtime.metrics.exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
