@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
@@ -10,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors import ActorStopped, MailboxFull, Relay, Route
+from modelrouter.deadline import Deadline
 from modelrouter.errors import ApiError, bad_request
 from modelrouter.events import Chunk, Done, Failed, ToolCallDelta, Usage
 from modelrouter.schemas import (
@@ -184,9 +184,10 @@ async def _relay_stream(
     response = web.StreamResponse(headers=sse.HEADERS)
     # One guard for the whole stream (the router ends it by the request's deadline), not a
     # timer per batch of chunks.
-    guard = runtime.loop.time() + runtime.settings.max_operation_timeout
+    loop = runtime.loop
+    guard = loop.time() + runtime.settings.max_operation_timeout + DEADLINE_GRACE
     try:
-        async with asyncio.timeout_at(guard + DEADLINE_GRACE):
+        with Deadline(loop, guard):
             events = await relay.take()
             if type(events[0]) is Failed:
                 raise failure(events[0])  # nothing sent yet: a plain HTTP error
