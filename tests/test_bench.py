@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from modelrouter.bench import chat_body, percentiles, run_load
-from modelrouter.bench.suite import table
+from modelrouter.bench.suite import capacity, table
 from modelrouter.bench.wrk import parse
 from tests.conftest import Mock
 
@@ -144,3 +144,24 @@ def test_bench_suite_runs_end_to_end_briefly(
     for result in figures["results"]:
         assert result["modelrouter"]["requests"] > 0
         assert result["direct"]["requests"] > 0
+        assert result["mock_cpu_ms_per_request"] > 0, "the upstream's share was sampled"
+        if result["tool"] == "wrk" and result["concurrency"] >= 16:
+            assert result["client_cpu_ms_per_request"] > 0
+            assert f"{result['scenario']}: CPU per request: gateway" in printed
+
+
+def test_capacity_is_what_the_cores_carry_at_the_summed_cost() -> None:
+    result = {
+        "scenario": "chat, 64 clients",
+        "concurrency": 64,
+        "gateway_cpu_ms_per_request": 0.15,
+        "mock_cpu_ms_per_request": 0.08,
+        "client_cpu_ms_per_request": 0.02,
+    }
+    one_client = {**result, "scenario": "chat, 1 client", "concurrency": 1}
+    python_client = {**result, "client_cpu_ms_per_request": None}
+    text = capacity([result, one_client, python_client], cores=2)
+    assert text == (
+        "chat, 64 clients: CPU per request: gateway 0.150 + mock 0.080 + wrk 0.020 ms; "
+        "2 cores carry at most 8000/s through the gateway, however many workers\n"
+    )

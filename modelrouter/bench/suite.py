@@ -89,9 +89,22 @@ def measure(url: str, body: bytes, scenario: Scenario, seconds: float) -> Measur
     return result.measurement()
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (each wrk run, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_scenario(
-    scenario: Scenario, mock: str, gateway: str, pid: int, *, seconds: float, rounds: int
+    scenario: Scenario,
+    mock: str,
+    gateway: str,
+    pids: tuple[int, int],
+    *,
+    seconds: float,
+    rounds: int,
 ) -> dict[str, Any]:
+    """`pids`: the gateway's and the mock's; both are sampled while the gateway is loaded."""
     direct_url = f"{mock}{scenario.upstream}/v1/chat/completions"
     direct_body = chat_body("openai", stream=scenario.stream, model="mock-model")
     path = "/stream" if scenario.stream else "/chat"
@@ -100,22 +113,49 @@ def run_scenario(
     )
     direct: list[Measurement] = []
     routed: list[Measurement] = []
-    peak_rss, cpu, served = 0, 0.0, 0
+    peak_rss, cpu, mock_cpu, client_cpu, served = 0, 0.0, 0.0, 0.0, 0
     for _ in range(rounds):
         direct.append(measure(direct_url, direct_body, scenario, seconds))
-        with procs.Sampler(pid) as sample:
+        before = _children_cpu()
+        with procs.Sampler(pids[0]) as sample, procs.Sampler(pids[1]) as upstream:
             routed.append(measure(f"{gateway}{path}", gateway_body, scenario, seconds))
+        client_cpu += _children_cpu() - before
         peak_rss = max(peak_rss, sample.peak_rss)
         cpu += sample.cpu
+        mock_cpu += upstream.cpu
         served += routed[-1].requests
+    tool = "wrk" if scenario.tool == "wrk" and wrk.available() else "python"
+    per_request = 1000 / max(served, 1)
     return {
         "scenario": scenario.name,
-        "tool": "wrk" if scenario.tool == "wrk" and wrk.available() else "python",
+        "concurrency": scenario.concurrency,
+        "tool": tool,
         "direct": msgspec.to_builtins(_median(direct)),
         "modelrouter": msgspec.to_builtins(_median(routed)),
         "gateway_peak_rss_mb": round(peak_rss / 2**20, 1),
-        "gateway_cpu_ms_per_request": round(cpu / max(served, 1) * 1000, 4),
+        "gateway_cpu_ms_per_request": round(cpu * per_request, 4),
+        "mock_cpu_ms_per_request": round(mock_cpu * per_request, 4),
+        # The Python client runs in this process: its CPU is not a child's.
+        "client_cpu_ms_per_request": round(client_cpu * per_request, 4) if tool == "wrk" else None,
     }
+
+
+def capacity(results: list[dict[str, Any]], cores: int) -> str:
+    """What the whole machine can carry through the gateway, from the CPU each part used per
+    request under load: the ceiling that more workers cannot pass on this machine."""
+    lines = []
+    for r in results:
+        client = r.get("client_cpu_ms_per_request")
+        if client is None or r["concurrency"] < 16:
+            continue
+        gateway, mock = r["gateway_cpu_ms_per_request"], r["mock_cpu_ms_per_request"]
+        total = gateway + mock + client
+        lines.append(
+            f"{r['scenario']}: CPU per request: gateway {gateway:.3f} + mock {mock:.3f} + wrk "
+            f"{client:.3f} ms; {cores} cores carry at most {cores / total * 1000:.0f}/s through "
+            "the gateway, however many workers"
+        )
+    return "".join(line + "\n" for line in lines)
 
 
 def _median(runs: list[Measurement]) -> Measurement:
@@ -173,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     mock = f"http://127.0.0.1:{mock_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
     with (
-        procs.child(["mock-provider", "--port", str(mock_port)], mock_port),
+        procs.child(["mock-provider", "--port", str(mock_port)], mock_port) as mock_pid,
         procs.child(
             ["serve", "--port", str(gateway_port), "--workers", str(args.workers)],
             gateway_port,
@@ -182,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         idle_rss = procs.rss_bytes(pid) / 2**20
         results = [
-            run_scenario(s, mock, gateway, pid, seconds=seconds, rounds=rounds) for s in SCENARIOS
+            run_scenario(s, mock, gateway, (pid, mock_pid), seconds=seconds, rounds=rounds)
+            for s in SCENARIOS
         ]
         held = None
         if args.open_streams > 0:
@@ -193,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     "RLIMIT_NOFILE leaves no more descriptors (two per stream)\n"
                 )
             held = asyncio.run(hold_streams(gateway, pid, count, "ollama"))
-    report = table(results, idle_rss)
+    report = table(results, idle_rss) + capacity(results, os.cpu_count() or 1)
     if held is not None:
         report += (
             f"open streams: {held['streams_open']}/{held['streams_requested']} held, gateway RSS "
