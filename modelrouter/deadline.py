@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+TIMER_RESOLUTION = 0.001  # uvloop's timers (libuv) fire to the millisecond
+
 
 class Deadline:
-    __slots__ = ("_cancelling", "_handle", "_loop", "_task", "expired")
+    __slots__ = ("_armed", "_cancelling", "_handle", "_loop", "_task", "expired", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._loop = loop
@@ -24,12 +26,23 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         self.expired = False
+        self.when = self._armed = when
         self._handle = loop.call_at(when, self._expire)
 
     def reschedule(self, when: float) -> None:
-        if not self.expired:
-            self._handle.cancel()
-            self._handle = self._loop.call_at(when, self._expire)
+        """Move the deadline. Later is only noted (the timer, when it fires, waits on to the new
+        time): a stream pushes its deadline back after every read, and re-arming a timer each
+        time cost more than the read's own work. Earlier re-arms the timer."""
+        if self.expired:
+            return
+        self.when = when
+        if when < self._armed:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        self._handle.cancel()
+        self._armed = when
+        self._handle = self._loop.call_at(when, self._expire)
 
     def __enter__(self) -> Deadline:
         return self
@@ -49,5 +62,8 @@ class Deadline:
             raise TimeoutError from exc
 
     def _expire(self) -> None:
+        if self.when - self._loop.time() > TIMER_RESOLUTION:  # pushed back since it was armed
+            self._arm(self.when)
+            return
         self.expired = True
         self._task.cancel()

@@ -38,6 +38,22 @@ async def test_rescheduling_moves_the_deadline_both_ways() -> None:
         await shortened()
 
 
+async def test_pushed_back_it_expires_at_the_last_time_only() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def streaming() -> None:
+        with Deadline(loop, started + 0.05) as deadline:
+            for _ in range(3):  # a read every 40 ms pushes the deadline 50 ms past it
+                await asyncio.sleep(0.04)
+                deadline.reschedule(loop.time() + 0.05)
+            await asyncio.sleep(5)  # then nothing more arrives
+
+    with pytest.raises(TimeoutError):
+        await streaming()
+    assert loop.time() - started >= 0.16, "not cut while the reads kept coming"
+
+
 async def test_an_outside_cancellation_stays_a_cancellation() -> None:
     loop = asyncio.get_running_loop()
 
