@@ -15,9 +15,10 @@ log = structlog.get_logger("modelrouter.web")
 
 class Accounting:
     """Each request's end (its metrics and its line), recorded in batches at most `delay`
-    seconds later. The client has its answer by then; doing this work in the same step cost
-    about 30 us of p50 at one client, since the next request arrived while it ran. `/metrics`
-    drains first, so a scrape sees every finished request; so does shutdown.
+    seconds later. The client has its answer by then. Done in the request's own step, this
+    work delayed the next request at one client: logging at INFO rather than WARNING cost
+    about 32 us of p50 that way, 18 us this way. `/metrics` drains first, so a scrape sees
+    every finished request; so does shutdown.
     """
 
     def __init__(self, metrics: Metrics, *, delay: float = 0.002, limit: int = 256) -> None:
