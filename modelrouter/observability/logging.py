@@ -119,8 +119,9 @@ def _pre_chain() -> list[Any]:
 
 class LineWriter:
     """Where rendered lines go. Lines at INFO and below may wait in a buffer for up to `delay`
-    seconds (or until `limit` characters) and go out in one write: a write per request line
-    cost about 12 us of system time and 40 us of p50 at one client. Warnings and errors, and
+    seconds (or until `limit` characters) and go out in one write. With stderr on a pipe, a
+    write per line cost the gateway and the reader together about 20 us of CPU per request
+    (290 against 268 us, at one client). Warnings and errors, and
     the standard library's records, go out at once, after what waits, so the order holds.
     `delay=None` writes every line at once. What waits is written at exit (`flush_logs`).
     """
