@@ -2,8 +2,8 @@
 
 redis-py's asyncio client spends about 110 us of CPU on one command sent alone (connection
 checkout, packing, parsing, bookkeeping), and about 20-40 us per command when 4 to 16 go in one
-pipeline (`scripts/redis_cost.py`-style loop, measured on this project's machine). Stream leases
-are taken and released by many handlers at once, so under load most of them share a round trip.
+pipeline (4,000 sequential commands against a local Redis, process CPU time). Stream leases are
+taken and released by many handlers at once, so under load most of them share a round trip.
 
 The `Batcher` stands in for the client in the calls it carries (`evalsha`, `zrem`,
 `script_load`), so `Script` runs unchanged on top of it. A caller that gives up (its timeout)
