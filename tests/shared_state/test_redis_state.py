@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
@@ -15,7 +16,7 @@ from modelrouter.observability import Metrics
 from modelrouter.state import HealthRecord, Lease
 from modelrouter.state.connect import connect
 from modelrouter.state.redis import RedisState
-from tests.conftest import free_port, wait_until
+from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
 from tests.shared_state.support import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -305,3 +306,36 @@ def test_a_lease_token_says_whether_it_is_local() -> None:
     )
     assert state._local_lease(Lease("streams", f"{state._id}:7")) is None
     assert state._local_lease(Lease("streams", f"{state._id}:m:7")) == Lease("streams", "7")
+
+
+async def test_a_running_stream_keeps_its_slot_past_the_lease_ttl(
+    gateway: Gateway, mock: Mock, redis_url: str, prefix: str, rclient: aioredis.Redis
+) -> None:
+    """End to end on Redis: the process's lease keeper renews the slot while the stream runs."""
+    env = two_providers(
+        mock,
+        groq="stall_after=1",
+        MAX_CONCURRENT_STREAMS="1",
+        STREAM_LEASE_TTL_SECONDS="0.3",
+        STREAM_LEASE_RENEW_SECONDS="0.1",
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX=prefix,
+    )
+    client = await gateway(**env)
+    url = str(client.make_url("/stream"))
+    async with aiohttp.ClientSession() as session:
+        first = await session.post(url, json=USER)
+        assert first.status == 200
+        await first.content.readuntil(b"\n\n")
+        for _ in range(4):  # well past the TTL: renewal keeps the slot
+            await asyncio.sleep(0.25)
+            async with session.post(url, json=USER) as second:
+                assert second.status == 429
+        first.close()
+
+        async def admitted() -> bool:
+            response = await session.post(url, json=USER)
+            response.close()
+            return response.status == 200
+
+        await wait_until(admitted)

@@ -1,14 +1,12 @@
 """The logic around the Redis backend that needs no server: settings, URLs, scripts' callers,
-the outage switch, the worker pool, and the stream lease renewal (memory backend)."""
+the outage switch and the worker pool."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 from typing import Any
 
-import aiohttp
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
@@ -22,7 +20,7 @@ from modelrouter.state.connect import SentinelUrl, connect
 from modelrouter.state.degraded import Breaker
 from modelrouter.state.scripts import Script
 from modelrouter.workers import WorkerPool
-from tests.conftest import USER, Gateway, Mock, two_providers, wait_until
+from tests.conftest import wait_until
 
 
 def test_redis_settings_have_bounded_defaults() -> None:
@@ -200,33 +198,3 @@ def test_the_worker_pool_stops_its_workers_on_sigterm(tmp_path: Any) -> None:
     threading.Timer(0.5, pool._stop, (15, None)).start()
     assert pool.run() == 0
     assert all(proc.poll() is not None for proc in pool.procs)
-
-
-async def test_a_running_stream_keeps_its_slot_past_the_lease_ttl(
-    gateway: Gateway, mock: Mock
-) -> None:
-    env = two_providers(
-        mock,
-        groq="stall_after=1",
-        MAX_CONCURRENT_STREAMS="1",
-        STREAM_LEASE_TTL_SECONDS="0.3",
-        STREAM_LEASE_RENEW_SECONDS="0.1",
-    )
-    client = await gateway(**env)
-    url = str(client.make_url("/stream"))
-    async with aiohttp.ClientSession() as session:
-        first = await session.post(url, json=USER)
-        assert first.status == 200
-        await first.content.readuntil(b"\n\n")
-        for _ in range(4):  # well past the TTL: renewal keeps the slot
-            await asyncio.sleep(0.25)
-            async with session.post(url, json=USER) as second:
-                assert second.status == 429
-        first.close()
-
-        async def admitted() -> bool:
-            response = await session.post(url, json=USER)
-            response.close()
-            return response.status == 200
-
-        await wait_until(admitted)
