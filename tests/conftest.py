@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -108,6 +109,16 @@ def parse_sse(text: str) -> list[tuple[str, str]]:
         elif line.startswith("event:"):
             kind = line[6:].strip()
     return events
+
+
+def cut_stream_error(events: list[tuple[str, str]]) -> dict[str, Any]:
+    """A cut stream ends with an `error` event and no [DONE]: that event's error object
+    (unwrapped from OpenAI's {"error": ...} shape)."""
+    assert ("message", "[DONE]") not in events, "a cut stream must not look finished"
+    kind, data = events[-1]
+    assert kind == "error"
+    error: dict[str, Any] = json.loads(data)
+    return error.get("error", error)
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import USER, Gateway, Mock, parse_sse, two_providers
+from tests.conftest import USER, Gateway, Mock, cut_stream_error, parse_sse, two_providers
 from tests.test_openai_sdk import MESSAGES, WEATHER_TOOL, sdk
 
 MOCK_TEXT = "Hello from the mock provider.\nSecond line"
@@ -185,11 +185,7 @@ async def test_anthropic_error_event_mid_stream_cuts_the_stream(
     response = await client.post(path, json=body, headers={"X-Request-ID": "cut-anthropic"})
     assert response.status == 200
     events = parse_sse(await response.text())
-    assert ("message", "[DONE]") not in events
-    kind, data = events[-1]
-    assert kind == "error"
-    error = json.loads(data)
-    error = error.get("error", error)  # OpenAI's shape wraps it
+    error = cut_stream_error(events)
     assert error["request_id"] == "cut-anthropic"
     assert "anthropic failed mid-stream: server_error" in error["message"]
     assert "overloaded_error" in error["message"]

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
-from tests.conftest import USER, Gateway, Mock, free_port, parse_sse, two_providers
+from tests.conftest import (
+    USER,
+    Gateway,
+    Mock,
+    cut_stream_error,
+    free_port,
+    parse_sse,
+    two_providers,
+)
 
 MOCK_TEXT = "Hello from the mock provider.\nSecond line"
 
@@ -115,10 +122,7 @@ async def test_cut_stream_ends_with_error_event_and_no_done(
     response = await client.post("/stream", json=USER, headers={"X-Request-ID": "cut-1"})
     assert response.status == 200
     events = parse_sse(await response.text())
-    assert ("message", "[DONE]") not in events
-    kind, data = events[-1]
-    assert kind == "error"
-    error = json.loads(data)
+    error = cut_stream_error(events)
     assert error["request_id"] == "cut-1"
     assert error["type"] == "upstream_error"
     assert "groq" in error["message"]
