@@ -19,7 +19,7 @@ from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
 from modelrouter.events import Done, Failed
-from modelrouter.observability import CURRENT_REQUEST_ID, REDACTOR, Metrics
+from modelrouter.observability import REDACTOR, Metrics
 
 log = structlog.get_logger("modelrouter.router")
 TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
@@ -78,7 +78,8 @@ class RouterSupervisor(Actor[Route]):
     def tell(self, message: Route) -> None:
         """Start the request's routing job at once. Handling a Route only spawns that job, so a
         hop through the mailbox bought a task switch and nothing else; the bound stays:
-        MailboxFull (503) when `max_requests` are in flight."""
+        MailboxFull (503) when `max_requests` are in flight. The job runs in a copy of the
+        caller's context, so its log lines carry the request's id."""
         if self._stopped:
             raise ActorStopped(self.name)
         if len(self.jobs) >= self.max_requests:
@@ -91,11 +92,7 @@ class RouterSupervisor(Actor[Route]):
         job.add_done_callback(self.jobs.discard)
         message.relay.on_close(job.cancel)  # the client went away: stop routing its request
 
-    async def handle(self, message: Route) -> None:
-        self.tell(message)  # nothing is posted to the router's mailbox any more
-
     async def _route(self, route: Route) -> None:
-        CURRENT_REQUEST_ID.set(route.request_id)
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
             route.relay.finish(await _Fallback(self, route, candidates).run())

@@ -15,15 +15,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from modelrouter.deadline import Deadline
-
 Command = tuple[Any, ...]
 
 
 class Batcher:
-    def __init__(self, client: Any, *, timeout: float, max_batch: int = 256) -> None:
+    def __init__(self, client: Any, *, max_batch: int = 256) -> None:
         self._client = client
-        self._timeout = timeout
         self._max_batch = max_batch
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -70,17 +67,17 @@ class Batcher:
         live = [(command, future) for command, future in batch if not future.done()]
         if not live:
             return
+        # No timer of its own: every caller bounds its wait (RedisState._redis), and the client's
+        # socket timeout bounds each read, so a hung server fails the batch by itself.
         try:
-            loop = asyncio.get_running_loop()
-            with Deadline(loop, loop.time() + self._timeout):
-                if len(live) == 1:  # no pipeline object for a lone command
-                    results = [await self._one(live[0][0])]
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    for command, _ in live:
-                        pipe.execute_command(*command)
-                    results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # a connection error or the timeout fails the whole batch
+            if len(live) == 1:  # no pipeline object for a lone command
+                results = [await self._one(live[0][0])]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for command, _ in live:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # a connection error or a timeout fails the whole batch
             for _, future in live:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else TimeoutError())

@@ -53,11 +53,7 @@ class RedisState:
         self._client = client
         # Rate and lease calls share round trips (see batch.py); a cluster client routes each
         # key to its node itself, so it is called directly.
-        self._batch: Any = (
-            client
-            if isinstance(client, RedisCluster)
-            else Batcher(client, timeout=settings.timeout)
-        )
+        self._batch: Any = client if isinstance(client, RedisCluster) else Batcher(client)
         self._prefix = settings.key_prefix
         self._timeout = settings.timeout
         self._replicas = settings.expected_replicas

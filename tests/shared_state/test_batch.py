@@ -46,7 +46,7 @@ async def test_commands_issued_together_share_one_pipeline(
     key = f"{prefix}:z"
     await rclient.zadd(key, {f"m{i}": i for i in range(10)})
     counting = Counting(rclient)
-    batch = Batcher(counting, timeout=1.0)
+    batch = Batcher(counting)
     removed = await asyncio.gather(*(batch.zrem(key, f"m{i}") for i in (*range(8), 99)))
     assert removed == [1] * 8 + [0], "each caller gets its own command's answer"
     assert counting.pipelines == [9]
@@ -57,7 +57,7 @@ async def test_commands_issued_together_share_one_pipeline(
 async def test_a_lone_command_goes_without_a_pipeline(rclient: aioredis.Redis, prefix: str) -> None:
     await rclient.zadd(f"{prefix}:z", {"a": 1})
     counting = Counting(rclient)
-    batch = Batcher(counting, timeout=1.0)
+    batch = Batcher(counting)
     assert await batch.zrem(f"{prefix}:z", "a") == 1
     assert (counting.pipelines, counting.single) == ([], 1)
 
@@ -66,7 +66,7 @@ async def test_an_error_reaches_only_the_command_that_caused_it(
     rclient: aioredis.Redis, prefix: str
 ) -> None:
     await rclient.set(f"{prefix}:s", "not a sorted set")
-    batch = Batcher(rclient, timeout=1.0)
+    batch = Batcher(rclient)
     good = batch.zrem(f"{prefix}:z", "a")
     bad = batch.zrem(f"{prefix}:s", "a")
     assert await good == 0
@@ -78,7 +78,7 @@ async def test_scripts_reload_through_the_batcher_after_a_flush(
     rclient: aioredis.Redis, prefix: str
 ) -> None:
     script = Script("return redis.call('INCR', KEYS[1])")
-    batch = Batcher(rclient, timeout=1.0)
+    batch = Batcher(rclient)
     await rclient.script_flush()  # as after a restart or failover: NOSCRIPT on the first call
     results = await asyncio.gather(*(script(batch, [f"{prefix}:n"], []) for _ in range(3)))
     assert sorted(results) == [1, 2, 3]
@@ -89,7 +89,7 @@ async def test_a_caller_that_gave_up_is_skipped_and_the_others_answered(
     rclient: aioredis.Redis, prefix: str
 ) -> None:
     await rclient.zadd(f"{prefix}:z", {"a": 1, "b": 2})
-    batch = Batcher(rclient, timeout=1.0)
+    batch = Batcher(rclient)
     gone = batch.zrem(f"{prefix}:z", "a")
     kept = batch.zrem(f"{prefix}:z", "b")
     gone.cancel()
@@ -99,7 +99,7 @@ async def test_a_caller_that_gave_up_is_skipped_and_the_others_answered(
 
 async def test_a_dead_server_fails_every_command_of_the_batch() -> None:
     client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    batch = Batcher(client, timeout=1.0)
+    batch = Batcher(client)
     results = await asyncio.gather(
         batch.zrem("k", "a"), batch.zrem("k", "b"), return_exceptions=True
     )
