@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -68,31 +68,36 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of the process and its children."""
-    total = 0
+def _tree_sum(pid: int, name: str, parse: Callable[[str], float]) -> float:
+    """`parse(/proc/<member>/<name>)` summed over `pid` and its descendants (gone ones skipped)."""
+    total = 0.0
     for member in tree(pid):
         try:
-            with open(f"/proc/{member}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+            with open(f"/proc/{member}/{name}") as file:
+                total += parse(file.read())
         except OSError:
             continue
     return total
+
+
+def _rss(status: str) -> float:
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return int(line.split()[1]) * 1024 if line else 0  # kernel threads have no VmRSS
+
+
+def _cpu(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the process and its children."""
+    return int(_tree_sum(pid, "status", _rss))
 
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of the process and its children."""
-    total = 0.0
-    for member in tree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
+    return _tree_sum(pid, "stat", _cpu)
 
 
 class Sampler:
