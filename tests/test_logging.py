@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -39,6 +40,26 @@ SECRETS = (GROQ_KEY, OPENROUTER_KEY, CLIENT_KEY)
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 
+SEED_FIELDS = ["timestamp", "level", "logger", "message", "request_id", "provider"]
+LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def seed_line(text: str) -> dict[str, Any]:
+    """One rendered line read as the seed documents it ("Logs Estructurados"): a JSON object
+    whose keys start with `timestamp`, `level`, `logger`, `message`, then `request_id` and
+    `provider` where they apply, then the event's own fields."""
+    line: dict[str, Any] = json.loads(text)
+    keys = list(line)
+    assert keys[:4] == SEED_FIELDS[:4], keys
+    leading = [key for key in keys[4:6] if key in SEED_FIELDS[4:]]
+    assert leading == [key for key in SEED_FIELDS[4:] if key in line], keys
+    assert line["level"] in LEVELS
+    assert datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+    assert isinstance(line["logger"], str)
+    assert line["logger"]
+    return line
+
+
 class Lines:
     """The rendered output of the configured chain."""
 
@@ -54,12 +75,12 @@ class Lines:
         return self.buffer.getvalue()
 
     def parsed(self) -> list[dict[str, Any]]:
-        rendered = [json.loads(line) for line in self.text.split("\n") if line]  # one per line
+        rendered = [seed_line(line) for line in self.text.split("\n") if line]  # one per line
         # The in-process mock provider is another server, with its own access log.
         return [line for line in rendered if line.get("logger") != "aiohttp.access"]
 
     def events(self) -> list[str]:
-        return [line["event"] for line in self.parsed()]
+        return [line["message"] for line in self.parsed()]
 
 
 @pytest.fixture
@@ -268,7 +289,7 @@ async def test_internal_errors_are_logged_redacted_with_the_request_id(
     assert response.status == 502
     await settle(client, lines)
     assert "attempt_crashed" in lines.events()
-    crashed = next(line for line in lines.parsed() if line["event"] == "attempt_crashed")
+    crashed = next(line for line in lines.parsed() if line["message"] == "attempt_crashed")
     assert "RuntimeError" in crashed["exception"]
     assert "[REDACTED]" in crashed["exception"]
     assert_clean(lines, "crash-1", answer)
@@ -300,7 +321,7 @@ async def test_client_disconnect_is_logged_as_499_with_its_request_id(
     await response.content.readuntil(b"\n\n")
     response.close()
     await settle(client, lines)
-    finished = [line for line in lines.parsed() if line["event"] == "request_finished"]
+    finished = [line for line in lines.parsed() if line["message"] == "request_finished"]
     assert [(f["status"], f["provider"]) for f in finished] == [(499, "groq")]
     assert_clean(lines, "gone-1")
 
@@ -312,10 +333,10 @@ async def test_request_lines_say_what_happened(
     lines.clear()
     await client.post("/chat", json=USER, headers={**AUTH, "X-Request-ID": "end-1"})
     await settle(client, lines)
-    rendered = {line["event"]: line for line in lines.parsed()}
+    rendered = {line["message"]: line for line in lines.parsed()}
     assert rendered["request_started"]["route"] == "/chat"
     end = rendered["request_finished"]
-    assert end["level"] == "info"
+    assert end["level"] == "INFO"
     assert (end["route"], end["method"], end["status"]) == ("/chat", "POST", 200)
     assert (end["provider"], end["model"], end["attempts"]) == ("openrouter", end["model"], 2)
     assert (end["prompt_tokens"], end["completion_tokens"]) == (2, 8)
@@ -370,7 +391,7 @@ async def test_request_ends_are_recorded_later_and_a_scrape_sees_them_all(
     assert "request_finished" not in lines.events(), "recorded after the answer, not before"
     page = await (await client.get("/metrics")).text()
     assert 'modelrouter_requests_total{method="POST",route="/chat",status="200"} 2.0' in page
-    finished = [line for line in lines.parsed() if line["event"] == "request_finished"]
+    finished = [line for line in lines.parsed() if line["message"] == "request_finished"]
     assert [line["request_id"] for line in finished] == ["late-1", "late-2"]
 
 
@@ -382,14 +403,14 @@ async def test_blacklist_and_recovery_are_logged_with_the_request_that_caused_th
     lines.clear()
     await client.post("/chat", json=USER, headers={**AUTH, "X-Request-ID": "fail-1"})
     await settle(client, lines)
-    blacklisted = [line for line in lines.parsed() if line["event"] == "provider_blacklisted"]
+    blacklisted = [line for line in lines.parsed() if line["message"] == "provider_blacklisted"]
     assert [(b["provider"], b["reason"], b["request_id"]) for b in blacklisted] == [
         ("groq", "server_error", "fail-1")
     ]
     lines.clear()
     await client.post("/chat", json=USER, headers={**AUTH, "X-Request-ID": "probe-1"})
     await settle(client, lines)
-    recovered = [line for line in lines.parsed() if line["event"] == "provider_recovered"]
+    recovered = [line for line in lines.parsed() if line["message"] == "provider_recovered"]
     assert [(r["provider"], r["request_id"]) for r in recovered] == [("groq", "probe-1")]
 
 
@@ -438,15 +459,20 @@ def test_redaction_survives_cycles_and_deep_nesting(lines: Lines) -> None:
         deep = {"d": deep}
     structlog.get_logger().info("odd_shapes", loop=loop, deep=deep)
     assert GROQ_KEY not in lines.text
-    assert lines.parsed()[0]["event"] == "odd_shapes"
+    assert lines.parsed()[0]["message"] == "odd_shapes"
 
 
 def test_standard_library_records_use_the_same_chain(lines: Lines) -> None:
     with structlog.contextvars.bound_contextvars(request_id="std-1"):
         logging.getLogger("aiohttp.server").error("Error handling request: Bearer %s", GROQ_KEY)
     (line,) = lines.parsed()
-    assert line["event"] == "Error handling request: Bearer [REDACTED]"
-    assert (line["level"], line["request_id"]) == ("error", "std-1")
+    assert line["message"] == "Error handling request: Bearer [REDACTED]"
+    assert (line["level"], line["logger"], line["request_id"]) == (
+        "ERROR",
+        "aiohttp.server",
+        "std-1",
+    )
+    assert list(line)[:5] == SEED_FIELDS[:5]
 
 
 def test_console_format_and_level_filter(lines: Lines) -> None:
@@ -498,15 +524,15 @@ async def test_info_lines_go_out_together_and_warnings_at_once_in_order() -> Non
         log.info("second")
         assert out.getvalue() == "", "INFO lines wait for the batch"
         log.warning("third")
-        events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+        events = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
         assert events == ["first", "second", "third"], "a warning goes out at once, in order"
         assert out.writes == 1, "one write for the whole batch"
         log.info("fourth")
         await asyncio.sleep(0.15)
-        assert json.loads(out.getvalue().splitlines()[-1])["event"] == "fourth", "within delay"
+        assert json.loads(out.getvalue().splitlines()[-1])["message"] == "fourth", "within delay"
         log.info("fifth")
         flush_logs()  # as at exit
-        assert json.loads(out.getvalue().splitlines()[-1])["event"] == "fifth"
+        assert json.loads(out.getvalue().splitlines()[-1])["message"] == "fifth"
     finally:
         structlog.configure(**saved)
         configure_logging(level="DEBUG", fmt="json", cache=False)  # as tests/conftest.py
@@ -522,3 +548,74 @@ def test_lines_outside_an_event_loop_are_written_at_once() -> None:
     finally:
         structlog.configure(**saved)
         configure_logging(level="DEBUG", fmt="json", cache=False)
+
+
+def test_lines_carry_the_seed_fields_in_the_seed_order(lines: Lines) -> None:
+    log = structlog.get_logger("modelrouter.router")
+    with structlog.contextvars.bound_contextvars(request_id="abc-123-def"):
+        log.info("first_chunk", attempt=1, provider="groq")
+    structlog.get_logger("modelrouter.state").warning("redis_unavailable", seconds=0.25)
+    with_ids, without = (json.loads(text) for text in lines.text.splitlines())
+    assert list(with_ids) == [*SEED_FIELDS, "attempt"]
+    assert with_ids["level"] == "INFO"
+    assert with_ids["logger"] == "modelrouter.router"
+    assert with_ids["message"] == "first_chunk"
+    assert (with_ids["request_id"], with_ids["provider"]) == ("abc-123-def", "groq")
+    assert with_ids["timestamp"].endswith("Z")
+    assert list(without) == [*SEED_FIELDS[:4], "seconds"], "no request, no provider: left out"
+    assert (without["level"], without["logger"]) == ("WARNING", "modelrouter.state")
+
+
+@pytest.mark.parametrize(
+    ("method", "level"),
+    [("debug", "DEBUG"), ("info", "INFO"), ("warning", "WARNING"), ("error", "ERROR")],
+)
+def test_level_is_written_in_capitals(lines: Lines, method: str, level: str) -> None:
+    getattr(structlog.get_logger("modelrouter.web"), method)("something_happened")
+    (line,) = lines.parsed()
+    assert line["level"] == level
+
+
+def test_an_exception_line_is_an_error_with_its_traceback(lines: Lines) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        structlog.get_logger("modelrouter.provider").exception("attempt_crashed", provider="x")
+    (line,) = lines.parsed()
+    assert (line["level"], line["message"], line["provider"]) == ("ERROR", "attempt_crashed", "x")
+    assert "ValueError: boom" in line["exception"]
+
+
+def test_a_logger_without_a_name_is_the_gateway_s(lines: Lines) -> None:
+    structlog.get_logger().info("started")
+    (line,) = lines.parsed()
+    assert line["logger"] == "modelrouter"
+
+
+def test_capture_logs_still_sees_the_event_key() -> None:
+    """Tests assert on events before the chain renames anything."""
+    with structlog.testing.capture_logs() as logs:
+        structlog.get_logger("modelrouter.router").info("fallback", from_provider="groq")
+    assert logs == [{"event": "fallback", "from_provider": "groq", "log_level": "info"}]
+
+
+async def test_a_gateway_request_s_lines_follow_the_seed_format(
+    production_gateway: Any, mock: Mock, lines: Lines
+) -> None:
+    client = await production_gateway(**two_providers(mock, groq="status=500"))
+    lines.clear()
+    await client.post("/chat", json=USER, headers={**AUTH, "X-Request-ID": "seed-1"})
+    await settle(client, lines)
+    by_message = {line["message"]: line for line in lines.parsed()}  # each checked by seed_line
+    fallback = by_message["fallback"]
+    assert (fallback["logger"], fallback["level"], fallback["request_id"]) == (
+        "modelrouter.router",
+        "INFO",
+        "seed-1",
+    )
+    failed = by_message["attempt_failed"]
+    assert list(failed)[:6] == SEED_FIELDS
+    assert (failed["level"], failed["provider"]) == ("WARNING", "groq")
+    finished = by_message["request_finished"]
+    assert list(finished)[:6] == SEED_FIELDS
+    assert (finished["logger"], finished["provider"]) == ("modelrouter.web", "openrouter")

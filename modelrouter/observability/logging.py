@@ -1,4 +1,7 @@
-"""structlog set-up: one JSON line per event, `request_id` from contextvars, secrets redacted.
+"""structlog set-up: one JSON line per event in the seed's fields, secrets redacted.
+
+Each line starts `timestamp`, `level` ("INFO"), `logger`, `message`, then `request_id` and
+`provider` where they apply, then the event's own fields (the seed's "Logs Estructurados").
 
 Redaction runs on the rendered line, so every value however deeply nested and the formatted
 exception text are covered: a credential that an upstream echoes back in an error body (or that
@@ -36,6 +39,24 @@ def add_request_id(_: Any, __: str, event: EventDict) -> EventDict:
     request_id = CURRENT_REQUEST_ID.get()
     if request_id is not None and "request_id" not in event:
         event["request_id"] = request_id
+    return event
+
+
+_LEVELS: Final = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "exception": "ERROR",
+    "critical": "CRITICAL",
+    "fatal": "CRITICAL",
+}
+
+
+def add_level(_: Any, method_name: str, event: EventDict) -> EventDict:
+    """`level` in the seed's spelling ("INFO"): structlog's `add_log_level` writes "info"."""
+    event["level"] = _LEVELS.get(method_name) or method_name.upper()
     return event
 
 
@@ -93,28 +114,49 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return repr(value)
 
 
+# The seed's fields lead each line, in the seed's order; the event's own fields follow. The
+# first four are on every line; the last two only where they apply.
+_LEADING: Final = dict.fromkeys(
+    ("timestamp", "level", "logger", "message", "request_id", "provider")
+)
+
+
 def _json_line(event: Any, **_: Any) -> str:
+    # structlog's dict has the call's own fields first. Updating a copy of the leading keys puts
+    # each value in its place (dict.update keeps an existing key's position): one dict per line.
+    line = _LEADING.copy()
+    line.update(event)
+    if "request_id" not in event:
+        del line["request_id"]
+    if "provider" not in event:
+        del line["provider"]
     # msgspec encodes several times faster than the json module. Events of plain values (all of
     # ours) go straight through; others are converted first (bytes as text, not base64).
-    for value in event.values():
+    for value in line.values():
         if type(value) not in _SIMPLE:
-            return _encode_json(_plain(event)).decode()
-    return _encode_json(event).decode()
-
-
-def _renderer(fmt: str) -> Any:
-    if fmt == "json":
-        return structlog.processors.JSONRenderer(serializer=_json_line)
-    return structlog.dev.ConsoleRenderer(colors=False)
+            return _encode_json(_plain(line)).decode()
+    return _encode_json(line).decode()
 
 
 def _pre_chain() -> list[Any]:
+    """What every line gets, structlog's and the standard library's alike."""
     return [
         structlog.contextvars.merge_contextvars,
         add_request_id,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        add_level,
         _Timestamp(),
     ]
+
+
+def _render_chain(fmt: str) -> list[Any]:
+    """The last steps: exception text, then the line, redacted as a whole."""
+    if fmt == "json":
+        renamed = structlog.processors.EventRenamer("message")  # the seed's key for the text
+        renderer = structlog.processors.JSONRenderer(serializer=_json_line)
+        return [structlog.processors.format_exc_info, renamed, _Redacted(renderer)]
+    console = structlog.dev.ConsoleRenderer(colors=False)
+    return [structlog.processors.format_exc_info, _Redacted(console)]
 
 
 class LineWriter:
@@ -187,13 +229,18 @@ def flush_logs() -> None:
 atexit.register(flush_logs)
 
 
+DEFAULT_LOGGER_NAME: Final = "modelrouter"  # the `logger` of `structlog.get_logger()` lines
+
+
 class _LineLogger:
-    """structlog's logger: the rendered line goes to the writer, at once from WARNING up."""
+    """structlog's logger: the rendered line goes to the writer, at once from WARNING up.
+    `name` is the one given to `structlog.get_logger(name)`, the line's `logger` field."""
 
-    __slots__ = ("_writer",)
+    __slots__ = ("_writer", "name")
 
-    def __init__(self, writer: LineWriter) -> None:
+    def __init__(self, writer: LineWriter, name: str) -> None:
         self._writer = writer
+        self.name = name
 
     def debug(self, message: str) -> None:
         self._writer.later(message)
@@ -215,11 +262,10 @@ def _route_stdlib(level: int, fmt: str, stream: LineWriter) -> None:
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*_pre_chain(), structlog.stdlib.add_logger_name],
+            foreign_pre_chain=_pre_chain(),
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _Redacted(_renderer(fmt)),
+                *_render_chain(fmt),
             ],
         )
     )
@@ -251,13 +297,9 @@ def configure_logging(
     writer = _WRITER = LineWriter(stream, delay=delay)
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[
-            *_pre_chain(),
-            structlog.processors.format_exc_info,
-            _Redacted(_renderer(fmt)),
-        ],
+        processors=[*_pre_chain(), *_render_chain(fmt)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=lambda *_: _LineLogger(writer),
+        logger_factory=lambda name=DEFAULT_LOGGER_NAME, *_: _LineLogger(writer, name),
         cache_logger_on_first_use=cache,
     )
     _route_stdlib(numeric, fmt, writer)
