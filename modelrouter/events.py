@@ -18,6 +18,7 @@ FailureReason = Literal[
     "connect_error",
     "bad_response",
     "auth_error",
+    "model_not_found",  # the provider lacks the model: fall over, its health untouched
 ]
 
 

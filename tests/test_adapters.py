@@ -238,6 +238,163 @@ def _anthropic_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [*system, *body["messages"]]
 
 
+# --- Tool calls, finish reasons, missing models: each as the provider documents it -------------
+# OpenAI: https://platform.openai.com/docs/api-reference/chat/object (tool_calls with JSON text
+# arguments, streamed as pieces keyed by index). Anthropic:
+# https://docs.anthropic.com/en/docs/build-with-claude/streaming (tool_use blocks, input as
+# input_json_delta pieces). Ollama: https://github.com/ollama/ollama/blob/main/docs/api.md and
+# https://ollama.com/blog/streaming-tool (arguments an object, no id, a call whole in one line).
+
+CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("get_weather", {"city": "Paris"}),
+    ("get_time", {"zone": "Europe/Paris", "h24": True}),
+]
+
+
+def _openai_tool_response(calls: list[tuple[str, dict[str, Any]]]) -> bytes:
+    tool_calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": _text(a)}}
+        for i, (n, a) in enumerate(calls)
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    return _json({"id": "chatcmpl-1", "object": "chat.completion", "choices": [choice]})
+
+
+def _openai_tool_payloads(calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    out: list[bytes] = []
+    for i, (name, arguments) in enumerate(calls):
+        call = {"index": i, "id": f"call_{i}", "type": "function"}
+        call["function"] = {"name": name, "arguments": ""}
+        first = {"tool_calls": [call]}
+        out.append(
+            _openai_delta({"role": "assistant", "content": None, **first} if not i else first)
+        )
+        text = _text(arguments)
+        out += [
+            _openai_delta({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+            for piece in (text[:5], text[5:])
+        ]
+    return [*out, _openai_delta({}, finish_reason="tool_calls"), b"[DONE]"]
+
+
+def _openai_tool_turns(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    turns: list[tuple[Any, ...]] = []
+    for message in body["messages"]:
+        for call in message.get("tool_calls", ()):
+            function = call["function"]
+            assert isinstance(function["arguments"], str), "OpenAI's arguments are JSON text"
+            turns.append(("call", function["name"], json.loads(function["arguments"])))
+        if message["role"] == "tool":
+            turns.append(("result", message["content"]))
+    return turns
+
+
+def _openai_finish(reason: str) -> tuple[bytes, list[bytes]]:
+    message = {"role": "assistant", "content": "x"}
+    whole = _json({"choices": [{"index": 0, "message": message, "finish_reason": reason}]})
+    stream = [_openai_delta({"content": "x"}), _openai_delta({}, finish_reason=reason), b"[DONE]"]
+    return whole, stream
+
+
+def _anthropic_tool_response(calls: list[tuple[str, dict[str, Any]]]) -> bytes:
+    blocks = [
+        {"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a}
+        for i, (n, a) in enumerate(calls)
+    ]
+    return _anthropic_message(blocks, USAGE, "tool_use")
+
+
+def _anthropic_tool_payloads(calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    out = [
+        _json({"type": "message_start", "message": json.loads(_anthropic_message([], USAGE, None))})
+    ]
+    for i, (name, arguments) in enumerate(calls):
+        block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
+        out.append(_json({"type": "content_block_start", "index": i, "content_block": block}))
+        text = _text(arguments)
+        for piece in (text[:5], text[5:]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            out.append(_json({"type": "content_block_delta", "index": i, "delta": delta}))
+        out.append(_json({"type": "content_block_stop", "index": i}))
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use"},
+        "usage": {"output_tokens": 9},
+    }
+    return [*out, _json(end), _json({"type": "message_stop"})]
+
+
+def _anthropic_tool_turns(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    turns: list[tuple[Any, ...]] = []
+    for message in body["messages"]:
+        for block in message["content"] if isinstance(message["content"], list) else ():
+            if block["type"] == "tool_use":
+                turns.append(("call", block["name"], block["input"]))
+            elif block["type"] == "tool_result":
+                turns.append(("result", block["content"]))
+    return turns
+
+
+def _anthropic_finish(reason: str) -> tuple[bytes, list[bytes]]:
+    whole = _anthropic_message([{"type": "text", "text": "x"}], USAGE, reason)
+    end = {"type": "message_delta", "delta": {"stop_reason": reason}, "usage": {"output_tokens": 1}}
+    return whole, [_anthropic_delta("x"), _json(end), _json({"type": "message_stop"})]
+
+
+def _ollama_line(message: dict[str, Any], **end: Any) -> bytes:
+    line = {"model": "qwen3", "created_at": "2025-05-27T22:54:58.100509Z", "message": message}
+    return _json({**line, "done": bool(end), **end})
+
+
+def _ollama_end(reason: str = "stop") -> dict[str, Any]:
+    return {"done_reason": reason, "prompt_eval_count": 11, "eval_count": 7}
+
+
+def _ollama_call(i: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name, "arguments": arguments}
+    if i:  # newer versions number the calls, leaving out a 0
+        function["index"] = i
+    return {"function": function}
+
+
+def _ollama_tool_response(calls: list[tuple[str, dict[str, Any]]]) -> bytes:
+    tool_calls = [_ollama_call(i, n, a) for i, (n, a) in enumerate(calls)]
+    message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
+    return _ollama_line(message, **_ollama_end())
+
+
+def _ollama_tool_payloads(calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    lines = [
+        _ollama_line({"role": "assistant", "content": "", "tool_calls": [_ollama_call(i, n, a)]})
+        for i, (n, a) in enumerate(calls)
+    ]
+    return [*lines, _ollama_line({"role": "assistant", "content": ""}, **_ollama_end())]
+
+
+def _ollama_tool_turns(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    turns: list[tuple[Any, ...]] = []
+    for message in body["messages"]:
+        for call in message.get("tool_calls", ()):
+            function = call["function"]
+            assert isinstance(function["arguments"], dict), "Ollama's arguments are an object"
+            turns.append(("call", function["name"], function["arguments"]))
+        if message["role"] == "tool":
+            turns.append(("result", message["content"]))
+    return turns
+
+
+def _ollama_finish(reason: str) -> tuple[bytes, list[bytes]]:
+    message = {"role": "assistant", "content": "x"}
+    whole = _ollama_line(message, **_ollama_end(reason))
+    end = _ollama_line({"role": "assistant", "content": ""}, **_ollama_end(reason))
+    return whole, [_ollama_line(message), end]
+
+
+def _text(arguments: dict[str, Any]) -> str:
+    return json.dumps(arguments)
+
+
 # --- The per-adapter samples -------------------------------------------------------------------
 
 
@@ -256,6 +413,21 @@ class Wire:
     auth: Callable[[str], dict[str, str]] = lambda key: {"Authorization": f"Bearer {key}"}
     conversation: Callable[[dict[str, Any]], list[Any]] = lambda body: body["messages"]
     default_max_tokens: int | None = None  # sent when the request sets none
+    # Tool calls: a whole answer and a stream calling CALLS; the history's tool turns read back
+    # from a mapped request as ("call", name, arguments) and ("result", content).
+    tool_response: Callable[[list[tuple[str, dict[str, Any]]]], bytes] = _openai_tool_response
+    tool_payloads: Callable[[list[tuple[str, dict[str, Any]]]], list[bytes]] = _openai_tool_payloads
+    tool_turns: Callable[[dict[str, Any]], list[tuple[Any, ...]]] = _openai_tool_turns
+    tools: Callable[[dict[str, Any]], list[str]] = lambda body: [
+        tool["function"]["name"] for tool in body["tools"]
+    ]
+    # The provider's stop reasons with the OpenAI finish reason each must become; an answer
+    # ending with each (whole, and as stream payloads).
+    finish_reasons: tuple[tuple[str, str], ...] = ()
+    finish: Callable[[str], tuple[bytes, list[bytes]]] = _openai_finish
+    # The provider's answer when it lacks the model, and the failure class it must be.
+    missing_model: tuple[int, bytes] = (404, b"")
+    missing_model_reason: str | None = None
 
 
 GENERIC_MALFORMED = [
@@ -295,6 +467,26 @@ WIRE: dict[str, Wire] = {
             b' "usage": {"prompt_tokens": "many"}}',
         ],
         options=_openai_options,
+        finish_reasons=(  # OpenAI's own set, relayed as is
+            ("stop", "stop"),
+            ("length", "length"),
+            ("tool_calls", "tool_calls"),
+            ("content_filter", "content_filter"),
+        ),
+        # A cloud provider that lacks a model was asked for a wrong name: the client hears it.
+        missing_model=(
+            404,
+            _json(
+                {
+                    "error": {
+                        "message": "The model `gpt-9` does not exist or you do not have access.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "model_not_found",
+                    }
+                }
+            ),
+        ),
     ),
     "ollama": Wire(
         path="/api/chat",
@@ -310,6 +502,20 @@ WIRE: dict[str, Wire] = {
             b'{"message": {"content": "x"}, "done": "yes"}',
         ],
         options=_ollama_options,
+        tool_response=_ollama_tool_response,
+        tool_payloads=_ollama_tool_payloads,
+        tool_turns=_ollama_tool_turns,
+        finish_reasons=(
+            ("stop", "stop"),
+            ("length", "length"),
+            ("load", "stop"),  # answers to empty requests, never sent
+            ("unload", "stop"),
+            ("something_new", "stop"),
+        ),
+        finish=_ollama_finish,
+        # Ollama lacks a model that was not pulled on that machine: another provider may have it.
+        missing_model=(404, _json({"error": 'model "llama3.2" not found, try pulling it first'})),
+        missing_model_reason="model_not_found",
     ),
     "anthropic": Wire(
         path="/v1/messages",
@@ -333,6 +539,22 @@ WIRE: dict[str, Wire] = {
         auth=lambda key: {"x-api-key": key, "anthropic-version": "2023-06-01"},
         conversation=_anthropic_conversation,
         default_max_tokens=4096,
+        tool_response=_anthropic_tool_response,
+        tool_payloads=_anthropic_tool_payloads,
+        tool_turns=_anthropic_tool_turns,
+        tools=lambda body: [tool["name"] for tool in body["tools"]],
+        finish_reasons=(
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+            ("something_new", "stop"),
+        ),
+        finish=_anthropic_finish,
+        missing_model=(404, _anthropic_error("not_found_error", "model: claude-9")),
     ),
 }
 
@@ -855,16 +1077,42 @@ def test_capabilities_are_named_features(adapter: Adapter) -> None:
 
 
 def test_every_claimed_capability_changes_the_upstream_body(adapter: Adapter) -> None:
-    plain = json.loads(adapter.map_request(request_of(), "m", stream=False))
+    """A capability is honoured, not swallowed: each accepted value reaches the body, unless
+    it is what the provider does anyway."""
     for feature in adapter.capabilities:
-        request = request_of(**{feature: FEATURE_VALUES[feature]})
-        assert json.loads(adapter.map_request(request, "m", stream=False)) != plain, feature
+        extra = {"tools": FEATURE_VALUES["tools"]} if feature in TOOL_OPTIONS else {}
+        plain = json.loads(adapter.map_request(request_of(**extra), "m", stream=False))
+        accepted = 0
+        for value in (FEATURE_VALUES[feature], *OTHER_VALUES.get(feature, ())):
+            request = request_of(**extra, **{feature: value})
+            if adapter.unsupported(request):
+                continue
+            accepted += 1
+            body = json.loads(adapter.map_request(request, "m", stream=False))
+            assert body != plain or (feature, value) in PROVIDER_DEFAULTS, (feature, value)
+        assert accepted, f"{feature} is claimed but no value of it is accepted"
 
 
-def test_unsupported_lists_the_requested_features_not_claimed(adapter: Adapter) -> None:
+TOOL_OPTIONS = ("tool_choice", "parallel_tool_calls")
+OTHER_VALUES: dict[str, list[Any]] = {
+    "tool_choice": ["auto", "none"],
+    "parallel_tool_calls": [True],
+}
+PROVIDER_DEFAULTS = {("tool_choice", "auto"), ("parallel_tool_calls", True)}
+
+
+def test_unsupported_names_the_requested_features_not_claimed(adapter: Adapter) -> None:
     wanted = requested_features(request_of(**FEATURE_VALUES))
     assert wanted == list(FEATURES)
-    assert adapter.unsupported(wanted) == [f for f in FEATURES if f not in adapter.capabilities]
+    refused = [refusal.param for refusal in adapter.unsupported(request_of(**FEATURE_VALUES))]
+    for feature in FEATURES:
+        if feature not in adapter.capabilities:
+            assert feature in refused, feature
+    assert set(refused) <= set(FEATURES)
+
+
+def test_a_plain_request_is_refused_by_no_adapter(adapter: Adapter) -> None:
+    assert adapter.unsupported(request_of(max_tokens=9, temperature=0.5, stop="END")) == []
 
 
 def test_requested_features_ignore_defaults_and_count_tool_turns() -> None:
@@ -985,12 +1233,12 @@ def test_anthropic_error_event_without_details_is_a_server_error() -> None:
     assert caught.value.reason == "server_error"
 
 
-def test_anthropic_request_joins_system_messages_and_maps_tool_options() -> None:
+def test_anthropic_request_joins_leading_system_messages_and_maps_tool_options() -> None:
     request = request_of(
         messages=[
             {"role": "system", "content": "one"},
-            {"role": "user", "content": "hi"},
             {"role": "system", "content": "two"},
+            {"role": "user", "content": "hi"},
         ],
         tools=FEATURE_VALUES["tools"],
         tool_choice="required",
@@ -1027,3 +1275,382 @@ def test_anthropic_tool_without_a_schema_gets_an_empty_object_schema() -> None:
     assert body["tools"] == [
         {"name": "f", "description": "does f", "input_schema": {"type": "object", "properties": {}}}
     ]
+
+
+# --- Providers' documented rules: wire samples run for every adapter ---------------------------
+
+OPENAI_FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+WEATHER_TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    for name, _ in CALLS
+]
+TOOL_HISTORY: list[dict[str, Any]] = [
+    {"role": "user", "content": "weather and time in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": f"call_{i}", "function": {"name": name, "arguments": json.dumps(arguments)}}
+            for i, (name, arguments) in enumerate(CALLS)
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+    {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
+]
+
+
+def gathered_calls(pieces: list[ToolCallDelta]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Tool-call pieces put together by index, as an OpenAI client does: (id, name, arguments)."""
+    calls: dict[int, list[Any]] = {}
+    for piece in pieces:
+        call = calls.setdefault(piece.index, ["", "", ""])
+        call[0] = piece.id or call[0]
+        call[1] = piece.name or call[1]
+        call[2] += piece.arguments
+    return [(i, n, json.loads(a)) for i, n, a in calls.values()]
+
+
+def finish_of(events: list[Event]) -> str | None:
+    """The finish reason as the upstream job keeps it: a Finish event wins over Done's."""
+    finish = next((e.reason for e in events if isinstance(e, Finish)), None)
+    done = next(e.finish_reason for e in events if isinstance(e, Done))
+    return finish or done
+
+
+def test_a_whole_answer_calling_tools_gives_each_call_with_an_id(
+    adapter: Adapter, wire: Wire
+) -> None:
+    completion = adapter.map_response(wire.tool_response(CALLS))
+    calls = gathered_calls(completion.tool_calls)
+    assert [(name, arguments) for _, name, arguments in calls] == CALLS
+    assert all(call_id for call_id, _, _ in calls)
+    assert len({call_id for call_id, _, _ in calls}) == len(CALLS)
+    assert completion.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("step", [1, 7, None], ids=["every-1", "every-7", "whole"])
+def test_a_streamed_answer_calling_tools_gives_the_same_calls(
+    adapter: Adapter, wire: Wire, step: int | None
+) -> None:
+    events = run_stream(adapter, wire.frame(wire.tool_payloads(CALLS)), step)
+    pieces = [event for event in events if isinstance(event, ToolCallDelta)]
+    calls = gathered_calls(pieces)
+    assert [(name, arguments) for _, name, arguments in calls] == CALLS
+    assert all(call_id for call_id, _, _ in calls)
+    assert finish_of(events) == "tool_calls"
+    assert isinstance(events[-1], Done)
+
+
+def test_streamed_and_whole_tool_calls_agree_on_ids(adapter: Adapter, wire: Wire) -> None:
+    """An id made by the gateway (Ollama sends none) is the same for the same answer."""
+    whole = gathered_calls(adapter.map_response(wire.tool_response(CALLS)).tool_calls)
+    again = gathered_calls(adapter.map_response(wire.tool_response(CALLS)).tool_calls)
+    assert whole == again
+
+
+def test_tools_and_tool_turns_are_sent_in_the_provider_s_shape(
+    adapter: Adapter, wire: Wire
+) -> None:
+    request = request_of(messages=TOOL_HISTORY, tools=WEATHER_TOOLS)
+    assert adapter.unsupported(request) == []
+    body = json.loads(adapter.map_request(request, "m", stream=True))
+    assert wire.tools(body) == [name for name, _ in CALLS]
+    assert wire.tool_turns(body) == [
+        *(("call", name, arguments) for name, arguments in CALLS),
+        ("result", "sunny"),
+        ("result", "noon"),
+    ]
+
+
+def test_tool_arguments_that_are_not_an_object_are_refused_or_sent_as_text(
+    adapter: Adapter, wire: Wire
+) -> None:
+    """A provider taking arguments as an object cannot send `{oops`: it says so at planning."""
+    call = {"id": "c1", "function": {"name": "get_weather", "arguments": "{oops"}}
+    history = [TOOL_HISTORY[0], {"role": "assistant", "content": "", "tool_calls": [call]}]
+    request = request_of(messages=history, tools=WEATHER_TOOLS)
+    refused = adapter.unsupported(request)
+    if refused:
+        assert [r.param for r in refused] == ["messages"]
+        assert "JSON object" in str(refused[0])
+    else:
+        body = json.loads(adapter.map_request(request, "m", stream=False))
+        sent = body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        assert sent == "{oops"
+
+
+def test_every_finish_reason_becomes_one_of_openai_s(adapter: Adapter, wire: Wire) -> None:
+    assert wire.finish_reasons, "each wire lists its provider's stop reasons"
+    for raw, expected in wire.finish_reasons:
+        assert expected in OPENAI_FINISH_REASONS
+        whole, payloads = wire.finish(raw)
+        assert adapter.map_response(whole).finish_reason == expected, raw
+        assert finish_of(run_stream(adapter, wire.frame(payloads))) == expected, raw
+
+
+def test_a_missing_model_is_classified_as_the_provider_documents_it(
+    adapter: Adapter, wire: Wire
+) -> None:
+    status, body = wire.missing_model
+    failure = adapter.failure(status, body, None)
+    assert failure.reason == wire.missing_model_reason
+    assert failure.status == status
+    assert adapter.error_message(body) in failure.message  # the upstream's own words
+
+
+@pytest.mark.parametrize("status", [400, 401, 429, 500, 503])
+def test_other_statuses_keep_the_common_classes(adapter: Adapter, wire: Wire, status: int) -> None:
+    failure = adapter.failure(status, wire.error_body("no"), 3.0)
+    expected = classify_status(status, adapter.error_message(wire.error_body("no")), 3.0)
+    assert (failure.reason, failure.status, failure.retry_after) == (
+        expected.reason,
+        expected.status,
+        expected.retry_after,
+    )
+
+
+SAMPLING = [
+    (0.0, None),
+    (0.7, None),
+    (1.0, None),
+    (1.5, None),
+    (2.0, None),
+    (None, 0.1),
+    (None, 1.0),
+    (0.5, 0.9),
+    (0.5, 1.0),
+    (1.0, 0.9),
+    (1.5, 0.5),
+]
+NEUTRAL = {"temperature": 1.0, "top_p": 1.0}
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), SAMPLING)
+def test_sampling_values_are_sent_as_given_or_refused_never_clamped(
+    adapter: Adapter, wire: Wire, temperature: float | None, top_p: float | None
+) -> None:
+    """Across OpenAI's ranges (temperature 0..2, top_p 0..1] a value reaches the provider as
+    given, or the adapter refuses it by name; the only value left out is a neutral one (1.0)
+    sent alongside the other, which says nothing."""
+    request = request_of(temperature=temperature, top_p=top_p)
+    refused = {refusal.param for refusal in adapter.unsupported(request)}
+    assert refused <= {"temperature", "top_p"}
+    options = wire.options(json.loads(adapter.map_request(request, "m", stream=False)))
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is None or name in refused:
+            continue
+        both = temperature is not None and top_p is not None
+        assert options[name] == value or (both and value == NEUTRAL[name]), (name, options)
+
+
+@pytest.mark.parametrize("stop", [["END"], ["\n"], ["END", "  "]])
+def test_stop_sequences_are_sent_as_given_or_refused(
+    adapter: Adapter, wire: Wire, stop: list[str]
+) -> None:
+    request = request_of(stop=stop)
+    refused = [refusal.param for refusal in adapter.unsupported(request)]
+    if refused:
+        assert refused == ["stop"]
+        return
+    options = wire.options(json.loads(adapter.map_request(request, "m", stream=False)))
+    assert as_list(options["stop"]) == stop
+
+
+def test_a_system_message_mid_conversation_stays_in_place_or_is_refused(
+    adapter: Adapter, wire: Wire
+) -> None:
+    """Never moved silently to the top: kept where it stands, or the provider is skipped."""
+    turns = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "system", "content": "answer in French from now on"},
+        {"role": "user", "content": "how are you?"},
+    ]
+    request = request_of(messages=turns)
+    refused = adapter.unsupported(request)
+    if refused:
+        assert [r.param for r in refused] == ["messages"]
+        assert "system message" in str(refused[0])
+        return
+    body = json.loads(adapter.map_request(request, "m", stream=False))
+    assert wire.conversation(body) == turns
+
+
+# --- Anthropic's rules, each from its documentation --------------------------------------------
+
+
+def anthropic_body(**fields: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(
+        anthropic().map_request(request_of(**fields), "m", stream=False)
+    )
+    return result
+
+
+def refused_by_anthropic(**fields: Any) -> list[str]:
+    return [str(refusal) for refusal in anthropic().unsupported(request_of(**fields))]
+
+
+@pytest.mark.parametrize("temperature", [1.01, 1.5, 2.0])
+def test_anthropic_refuses_a_temperature_above_one(temperature: float) -> None:
+    assert refused_by_anthropic(temperature=temperature) == [
+        "temperature (above 1, Anthropic's maximum)"
+    ]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 1.0])
+def test_anthropic_sends_a_temperature_up_to_one_as_given(temperature: float) -> None:
+    assert refused_by_anthropic(temperature=temperature) == []
+    assert anthropic_body(temperature=temperature)["temperature"] == temperature
+
+
+def test_anthropic_refuses_temperature_and_top_p_together() -> None:
+    assert refused_by_anthropic(temperature=0.3, top_p=0.9) == [
+        "top_p (together with temperature; Anthropic takes one)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "sent"),
+    [
+        (0.3, 1.0, {"temperature": 0.3}),  # top_p 1.0 keeps every token: it says nothing
+        (1.0, 0.9, {"top_p": 0.9}),  # temperature 1.0 is Anthropic's default
+        (1.0, 1.0, {"temperature": 1.0}),
+        (None, 0.9, {"top_p": 0.9}),
+    ],
+)
+def test_anthropic_sends_one_of_temperature_and_top_p(
+    temperature: float | None, top_p: float, sent: dict[str, float]
+) -> None:
+    assert refused_by_anthropic(temperature=temperature, top_p=top_p) == []
+    body = anthropic_body(temperature=temperature, top_p=top_p)
+    assert {k: body[k] for k in ("temperature", "top_p") if k in body} == sent
+
+
+def test_anthropic_leaves_out_an_empty_assistant_turn() -> None:
+    turns = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "  \n"},
+        {"role": "user", "content": "third"},
+    ]
+    assert refused_by_anthropic(messages=turns) == []
+    assert anthropic_body(messages=turns)["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "user", "content": "second"},
+        {"role": "user", "content": "third"},
+    ]
+
+
+def test_anthropic_keeps_an_assistant_turn_that_only_called_tools() -> None:
+    call = {"id": "toolu_1", "function": {"name": "get_weather", "arguments": "{}"}}
+    turns = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": " ", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+    ]
+    body = anthropic_body(messages=turns, tools=WEATHER_TOOLS)
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}],
+    }
+
+
+def test_anthropic_sends_a_final_assistant_turn_as_a_prefill() -> None:
+    turns = [{"role": "user", "content": "JSON please"}, {"role": "assistant", "content": "{"}]
+    assert refused_by_anthropic(messages=turns) == []
+    assert anthropic_body(messages=turns)["messages"][-1] == {"role": "assistant", "content": "{"}
+    with_space = [turns[0], {"role": "assistant", "content": "Sure, "}]
+    assert refused_by_anthropic(messages=with_space) == [
+        "messages (a final assistant turn ending in whitespace)"
+    ]
+
+
+def test_anthropic_refuses_a_system_message_after_the_conversation_started() -> None:
+    turns = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "now in French"},
+    ]
+    assert refused_by_anthropic(messages=turns) == [
+        "messages (a system message after the conversation started)"
+    ]
+    body = anthropic_body(messages=turns)  # what it would send: in place, never hoisted
+    assert body["system"] == "be brief"
+    assert body["messages"][-1] == {"role": "system", "content": "now in French"}
+
+
+def test_anthropic_refuses_a_whitespace_stop_sequence() -> None:
+    assert refused_by_anthropic(stop=["\n\n"]) == ["stop (a whitespace-only stop sequence)"]
+    assert refused_by_anthropic(stop="END") == []
+
+
+# --- Ollama's rules ----------------------------------------------------------------------------
+
+
+def test_ollama_sends_tools_in_openai_s_format_with_object_arguments() -> None:
+    request = request_of(messages=TOOL_HISTORY, tools=WEATHER_TOOLS, tool_choice="auto")
+    body = json.loads(ollama().map_request(request, "llama3.2", stream=True))
+    assert body["tools"] == WEATHER_TOOLS
+    assert "tool_choice" not in body  # auto is what Ollama does
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": n, "arguments": a}} for n, a in CALLS],
+    }
+    assert body["messages"][2:] == [
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        {"role": "tool", "content": "noon", "tool_name": "get_time"},
+    ]
+
+
+def test_ollama_tool_choice_none_sends_no_tools() -> None:
+    request = request_of(tools=WEATHER_TOOLS, tool_choice="none")
+    assert ollama().unsupported(request) == []
+    assert "tools" not in json.loads(ollama().map_request(request, "m", stream=False))
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ],
+)
+def test_ollama_refuses_tool_options_it_has_no_way_to_honour(
+    fields: dict[str, Any], param: str
+) -> None:
+    refused = ollama().unsupported(request_of(tools=WEATHER_TOOLS, **fields))
+    assert [refusal.param for refusal in refused] == [param]
+
+
+def test_ollama_tool_call_ids_are_its_own_when_it_sends_them() -> None:
+    call = {"id": "call_from_ollama", "function": {"name": "f", "arguments": {"x": 1}}}
+    body = _ollama_line({"role": "assistant", "content": "", "tool_calls": [call]}, **_ollama_end())
+    (piece,) = ollama().map_response(body).tool_calls
+    assert (piece.id, piece.name, json.loads(piece.arguments)) == (
+        "call_from_ollama",
+        "f",
+        {"x": 1},
+    )
+
+
+def test_ollama_made_up_ids_differ_between_answers() -> None:
+    first = ollama().map_response(_ollama_tool_response(CALLS[:1])).tool_calls[0].id
+    later = _ollama_tool_response(CALLS[:1]).replace(b"58.100509", b"59.000001")
+    assert ollama().map_response(later).tool_calls[0].id != first
+    assert first is not None
+    assert first.startswith("call_")
+
+
+def test_ollama_text_then_a_tool_call_in_one_stream() -> None:
+    payloads = [
+        _ollama_line({"role": "assistant", "content": "Let me check."}),
+        *_ollama_tool_payloads(CALLS[:1]),
+    ]
+    events = run_stream(ollama(), _ndjson(payloads))
+    assert text_of(events) == "Let me check."
+    assert finish_of(events) == "tool_calls"
+    assert events[-2:] == [Usage(11, 7), Done("stop")]

@@ -35,6 +35,7 @@ def env_for(kind: str, mock: Mock) -> dict[str, str]:
     return {**two_providers(mock), "PROVIDER_ORDER": "groq"}
 
 
+SYSTEM = {"role": "system", "content": "answer in French from now on"}
 UNSUPPORTED: list[tuple[str, dict[str, Any], str]] = [
     # Not relayed by any provider:
     ("groq", {"n": 2}, "n"),
@@ -46,12 +47,15 @@ UNSUPPORTED: list[tuple[str, dict[str, Any], str]] = [
     ("groq", {"no_such_thing": 1}, "no_such_thing"),
     ("groq", {"stream_options": {"include_obfuscation": True}, "stream": True}, "stream_options"),
     # Not honoured by Ollama's adapter:
-    ("ollama", {"tools": [TOOL]}, "tools"),
-    ("ollama", {"tool_choice": "auto"}, "tool_choice"),
-    ("ollama", {"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ("ollama", {"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
+    ("ollama", {"tools": [TOOL], "parallel_tool_calls": False}, "parallel_tool_calls"),
     ("ollama", {"user": "u-1"}, "user"),
     ("ollama", {"n": 3}, "n"),
     # Not honoured by Anthropic's adapter:
+    ("anthropic", {"temperature": 1.5}, "temperature"),
+    ("anthropic", {"temperature": 0.5, "top_p": 0.9}, "top_p"),
+    ("anthropic", {"stop": ["END", "\n"]}, "stop"),
+    ("anthropic", {"messages": [*USER["messages"], SYSTEM, *USER["messages"]]}, "messages"),
     ("anthropic", {"response_format": {"type": "json_object"}}, "response_format"),
     ("anthropic", {"seed": 7}, "seed"),
     ("anthropic", {"presence_penalty": 0.5}, "presence_penalty"),
@@ -143,11 +147,11 @@ async def test_no_provider_able_to_honour_a_parameter_is_a_400_listing_them(
 ) -> None:
     env = {**anthropic(mock), "OLLAMA_BASE_URL": mock.url, "PROVIDER_ORDER": "anthropic,ollama"}
     client = await gateway(**env)
-    response = await client.post(COMPLETIONS, json={**USER, "seed": 1, "tools": [TOOL]})
+    response = await client.post(COMPLETIONS, json={**USER, "seed": 1, "user": "u-1"})
     assert response.status == 400
     message = (await response.json())["error"]["message"]
     assert "anthropic: seed" in message
-    assert "ollama: tools" in message
+    assert "ollama: user" in message
 
 
 async def test_supported_parameters_reach_an_openai_compatible_upstream(

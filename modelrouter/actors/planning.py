@@ -20,7 +20,7 @@ import msgspec
 
 from modelrouter.aliases import ModelAlias
 from modelrouter.config import KNOWN_PROVIDERS
-from modelrouter.providers import requested_features
+from modelrouter.providers import Refusal
 from modelrouter.schemas import ChatRequest
 
 if TYPE_CHECKING:
@@ -117,28 +117,28 @@ def _serving(
 
 
 def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
-    wanted = requested_features(request)
-    if not wanted or not candidates:
-        return candidates
     kept: list[Candidate] = []
-    refused: dict[str, list[str]] = {}
+    refused: dict[str, list[Refusal]] = {}
     for candidate in candidates:
-        missing = candidate.actor.adapter.unsupported(wanted)
+        missing = candidate.actor.adapter.unsupported(request)
         if missing:
             refused.setdefault(candidate.actor.name, missing)
         else:
             kept.append(candidate)
+    if not refused:
+        return kept
     first = candidates[0].actor.name
     if named and first in refused:
-        param = refused[first][0]
+        refusal = refused[first][0]
+        why = f" ({refusal.why})" if refusal.why else ""
         raise PlanError(
-            f"parameter `{param}` is not supported by provider {first!r}",
-            param=param,
+            f"parameter `{refusal.param}` is not supported by provider {first!r}{why}",
+            param=refusal.param,
             type_="unsupported_parameter",
         )
     if not kept:
-        details = "; ".join(f"{name}: {', '.join(missing)}" for name, missing in refused.items())
-        param = next(iter(refused.values()))[0]
+        details = "; ".join(f"{name}: {', '.join(map(str, r))}" for name, r in refused.items())
+        param = next(iter(refused.values()))[0].param
         raise PlanError(
             f"parameter `{param}` is not supported by any provider this model can use "
             f"(unsupported: {details})",

@@ -172,8 +172,8 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
         if outcome.reason is None:
             return  # the client's request was wrong, not the provider
         self._m.failures[outcome.reason].inc()
-        if outcome.cut_by_deadline:
-            return  # the request ran out of time; the provider is not to blame
+        if outcome.cut_by_deadline or outcome.reason == "model_not_found":
+            return  # the request ran out of time, or wants a model this provider lacks
         await self._blacklist(ticket, outcome)
 
     async def _blacklist(self, ticket: _Ticket, outcome: AttemptResult) -> None:

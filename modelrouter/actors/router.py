@@ -213,6 +213,10 @@ class _Fallback:
             details = "; ".join(f"{name}: {r.reason} ({r.message})" for name, r in self.failures)
             if all(r.reason in TIMEOUT_REASONS for _, r in self.failures):
                 return Failed(504, "timeout", _clean(f"every provider timed out: {details}"))
+            if all(r.reason == "model_not_found" for _, r in self.failures):
+                return Failed(
+                    404, "model_not_found", _clean(f"no provider has the model: {details}")
+                )
             return Failed(502, "upstream_error", _clean(f"every provider failed: {details}"))
         limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
         if limited:

@@ -13,7 +13,7 @@ from modelrouter.actors.relay import Relay
 from modelrouter.deadline import Deadline
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.observability import REDACTOR
-from modelrouter.providers import Adapter, classify_status, parse_retry_after
+from modelrouter.providers import Adapter, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.transport import BadResponse, Pool, Response
@@ -105,7 +105,7 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
     except (OSError, BadResponse):
         body = b""
     retry_after = parse_retry_after(response.header("retry-after"))
-    return classify_status(response.status, adapter.error_message(body), retry_after)
+    return adapter.failure(response.status, body, retry_after)
 
 
 async def _read_whole(

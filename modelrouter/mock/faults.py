@@ -222,5 +222,5 @@ _FIELD_DOCS: dict[str, str] = {
     "stream_error_after": "after N tokens, send an in-stream error object and stop",
     "echo_auth": "quote the received Authorization / x-api-key in error messages",
     "echo": "reply with the last user message, split into word tokens",
-    "tool_call": "OpenAI and Anthropic flavours: answer with one tool call (get_weather)",
+    "tool_call": "answer with one tool call (the first tool named, else get_weather)",
 }

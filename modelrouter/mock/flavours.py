@@ -181,6 +181,7 @@ class Ollama(Flavour):
     name = "ollama"
     stream_default = True
     stream_content_type = "application/x-ndjson"
+    supports_tools = True
     malformed_line = b'{"model": "mock-model", "message": {\n'
 
     def error_body(self, status: int, message: str) -> bytes:  # noqa: ARG002 - same shape
@@ -190,29 +191,49 @@ class Ollama(Flavour):
         return _encode({"error": message}) + b"\n"
 
     def complete(self, reply: Reply) -> bytes:
-        return _encode(self._final(reply, reply.text))
+        return _encode(self._final(reply, "" if reply.tool_call else reply.text))
 
     def script(self, reply: Reply) -> Script:
         final = self._final(reply, "")
-        slot = {
-            "model": final["model"],
-            "created_at": final["created_at"],
-            "message": {"role": "assistant", "content": _SLOT},
-            "done": False,
-        }
-        return Script(
-            head=b"",
-            pieces=_fill(b"", slot, b"\n", reply.tokens),
-            tail=_encode(final) + b"\n",
-        )
+        if reply.tool_call:
+            # Ollama streams a tool call whole, in one line, before its end line (which has
+            # done_reason "stop"): https://ollama.com/blog/streaming-tool
+            line = {
+                "model": final["model"],
+                "created_at": final["created_at"],
+                "message": final["message"],
+                "done": False,
+            }
+            pieces = [_encode(line) + b"\n"]
+            final["message"] = {"role": "assistant", "content": ""}
+        else:
+            slot = {
+                "model": final["model"],
+                "created_at": final["created_at"],
+                "message": {"role": "assistant", "content": _SLOT},
+                "done": False,
+            }
+            pieces = _fill(b"", slot, b"\n", reply.tokens)
+        return Script(head=b"", pieces=pieces, tail=_encode(final) + b"\n")
 
     @staticmethod
-    def _final(reply: Reply, content: str) -> dict[str, Any]:
+    def _message(reply: Reply, content: str) -> dict[str, Any]:
+        """The assistant message; a tool call has object arguments and no id, as Ollama's."""
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if reply.tool_call:
+            arguments = msgspec.json.decode(reply.text)
+            message["tool_calls"] = [
+                {"function": {"name": reply.chat.tool_name, "arguments": arguments}}
+            ]
+        return message
+
+    @classmethod
+    def _final(cls, reply: Reply, content: str) -> dict[str, Any]:
         prompt, completion = _usage(reply)
         return {
             "model": reply.chat.model,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "message": {"role": "assistant", "content": content},
+            "message": cls._message(reply, content),
             "done": True,
             "done_reason": "stop",
             "total_duration": 0,

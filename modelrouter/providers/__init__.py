@@ -5,6 +5,7 @@ from modelrouter.providers.anthropic import AnthropicAdapter
 from modelrouter.providers.base import (
     Adapter,
     Completion,
+    Refusal,
     classify_status,
     parse_retry_after,
     requested_features,
@@ -30,6 +31,7 @@ __all__ = [
     "Completion",
     "OllamaAdapter",
     "OpenAICompatAdapter",
+    "Refusal",
     "build_adapter",
     "classify_status",
     "parse_retry_after",

@@ -1,8 +1,10 @@
 """Anthropic's Messages API (`POST /v1/messages`): SSE with one named event per step.
 
-The system prompt is lifted out of the messages into `system`; `max_tokens`, which Anthropic
-requires, defaults to `DEFAULT_MAX_TOKENS`; tool calls and tool results become `tool_use` and
-`tool_result` content blocks; stop reasons are mapped onto OpenAI's finish reasons.
+The leading system messages become `system`; `max_tokens`, which Anthropic requires, defaults
+to `DEFAULT_MAX_TOKENS`; tool calls and tool results become `tool_use` and `tool_result`
+content blocks; stop reasons are mapped onto OpenAI's finish reasons. What the Messages API
+documents as invalid (see `AnthropicAdapter.unsupported`) is refused at planning, so another
+provider serves it instead of the client getting Anthropic's 400.
 """
 
 from __future__ import annotations
@@ -13,11 +15,25 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import Adapter, Completion, bad_response, decode, given, stop_list
+from modelrouter.providers.base import (
+    Adapter,
+    Completion,
+    Refusal,
+    bad_response,
+    call_arguments,
+    decode,
+    given,
+    stop_list,
+    unreadable_arguments,
+)
 from modelrouter.schemas import ChatRequest, FunctionDef, Message
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # sent when the request sets none: every current model allows it
+# https://docs.anthropic.com/en/api/messages: `temperature` "Ranges from 0.0 to 1.0" (OpenAI's
+# goes to 2) and defaults to 1.0.
+MAX_TEMPERATURE = 1.0
+DEFAULT_TEMPERATURE = 1.0
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -28,7 +44,6 @@ STOP_REASONS = {
     "refusal": "content_filter",
 }
 _encode = msgspec.json.Encoder().encode
-_decode_arguments = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class _Error(msgspec.Struct):
@@ -106,17 +121,40 @@ class AnthropicAdapter(Adapter):
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         return headers | {"x-api-key": api_key} if api_key else headers
 
+    def unsupported(self, request: ChatRequest) -> list[Refusal]:
+        refused = super().unsupported(request)
+        temperature = request.temperature
+        if temperature is not None and temperature > MAX_TEMPERATURE:
+            refused.append(Refusal("temperature", "above 1, Anthropic's maximum"))
+        if len(_sampling(request)) == 2:
+            # https://platform.claude.com/docs/en/about-claude/models/migration-guide: from the
+            # Claude 4.5 models on, "temperature and top_p cannot both be specified" (a 400);
+            # https://docs.anthropic.com/en/api/messages: "alter temperature or top_p, but not
+            # both". Neither can stand in for the other, so this pair goes elsewhere.
+            refused.append(Refusal("top_p", "together with temperature; Anthropic takes one"))
+        if request.stop is not None and any(not s.strip() for s in stop_list(request.stop) or ()):
+            # https://docs.anthropic.com/en/api/openai-sdk: "All non-whitespace stop sequences
+            # work"; the Messages API answers 400 "each stop sequence must contain
+            # non-whitespace" (dropping it would change where the answer ends).
+            refused.append(Refusal("stop", "a whitespace-only stop sequence"))
+        refused += _conversation_refusals(request.messages)
+        return refused
+
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        messages = request.messages
+        lead = _leading_system(messages)
+        system = "\n\n".join(m.content for m in messages[:lead])
         body: dict[str, Any] = {
             "model": model,
-            "messages": [_turn(m, i) for i, m in enumerate(request.messages) if m.role != "system"],
+            "messages": [
+                _turn(m, i) for i, m in enumerate(messages) if i >= lead and not _empty_reply(m)
+            ],
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
             "stream": stream,
         }
         if system:
             body["system"] = system
-        body.update(given(request, {"temperature": "temperature", "top_p": "top_p"}))
+        body.update(_sampling(request))
         if request.stop is not None:
             body["stop_sequences"] = stop_list(request.stop)
         if request.tools:
@@ -207,6 +245,55 @@ _EVENT_HANDLERS: dict[str, Callable[[_Event], list[Event]]] = {
 }
 
 
+def _sampling(request: ChatRequest) -> dict[str, float]:
+    """`temperature` and `top_p` as sent. When both are set and one is at its neutral value
+    (temperature 1.0 is Anthropic's default; top_p 1.0 keeps every token), that one says
+    nothing and is left out; `unsupported` refuses any other pair."""
+    sampling = given(request, {"temperature": "temperature", "top_p": "top_p"})
+    if len(sampling) == 2:
+        if sampling["top_p"] == 1.0:
+            del sampling["top_p"]
+        elif sampling["temperature"] == DEFAULT_TEMPERATURE:
+            del sampling["temperature"]
+    return sampling
+
+
+def _leading_system(messages: list[Message]) -> int:
+    """How many system messages open the conversation (they become the top-level `system`)."""
+    count = 0
+    for message in messages:
+        if message.role != "system":
+            break
+        count += 1
+    return count
+
+
+def _empty_reply(message: Message) -> bool:
+    """An assistant turn with no text and no tool call. The Messages API answers 400 "all
+    messages must have non-empty content except for the optional final assistant message", and
+    "Consecutive user or assistant turns in your request will be combined into a single turn"
+    (https://docs.anthropic.com/en/api/messages), so leaving the empty turn out says the same
+    thing (at the end too: an empty prefill adds nothing)."""
+    return message.role == "assistant" and not message.tool_calls and not message.content.strip()
+
+
+def _conversation_refusals(messages: list[Message]) -> list[Refusal]:
+    refused: list[Refusal] = []
+    if any(m.role == "system" for m in messages[_leading_system(messages) :]):
+        # Anthropic takes system text in the top-level `system`, before the conversation
+        # (https://docs.anthropic.com/en/api/messages: "there is no system role for input
+        # messages"); a `system` turn later on is accepted only by Claude Opus 4.8
+        # (https://platform.claude.com/docs/en/build-with-claude/mid-conversation-system-messages)
+        # and folding it into `system` would move the instruction (what Anthropic's own OpenAI
+        # layer does: https://docs.anthropic.com/en/api/openai-sdk). Another provider keeps it.
+        refused.append(Refusal("messages", "a system message after the conversation started"))
+    last = messages[-1]
+    if last.role == "assistant" and last.content.strip() and last.content != last.content.rstrip():
+        # A final assistant turn is a prefill, which "cannot end with trailing whitespace" (400).
+        refused.append(Refusal("messages", "a final assistant turn ending in whitespace"))
+    return refused + unreadable_arguments(messages)
+
+
 def _turn(message: Message, position: int) -> dict[str, Any]:
     """One message as Anthropic wants it; a plain text turn keeps its content a string."""
     if message.role == "tool":
@@ -215,15 +302,14 @@ def _turn(message: Message, position: int) -> dict[str, Any]:
     if not message.tool_calls:
         return {"role": message.role, "content": message.content}
     blocks: list[dict[str, Any]] = []
-    if message.content:
+    if message.content.strip():
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
-        try:
-            arguments = _decode_arguments(call.function.arguments or "{}")
-        except ValueError:
+        arguments = call_arguments(call)
+        if arguments is None:
             raise UpstreamFailure(
                 None, f"messages[{position}]: tool call arguments are not a JSON object", status=400
-            ) from None
+            )
         use = {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
         blocks.append(use)
     return {"role": "assistant", "content": blocks}

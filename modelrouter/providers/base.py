@@ -12,14 +12,14 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import msgspec
 
 from modelrouter.config import ProviderSettings
 from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, Message, ToolCall
 
 T = TypeVar("T")
 MAX_ERROR_BODY = 64 * 1024
@@ -63,6 +63,17 @@ def requested_features(request: ChatRequest) -> list[str]:
     return wanted
 
 
+class Refusal(NamedTuple):
+    """A request parameter an adapter cannot honour, and why (the client reads it when no
+    other candidate can serve the request either)."""
+
+    param: str  # OpenAI's name for it
+    why: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.param} ({self.why})" if self.why else self.param
+
+
 class Adapter(ABC):
     """One provider. Subclasses set `framing` and implement the three `map_*` functions."""
 
@@ -99,12 +110,43 @@ class Adapter(ABC):
         """The human part of an upstream error body (overridden where the shape is known)."""
         return body[:500].decode("utf-8", "replace").strip()
 
+    def failure(self, status: int, body: bytes, retry_after: float | None) -> UpstreamFailure:
+        """What a non-2xx answer means (overridden where a provider's status says more)."""
+        return classify_status(status, self.error_message(body), retry_after)
+
     def framer(self) -> Framer:
         return SSEFramer() if self.framing == "sse" else NDJSONFramer()
 
-    def unsupported(self, features: list[str]) -> list[str]:
-        """The requested features (see `requested_features`) this adapter cannot honour."""
-        return [name for name in features if name not in self.capabilities]
+    def unsupported(self, request: ChatRequest) -> list[Refusal]:
+        """What in `request` this provider cannot honour: optional features it lacks (see
+        `requested_features`) and, in subclasses, values or combinations its documentation
+        rules out. Planning skips a candidate that refuses anything, so nothing is clamped or
+        dropped on the way, and no upstream 400 reaches a client that another candidate
+        could have served."""
+        capabilities = self.capabilities
+        return [Refusal(name) for name in requested_features(request) if name not in capabilities]
+
+
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def call_arguments(call: ToolCall) -> dict[str, Any] | None:
+    """A tool call's `arguments` (JSON text in OpenAI's format) as the JSON object that
+    providers taking them as an object want; None when the text is not one."""
+    try:
+        return _decode_object(call.function.arguments or "{}")
+    except ValueError:
+        return None
+
+
+def unreadable_arguments(messages: list[Message]) -> list[Refusal]:
+    """A refusal if a tool call in the history has arguments that are not a JSON object (a
+    provider taking them as an object cannot send them; one taking text can)."""
+    for message in messages:
+        for call in message.tool_calls or ():
+            if call_arguments(call) is None:
+                return [Refusal("messages", "tool call arguments that are not a JSON object")]
+    return []
 
 
 def given(request: ChatRequest, names: Mapping[str, str]) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def completion_body(
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_id(relay),
+        "system_fingerprint": None,  # OpenAI's field; no fingerprint of the upstream is kept
         "provider": relay.provider,
         "choices": [choice],
         "usage": usage_body(usage),
@@ -110,11 +111,20 @@ def completion_body(
 
 
 class OpenAIStream:
-    """`chat.completion.chunk` events: a role chunk, content or tool-call deltas, a chunk with
-    the finish reason, the usage chunk if asked for, then `data: [DONE]`. A failure after the
-    first byte is an `event: error` whose data is an OpenAI error object, with no `[DONE]`."""
+    """`chat.completion.chunk` events: the role (with the first tool call, if the answer starts
+    with one), content or tool-call deltas, a chunk with the finish reason, the usage chunk if
+    asked for, then `data: [DONE]`. A failure after the first byte is an `event: error` whose
+    data is an OpenAI error object, with no `[DONE]`."""
 
-    __slots__ = ("_base", "_head", "_tool_calls", "_usage", "include_usage", "request_id")
+    __slots__ = (
+        "_base",
+        "_head",
+        "_role_sent",
+        "_tool_calls",
+        "_usage",
+        "include_usage",
+        "request_id",
+    )
 
     def __init__(self, request_id: str, *, include_usage: bool) -> None:
         self.request_id = request_id
@@ -123,6 +133,7 @@ class OpenAIStream:
         self._usage = Usage()
         self._base: dict[str, Any] = {}
         self._head = b""
+        self._role_sent = False
 
     def start(self, relay: Relay) -> bytes:
         self._base = {
@@ -130,17 +141,29 @@ class OpenAIStream:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model_id(relay),
+            "system_fingerprint": None,  # present, as in OpenAI's chunks; none is kept
             "provider": relay.provider,
         }
         # Every chunk shares this prefix up to its delta; only the delta is encoded per chunk.
         self._head = b"data: " + _encode(self._base)[:-1] + b',"choices":[{"index":0,"delta":'
-        return self._chunk({"role": "assistant", "content": ""})
+        return b""  # the role goes with the first event, which decides its `content`
+
+    def _role(self, event: Event) -> bytes:
+        """OpenAI's first delta: `"content": null` with the first tool call when the answer
+        starts with one, else `"content": ""` on its own before the text."""
+        self._role_sent = True
+        if type(event) is ToolCallDelta:
+            call = self._tool_calls.delta(event)
+            return self._chunk({"role": "assistant", "content": None, "tool_calls": [call]})
+        return self._chunk({"role": "assistant", "content": ""}) + self.event(event)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         tail = b',"logprobs":null,"finish_reason":' + _encode(finish_reason) + b"}]}\n\n"
         return self._head + _encode(delta) + tail
 
-    def event(self, event: Event) -> bytes:
+    def event(self, event: Event) -> bytes:  # noqa: PLR0911 - one return per kind, per chunk
+        if not self._role_sent:
+            return self._role(event)
         kind = type(event)
         if kind is Chunk:
             text = _encode(event.text)  # type: ignore[union-attr]
