@@ -233,3 +233,93 @@ async def test_anthropic_rejecting_the_request_is_a_400_without_blacklist(
     assert "mock error 400" in error["message"]
     health = await (await client.get("/health")).json()
     assert health["providers"]["anthropic"]["state"] == "ok"
+
+
+# --- Anthropic's documented rules, end to end: refused requests go to a provider that takes them
+
+
+def anthropic_then_groq(mock: Mock) -> dict[str, str]:
+    env = two_providers(mock, ANTHROPIC_API_KEY=ANTHROPIC_KEY, ANTHROPIC_RATE_LIMIT="0")
+    return env | {
+        "PROVIDER_ORDER": "anthropic,groq",
+        "ANTHROPIC_BASE_URL": mock.base("", "anthropic"),
+    }
+
+
+LATE_SYSTEM: list[Any] = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "hello"},
+    {"role": "system", "content": "answer in French from now on"},
+    {"role": "user", "content": "how are you?"},
+]
+
+
+@pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions"])
+@pytest.mark.parametrize(
+    ("fields", "sent"),
+    [
+        ({"temperature": 1.5}, {"temperature": 1.5}),
+        ({"temperature": 0.2, "top_p": 0.5}, {"temperature": 0.2, "top_p": 0.5}),
+        ({"stop": ["\n"]}, {"stop": ["\n"]}),
+        ({"messages": LATE_SYSTEM}, {"messages": LATE_SYSTEM}),
+    ],
+    ids=["temperature-above-1", "temperature-and-top_p", "whitespace-stop", "late-system"],
+)
+async def test_what_anthropic_refuses_is_served_unchanged_by_the_next_provider(
+    gateway: Gateway, mock: Mock, path: str, fields: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    client = await gateway(**anthropic_then_groq(mock))
+    response = await client.post(path, json={**USER, **fields})
+    assert response.status == 200, await response.text()
+    assert response.headers["x-modelrouter-provider"] == "groq"
+    received = await mock.received()
+    assert [r["path"] for r in received] == ["/v1/chat/completions"], "anthropic never asked"
+    for key, value in sent.items():
+        assert received[0]["body"][key] == value, "sent as given, no clamp, nothing moved"
+    health = await (await client.get("/health")).json()
+    assert health["providers"]["anthropic"]["state"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": 1.2}, "temperature"),
+        ({"temperature": 0.2, "top_p": 0.5}, "top_p"),
+        ({"messages": LATE_SYSTEM}, "messages"),
+    ],
+)
+async def test_naming_anthropic_for_what_it_refuses_is_a_400_naming_the_parameter(
+    gateway: Gateway, mock: Mock, fields: dict[str, Any], param: str
+) -> None:
+    client = await gateway(**anthropic_then_groq(mock))
+    body = {**USER, **fields, "model": "anthropic/claude-haiku-4-5"}
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["param"] == param
+    assert "'anthropic'" in error["message"]
+    assert await mock.count("") == 0
+
+
+async def test_anthropic_gets_one_of_temperature_and_top_p(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic(mock))
+    response = await client.post("/chat", json={**USER, "temperature": 0.3, "top_p": 1.0})
+    assert response.status == 200
+    sent = (await mock.received())[-1]["body"]
+    assert (sent["temperature"], "top_p" in sent) == (0.3, False)
+
+
+async def test_anthropic_gets_no_empty_assistant_turn(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic(mock))
+    turns = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": None},  # as some clients keep an empty reply
+        {"role": "user", "content": "second"},
+    ]
+    completion = await sdk(client).chat.completions.create(model="auto", messages=turns)
+    assert completion.choices[0].message.content == MOCK_TEXT
+    assert (await mock.received())[-1]["body"]["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "user", "content": "second"},
+    ]

@@ -366,3 +366,49 @@ async def test_models_list_auto_providers_and_aliases(gateway: Gateway, mock: Mo
     missing = await client.get("/v1/models/nope")
     assert missing.status == 404
     assert (await missing.json())["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("kind", ["groq", "ollama", "anthropic"])
+async def test_a_streamed_tool_call_starts_with_content_null_as_openai_s_does(
+    gateway: Gateway, mock: Mock, kind: str
+) -> None:
+    """OpenAI's first chunk of a tool call: role, `"content": null` and the call's first piece
+    (https://platform.openai.com/docs/api-reference/chat-streaming)."""
+    env = env_for(kind, mock)
+    spec = "tool_call=1"
+    if kind == "groq":
+        env["GROQ_BASE_URL"] = mock.base(spec)
+    elif kind == "ollama":
+        env["OLLAMA_BASE_URL"] = f"{mock.url}/x/{spec}"
+    else:
+        env["ANTHROPIC_BASE_URL"] = mock.base(spec, "anthropic")
+    client = await gateway(**env)
+    body = {**USER, "tools": [TOOL], "stream": True}
+    response = await client.post(COMPLETIONS, json=body)
+    events = parse_sse(await response.text())
+    chunks = [json.loads(data) for _, data in events if data != "[DONE]"]
+    first = chunks[0]["choices"][0]["delta"]
+    assert list(first)[:3] == ["role", "content", "tool_calls"]
+    assert (first["role"], first["content"]) == ("assistant", None)
+    assert first["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert all("content" not in c["choices"][0]["delta"] for c in chunks[1:])
+    assert all(c["system_fingerprint"] is None for c in chunks)
+
+
+async def test_a_streamed_text_answer_starts_with_the_role_and_empty_content(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**env_for("groq", mock))
+    response = await client.post(COMPLETIONS, json={**USER, "stream": True})
+    events = parse_sse(await response.text())
+    first, second = (json.loads(data) for _, data in events[:2])
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert second["choices"][0]["delta"] == {"content": "Hello"}
+    assert (first["system_fingerprint"], second["system_fingerprint"]) == (None, None)
+
+
+async def test_a_completion_carries_a_null_system_fingerprint(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**env_for("ollama", mock))
+    body = await (await client.post(COMPLETIONS, json=USER)).json()
+    assert "system_fingerprint" in body
+    assert body["system_fingerprint"] is None

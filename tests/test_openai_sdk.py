@@ -227,3 +227,86 @@ async def test_sdk_raises_internal_server_error_when_every_provider_fails(
         await sdk(client).chat.completions.create(model="auto", messages=MESSAGES)
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_error"
+
+
+# --- Ollama's tool calls, as the SDK sees them ---------------------------------------------------
+
+
+def ollama_env(mock: Mock, spec: str = "") -> dict[str, str]:
+    base = f"{mock.url}/x/{spec}" if spec else mock.url
+    return {"PROVIDER_ORDER": "ollama", "OLLAMA_BASE_URL": base, "API_KEY": CLIENT_KEY}
+
+
+async def test_sdk_gets_a_tool_call_from_ollama(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**ollama_env(mock, "tool_call=1"))
+    completion = await sdk(client).chat.completions.create(
+        model="auto", messages=MESSAGES, tools=[WEATHER_TOOL]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"  # Ollama said "stop"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_")  # Ollama sends none: the gateway makes one
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    sent = (await mock.received())[-1]
+    assert sent["path"] == "/x/tool_call=1/api/chat"
+    assert sent["body"]["tools"] == [WEATHER_TOOL]
+
+
+async def test_sdk_streams_a_tool_call_from_ollama(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**ollama_env(mock, "tool_call=1"))
+    stream = await sdk(client).chat.completions.create(
+        model="auto", messages=MESSAGES, tools=[WEATHER_TOOL], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content) == ("assistant", None)
+    assert first.tool_calls is not None
+    assert first.tool_calls[0].id is not None
+    assert first.tool_calls[0].id.startswith("call_")
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    arguments = "".join(d.function.arguments or "" for d in deltas if d.function)
+    assert json.loads(arguments) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+async def test_sdk_sends_an_ollama_tool_result_back_in_ollama_s_shape(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**ollama_env(mock, "tool_call=1"))
+    api = sdk(client)
+    first = await api.chat.completions.create(model="auto", messages=MESSAGES, tools=[WEATHER_TOOL])
+    message = first.choices[0].message
+    assert message.tool_calls is not None
+    history: list[Any] = [
+        *MESSAGES,
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"},
+    ]
+    await api.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL])
+    sent = (await mock.received())[-1]["body"]["messages"]
+    assert sent[2] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+    }
+    assert sent[3] == {"role": "tool", "content": "sunny", "tool_name": "get_weather"}
+
+
+async def test_sdk_chunks_and_completions_carry_a_null_system_fingerprint(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    completion = await sdk(client).chat.completions.create(model="auto", messages=MESSAGES)
+    assert "system_fingerprint" in completion.model_fields_set
+    assert completion.system_fingerprint is None
+    stream = await sdk(client).chat.completions.create(
+        model="auto", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all("system_fingerprint" in chunk.model_fields_set for chunk in chunks)
+    assert {chunk.system_fingerprint for chunk in chunks} == {None}
+    first = chunks[0].choices[0].delta
+    assert (first.role, first.content) == ("assistant", "")  # a text answer's first chunk

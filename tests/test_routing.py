@@ -15,6 +15,7 @@ from tests.conftest import (
     parse_sse,
     two_providers,
 )
+from tests.scrape import scrape
 
 MOCK_TEXT = "Hello from the mock provider.\nSecond line"
 
@@ -287,3 +288,44 @@ async def test_concurrent_failures_escalate_the_backoff_once(gateway: Gateway, m
     await asyncio.gather(*(chat(client) for _ in range(5)))
     health = await (await client.get("/health")).json()
     assert health["providers"]["groq"]["failures"] == 1
+
+
+def ollama_first(mock: Mock, spec: str) -> dict[str, str]:
+    return two_providers(mock, PROVIDER_ORDER="ollama,groq", OLLAMA_BASE_URL=f"{mock.url}/x/{spec}")
+
+
+@pytest.mark.parametrize("path", ["/chat", "/stream", "/v1/chat/completions"])
+async def test_ollama_without_the_model_falls_over_and_stays_healthy(
+    gateway: Gateway, mock: Mock, path: str
+) -> None:
+    client = await gateway(**ollama_first(mock, "status=404"))
+    for _ in range(2):  # not blacklisted: the next request asks Ollama again
+        response = await client.post(path, json={**USER, "stream": path != "/chat"})
+        assert response.status == 200
+        assert response.headers["x-modelrouter-provider"] == "groq"
+        await response.read()
+    assert await mock.count("status=404") == 2
+    health = await (await client.get("/health")).json()
+    assert health["providers"]["ollama"]["state"] == "ok"
+    page = await scrape(client)
+    failures = "modelrouter_provider_failures_total"
+    assert page.value(failures, provider="ollama", reason="model_not_found") == 2.0
+    fallbacks = "modelrouter_fallbacks_total"
+    labels = {"from_provider": "ollama", "to_provider": "groq", "reason": "model_not_found"}
+    assert page.value(fallbacks, **labels) == 2.0
+
+
+async def test_no_provider_with_the_model_is_a_404_model_not_found(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**ollama_first(mock, "status=404"))
+    body = {**USER, "model": "ollama/no-such-model", "fallback": False}
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 404
+    error = (await response.json())["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
+    assert "ollama: model_not_found" in error["message"]
+    response = await client.post("/chat", json=body)
+    assert response.status == 404
+    assert (await response.json())["error"]["type"] == "model_not_found"
+    assert (await mock.received())[-1]["body"]["model"] == "no-such-model"
