@@ -20,7 +20,7 @@ import msgspec
 
 from modelrouter.aliases import ModelAlias
 from modelrouter.config import KNOWN_PROVIDERS
-from modelrouter.providers import Refusal
+from modelrouter.providers import Refusal, requested_features
 from modelrouter.schemas import ChatRequest
 
 if TYPE_CHECKING:
@@ -117,10 +117,11 @@ def _serving(
 
 
 def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    wanted = requested_features(request)
     kept: list[Candidate] = []
     refused: dict[str, list[Refusal]] = {}
     for candidate in candidates:
-        missing = candidate.actor.adapter.unsupported(request)
+        missing = candidate.actor.adapter.unsupported(request, wanted)
         if missing:
             refused.setdefault(candidate.actor.name, missing)
         else:

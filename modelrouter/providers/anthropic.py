@@ -23,6 +23,7 @@ from modelrouter.providers.base import (
     call_arguments,
     decode,
     given,
+    requested_features,
     stop_list,
     unreadable_arguments,
 )
@@ -34,6 +35,7 @@ DEFAULT_MAX_TOKENS = 4096  # sent when the request sets none: every current mode
 # goes to 2) and defaults to 1.0.
 MAX_TEMPERATURE = 1.0
 DEFAULT_TEMPERATURE = 1.0
+NEUTRAL_TOP_P = 1.0  # nucleus sampling over every token: no cut
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -121,12 +123,14 @@ class AnthropicAdapter(Adapter):
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         return headers | {"x-api-key": api_key} if api_key else headers
 
-    def unsupported(self, request: ChatRequest) -> list[Refusal]:
-        refused = super().unsupported(request)
-        temperature = request.temperature
+    def unsupported(self, request: ChatRequest, features: list[str] | None = None) -> list[Refusal]:
+        if features is None:
+            features = requested_features(request)
+        refused = super().unsupported(request, features)
+        temperature, top_p = request.temperature, request.top_p
         if temperature is not None and temperature > MAX_TEMPERATURE:
             refused.append(Refusal("temperature", "above 1, Anthropic's maximum"))
-        if len(_sampling(request)) == 2:
+        if temperature is not None and top_p is not None and _neither_neutral(temperature, top_p):
             # https://platform.claude.com/docs/en/about-claude/models/migration-guide: from the
             # Claude 4.5 models on, "temperature and top_p cannot both be specified" (a 400);
             # https://docs.anthropic.com/en/api/messages: "alter temperature or top_p, but not
@@ -138,6 +142,8 @@ class AnthropicAdapter(Adapter):
             # non-whitespace" (dropping it would change where the answer ends).
             refused.append(Refusal("stop", "a whitespace-only stop sequence"))
         refused += _conversation_refusals(request.messages)
+        if "tools" in features:  # the history holds tool calls only if so
+            refused += unreadable_arguments(request.messages)
         return refused
 
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
@@ -251,11 +257,15 @@ def _sampling(request: ChatRequest) -> dict[str, float]:
     nothing and is left out; `unsupported` refuses any other pair."""
     sampling = given(request, {"temperature": "temperature", "top_p": "top_p"})
     if len(sampling) == 2:
-        if sampling["top_p"] == 1.0:
+        if sampling["top_p"] == NEUTRAL_TOP_P:
             del sampling["top_p"]
         elif sampling["temperature"] == DEFAULT_TEMPERATURE:
             del sampling["temperature"]
     return sampling
+
+
+def _neither_neutral(temperature: float, top_p: float) -> bool:
+    return temperature != DEFAULT_TEMPERATURE and top_p != NEUTRAL_TOP_P
 
 
 def _leading_system(messages: list[Message]) -> int:
@@ -279,19 +289,25 @@ def _empty_reply(message: Message) -> bool:
 
 def _conversation_refusals(messages: list[Message]) -> list[Refusal]:
     refused: list[Refusal] = []
-    if any(m.role == "system" for m in messages[_leading_system(messages) :]):
-        # Anthropic takes system text in the top-level `system`, before the conversation
-        # (https://docs.anthropic.com/en/api/messages: "there is no system role for input
-        # messages"); a `system` turn later on is accepted only by Claude Opus 4.8
-        # (https://platform.claude.com/docs/en/build-with-claude/mid-conversation-system-messages)
-        # and folding it into `system` would move the instruction (what Anthropic's own OpenAI
-        # layer does: https://docs.anthropic.com/en/api/openai-sdk). Another provider keeps it.
-        refused.append(Refusal("messages", "a system message after the conversation started"))
+    started = False
+    for message in messages:
+        if message.role != "system":
+            started = True
+        elif started:
+            # Anthropic takes system text in the top-level `system`, before the conversation
+            # (https://docs.anthropic.com/en/api/messages: "there is no system role for input
+            # messages"); a `system` turn later on is accepted by Claude Opus 4.8 alone
+            # (https://platform.claude.com/docs/en/build-with-claude/mid-conversation-system-messages)
+            # and folding it into `system` would move the instruction (what Anthropic's own
+            # OpenAI layer does: https://docs.anthropic.com/en/api/openai-sdk). Another provider
+            # keeps it where it is.
+            refused.append(Refusal("messages", "a system message after the conversation started"))
+            break
     last = messages[-1]
     if last.role == "assistant" and last.content.strip() and last.content != last.content.rstrip():
         # A final assistant turn is a prefill, which "cannot end with trailing whitespace" (400).
         refused.append(Refusal("messages", "a final assistant turn ending in whitespace"))
-    return refused + unreadable_arguments(messages)
+    return refused
 
 
 def _turn(message: Message, position: int) -> dict[str, Any]:

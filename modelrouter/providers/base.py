@@ -117,14 +117,18 @@ class Adapter(ABC):
     def framer(self) -> Framer:
         return SSEFramer() if self.framing == "sse" else NDJSONFramer()
 
-    def unsupported(self, request: ChatRequest) -> list[Refusal]:
-        """What in `request` this provider cannot honour: optional features it lacks (see
-        `requested_features`) and, in subclasses, values or combinations its documentation
-        rules out. Planning skips a candidate that refuses anything, so nothing is clamped or
-        dropped on the way, and no upstream 400 reaches a client that another candidate
-        could have served."""
+    def unsupported(self, request: ChatRequest, features: list[str] | None = None) -> list[Refusal]:
+        """What in `request` this provider cannot honour: optional features it lacks and, in
+        subclasses, values or combinations its documentation rules out. Planning skips a
+        candidate that refuses anything, so nothing is clamped or dropped on the way, and no
+        upstream 400 reaches a client that another candidate could have served. `features` is
+        `requested_features(request)`, given by a caller that asks several adapters."""
+        if features is None:
+            features = requested_features(request)
+        if not features:  # most requests: per candidate, per request
+            return []
         capabilities = self.capabilities
-        return [Refusal(name) for name in requested_features(request) if name not in capabilities]
+        return [Refusal(name) for name in features if name not in capabilities]
 
 
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode

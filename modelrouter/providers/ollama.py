@@ -23,6 +23,7 @@ from modelrouter.providers.base import (
     call_arguments,
     decode,
     given,
+    requested_features,
     stop_list,
     unreadable_arguments,
 )
@@ -158,14 +159,20 @@ class OllamaAdapter(Adapter):
         # Plain Ollama needs no key; hosted Ollama takes a Bearer token.
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def unsupported(self, request: ChatRequest) -> list[Refusal]:
-        refused = super().unsupported(request)
+    def unsupported(self, request: ChatRequest, features: list[str] | None = None) -> list[Refusal]:
+        if features is None:
+            features = requested_features(request)
+        if not features:  # everything below is about features
+            return []
+        refused = super().unsupported(request, features)
         # /api/chat has `tools` and nothing to force or limit their use.
         if request.tool_choice not in (None, "auto", "none"):
             refused.append(Refusal("tool_choice", "Ollama cannot force a tool call"))
         if request.parallel_tool_calls is False:
             refused.append(Refusal("parallel_tool_calls", "Ollama cannot limit a turn to one call"))
-        return refused + unreadable_arguments(request.messages)
+        if "tools" in features:  # the history holds tool calls only if so
+            refused += unreadable_arguments(request.messages)
+        return refused
 
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
         options = given(request, _OPTIONS)
