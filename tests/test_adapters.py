@@ -1654,3 +1654,18 @@ def test_ollama_text_then_a_tool_call_in_one_stream() -> None:
     assert text_of(events) == "Let me check."
     assert finish_of(events) == "tool_calls"
     assert events[-2:] == [Usage(11, 7), Done("stop")]
+
+
+@pytest.mark.parametrize(
+    ("turns", "why"),
+    [
+        ([{"role": "user", "content": " "}], "a user message without text"),
+        ([{"role": "system", "content": "be brief"}], "system messages only, no turn to answer"),
+    ],
+)
+def test_anthropic_refuses_a_conversation_it_would_answer_with_a_400(
+    turns: list[dict[str, Any]], why: str
+) -> None:
+    assert refused_by_anthropic(messages=turns) == [f"messages ({why})"]
+    for adapter in (openai(), ollama()):
+        assert adapter.unsupported(request_of(messages=turns)) == []

@@ -232,7 +232,7 @@ class Ollama(Flavour):
         prompt, completion = _usage(reply)
         return {
             "model": reply.chat.model,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_at": _ollama_time(),
             "message": cls._message(reply, content),
             "done": True,
             "done_reason": "stop",
@@ -240,6 +240,12 @@ class Ollama(Flavour):
             "prompt_eval_count": prompt,
             "eval_count": completion,
         }
+
+
+def _ollama_time() -> str:
+    """Now as Ollama writes it, to the microsecond (Ollama's own has nanoseconds)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 _ANTHROPIC_TYPES = {

@@ -291,6 +291,11 @@ def _conversation_refusals(messages: list[Message]) -> list[Refusal]:
     refused: list[Refusal] = []
     started = False
     for message in messages:
+        if message.role == "user" and not message.content.strip():
+            # The same 400 as an empty assistant turn, but leaving a user turn out could make
+            # the conversation end on an assistant turn, which Anthropic would continue.
+            refused.append(Refusal("messages", "a user message without text"))
+            break
         if message.role != "system":
             started = True
         elif started:
@@ -303,6 +308,8 @@ def _conversation_refusals(messages: list[Message]) -> list[Refusal]:
             # keeps it where it is.
             refused.append(Refusal("messages", "a system message after the conversation started"))
             break
+    if not started and not refused:
+        refused.append(Refusal("messages", "system messages only, no turn to answer"))
     last = messages[-1]
     if last.role == "assistant" and last.content.strip() and last.content != last.content.rstrip():
         # A final assistant turn is a prefill, which "cannot end with trailing whitespace" (400).
