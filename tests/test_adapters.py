@@ -1669,3 +1669,31 @@ def test_anthropic_refuses_a_conversation_it_would_answer_with_a_400(
     assert refused_by_anthropic(messages=turns) == [f"messages ({why})"]
     for adapter in (openai(), ollama()):
         assert adapter.unsupported(request_of(messages=turns)) == []
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "ollama"])
+def test_mapping_arguments_that_are_not_an_object_is_a_client_error(kind: str) -> None:
+    """Planning refuses them first; mapped anyway, they are the client's 400, not a guess."""
+    call = {"id": "c1", "function": {"name": "f", "arguments": "[1, 2]"}}
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+    ]
+    adapter = ADAPTERS[kind](settings_for(kind))
+    with pytest.raises(UpstreamFailure) as caught:
+        adapter.map_request(request_of(messages=turns, tools=WEATHER_TOOLS), "m", stream=False)
+    assert (caught.value.reason, caught.value.status) == (None, 400)
+    assert "messages[1]" in caught.value.message
+
+
+def test_anthropic_sends_text_before_the_tool_calls_of_one_turn() -> None:
+    call = {"id": "toolu_1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    turns = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+    ]
+    assert anthropic_body(messages=turns, tools=WEATHER_TOOLS)["messages"][1]["content"] == [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+    ]

@@ -27,7 +27,7 @@ from modelrouter.providers.base import (
     stop_list,
     unreadable_arguments,
 )
-from modelrouter.schemas import ChatRequest, Message
+from modelrouter.schemas import ChatRequest, Message, ToolCall
 
 _encode = msgspec.json.Encoder().encode
 
@@ -112,13 +112,10 @@ def _messages(messages: list[Message]) -> list[Any]:
         return messages
     names: dict[str, str] = {}  # tool call id -> its function, for the results' `tool_name`
     out: list[dict[str, Any]] = []
-    for message in messages:
+    for position, message in enumerate(messages):
         turn: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.tool_calls:
-            turn["tool_calls"] = [
-                {"function": {"name": c.function.name, "arguments": call_arguments(c) or {}}}
-                for c in message.tool_calls
-            ]
+            turn["tool_calls"] = [_call(call, position) for call in message.tool_calls]
             names.update((c.id, c.function.name) for c in message.tool_calls)
         if message.role == "tool":
             name = message.name or names.get(message.tool_call_id or "")
@@ -126,6 +123,15 @@ def _messages(messages: list[Message]) -> list[Any]:
                 turn["tool_name"] = name
         out.append(turn)
     return out
+
+
+def _call(call: ToolCall, position: int) -> dict[str, Any]:
+    """A tool call of the history; planning has refused arguments that are not an object."""
+    arguments = call_arguments(call)
+    if arguments is None:
+        message = f"messages[{position}]: tool call arguments are not a JSON object"
+        raise UpstreamFailure(None, message, status=400)
+    return {"function": {"name": call.function.name, "arguments": arguments}}
 
 
 _OPTIONS = {
