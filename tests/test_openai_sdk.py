@@ -119,8 +119,8 @@ async def test_sdk_streams_a_tool_call_as_deltas(gateway: Gateway, mock: Mock) -
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-async def test_sdk_sends_the_tool_result_back(gateway: Gateway, mock: Mock) -> None:
-    client = await gateway(**two_providers(mock, groq="tool_call=1", API_KEY=CLIENT_KEY))
+async def tool_round_trip(client: TestClient[Any, Any], mock: Mock) -> list[Any]:
+    """Get a tool call, send its result back as the SDK's users do; what the upstream got."""
     api = sdk(client)
     first = await api.chat.completions.create(model="auto", messages=MESSAGES, tools=[WEATHER_TOOL])
     message = first.choices[0].message
@@ -131,7 +131,13 @@ async def test_sdk_sends_the_tool_result_back(gateway: Gateway, mock: Mock) -> N
         {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"},
     ]
     await api.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL])
-    sent = (await mock.received())[-1]["body"]["messages"]
+    sent: list[Any] = (await mock.received())[-1]["body"]["messages"]
+    return sent
+
+
+async def test_sdk_sends_the_tool_result_back(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, groq="tool_call=1", API_KEY=CLIENT_KEY))
+    sent = await tool_round_trip(client, mock)
     assert sent[2]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert sent[3] == {"role": "tool", "content": "sunny", "tool_call_id": "call_mock_1"}
 
@@ -276,17 +282,7 @@ async def test_sdk_sends_an_ollama_tool_result_back_in_ollama_s_shape(
     gateway: Gateway, mock: Mock
 ) -> None:
     client = await gateway(**ollama_env(mock, "tool_call=1"))
-    api = sdk(client)
-    first = await api.chat.completions.create(model="auto", messages=MESSAGES, tools=[WEATHER_TOOL])
-    message = first.choices[0].message
-    assert message.tool_calls is not None
-    history: list[Any] = [
-        *MESSAGES,
-        message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"},
-    ]
-    await api.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL])
-    sent = (await mock.received())[-1]["body"]["messages"]
+    sent = await tool_round_trip(client, mock)
     assert sent[2] == {
         "role": "assistant",
         "content": "",
