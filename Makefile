@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streams clean
+.PHONY: run test lint bench bench-ab bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ clean:
 
 bench: $(STAMP)
 	$(PY) -m modelrouter.bench.suite
+
+# A/B against another revision (default: the parent commit), interleaved in the same rounds.
+BASE ?= HEAD~1
+bench-ab: $(STAMP)
+	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000
