@@ -29,11 +29,17 @@ if TYPE_CHECKING:
 
 class PlanError(ValueError):
     def __init__(
-        self, message: str, *, param: str | None = None, type_: str = "invalid_request"
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        type_: str = "invalid_request",
+        status: int = 400,
     ) -> None:
         super().__init__(message)
         self.param = param
         self.type = type_
+        self.status = status
 
 
 class Candidate(msgspec.Struct, frozen=True):
