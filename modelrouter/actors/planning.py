@@ -1,7 +1,8 @@
 """The candidate order for one request, chosen by its `model` (and `provider`) fields.
 
 - `auto` or nothing: the configured provider order.
-- an alias (`MODEL_ALIASES`): exactly its chain of provider/model targets.
+- an alias (`MODEL_ALIASES`): exactly its chain of provider/model targets (its first target
+  alone with `"fallback": false`).
 - `provider/model`, or the `provider` field: that provider first with that model (or its
   configured one), then the rest of the order; with `"fallback": false`, that provider alone.
 - a bare model equal to providers' configured model: those providers first, then the rest.
@@ -81,6 +82,8 @@ def _candidates(
         alias = aliases.get(model)
         if alias is not None:
             targets = [t for t in alias.targets if t.provider in providers]
+            if not request.fallback:
+                targets = targets[:1]
             return [Candidate(providers[t.provider], t.model) for t in targets], False
         provider, model = split_model(model, KNOWN_PROVIDERS)
         if provider is None:
