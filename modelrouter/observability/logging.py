@@ -25,9 +25,9 @@ from modelrouter.redact import Redactor
 # Every written line passes through it. Its secrets are lent by their owners: the process's
 # configuration (`configure_logging`) and each running app (for its lifetime).
 REDACTOR = Redactor()
-# The request a line belongs to. One ContextVar of our own: setting it per request is far
-# cheaper than structlog's bound_contextvars (a generator-based context manager and a var per
-# key), and a task started for the request sets it once. structlog's own contextvars still merge.
+# The request a line belongs to. One ContextVar of our own, set once per request (structlog's
+# bound_contextvars costs a context manager and a var per key: docs/performance.md); a task
+# started for the request sets it once. structlog's own contextvars still merge.
 CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("modelrouter_request_id", default=None)
 
 
