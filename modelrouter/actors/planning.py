@@ -92,18 +92,23 @@ def _candidates(
         return [_default(providers[name]) for name in order], False
     if provider not in providers:
         enabled = ", ".join(order) or "none"
-        named_in_model = request.provider is None and order
-        hint = (
-            f"; a model of another provider is {order[0]}/{request.model}" if named_in_model else ""
-        )
-        raise PlanError(
-            f"provider {provider!r} is unknown or not enabled (enabled: {enabled}){hint}",
-            param="model",
+        if request.provider is not None:  # the `provider` field names it
+            raise PlanError(
+                f"provider {provider!r} is unknown or not enabled (enabled: {enabled})",
+                param="provider",
+            )
+        raise _not_found(
+            f"model {request.model!r} is not served: provider {provider!r} is not enabled "
+            f"(enabled: {enabled})"
         )
     first = Candidate(providers[provider], model or providers[provider].provider.model)
     if not request.fallback:
         return [first], True
     return [first, *(_default(providers[name]) for name in order if name != provider)], True
+
+
+def _not_found(message: str) -> PlanError:
+    return PlanError(message, param="model", type_="model_not_found", status=404)
 
 
 def _default(actor: ProviderActor) -> Candidate:
@@ -116,10 +121,15 @@ def _serving(
     """A bare model: the providers configured with it first, then the rest of the order."""
     serving = [name for name in order if providers[name].provider.model == model]
     if not serving:
-        raise PlanError(
-            f"model {model!r} needs a provider: use provider/model, an alias or auto "
-            '(GET /v1/models lists them), or set "provider"',
-            param="model",
+        head, sep, _ = (model or "").partition("/")
+        why = (
+            f"{head!r} is not a known provider (known: {', '.join(KNOWN_PROVIDERS)})"
+            if sep
+            else "no enabled provider is configured with it"
+        )
+        raise _not_found(
+            f"model {model!r} is not served: {why}; name a model as provider/model with an "
+            "enabled provider, an alias, or auto (GET /v1/models lists them)"
         )
     rest = [name for name in order if name not in serving]
     return [_default(providers[name]) for name in (*serving, *rest)]

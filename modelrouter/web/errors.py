@@ -44,8 +44,11 @@ class SeedErrors:
         return b"event: error\ndata: " + body + b"\n\n"
 
 
-# OpenAI's `type` by status (what its SDKs and docs use); our own error type goes in `code`.
-_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+# OpenAI's error objects (https://platform.openai.com/docs/guides/error-codes, and the bodies
+# its API sends): `type` is `invalid_request_error` for every 4xx but 429 (a bad key included,
+# with code `invalid_api_key`), `requests` for a request-rate 429 (code `rate_limit_exceeded`)
+# and `server_error` for a 5xx. The SDKs pick their exception class by status alone. Our own
+# error type goes in `code` where OpenAI has no code of its own for the case.
 _OPENAI_CODES = {
     "unauthorized": "invalid_api_key",
     "rate_limited": "rate_limit_exceeded",
@@ -53,16 +56,15 @@ _OPENAI_CODES = {
 }
 
 
+def openai_type(status: int) -> str:
+    if status == 429:
+        return "requests"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
 def openai_error(status: int, type_: str, message: str, param: str | None) -> dict[str, Any]:
-    kind = _OPENAI_TYPES.get(status) or (
-        "server_error" if status >= 500 else "invalid_request_error"
-    )
-    return {
-        "message": message,
-        "type": kind,
-        "param": param,
-        "code": _OPENAI_CODES.get(type_, type_),
-    }
+    code = _OPENAI_CODES.get(type_, type_)
+    return {"message": message, "type": openai_type(status), "param": param, "code": code}
 
 
 class OpenAIErrors:
@@ -84,10 +86,17 @@ SEED_ERRORS = SeedErrors()
 OPENAI_ERRORS = OpenAIErrors()
 
 
-def from_http(exc: web.HTTPException) -> ApiError:
+def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:
     """aiohttp's own errors (unknown path, wrong method, body too large) as ours."""
     allow = tuple(sorted(getattr(exc, "allowed_methods", ()) or ()))
-    return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), exc.reason, allow=allow)
+    where = f"{request.method} {request.path}"
+    if exc.status == 404:
+        message = f"Invalid URL ({where})"
+    elif exc.status == 405:
+        message = f"Invalid method for URL ({where}); allowed: {', '.join(allow)}"
+    else:
+        message = exc.reason
+    return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), message, allow=allow)
 
 
 def from_event(event: Failed) -> ApiError:

@@ -69,7 +69,7 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             summary.error = exc.type
             response = error_response(error_format(request), exc, request_id)
         except web.HTTPException as exc:
-            response = error_response(error_format(request), from_http(exc), request_id)
+            response = error_response(error_format(request), from_http(exc, request), request_id)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise

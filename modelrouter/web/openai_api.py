@@ -7,6 +7,8 @@ OpenAI's shape by the front middleware (`web.errors.OpenAIErrors`) for every `/v
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from modelrouter.config import Settings
@@ -44,6 +46,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:@+-]*)*")
+
+
+def _model_name(name: str) -> bool:
+    """A provider's model name as providers write them (`meta-llama/llama-3.3-70b-instruct`,
+    `qwen2.5:7b`): no empty, `.` or `..` path segment, at most 256 characters."""
+    return len(name) <= 256 and _MODEL_NAME.fullmatch(name) is not None and ".." not in name
+
+
 def served_models(settings: Settings) -> list[dict[str, object]]:
     """`auto`, each enabled provider's configured model as `provider/model`, then the aliases."""
 
@@ -69,8 +80,8 @@ async def get_model(request: web.Request) -> web.Response:
     wanted = request.match_info["model"]
     found = next((m for m in served_models(runtime.settings) if m["id"] == wanted), None)
     provider, _, model = wanted.partition("/")
-    if found is None and model and runtime.settings.provider(provider) is not None:
-        # Any model of an enabled provider routes, listed or not.
+    if found is None and _model_name(model) and runtime.settings.provider(provider) is not None:
+        # Any well-formed model name of an enabled provider routes, listed or not.
         found = {"id": wanted, "object": "model", "created": 0, "owned_by": provider}
     if found is not None:
         return web.Response(body=json_encoder.encode(found), content_type="application/json")
