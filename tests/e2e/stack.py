@@ -33,7 +33,7 @@ START_TIMEOUT = 20.0
 def http_get(url: str, *, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
     """A plain GET from the test's own thread (fixtures are synchronous)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -76,7 +76,7 @@ class MockProvider:
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/_mock/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2):
             pass
 
     def base(self, spec: str = "") -> str:
@@ -129,15 +129,28 @@ class Stack:
         assert self.nginx is not None
         return self.nginx.access_log.read_text(errors="replace")
 
-    def served_by(self) -> list[str]:
-        """The replica (`a` or `b`) of each request in nginx's access log, in order."""
-        assert self.nginx is not None
+    def served(self, at_least: int = 0) -> list[tuple[str, str]]:
+        """(request id, replica) of each request in nginx's access log, in order; the replica
+        is `a` or `b`, or `a, b` when the first one failed and nginx passed it on.
+
+        nginx writes a request's line as it finishes, maybe just after the client has read the
+        answer: wait (a little) until the log has `at_least` lines.
+        """
+        deadline = time.monotonic() + 5.0
+        while len(lines := self.nginx_log().splitlines()) < at_least:
+            assert time.monotonic() < deadline, f"nginx logged {len(lines)} of {at_least}"
+            time.sleep(0.01)
         names = {f"127.0.0.1:{r.port}": name for r, name in zip(self.replicas, "ab", strict=True)}
-        served = []
-        for line in self.nginx_log().splitlines():
-            upstream = line.split(" upstream=", 1)[1].split(" ", 1)[0]
-            served.append(", ".join(names.get(addr, addr) for addr in upstream.split(", ")))
-        return served
+        entries = []
+        for line in lines:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            upstream = fields["upstream"].rstrip(",").split(",")
+            replica = ", ".join(names.get(a.strip(), a.strip()) for a in upstream if a.strip())
+            entries.append((fields["request_id"], replica))
+        return entries
+
+    def served_by(self, at_least: int = 0) -> list[str]:
+        return [replica for _, replica in self.served(at_least)]
 
     def stop(self) -> None:
         if self.nginx is not None:

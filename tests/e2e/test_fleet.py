@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import aiohttp
-
 import pytest
 
 from tests.conftest import USER, Mock, parse_sse
@@ -30,8 +29,7 @@ async def test_a_provider_rate_limit_holds_for_the_fleet_through_nginx(
         statuses = sorted(status for status, _ in results)
         assert statuses == [200] * 20 + [429] * 30
         assert await Mock(mock_provider.url, session).count() == 20
-    served = fleet.served_by()
-    assert len(served) == 50
+    served = fleet.served_by(at_least=50)
     assert 15 <= served.count("a") <= 35, f"nginx spreads the requests: {served}"
 
 
@@ -47,7 +45,7 @@ async def test_the_stream_cap_holds_for_the_fleet_through_nginx(
     assert sorted(status for status, _ in results) == [200] * 4 + [429] * 8
     for body in finished:
         assert parse_sse(body.decode())[-1] == ("message", "[DONE]")
-    assert set(fleet.served_by()) == {"a", "b"}
+    assert set(fleet.served_by(at_least=12)) == {"a", "b"}
 
 
 async def test_a_blacklist_set_by_one_replica_is_seen_by_the_other_within_100_ms(
