@@ -94,7 +94,16 @@ class Nginx:
         if user is not None:
             for path in (self.dir, *self.dir.iterdir()):
                 os.chown(path, user.pw_uid, user.pw_gid)
-        command = [nginx_binary(), "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
+        # -e: builds whose default error log is a file under /var/log stay quiet unprivileged.
+        command = [
+            nginx_binary(),
+            "-e",
+            "stderr",
+            "-p",
+            str(self.dir),
+            "-c",
+            str(self.dir / "nginx.conf"),
+        ]
         with self.access_log.open("ab") as out, self.error_log.open("ab") as err:
             self.proc = subprocess.Popen(
                 command,
