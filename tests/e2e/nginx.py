@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.shared_state.support import port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx" / "modelrouter.conf"
@@ -53,13 +54,14 @@ def nginx_binary() -> str:
 def render(conf: str, upstreams: list[str], port: int) -> str:
     """The repository's conf with these replica addresses and this listen port."""
     out: list[str] = []
-    in_upstream = servers = listens = 0
+    in_upstream = False
+    servers = listens = 0
     for line in conf.splitlines(keepends=True):
         stripped = line.strip()
         if stripped == "upstream modelrouter {":
-            in_upstream = 1
+            in_upstream = True
         elif in_upstream and stripped == "}":
-            in_upstream = 0
+            in_upstream = False
         server = _SERVER.fullmatch(line.rstrip("\n")) if in_upstream else None
         listen = _LISTEN.fullmatch(line.rstrip("\n"))
         if server is not None:
@@ -95,15 +97,7 @@ class Nginx:
             for path in (self.dir, *self.dir.iterdir()):
                 os.chown(path, user.pw_uid, user.pw_gid)
         # -e: builds whose default error log is a file under /var/log stay quiet unprivileged.
-        command = [
-            nginx_binary(),
-            "-e",
-            "stderr",
-            "-p",
-            str(self.dir),
-            "-c",
-            str(self.dir / "nginx.conf"),
-        ]
+        command = [nginx_binary(), "-e", "stderr", "-p", str(self.dir), "-c", "nginx.conf"]
         with self.access_log.open("ab") as out, self.error_log.open("ab") as err:
             self.proc = subprocess.Popen(
                 command,
@@ -121,16 +115,12 @@ class Nginx:
         return pwd.getpwnam(UNPRIVILEGED) if os.geteuid() == 0 else None
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
-        import socket
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited {self.proc.returncode}: {self.errors()}")
-            with socket.socket() as sock:
-                sock.settimeout(0.2)
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            if port_open(self.port):
+                return
             time.sleep(0.02)
         raise RuntimeError(f"nginx is not listening: {self.errors()}")
 
