@@ -53,7 +53,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     model: str
     api_key: str | None
     rate_limit: int  # requests per minute; 0 means unlimited
-    max_concurrency: int
+    max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,18 +105,24 @@ class ConfigError(Exception):
 
 
 class _Reader:
-    """Reads typed values from an environment, collecting every problem instead of stopping."""
+    """Reads typed values from an environment, collecting every problem instead of stopping.
+
+    It also notes every variable it was asked for, with the default it would use, so the
+    documentation can be checked against the code (`variables`).
+    """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.read: dict[str, object] = {}
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: str, default: object = None) -> str | None:
+        self.read.setdefault(name, default)
         value = self.env.get(name, "").strip()
         return value or None  # an empty variable counts as unset
 
     def get(self, name: str, default: T, parse: Callable[[str], T], rule: str = "") -> T:
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         try:
@@ -157,7 +163,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _url(reader: _Reader, name: str, default: str) -> str:
-    value = reader.raw(name) or default
+    value = reader.raw(name, default) or default
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         reader.problems.append(f"{name}={value!r} is not an http(s) URL")
@@ -167,7 +173,7 @@ def _url(reader: _Reader, name: str, default: str) -> str:
 def _providers(
     reader: _Reader, global_rpm: int
 ) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
-    order = _split(reader.raw("PROVIDER_ORDER") or DEFAULT_ORDER)
+    order = _split(reader.raw("PROVIDER_ORDER", DEFAULT_ORDER) or DEFAULT_ORDER)
     enabled: list[ProviderSettings] = []
     skipped: list[str] = []
     for name in order:
@@ -187,10 +193,12 @@ def _providers(
             name=name,
             kind=defaults.kind,
             base_url=_url(reader, f"{prefix}_BASE_URL", defaults.base_url),
-            model=reader.raw(f"{prefix}_MODEL") or defaults.model,
+            model=reader.raw(f"{prefix}_MODEL", defaults.model) or defaults.model,
             api_key=key,
             rate_limit=reader.integer(f"{prefix}_RATE_LIMIT", defaults.rate_limit or global_rpm),
-            max_concurrency=reader.integer(f"{prefix}_MAX_CONCURRENCY", 256, minimum=1),
+            max_concurrency=reader.integer(
+                f"{prefix}_MAX_CONCURRENCY", _PROVIDER.max_concurrency, minimum=1
+            ),
         )
         if defaults.needs_key and key is None:
             skipped.append(name)
@@ -207,38 +215,66 @@ def _aliases(reader: _Reader, providers: tuple[ProviderSettings, ...]) -> tuple[
     return aliases
 
 
+# The defaults, written once: in the structs above. Reading them from instances keeps
+# `load_settings` and the documentation check (`variables`) from repeating them.
+_DEFAULTS: Final = Settings()
+_REDIS: Final = RedisSettings()
+_PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment) or raise ConfigError."""
-    r = _Reader(os.environ if env is None else env)
-    global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", 60)
+    reader = _Reader(os.environ if env is None else env)
+    settings = _load(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def variables() -> dict[str, object]:
+    """Every environment variable the configuration reads, with its default (None: unset)."""
+    reader = _Reader({"PROVIDER_ORDER": ",".join(KNOWN_PROVIDERS)})
+    _load(reader)
+    return reader.read
+
+
+def _load(r: _Reader) -> Settings:
+    d = _DEFAULTS
+    global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", d.rate_limit_requests_per_minute)
     providers, skipped = _providers(r, global_rpm)
-    log_format = r.raw("LOG_FORMAT") or "json"
+    log_format = r.raw("LOG_FORMAT", d.log_format) or d.log_format
     if log_format not in ("json", "console"):
         r.problems.append(f"LOG_FORMAT={log_format!r} is not json or console")
         log_format = "json"
-    log_level = (r.raw("LOG_LEVEL") or "INFO").upper()
+    log_level = (r.raw("LOG_LEVEL", d.log_level) or d.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         r.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
     settings = Settings(
-        host=r.raw("HOST") or "127.0.0.1",
-        port=r.get("PORT", 8000, _port, "a TCP port (1-65535)"),
+        host=r.raw("HOST", d.host) or d.host,
+        port=r.get("PORT", d.port, _port, "a TCP port (1-65535)"),
         api_keys=_split(r.raw("API_KEY") or ""),
         redis_url=r.raw("REDIS_URL"),
         redis=_redis(r),
-        provider_timeout=r.number("PROVIDER_TIMEOUT", 30.0, minimum=0.001),
-        first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", 3.0, minimum=0.001),
-        max_operation_timeout=r.number("MAX_OPERATION_TIMEOUT", 120.0, minimum=0.001),
-        backoff_base_seconds=r.number("BACKOFF_BASE_SECONDS", 5.0),
-        backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", 300.0),
+        provider_timeout=r.number("PROVIDER_TIMEOUT", d.provider_timeout, minimum=0.001),
+        first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", d.first_chunk_timeout, minimum=0.001),
+        max_operation_timeout=r.number(
+            "MAX_OPERATION_TIMEOUT", d.max_operation_timeout, minimum=0.001
+        ),
+        backoff_base_seconds=r.number("BACKOFF_BASE_SECONDS", d.backoff_base_seconds),
+        backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", d.backoff_max_seconds),
         rate_limit_requests_per_minute=global_rpm,
-        max_concurrent_streams=r.integer("MAX_CONCURRENT_STREAMS", 10, minimum=1),
-        stream_lease_ttl=r.number("STREAM_LEASE_TTL_SECONDS", 30.0, minimum=0.1),
-        stream_lease_renew=r.number("STREAM_LEASE_RENEW_SECONDS", 10.0, minimum=0.05),
-        max_body_bytes=r.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        drain_seconds=r.number("DRAIN_SECONDS", 0.0),
+        max_concurrent_streams=r.integer(
+            "MAX_CONCURRENT_STREAMS", d.max_concurrent_streams, minimum=1
+        ),
+        stream_lease_ttl=r.number("STREAM_LEASE_TTL_SECONDS", d.stream_lease_ttl, minimum=0.1),
+        stream_lease_renew=r.number(
+            "STREAM_LEASE_RENEW_SECONDS", d.stream_lease_renew, minimum=0.05
+        ),
+        max_body_bytes=r.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+        drain_seconds=r.number("DRAIN_SECONDS", d.drain_seconds),
         log_level=log_level,
         log_format="console" if log_format == "console" else "json",
-        log_flush_seconds=r.number("LOG_FLUSH_SECONDS", 0.1),
+        log_flush_seconds=r.number("LOG_FLUSH_SECONDS", d.log_flush_seconds),
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),
@@ -256,21 +292,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
             "refusing to serve without authentication"
         )
-    if r.problems:
-        raise ConfigError(r.problems)
     return settings
 
 
 def _redis(r: _Reader) -> RedisSettings:
-    prefix = r.raw("REDIS_KEY_PREFIX") or "mr"
+    d = _REDIS
+    prefix = r.raw("REDIS_KEY_PREFIX", d.key_prefix) or d.key_prefix
     if not PREFIX_RE.fullmatch(prefix):
         r.problems.append(f"REDIS_KEY_PREFIX={prefix!r} is not letters, digits, '_', '-', '.', ':'")
     return RedisSettings(
         key_prefix=prefix,
-        timeout=r.number("REDIS_TIMEOUT", 0.25, minimum=0.001),
-        expected_replicas=r.integer("REDIS_EXPECTED_REPLICAS", 1, minimum=1),
-        cluster=r.get("REDIS_CLUSTER", False, _flag, "a flag (1/0, true/false)"),
-        max_connections=r.integer("REDIS_MAX_CONNECTIONS", 64, minimum=2),
+        timeout=r.number("REDIS_TIMEOUT", d.timeout, minimum=0.001),
+        expected_replicas=r.integer("REDIS_EXPECTED_REPLICAS", d.expected_replicas, minimum=1),
+        cluster=r.get("REDIS_CLUSTER", d.cluster, _flag, "a flag (1/0, true/false)"),
+        max_connections=r.integer("REDIS_MAX_CONNECTIONS", d.max_connections, minimum=2),
     )
 
 
