@@ -323,7 +323,12 @@ async def test_no_provider_with_the_model_is_a_404_model_not_found(
     response = await client.post("/v1/chat/completions", json=body)
     assert response.status == 404
     error = (await response.json())["error"]
-    assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
+    assert response.headers["x-should-retry"] == "false"
     assert "ollama: model_not_found" in error["message"]
     response = await client.post("/chat", json=body)
     assert response.status == 404

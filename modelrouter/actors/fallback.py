@@ -130,7 +130,7 @@ class Fallback:
                 return Failed(504, "timeout", message, retryable=False)
             if all(r.reason == "model_not_found" for _, r in self.failures):
                 message = self.redact(f"no provider has the model: {details}")
-                return Failed(404, "model_not_found", message, retryable=False)
+                return Failed(404, "model_not_found", message, param="model", retryable=False)
             message = self.redact(f"every provider failed: {details}")
             return Failed(502, "upstream_error", message, retryable=False)
         limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
