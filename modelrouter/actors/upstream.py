@@ -105,7 +105,8 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
     except (OSError, BadResponse):
         body = b""
     retry_after = parse_retry_after(response.header("retry-after"))
-    return classify_status(response.status, adapter.error_message(body), retry_after)
+    message = adapter.error_message(body)
+    return classify_status(response.status, message, retry_after, response.redirect_host())
 
 
 async def _read_whole(

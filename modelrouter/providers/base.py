@@ -140,8 +140,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def classify_status(status: int, message: str, retry_after: float | None) -> UpstreamFailure:
-    """Turn a non-2xx upstream status into a failure of the right class."""
+def classify_status(
+    status: int, message: str, retry_after: float | None, redirect_to: str | None = None
+) -> UpstreamFailure:
+    """Turn a non-2xx upstream status into a failure of the right class.
+
+    A 3xx is never followed (the key must not go to another host): `redirect_to` names where
+    it pointed, and the failure says so.
+    """
+    if redirect_to is not None:
+        what = f"HTTP {status}: redirect to {redirect_to} not followed"
+        return UpstreamFailure("bad_response", what, status=status)
     detail = f"HTTP {status}: {message}" if message else f"HTTP {status}"
     if status == 429:
         return UpstreamFailure("rate_limited", detail, status=status, retry_after=retry_after)

@@ -15,7 +15,7 @@ from modelrouter.events import Usage
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.state import HealthListener, HealthRecord, SharedState, create_state
-from modelrouter.transport import Pool
+from modelrouter.transport import open_pool
 
 log = structlog.get_logger("modelrouter.web")
 
@@ -69,8 +69,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     adapters = [build_adapter(p) for p in settings.providers]
     # Deadlines are enforced per attempt (asyncio.timeout_at), connecting included.
     pools = [
-        Pool(a.url, max_idle=p.max_concurrency)
-        for p, a in zip(settings.providers, adapters, strict=True)
+        open_pool(p, settings, url=a.url) for p, a in zip(settings.providers, adapters, strict=True)
     ]
     actors = [
         ProviderActor(p, a, settings=settings, pool=pool, state=state, metrics=metrics)
