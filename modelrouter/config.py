@@ -312,7 +312,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL and the rest: never in 
 
 
 def _checked_url(
-    reader: _Reader, name: str, value: str, schemes: tuple[str, ...]
+    reader: _Reader, name: str, value: str, schemes: tuple[str, ...], *, need_host: bool = True
 ) -> SplitResult | None:
     """Parse a URL-valued variable, or add one problem naming what is wrong with it.
 
@@ -331,7 +331,7 @@ def _checked_url(
     if parts.scheme not in schemes:
         wanted = ", ".join(f"{scheme}://" for scheme in schemes)
         reader.problems.append(f"{name} must start with {wanted}")
-    elif not parts.hostname:
+    elif need_host and not parts.hostname:
         reader.problems.append(f"{name} has no host")
     elif port == 0:
         reader.problems.append(f"{name} is not a valid URL (it needs a port from 1 to 65535)")
@@ -354,7 +354,7 @@ def _check_redis_url(reader: _Reader, url: str) -> None:
                 reader.problems.append("REDIS_URL has a sentinel port that is not 1 to 65535")
                 return
         return
-    _checked_url(reader, "REDIS_URL", url, schemes)
+    _checked_url(reader, "REDIS_URL", url, schemes, need_host=False)  # redis-py: localhost
 
 
 def _upstream(r: _Reader) -> UpstreamSettings:

@@ -148,10 +148,9 @@ def classify_status(
     A 3xx is never followed (the key must not go to another host): `redirect_to` names where
     it pointed, and the failure says so.
     """
-    if redirect_to is not None:
-        what = f"HTTP {status}: redirect to {redirect_to} not followed"
-        return UpstreamFailure("bad_response", what, status=status)
     detail = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if redirect_to is not None:  # a 3xx: falls through to bad_response below
+        detail = f"HTTP {status}: redirect to {redirect_to} not followed"
     if status == 429:
         return UpstreamFailure("rate_limited", detail, status=status, retry_after=retry_after)
     if status in (401, 403):

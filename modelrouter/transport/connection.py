@@ -21,6 +21,7 @@ import httptools
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+MAX_HEAD = 64 * 1024  # status line and headers (1xx included); past it, one more read at most
 
 
 class ConnectionLost(ConnectionError):
@@ -41,6 +42,7 @@ class Connection(asyncio.Protocol):
         "_buffered",
         "_complete",
         "_error",
+        "_head_bytes",
         "_headers",
         "_headers_done",
         "_interim",
@@ -71,6 +73,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
+        self._head_bytes = 0  # bytes received before the headers were complete
         self._interim = False  # parsing a 1xx response, which is not the answer
         self._body: deque[bytes] = deque()
         self._buffered = 0
@@ -86,6 +89,11 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
+        if not self._headers_done:
+            if self._head_bytes > MAX_HEAD:
+                self._fail(BadResponse(f"response head larger than {MAX_HEAD} bytes"))
+                return
+            self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -155,11 +163,11 @@ class Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        """The one test for going back to the pool: this response parsed to its end, all of it
-        read, nothing after it, and both sides willing to keep the connection."""
+        """The one test for going back to the pool: this response parsed to its end, no byte
+        after it, and both sides willing to keep the connection. (Body pieces parsed but not
+        taken by the reader are dropped with the response: they cannot reach the next one.)"""
         return (
             self._complete
-            and not self._body
             and self.keep_alive
             and self._error is None
             and self.transport is not None
@@ -222,9 +230,15 @@ class Connection(asyncio.Protocol):
         return self._error
 
     def _until_close(self) -> bool:
-        """Whether this response's body has no framing, so that only the close ends it."""
-        framing = (b"content-length", b"transfer-encoding")
-        return not any(name.lower() in framing for name, _ in self._headers)
+        """Whether this response's body has no framing, so that only the close ends it
+        (no Content-Length, and no Transfer-Encoding ending in chunked: RFC 9112, 6.3)."""
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                return False
+            if lowered == b"transfer-encoding":
+                return not value.rstrip().lower().endswith(b"chunked")
+        return True
 
     def _wake(self) -> None:
         reader = self._reader

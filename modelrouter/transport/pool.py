@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 from modelrouter.transport.connection import BadResponse, Connection, ConnectionLost
 from modelrouter.transport.proxy import Proxy, ProxyError, open_tunnel
 from modelrouter.transport.response import Response
+from modelrouter.transport.tls import tls_context
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": kept as written, the rest quoted
@@ -61,7 +62,7 @@ class Pool:
         if parts.username is not None or parts.password is not None:
             user, password = unquote(parts.username or ""), unquote(parts.password or "")
             self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
+        self._ssl = (ssl_context or tls_context()) if self.tls else None
         self._idle: list[Connection] = []
         self._closed = False
 

@@ -48,7 +48,7 @@ def encoded(body: bytes, encoding: str) -> bytes:
 
 
 class Received:
-    __slots__ = ("connection", "head", "body", "peer")
+    __slots__ = ("body", "connection", "head", "peer")
 
     def __init__(self, connection: int, head: bytes, body: bytes, peer: str) -> None:
         self.connection = connection

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from modelrouter.transport import BadResponse, ConnectionLost, Pool
+from modelrouter.transport import BadResponse, ConnectionLost, Pool, Proxy
 from modelrouter.transport import connection as connection_module
 from tests.conftest import Mock, free_port
 
@@ -191,76 +191,60 @@ def test_header_block_carries_path_prefix_host_and_headers() -> None:
         Pool("ftp://h")
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A throwaway self-signed certificate for localhost (made with the openssl CLI)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+def test_an_ipv6_literal_is_bracketed_in_host() -> None:
+    pool = Pool("http://[::1]:9000/v1")
+    assert pool.host == "::1"
+    assert b"\r\nHost: [::1]:9000\r\n" in pool.header_block("POST", "/chat", {})
+    assert Pool("https://[2001:db8::7]/v1").authority == "[2001:db8::7]"
 
 
-async def test_https_upstream_is_verified_and_reused(tls_files: tuple[str, str]) -> None:
-    import ssl
+def test_user_agent_goes_out_unless_the_adapter_sets_one() -> None:
+    pool = Pool("http://h/v1", user_agent="modelrouter/9")
+    assert b"\r\nUser-Agent: modelrouter/9\r\n" in pool.header_block("POST", "/c", {})
+    own = pool.header_block("POST", "/c", {"user-agent": "mine"})
+    assert b"modelrouter/9" not in own
+    assert b"user-agent: mine" in own
 
-    cert, key = tls_files
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    connections = 0
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsecured")
-            await writer.drain()
+def test_credentials_in_the_base_url_go_out_as_basic_auth_and_nowhere_else() -> None:
+    pool = Pool("https://bob:p%40ss@ollama.example.com/base")
+    block = pool.header_block("POST", "/api/chat", {})
+    assert b"Authorization: Basic Ym9iOnBAc3M=\r\n" in block  # bob:p@ss
+    assert b"p%40ss" not in block
+    assert b"Host: ollama.example.com\r\n" in block
+    assert pool.authority == "ollama.example.com"
 
-    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        trusting = ssl.create_default_context(cafile=cert)
-        pool = Pool(f"https://localhost:{port}/v1", ssl_context=trusting)
-        head = pool.header_block("POST", "/chat/completions", {"Authorization": "Bearer k"})
-        for _ in range(2):
-            response = await pool.request(head, b"{}")
-            assert response.status == 200
-            assert await response.read() == b"secured"
-            response.release()
-        assert connections == 1, "the TLS connection is kept alive and reused"
-        await pool.close()
-        untrusting = Pool(f"https://localhost:{port}/v1")  # the system store: not our cert
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await untrusting.request(head, b"{}")
-    finally:
-        server.close()
-        await server.wait_closed()
+
+def test_through_a_proxy_plain_http_uses_the_absolute_form_and_proxy_credentials() -> None:
+    pool = Pool("http://origin.internal:8080/v1", proxy=Proxy("http://u:pw@proxy:3128"))
+    block = pool.header_block("POST", "/chat", {})
+    assert block.startswith(b"POST http://origin.internal:8080/v1/chat HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic dTpwdw==\r\n" in block  # u:pw
+
+
+def test_through_a_proxy_https_keeps_the_origin_form_and_no_proxy_header() -> None:
+    # The CONNECT request carries the proxy's credentials; the tunnelled request must not.
+    pool = Pool("https://api.example.com/v1", proxy=Proxy("http://u:pw@proxy:3128"))
+    block = pool.header_block("POST", "/chat", {})
+    assert block.startswith(b"POST /v1/chat HTTP/1.1\r\n")
+    assert b"Proxy-Authorization" not in block
+
+
+def test_a_path_with_spaces_or_non_ascii_is_percent_encoded_once() -> None:
+    pool = Pool("http://h/my models/ñ%20x")
+    assert pool.header_block("POST", "", {}).startswith(b"POST /my%20models/%C3%B1%20x HTTP/1.1")
+
+
+def test_an_international_host_name_goes_out_in_its_ascii_form() -> None:
+    pool = Pool("https://bücher.example/v1")
+    assert pool.host == "xn--bcher-kva.example"
+    assert b"Host: xn--bcher-kva.example\r\n" in pool.header_block("POST", "", {})
+
+
+def test_a_proxy_never_shows_its_credentials() -> None:
+    proxy = Proxy("http://user:hunter2@proxy.internal:3128")
+    assert "hunter2" not in repr(proxy)
+    assert proxy.label == "proxy.internal:3128"
+    assert Proxy("proxy.internal:3128").label == "proxy.internal:3128"  # curl's bare host:port
+    with pytest.raises(ValueError, match="http://"):
+        Proxy("socks5://proxy:1080")
