@@ -246,3 +246,22 @@ def test_credentials_in_a_base_url_are_used_or_refused_never_both() -> None:
         "OLLAMA_BASE_URL carries user:password and OLLAMA_API_KEY is set too: keep one "
         "(credentials in the URL are sent as Basic auth, in the key's place)"
     ]
+
+
+def test_the_readme_and_env_example_document_these_settings_with_their_default() -> None:
+    from pathlib import Path
+
+    from modelrouter.config import UpstreamSettings
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    names = ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "_PROXY", "_CA_BUNDLE", "SSL_CERT_FILE"]
+    names += ["SSL_CERT_DIR", "MAX_UPSTREAM_BODY_BYTES"]
+    for name in names:
+        assert name in readme, name
+        assert name in example, name
+    bound = UpstreamSettings().max_body_bytes
+    assert "| `MAX_UPSTREAM_BODY_BYTES` |" in readme and f"| `{bound}` |" in readme
+    assert f"# MAX_UPSTREAM_BODY_BYTES={bound}\n" in example
+    assert "not followed" in readme and "not followed" in example
