@@ -20,7 +20,6 @@ from typing import cast
 import httptools
 
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 MAX_HEAD = 64 * 1024  # status line and headers (1xx included); past it, one more read at most
 
 
@@ -96,8 +95,6 @@ class Connection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(BadResponse("upstream switched protocols (101): refused"))
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Unsolicited):
                 self._fail(BadResponse("upstream sent bytes after the end of its response"))
@@ -204,10 +201,6 @@ class Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return piece
-
-    @property
-    def complete(self) -> bool:
-        return self._complete
 
     def close(self) -> None:
         if self.transport is not None:

@@ -248,3 +248,92 @@ def test_a_proxy_never_shows_its_credentials() -> None:
     assert Proxy("proxy.internal:3128").label == "proxy.internal:3128"  # curl's bare host:port
     with pytest.raises(ValueError, match="http://"):
         Proxy("socks5://proxy:1080")
+
+
+@pytest.mark.parametrize(
+    ("location", "host"),
+    [
+        ("Location: https://elsewhere.example/v1", "elsewhere.example"),
+        ("Location: /v2/chat", "127.0.0.1"),  # relative: our own host
+        ("Location: http://[::1", "a malformed Location"),
+        ("X-No-Location: 1", "nowhere (no Location)"),
+    ],
+)
+async def test_a_redirect_names_where_it_pointed(location: str, host: str, raw_server) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            f"HTTP/1.1 307 Temporary Redirect\r\n{location}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    assert response.redirect_host() == host
+    response.release()
+    await pool.close()
+
+
+async def test_a_compressed_stream_is_inflated_in_bounded_pieces(raw_server) -> None:  # type: ignore[no-untyped-def]
+    import zlib
+
+    events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(50_000))  # ~0.8 MB
+    packer = zlib.compressobj(wbits=31)
+    packed = packer.compress(events) + packer.flush()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for start in range(0, len(packed), 4096):
+            piece = packed[start : start + 4096]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler), max_body=1024)  # the whole-body bound: not for streams
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    pieces = [piece async for piece in response.iter_body()]
+    response.release()
+    assert b"".join(pieces) == events
+    assert max(len(p) for p in pieces) <= 256 * 1024
+    await pool.close()
+
+
+async def test_a_compressed_stream_cut_short_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
+    packed = gzip.compress(b"data: {}\n\n" * 1000)[:-8]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(packed), packed)
+        )
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    with pytest.raises(BadResponse, match="ended early"):
+        _ = [piece async for piece in response.iter_body()]
+    response.release()
+    await pool.close()
+
+
+async def test_gzip_followed_by_other_bytes_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
+    packed = gzip.compress(b'{"ok": true}') + b"trailing garbage"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(packed), packed)
+        )
+        await writer.drain()
+
+    pool = Pool(await raw_server(handler))
+    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    with pytest.raises(BadResponse, match="after the end of the compressed body"):
+        await response.read()
+    response.release()
+    await pool.close()

@@ -21,7 +21,7 @@ from tests.conftest import free_port
 from tests.transport.clients import CLIENTS, answer
 from tests.transport.conftest import PrivateCA, Serve
 from tests.transport.proxies import PASSWORD, PROXY_PEER, USER, Proxies
-from tests.transport.servers import ok
+from tests.transport.servers import CLOSE, ok
 
 # -- through a real proxy, both clients -------------------------------------------------------
 
@@ -246,3 +246,40 @@ async def test_no_proxy_sends_a_loopback_provider_direct(serve: Serve, proxies: 
     response.release()
     assert server.received[0].peer == "127.0.0.1"
     await pool.close()
+
+
+# -- proxies that misbehave (scripted, not tinyproxy) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ([CLOSE], "closed the connection during CONNECT"),
+        ([b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 20_000, 1.0], "oversized reply to CONNECT"),
+        ([b"HTTP/1.1 200 Connection established\r\n\r\nEARLY"], "sent data before the tunnel"),
+        ([b"SSH-2.0-OpenSSH\r\n\r\n"], "refused CONNECT to api.example.com:443: a malformed reply"),
+        (
+            [b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"],
+            "refused CONNECT to api.example.com:443: 502 Bad Gateway",
+        ),
+    ],
+)
+async def test_a_misbehaving_proxy_is_a_proxy_error_naming_it(
+    serve: Serve, reply: list[bytes | float | None], message: str
+) -> None:
+    fake = await serve(lambda n: reply)
+    pool = Pool("https://api.example.com/v1", proxy=Proxy(fake.url()))
+    with pytest.raises(ProxyError, match=f"proxy 127.0.0.1:{fake.port}") as caught:
+        await pool.request(pool.header_block("POST", "", {}), b"{}")
+    assert message in str(caught.value)
+    assert fake.received[0].request_line == "CONNECT api.example.com:443 HTTP/1.1"
+    assert fake.received[0].header("host") == "api.example.com:443"
+
+
+async def test_connect_to_an_ipv6_origin_brackets_it(serve: Serve) -> None:
+    fake = await serve(lambda n: [b"HTTP/1.1 403 Forbidden\r\n\r\n"])
+    pool = Pool("https://[2001:db8::1]:8443/v1", proxy=Proxy(f"http://u:p@127.0.0.1:{fake.port}"))
+    with pytest.raises(ProxyError, match="403 Forbidden"):
+        await pool.request(pool.header_block("POST", "", {}), b"{}")
+    assert fake.received[0].request_line == "CONNECT [2001:db8::1]:8443 HTTP/1.1"
+    assert fake.received[0].header("proxy-authorization") == "Basic dTpw"
