@@ -101,6 +101,11 @@ CASES = [
     Case("gzip", [encoded(b"first", "gzip")], answer(200, "first")),
     Case("deflate (zlib)", [encoded(b"first", "deflate")], answer(200, "first")),
     Case("deflate sent raw, as some servers do", [encoded(b"first", "raw")], answer(200, "first")),
+    Case(
+        "gzip followed by other bytes",
+        [ok(gzip.compress(b"first") + b"trailing garbage", "Content-Encoding: gzip")],
+        FAILS,
+    ),
     Case("a coding we do not know (br)", [ok(b"\x1b\x04", "Content-Encoding: br")], FAILS),
     Case("gzip that is not gzip", [ok(b"not gzip", "Content-Encoding: gzip")], FAILS),
     Case(

@@ -1,44 +1,24 @@
-"""The upstream HTTP/1.1 client: keep-alive, chunked bodies, gzip, failures, back-pressure."""
+"""The pool: requests on kept-alive connections, bodies piece by piece, back-pressure, the
+request head (target, Host, User-Agent, credentials), redirect targets and compressed streams.
+What a response may look like on the wire is test_conformance's job."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
+import zlib
 
 import pytest
 
-from modelrouter.transport import BadResponse, ConnectionLost, Pool, Proxy
+from modelrouter.transport import BadResponse, Pool, Proxy
 from modelrouter.transport import connection as connection_module
 from tests.conftest import Mock, free_port
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture
-async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """A scripted TCP server: each test writes exactly the bytes it wants the client to see."""
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> str:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+from tests.transport.conftest import Serve
+from tests.transport.servers import chunked, ok
 
 
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return head + await reader.readexactly(length)
+async def open_response(pool: Pool):  # type: ignore[no-untyped-def]
+    return await pool.request(pool.header_block("POST", "/x", {}), b"{}")
 
 
 async def test_request_and_keep_alive_against_the_mock(mock: Mock) -> None:
@@ -58,119 +38,32 @@ async def test_request_and_keep_alive_against_the_mock(mock: Mock) -> None:
     await pool.close()
 
 
-async def test_streamed_chunked_body_arrives_in_pieces(raw_server) -> None:  # type: ignore[no-untyped-def]
-    release = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-        await release.wait()
-        writer.write(b"6\r\n world\r\n0\r\n\r\n")
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+async def test_a_chunked_body_arrives_piece_by_piece(serve: Serve) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    server = await serve(lambda n: [head + b"5\r\nhello\r\n", 0.2, b"6\r\n world\r\n0\r\n\r\n"])
+    pool = Pool(server.url())
+    response = await open_response(pool)
     pieces = response.iter_body()
-    assert await anext(pieces) == b"hello"
-    release.set()
+    assert await anext(pieces) == b"hello"  # before the rest was even sent
     assert [p async for p in pieces] == [b" world"]
     response.release()
     await pool.close()
 
 
-async def test_gzip_body_is_decoded(raw_server) -> None:  # type: ignore[no-untyped-def]
-    packed = gzip.compress(b'{"ok": true}')
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed)
-            + packed
-        )
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
-    assert await response.read() == b'{"ok": true}'
-    await pool.close()
-
-
-async def test_connection_closed_mid_body_is_connection_lost(raw_server) -> None:  # type: ignore[no-untyped-def]
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-        await writer.drain()
-        writer.close()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
-    with pytest.raises(ConnectionLost):
-        await response.read()
-    response.release()
-    assert pool._idle == [], "a broken connection is never reused"
-    await pool.close()
-
-
-async def test_garbage_instead_of_http_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    with pytest.raises(BadResponse):
-        await pool.request(pool.header_block("POST", "/x", {}), b"{}")
-    await pool.close()
-
-
-async def test_refused_connection_raises_oserror() -> None:
+async def test_a_refused_connection_raises_oserror() -> None:
     pool = Pool(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ConnectionRefusedError):
-        await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+        await open_response(pool)
 
 
-async def test_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(raw_server) -> None:  # type: ignore[no-untyped-def]
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        if connections == 1:
-            writer.close()  # the server drops the idle connection after the first answer
-
-    pool = Pool(await raw_server(handler))
-    head = pool.header_block("POST", "/x", {})
-    first = await pool.request(head, b"{}")
-    assert await first.read() == b"ok"
-    first.release()
-    await asyncio.sleep(0.05)  # the close reaches the client while the connection sits idle
-    second = await pool.request(head, b"{}")
-    assert await second.read() == b"ok"
-    assert connections == 2
-    await pool.close()
-
-
-async def test_slow_reader_pauses_the_socket(
-    raw_server,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+async def test_a_slow_reader_pauses_the_socket(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connection_module, "HIGH_WATER", 1024)
-    sent = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n")
-        for _ in range(64):
-            writer.write(b"x" * 1024)
-            await writer.drain()
-        sent.set()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n"
+    server = await serve(lambda n: [head, *([b"x" * 1024] * 64)])
+    pool = Pool(server.url())
+    response = await open_response(pool)
     await asyncio.sleep(0.1)
     conn = response._conn
     assert conn is not None
@@ -259,81 +152,39 @@ def test_a_proxy_never_shows_its_credentials() -> None:
         ("X-No-Location: 1", "nowhere (no Location)"),
     ],
 )
-async def test_a_redirect_names_where_it_pointed(location: str, host: str, raw_server) -> None:  # type: ignore[no-untyped-def]
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            f"HTTP/1.1 307 Temporary Redirect\r\n{location}\r\nContent-Length: 0\r\n\r\n".encode()
-        )
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+async def test_a_redirect_names_where_it_pointed(location: str, host: str, serve: Serve) -> None:
+    server = await serve(lambda n: [ok("", location, status="307 Temporary Redirect")])
+    pool = Pool(server.url())
+    response = await open_response(pool)
     assert response.redirect_host() == host
     response.release()
     await pool.close()
 
 
-async def test_a_compressed_stream_is_inflated_in_bounded_pieces(raw_server) -> None:  # type: ignore[no-untyped-def]
-    import zlib
-
+async def test_a_compressed_stream_is_inflated_in_bounded_pieces(serve: Serve) -> None:
     events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(50_000))  # ~0.8 MB
     packer = zlib.compressobj(wbits=31)
     packed = packer.compress(events) + packer.flush()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        for start in range(0, len(packed), 4096):
-            piece = packed[start : start + 4096]
-            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler), max_body=1024)  # the whole-body bound: not for streams
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
-    pieces = [piece async for piece in response.iter_body()]
+    pieces = [packed[start : start + 4096] for start in range(0, len(packed), 4096)]
+    response_bytes = chunked(*pieces).replace(
+        b"200 OK\r\n", b"200 OK\r\nContent-Encoding: gzip\r\n", 1
+    )
+    server = await serve(lambda n: [response_bytes])
+    pool = Pool(server.url(), max_body=1024)  # the whole-body bound: not for streams
+    response = await open_response(pool)
+    received = [piece async for piece in response.iter_body()]
     response.release()
-    assert b"".join(pieces) == events
-    assert max(len(p) for p in pieces) <= 256 * 1024
+    assert b"".join(received) == events
+    assert max(len(p) for p in received) <= 256 * 1024
     await pool.close()
 
 
-async def test_a_compressed_stream_cut_short_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
+async def test_a_compressed_stream_cut_short_is_a_bad_response(serve: Serve) -> None:
     packed = gzip.compress(b"data: {}\n\n" * 1000)[:-8]
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(packed), packed)
-        )
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
+    server = await serve(lambda n: [ok(packed, "Content-Encoding: gzip")])
+    pool = Pool(server.url())
+    response = await open_response(pool)
     with pytest.raises(BadResponse, match="ended early"):
         _ = [piece async for piece in response.iter_body()]
-    response.release()
-    await pool.close()
-
-
-async def test_gzip_followed_by_other_bytes_is_a_bad_response(raw_server) -> None:  # type: ignore[no-untyped-def]
-    packed = gzip.compress(b'{"ok": true}') + b"trailing garbage"
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(packed), packed)
-        )
-        await writer.drain()
-
-    pool = Pool(await raw_server(handler))
-    response = await pool.request(pool.header_block("POST", "/x", {}), b"{}")
-    with pytest.raises(BadResponse, match="after the end of the compressed body"):
-        await response.read()
     response.release()
     await pool.close()
