@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streams clean
+.PHONY: run test e2e lint bench bench-ab bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest --cov=modelrouter --cov-report=term --cov-fail-under=85
 
+# nginx (apt-get install nginx) in front of two gateway processes sharing the Redis on
+# 127.0.0.1:6379 (db 12; MODELROUTER_E2E_REDIS_URL to use another), with deploy/nginx/modelrouter.conf.
+e2e: $(STAMP)
+	$(PY) -m pytest -m e2e tests/e2e
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check modelrouter tests
 	$(VENV)/bin/ruff format --check modelrouter tests
@@ -27,6 +32,11 @@ clean:
 
 bench: $(STAMP)
 	$(PY) -m modelrouter.bench.suite
+
+# A/B against another revision (default: the parent commit), interleaved in the same rounds.
+BASE ?= HEAD~1
+bench-ab: $(STAMP)
+	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

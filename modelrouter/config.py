@@ -55,7 +55,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     model: str
     api_key: str | None
     rate_limit: int  # requests per minute; 0 means unlimited
-    max_concurrency: int
+    max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
     proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
     ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
 
@@ -121,18 +121,24 @@ class ConfigError(Exception):
 
 
 class _Reader:
-    """Reads typed values from an environment, collecting every problem instead of stopping."""
+    """Reads typed values from an environment, collecting every problem instead of stopping.
+
+    It also notes every variable it was asked for, with the default it would use, so the
+    documentation can be checked against the code (`variables`).
+    """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.read: dict[str, object] = {}
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: str, default: object = None) -> str | None:
+        self.read.setdefault(name, default)
         value = self.env.get(name, "").strip()
         return value or None  # an empty variable counts as unset
 
     def get(self, name: str, default: T, parse: Callable[[str], T], rule: str = "") -> T:
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         try:
@@ -173,7 +179,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _url(reader: _Reader, name: str, default: str) -> str:
-    value = reader.raw(name) or default
+    value = reader.raw(name, default) or default
     parts = _checked_url(reader, name, value, ("http", "https"))
     if parts is not None and (parts.query or parts.fragment):
         reader.problems.append(f"{name} must not have a ?query or #fragment (paths are appended)")
@@ -183,7 +189,7 @@ def _url(reader: _Reader, name: str, default: str) -> str:
 def _providers(
     reader: _Reader, global_rpm: int
 ) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
-    order = _split(reader.raw("PROVIDER_ORDER") or DEFAULT_ORDER)
+    order = _split(reader.raw("PROVIDER_ORDER", DEFAULT_ORDER) or DEFAULT_ORDER)
     enabled: list[ProviderSettings] = []
     skipped: list[str] = []
     for name in order:
@@ -203,10 +209,12 @@ def _providers(
             name=name,
             kind=defaults.kind,
             base_url=_url(reader, f"{prefix}_BASE_URL", defaults.base_url),
-            model=reader.raw(f"{prefix}_MODEL") or defaults.model,
+            model=reader.raw(f"{prefix}_MODEL", defaults.model) or defaults.model,
             api_key=key,
             rate_limit=reader.integer(f"{prefix}_RATE_LIMIT", defaults.rate_limit or global_rpm),
-            max_concurrency=reader.integer(f"{prefix}_MAX_CONCURRENCY", 256, minimum=1),
+            max_concurrency=reader.integer(
+                f"{prefix}_MAX_CONCURRENCY", _PROVIDER.max_concurrency, minimum=1
+            ),
             proxy=_provider_proxy(reader, f"{prefix}_PROXY"),
             ca_bundle=_ca_file(reader, f"{prefix}_CA_BUNDLE"),
         )
@@ -226,39 +234,67 @@ def _aliases(reader: _Reader, providers: tuple[ProviderSettings, ...]) -> tuple[
     return aliases
 
 
+# The defaults, written once: in the structs above. Reading them from instances keeps
+# `load_settings` and the documentation check (`variables`) from repeating them.
+_DEFAULTS: Final = Settings()
+_REDIS: Final = RedisSettings()
+_PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment) or raise ConfigError."""
-    r = _Reader(os.environ if env is None else env)
-    global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", 60)
+    reader = _Reader(os.environ if env is None else env)
+    settings = _load(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def variables() -> dict[str, object]:
+    """Every environment variable the configuration reads, with its default (None: unset)."""
+    reader = _Reader({"PROVIDER_ORDER": ",".join(KNOWN_PROVIDERS)})
+    _load(reader)
+    return reader.read
+
+
+def _load(r: _Reader) -> Settings:
+    d = _DEFAULTS
+    global_rpm = r.integer("RATE_LIMIT_REQUESTS_PER_MINUTE", d.rate_limit_requests_per_minute)
     providers, skipped = _providers(r, global_rpm)
-    log_format = r.raw("LOG_FORMAT") or "json"
+    log_format = r.raw("LOG_FORMAT", d.log_format) or d.log_format
     if log_format not in ("json", "console"):
         r.problems.append(f"LOG_FORMAT={log_format!r} is not json or console")
         log_format = "json"
-    log_level = (r.raw("LOG_LEVEL") or "INFO").upper()
+    log_level = (r.raw("LOG_LEVEL", d.log_level) or d.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         r.problems.append(f"LOG_LEVEL={log_level!r} is not a log level")
     settings = Settings(
-        host=r.raw("HOST") or "127.0.0.1",
-        port=r.get("PORT", 8000, _port, "a TCP port (1-65535)"),
+        host=r.raw("HOST", d.host) or d.host,
+        port=r.get("PORT", d.port, _port, "a TCP port (1-65535)"),
         api_keys=_split(r.raw("API_KEY") or ""),
         redis_url=r.raw("REDIS_URL"),
         redis=_redis(r),
         upstream=_upstream(r),
-        provider_timeout=r.number("PROVIDER_TIMEOUT", 30.0, minimum=0.001),
-        first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", 3.0, minimum=0.001),
-        max_operation_timeout=r.number("MAX_OPERATION_TIMEOUT", 120.0, minimum=0.001),
-        backoff_base_seconds=r.number("BACKOFF_BASE_SECONDS", 5.0),
-        backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", 300.0),
+        provider_timeout=r.number("PROVIDER_TIMEOUT", d.provider_timeout, minimum=0.001),
+        first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", d.first_chunk_timeout, minimum=0.001),
+        max_operation_timeout=r.number(
+            "MAX_OPERATION_TIMEOUT", d.max_operation_timeout, minimum=0.001
+        ),
+        backoff_base_seconds=r.number("BACKOFF_BASE_SECONDS", d.backoff_base_seconds),
+        backoff_max_seconds=r.number("BACKOFF_MAX_SECONDS", d.backoff_max_seconds),
         rate_limit_requests_per_minute=global_rpm,
-        max_concurrent_streams=r.integer("MAX_CONCURRENT_STREAMS", 10, minimum=1),
-        stream_lease_ttl=r.number("STREAM_LEASE_TTL_SECONDS", 30.0, minimum=0.1),
-        stream_lease_renew=r.number("STREAM_LEASE_RENEW_SECONDS", 10.0, minimum=0.05),
-        max_body_bytes=r.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        drain_seconds=r.number("DRAIN_SECONDS", 0.0),
+        max_concurrent_streams=r.integer(
+            "MAX_CONCURRENT_STREAMS", d.max_concurrent_streams, minimum=1
+        ),
+        stream_lease_ttl=r.number("STREAM_LEASE_TTL_SECONDS", d.stream_lease_ttl, minimum=0.1),
+        stream_lease_renew=r.number(
+            "STREAM_LEASE_RENEW_SECONDS", d.stream_lease_renew, minimum=0.05
+        ),
+        max_body_bytes=r.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+        drain_seconds=r.number("DRAIN_SECONDS", d.drain_seconds),
         log_level=log_level,
         log_format="console" if log_format == "console" else "json",
-        log_flush_seconds=r.number("LOG_FLUSH_SECONDS", 0.1),
+        log_flush_seconds=r.number("LOG_FLUSH_SECONDS", d.log_flush_seconds),
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),
@@ -274,21 +310,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
             "refusing to serve without authentication"
         )
-    if r.problems:
-        raise ConfigError(r.problems)
     return settings
 
 
 def _redis(r: _Reader) -> RedisSettings:
-    prefix = r.raw("REDIS_KEY_PREFIX") or "mr"
+    d = _REDIS
+    prefix = r.raw("REDIS_KEY_PREFIX", d.key_prefix) or d.key_prefix
     if not PREFIX_RE.fullmatch(prefix):
         r.problems.append(f"REDIS_KEY_PREFIX={prefix!r} is not letters, digits, '_', '-', '.', ':'")
     return RedisSettings(
         key_prefix=prefix,
-        timeout=r.number("REDIS_TIMEOUT", 0.25, minimum=0.001),
-        expected_replicas=r.integer("REDIS_EXPECTED_REPLICAS", 1, minimum=1),
-        cluster=r.get("REDIS_CLUSTER", False, _flag, "a flag (1/0, true/false)"),
-        max_connections=r.integer("REDIS_MAX_CONNECTIONS", 64, minimum=2),
+        timeout=r.number("REDIS_TIMEOUT", d.timeout, minimum=0.001),
+        expected_replicas=r.integer("REDIS_EXPECTED_REPLICAS", d.expected_replicas, minimum=1),
+        cluster=r.get("REDIS_CLUSTER", d.cluster, _flag, "a flag (1/0, true/false)"),
+        max_connections=r.integer("REDIS_MAX_CONNECTIONS", d.max_connections, minimum=2),
     )
 
 
@@ -359,10 +394,10 @@ def _check_redis_url(reader: _Reader, url: str) -> None:
 
 def _upstream(r: _Reader) -> UpstreamSettings:
     default = UpstreamSettings()
-    no_proxy = r.raw("no_proxy") or r.raw("NO_PROXY") or ""
+    no_proxy = _lower_first(r, "NO_PROXY") or ""
     return UpstreamSettings(
-        http_proxy=_proxy(r, "http_proxy"),
-        https_proxy=_proxy(r, "https_proxy"),
+        http_proxy=_proxy(r, "HTTP_PROXY"),
+        https_proxy=_proxy(r, "HTTPS_PROXY"),
         no_proxy=tuple(part for part in re.split(r"[,\s]+", no_proxy) if part),
         ssl_cert_file=_ca_file(r, "SSL_CERT_FILE"),
         ssl_cert_dir=_ca_dir(r, "SSL_CERT_DIR"),
@@ -370,13 +405,18 @@ def _upstream(r: _Reader) -> UpstreamSettings:
     )
 
 
-def _proxy(reader: _Reader, lower: str) -> str | None:
-    """The lower-case variable wins over the upper-case one, as in curl."""
-    for name in (lower, lower.upper()):
-        value = reader.raw(name)
-        if value is not None:
-            return _proxy_url(reader, name, value)
-    return None
+def _lower_first(reader: _Reader, name: str) -> str | None:
+    """The lower-case variable wins over the upper-case one, as in curl. (Read from the same
+    mapping; documented under its upper-case name, as `variables` lists it.)"""
+    return reader.env.get(name.lower(), "").strip() or reader.raw(name)
+
+
+def _proxy(reader: _Reader, name: str) -> str | None:
+    value = _lower_first(reader, name)
+    if value is None:
+        return None
+    shown = name.lower() if reader.env.get(name.lower(), "").strip() else name
+    return _proxy_url(reader, shown, value)
 
 
 def _provider_proxy(reader: _Reader, name: str) -> str | None:

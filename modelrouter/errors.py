@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 503})
+
 
 class ApiError(Exception):
-    """An error answered to the client as `{"error": {"type", "message", "request_id"}}`."""
+    """An error answered to the client (in the route family's error format)."""
 
     def __init__(
         self,
@@ -14,6 +16,8 @@ class ApiError(Exception):
         *,
         retry_after: float | None = None,
         param: str | None = None,
+        retryable: bool | None = None,
+        allow: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -21,6 +25,9 @@ class ApiError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.param = param  # the request parameter at fault (OpenAI's error shape names it)
+        # Whether sending the same request again may succeed; None: the status decides.
+        self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
+        self.allow = allow  # a 405's allowed methods
 
 
 def bad_request(message: str, *, param: str | None = None) -> ApiError:

@@ -21,6 +21,15 @@ FailureReason = Literal[
 ]
 
 
+class Answering(msgspec.Struct, frozen=True, gc=False):
+    """An attempt starts: who answers from here on (a later one replaces it, after a fallback
+    that happened before anything was relayed). `attempt` counts from 1."""
+
+    provider: str
+    model: str
+    attempt: int
+
+
 class Chunk(msgspec.Struct, frozen=True, gc=False):
     """A piece of generated text, in arrival order."""
 
@@ -76,9 +85,11 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     message: str
     retry_after: float | None = None
     param: str | None = None  # the request parameter at fault, when one is
+    # Whether the same request may succeed if sent again (None: the status decides).
+    retryable: bool | None = None
 
 
-Event = Chunk | ToolCallDelta | Finish | Usage | Done | Failed
+Event = Answering | Chunk | ToolCallDelta | Finish | Usage | Done | Failed
 
 
 class UpstreamFailure(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 # Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-).
@@ -15,9 +16,8 @@ REDACTED = "[REDACTED]"
 
 
 def _may_hold_key(lowered: str) -> bool:
-    """Every match of _PATTERNS contains one of these. Looking for them first is much cheaper
-    than running the regex over text that has none, which is nearly all text (chained `in`
-    tests: a generator over a tuple of hints cost more than all of them together)."""
+    """Every match of _PATTERNS contains one of these: looking for them first spares the regex
+    on nearly all text (see docs/performance.md)."""
     return (
         "sk-" in lowered
         or "sk_" in lowered
@@ -31,16 +31,29 @@ def _may_hold_key(lowered: str) -> bool:
 
 
 class Redactor:
-    """Replaces configured secrets and anything shaped like a credential with `[REDACTED]`."""
+    """Replaces configured secrets and anything shaped like a credential with `[REDACTED]`.
+
+    Secrets are counted: each `add` is undone by one `remove` of the same secrets, so several
+    owners (two apps in one process) can share a redactor and each take back its own.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._counts: Counter[str] = Counter()
         self._secrets: tuple[str, ...] = ()
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
+        self._counts.update(s for s in secrets if len(s) >= 4)
+        self._refresh()
+
+    def remove(self, secrets: Iterable[str]) -> None:
+        self._counts.subtract(s for s in secrets if len(s) >= 4)
+        self._counts = +self._counts  # drop what nobody holds any more
+        self._refresh()
+
+    def _refresh(self) -> None:
         # Longest first, so a secret that contains another is replaced whole.
-        merged = {*self._secrets, *(s for s in secrets if len(s) >= 4)}
-        self._secrets = tuple(sorted(merged, key=len, reverse=True))
+        self._secrets = tuple(sorted(self._counts, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -150,6 +150,29 @@ def test_bench_suite_runs_end_to_end_briefly(
             assert f"{result['scenario']}: CPU per request: gateway" in printed
 
 
+def test_suite_table_compares_each_other_gateway_with_this_tree() -> None:
+    direct = {"rate": 1000.0, "p50": 1.0, "p99": 2.0, "errors": {}}
+    this = {"rate": 500.0, "p50": 1.5, "p99": 3.0, "errors": {}}
+    parent = {"rate": 400.0, "p50": 1.7, "p99": 3.5, "errors": {}}
+    row = {
+        "scenario": "chat, 1 client",
+        "direct": direct,
+        "modelrouter": this,
+        "gateway_peak_rss_mb": 40.0,
+        "gateway_cpu_ms_per_request": 0.2,
+        "others": {
+            "HEAD~1": {
+                "modelrouter": parent,
+                "gateway_peak_rss_mb": 41.0,
+                "gateway_cpu_ms_per_request": 0.25,
+            }
+        },
+    }
+    text = table([row], 38.0)
+    assert "  HEAD~1 " in text
+    assert "HEAD~1 against this tree: req/s x0.800, p50 +0.200 ms, CPU/req x1.250" in text
+
+
 def test_capacity_is_what_the_cores_carry_at_the_summed_cost() -> None:
     result = {
         "scenario": "chat, 64 clients",

@@ -1,8 +1,10 @@
-"""deploy/: the Prometheus config and alert rules, the Grafana dashboard and its provisioning.
+"""deploy/: Prometheus, Grafana, nginx, docker-compose.yml and the GitHub Actions workflow.
 
 With promtool installed the files go through `promtool check config|rules`, the alert unit tests
 through `promtool test rules`, and every dashboard query through promtool's PromQL parser. In any
-case each query must name metrics and labels that the gateway really exposes.
+case each query must name metrics and labels that the gateway really exposes. The compose file
+and the workflow are read as YAML and held to what matters (no Docker engine here); the nginx
+conf runs for real in `make e2e`. Kubernetes: tests/test_k8s.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "modelrouter.json"
+NGINX_CONF = DEPLOY / "nginx" / "modelrouter.conf"
 # Defined by the Redis branch (state backend work); exempt until it is merged, checked after.
 PENDING = {"modelrouter_state_backend": {"mode"}, "modelrouter_redis_errors_total": {"op"}}
 # Labels Prometheus adds at scrape time, and the bucket bound of histogram series.
@@ -46,6 +49,25 @@ _GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 def load_yaml(path: Path) -> Any:
     with path.open() as handle:
         return yaml.safe_load(handle)
+
+
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = load_yaml(ROOT / "docker-compose.yml")["services"]
+    return services
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def with_defaults(text: str) -> str:
+    """A compose value as compose reads it when no variable is set (`${X:-default}`)."""
+    return _INTERPOLATION.sub(lambda m: m.group(2) or "", text)
+
+
+def published(port: str) -> tuple[str, str, str]:
+    """(host address, host port, container port) of a compose `ports` entry, defaults applied."""
+    address, host, container = with_defaults(port).rsplit(":", 2)
+    return address, host, container
 
 
 def promtool(*args: str) -> str:
@@ -115,15 +137,19 @@ def check_queries(exprs: list[str], exposed: dict[str, set[str]]) -> None:
 
 
 # -- Prometheus ----------------------------------------------------------------------------------
-def test_prometheus_scrapes_the_gateway_and_loads_the_alerts() -> None:
+def test_prometheus_scrapes_each_replica_and_loads_the_alerts() -> None:
     config = load_yaml(PROMETHEUS / "prometheus.yml")
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "modelrouter"]
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["modelrouter:8000"]
+    # One target per replica of the compose service, found by its name, not through nginx.
+    (discovery,) = job["dns_sd_configs"]
+    gateway = compose_services()["modelrouter"]
+    assert discovery["names"] == ["modelrouter"]
+    assert (discovery["type"], discovery["port"]) == ("A", int(gateway["environment"]["PORT"]))
+    assert "static_configs" not in job
     assert config["rule_files"] == ["alerts.yml"]
     # The compose service mounts the rules beside the config, where the relative path points.
-    compose = load_yaml(ROOT / "docker-compose.yml")
-    mounts = compose["services"]["prometheus"]["volumes"]
+    mounts = compose_services()["prometheus"]["volumes"]
     assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
@@ -222,7 +248,7 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
 
 
 def test_grafana_is_provisioned_by_compose() -> None:
-    service = load_yaml(ROOT / "docker-compose.yml")["services"]["grafana"]
+    service = compose_services()["grafana"]
     mounts = {}
     for volume in service["volumes"]:
         source, target, *_ = volume.split(":")
@@ -237,7 +263,7 @@ def test_grafana_is_provisioned_by_compose() -> None:
     assert (ROOT / mounts[dashboards_dir]).resolve() == DASHBOARD.parent.resolve()
     home = service["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"{dashboards_dir}/{DASHBOARD.name}"
-    assert service["ports"] == ["127.0.0.1:3000:3000"]
+    assert [published(port) for port in service["ports"]] == [("127.0.0.1", "3000", "3000")]
 
 
 def test_deploy_readme_describes_every_panel_and_alert() -> None:
@@ -246,3 +272,148 @@ def test_deploy_readme_describes_every_panel_and_alert() -> None:
         assert panel["title"] in readme, f"panel {panel['title']!r} is not described"
     for alert in ALERTS:
         assert alert in readme
+
+
+# -- docker compose ------------------------------------------------------------------------------
+# No Docker engine (nor the compose plugin) where the suite runs: the file is read as YAML and
+# held to what matters; `docker compose config` is not run.
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise() -> None:
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    assert "Compose 2.24" in compose_text, "env_file `path`/`required` needs Compose 2.24+"
+    for name, service in compose_services().items():
+        for port in service.get("ports", []):
+            assert re.match(r"\$\{[A-Z]+_BIND:-127\.0\.0\.1\}:", port), f"{name}: {port}"
+            assert published(port)[0] == "127.0.0.1", f"{name} publishes {port}"
+    assert "ports" not in compose_services()["modelrouter"], "replicas are reached via nginx"
+
+
+def test_compose_runs_two_replicas_of_one_image_behind_nginx() -> None:
+    services = compose_services()
+    gateway, nginx = services["modelrouter"], services["nginx"]
+    assert gateway["deploy"]["replicas"] == 2
+    assert int(gateway["environment"]["REDIS_EXPECTED_REPLICAS"]) == gateway["deploy"]["replicas"]
+    assert gateway["environment"]["REDIS_URL"].startswith("redis://redis:")
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["modelrouter"], "one service builds the image"
+    for name, service in services.items():
+        if service.get("image") == gateway["image"] and name != "modelrouter":
+            assert service["pull_policy"] == "never", f"{name} runs the image built here"
+    assert "./deploy/nginx/modelrouter.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
+    conf = NGINX_CONF.read_text()
+    upstream = re.search(r"upstream modelrouter \{(.*?)\n\}", conf, re.DOTALL)
+    assert upstream is not None
+    servers = re.findall(r"^\s*server (\S+?)(?: [^;]*)?;", upstream.group(1), re.MULTILINE)
+    assert servers == [f"modelrouter:{gateway['environment']['PORT']}"]
+    (port,) = nginx["ports"]
+    assert f"listen {published(port)[2]};" in conf
+
+
+def test_compose_waits_for_healthy_services_in_order() -> None:
+    services = compose_services()
+    for name in ("redis", "modelrouter", "nginx", "mock"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "/health" in " ".join(services["modelrouter"]["healthcheck"]["test"])
+    assert "/health" in " ".join(services["nginx"]["healthcheck"]["test"])
+    assert services["modelrouter"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["modelrouter"]["condition"] == "service_healthy"
+
+
+def test_compose_stop_grace_period_covers_the_drain_and_the_shutdown() -> None:
+    from tests.test_k8s import shutdown_timeout
+
+    gateway = compose_services()["modelrouter"]
+    environment = {key: with_defaults(str(value)) for key, value in gateway["environment"].items()}
+    grace = with_defaults(gateway["stop_grace_period"])
+    assert grace.endswith("s")
+    assert "${DRAIN_SECONDS" in str(gateway["environment"]["DRAIN_SECONDS"]), "follows .env"
+    assert float(grace[:-1]) > float(environment["DRAIN_SECONDS"]) + shutdown_timeout(environment)
+
+
+def test_compose_settings_are_ones_the_gateway_reads() -> None:
+    from modelrouter.config import load_settings, variables
+
+    gateway = compose_services()["modelrouter"]
+    environment = {key: with_defaults(str(value)) for key, value in gateway["environment"].items()}
+    assert set(environment) <= set(variables())
+    load_settings(environment | {"API_KEY": "set-in-env"})
+    assert gateway["env_file"] == [{"path": ".env", "required": False}]
+
+
+def test_compose_has_an_ollama_profile_the_gateway_points_at() -> None:
+    services = compose_services()
+    ollama = services["ollama"]
+    assert ollama["profiles"] == ["ollama"]
+    assert [name for name, s in services.items() if "profiles" in s] == ["ollama"]
+    base_url = with_defaults(services["modelrouter"]["environment"]["OLLAMA_BASE_URL"])
+    assert base_url == "http://ollama:11434"
+
+
+# -- nginx ---------------------------------------------------------------------------------------
+def test_nginx_conf_passes_streams_unbuffered_and_keeps_metrics_inside() -> None:
+    from modelrouter.config import variables
+
+    conf = NGINX_CONF.read_text()
+    for directive in (
+        "proxy_buffering off;",
+        "proxy_cache off;",
+        "gzip off;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header X-Request-ID $modelrouter_request_id;",
+    ):
+        assert directive in conf
+    assert re.search(r"upstream modelrouter \{[^}]*\n\s*keepalive \d+;", conf)
+    read_timeout = re.search(r"proxy_read_timeout (\d+)s;", conf)
+    assert read_timeout is not None
+    assert int(read_timeout.group(1)) > float(str(variables()["MAX_OPERATION_TIMEOUT"]))
+    assert re.search(r"location = /metrics \{\s*return 404;\s*\}", conf)
+    next_upstream = re.search(r"proxy_next_upstream ([^;]*);", conf)
+    assert next_upstream is not None
+    assert next_upstream.group(1).split() == ["error", "timeout", "non_idempotent"]
+    assert "proxy_next_upstream_tries 2;" in conf
+    # A status the gateway chose (429, 502, 503...) goes to the client as it is.
+    assert "http_5" not in conf
+    assert "http_429" not in conf
+
+
+def test_make_e2e_runs_the_repository_nginx_conf_with_only_its_addresses_changed() -> None:
+    from tests.e2e.nginx import render
+
+    conf = NGINX_CONF.read_text()
+    rendered = render(conf, ["127.0.0.1:1001", "127.0.0.1:1002"], 1003)
+    removed = [line for line in conf.splitlines() if line not in rendered.splitlines()]
+    added = [line for line in rendered.splitlines() if line not in conf.splitlines()]
+    assert [line.split()[0] for line in removed] == ["server", "listen"]
+    assert [line.strip() for line in added] == [
+        "server 127.0.0.1:1001 max_fails=1 fail_timeout=5s;",
+        "server 127.0.0.1:1002 max_fails=1 fail_timeout=5s;",
+        "listen 127.0.0.1:1003;",
+    ]
+
+
+# -- GitHub Actions ------------------------------------------------------------------------------
+def test_ci_workflow_lints_tests_and_runs_e2e_on_every_supported_python() -> None:
+    workflow = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert {"push", "pull_request"} <= set(triggers)
+    jobs = workflow["jobs"]
+    assert set(jobs) == {"lint", "test", "e2e"}
+    for name, job in jobs.items():
+        assert job["runs-on"] == "ubuntu-latest"
+        assert job["timeout-minutes"] <= 30
+        for step in job["steps"]:
+            assert ("uses" in step) != ("run" in step), f"{name}: {step}"
+    runs = {
+        name: " && ".join(s["run"] for s in job["steps"] if "run" in s)
+        for name, job in jobs.items()
+    }
+    assert "make lint" in runs["lint"]
+    assert "make test" in runs["test"]
+    assert "make e2e" in runs["e2e"]
+    assert "apt-get install -y --no-install-recommends nginx" in runs["e2e"]
+    for name in ("test", "e2e"):
+        assert jobs[name]["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"]
+        assert jobs[name]["services"]["redis"]["ports"] == ["6379:6379"]
+    assert jobs["test"]["services"]["postgres"]["ports"] == ["5432:5432"]
+    assert jobs["test"]["services"]["postgres"]["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert jobs["test"]["env"]["MODELROUTER_REQUIRE_REDIS"] == "1"

@@ -88,8 +88,8 @@ async def test_client_disconnect_mid_stream_frees_upstream_and_slot(
 
     async def released() -> bool:
         stats = await mock.stats()
-        groq = runtime.router.providers["groq"]
-        return stats["open_streams"] == 0 and groq.in_flight == 0
+        groq = runtime.system.router.providers["groq"]
+        return stats["open_streams"] == 0 and groq.view().in_flight == 0
 
     await wait_until(released)
     metrics = await (await client.get("/metrics")).text()
@@ -109,18 +109,18 @@ async def test_client_disconnect_while_waiting_for_chat_cancels_the_upstream_cal
     client = await gateway(**two_providers(mock, groq="first_delay=30"))
     url = str(client.make_url("/chat"))
     runtime = client.app[RUNTIME]
-    groq = runtime.router.providers["groq"]
+    groq = runtime.system.router.providers["groq"]
     async with aiohttp.ClientSession() as session:
         request = asyncio.create_task(session.post(url, json=USER))
 
         async def in_flight() -> bool:
-            return groq.in_flight == 1
+            return groq.view().in_flight == 1
 
         await wait_until(in_flight)
         request.cancel()
 
     async def released() -> bool:
-        return groq.in_flight == 0
+        return groq.view().in_flight == 0
 
     await wait_until(released)
     assert await mock.count("") == 0, "no fallback for a client that left"

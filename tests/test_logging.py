@@ -68,8 +68,9 @@ def lines() -> Iterator[Lines]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     out = Lines()
-    configure_logging(level="DEBUG", fmt="json", stream=out.buffer, cache=False)
+    configure_logging(level="DEBUG", fmt="json", stream=out.buffer, cache=False, secrets=SECRETS)
     yield out
+    configure_logging(level="DEBUG", fmt="json", cache=False)
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -90,10 +91,10 @@ def production_gateway(aiohttp_client: Any) -> Any:
 
 async def settle(client: Any, lines: Lines) -> None:
     """Wait until the request's last line is out and its attempts have reported back."""
-    providers = client.app[RUNTIME].router.providers.values()
+    providers = client.app[RUNTIME].system.router.providers.values()
 
     async def quiet() -> bool:
-        idle = all(p.in_flight == 0 and p.mailbox_depth == 0 for p in providers)
+        idle = all(p.view().in_flight == 0 and p.mailbox_depth == 0 for p in providers)
         return idle and "request_finished" in lines.events()
 
     await wait_until(quiet)
@@ -273,7 +274,7 @@ async def test_internal_errors_are_logged_redacted_with_the_request_id(
     assert "[REDACTED]" in crashed["exception"]
     assert_clean(lines, "crash-1", answer)
 
-    monkeypatch.setattr("modelrouter.actors.router._Fallback.run", leak)
+    monkeypatch.setattr("modelrouter.actors.fallback.Fallback.run", leak)
     lines.clear()
     response = await client.post("/chat", json=USER, headers={**AUTH, "X-Request-ID": "crash-2"})
     assert response.status == 502
@@ -397,7 +398,7 @@ def test_redaction_reaches_nested_values_and_exception_text(lines: Lines) -> Non
     configure_logging(
         level="DEBUG",
         fmt="json",
-        secrets=["plain-configured-secret-7"],
+        secrets=[*SECRETS, "plain-configured-secret-7"],
         stream=lines.buffer,
         cache=False,
     )

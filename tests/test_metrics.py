@@ -185,12 +185,12 @@ async def test_streams_cap_and_client_disconnect(gateway: Gateway, mock: Mock) -
         assert page.value(REJECTIONS, scope="streams") == 1.0
         held.close()  # the client goes away mid-stream
 
-    groq = client.app[RUNTIME].router.providers["groq"]
+    groq = client.app[RUNTIME].system.router.providers["groq"]
 
     async def released() -> bool:
         page = await scrape(client)
         done = page.value(REQUESTS, route="/stream", method="POST", status="499") == 1.0
-        return done and groq.in_flight == 0
+        return done and groq.view().in_flight == 0
 
     await wait_until(released)
     page = await scrape(client)
@@ -223,10 +223,11 @@ async def test_successful_stream_counts_tokens_and_first_chunk(
 async def test_actor_restart_and_mailbox_depth(gateway: Gateway, mock: Mock) -> None:
     client = await gateway(**two_providers(mock))
     page = await scrape(client)
-    for actor in ("router", "groq", "openrouter"):
+    for actor in ("groq", "openrouter"):  # the router is no actor: it owns routing tasks
         assert page.value("modelrouter_actor_mailbox_depth", actor=actor) == 0.0
+    assert page.value("modelrouter_actor_mailbox_depth", actor="router") is None
     assert page.value("modelrouter_actor_restarts_total", actor="groq") == 0.0
-    groq = client.app[RUNTIME].router.providers["groq"]
+    groq = client.app[RUNTIME].system.router.providers["groq"]
     with capture_logs() as logs:
         groq.tell("not a message")  # type: ignore[arg-type]  # crashes the actor's loop
 
@@ -285,7 +286,7 @@ async def test_exposition_after_every_kind_of_traffic_passes_promtool(
     await client.post("/stream", json=USER)
     await client.post("/chat", data=b"{")
     await client.get("/health")
-    client.app[RUNTIME].router.providers["groq"].down = True
+    client.app[RUNTIME].system.router.providers["groq"].down = True
     page = await scrape(client)
     assert page.value(STATE, provider="groq") == 3.0
     assert page.total(FALLBACKS) >= 1.0
@@ -296,12 +297,12 @@ async def test_requests_in_flight_counts_the_ones_being_routed(
     gateway: Gateway, mock: Mock
 ) -> None:
     client = await gateway(**two_providers(mock, groq="first_delay=0.5"))
-    router = client.app[RUNTIME].router
+    router = client.app[RUNTIME].system.router
     pending = asyncio.create_task(client.post("/chat", json=USER))
-    await wait_until(lambda: _async(router.providers["groq"].in_flight == 1))
+    await wait_until(lambda: _async(router.providers["groq"].view().in_flight == 1))
     assert (await scrape(client)).value("modelrouter_requests_in_flight") == 1.0
     assert (await pending).status == 200
-    await wait_until(lambda: _async(not router.jobs))
+    await wait_until(lambda: _async(not router.tasks))
     assert (await scrape(client)).value("modelrouter_requests_in_flight") == 0.0
 
 

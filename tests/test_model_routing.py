@@ -150,6 +150,21 @@ async def test_an_alias_without_fallback_stops_after_its_first_failure(
     assert await mock.count("") == 0
 
 
+async def test_an_alias_without_fallback_tries_only_its_first_target_even_when_it_is_out(
+    gateway: Gateway, mock: Mock
+) -> None:
+    env = two_providers(mock, groq="status=500", MODEL_ALIASES="pair=groq/g|openrouter/o")
+    client = await gateway(**env)
+    first = {**USER, "model": "groq/g", "fallback": False}
+    assert (await client.post("/chat", json=first)).status == 502
+    response = await client.post("/chat", json={**USER, "model": "pair", "fallback": False})
+    # groq is blacklisted: the one whose blacklist ends first is tried rather than failing at
+    # once (the routing rules), and openrouter, the alias's second target, is not tried at all.
+    assert response.status == 502
+    assert await mock.count("status=500") == 2
+    assert await mock.count("") == 0
+
+
 @pytest.mark.parametrize("path", ["/chat", "/stream", "/v1/chat/completions"])
 async def test_provider_slash_model_goes_first_on_every_route(
     gateway: Gateway, mock: Mock, path: str

@@ -33,6 +33,15 @@ def test_secrets_added_later_are_removed_too() -> None:
     assert out == f"{REDACTED} and {REDACTED}"
 
 
+def test_a_removed_secret_is_no_longer_redacted_unless_another_owner_holds_it() -> None:
+    redact = Redactor(["shared-secret", "first-only"])
+    redact.add(["shared-secret", "second-only"])
+    redact.remove(["shared-secret", "first-only"])
+    assert redact("shared-secret first-only second-only") == f"{REDACTED} first-only {REDACTED}"
+    redact.remove(["shared-secret", "second-only"])
+    assert redact("shared-secret second-only") == "shared-secret second-only"
+
+
 def test_a_secret_with_regex_characters_is_removed_literally() -> None:
     secret = "p@ss.w*rd(1)+[x]"
     assert Redactor([secret])(f"password={secret};") == f"password={REDACTED};"

@@ -1,10 +1,13 @@
 """A small actor: a bounded mailbox, `tell`, `ask` with a timeout, one loop that owns the state.
 
-Failure rules (as in pykka): an error while handling an *ask* goes back to the asker and the loop
-keeps running; an error while handling a *tell* crashes the loop, and whoever watches the actor
-(`on_crash`) decides whether to restart it. The message that crashed it is not redelivered.
-An ask to an idle actor (its loop parked on an empty mailbox) is handled in the asker's task,
-still one message at a time (see `_ask_inline`).
+Failure rules (as in pykka):
+- an error while handling an *ask* goes back to the asker, and the loop keeps running;
+- an error while handling a *tell* crashes the loop, and whoever watches the actor (`on_crash`,
+  its supervisor) decides whether to restart it; the message that crashed it is not redelivered;
+- on stop, every ask waiting in the mailbox and the one being handled fail with `ActorStopped`.
+
+Fast path: an ask to an idle actor (its loop parked on an empty mailbox) is handled in the
+asker's task, still one message at a time (see `_ask_inline` for its one difference).
 """
 
 from __future__ import annotations
@@ -38,14 +41,21 @@ class Actor(Generic[M]):
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._inline = False  # an ask is being handled in its asker's task (see `ask`)
+        self._started: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self._stopped = False
         self.loop = asyncio.get_running_loop()
+        self._started = self.loop.create_future()
         self._task = self.loop.create_task(self._run(), name=f"actor:{self.name}")
         self._task.add_done_callback(self._loop_ended)
+
+    async def started(self) -> None:
+        """Wait until `on_start` has run (its state is loaded), or the loop ended without."""
+        if self._started is not None:
+            await asyncio.shield(self._started)
 
     def restart(self) -> None:
         """Start a fresh loop after a crash; the mailbox (minus the crashing message) is kept."""
@@ -53,6 +63,7 @@ class Actor(Generic[M]):
         self.start()
 
     async def stop(self) -> None:
+        """Stop the loop; the ask it was handling and every waiting ask fail with ActorStopped."""
         self._stopped = True
         if self._task is not None:
             self._task.cancel()
@@ -68,7 +79,6 @@ class Actor(Generic[M]):
                 future.set_exception(ActorStopped(self.name))
 
     def _loop(self) -> asyncio.AbstractEventLoop:
-        # asyncio.get_running_loop() costs a getpid() system call per call on Python 3.11.
         return self.loop or asyncio.get_running_loop()
 
     @property
@@ -113,15 +123,21 @@ class Actor(Generic[M]):
         saves two task switches per ask. It differs from a mailbox ask in one way: the asker's
         cancellation reaches the handler wherever it awaits, so a handler must not leave its
         state half-changed across an await (the provider's admission awaits only its rate
-        decision, before it changes anything).
+        decision, before it changes anything). A stop while it runs cannot cancel the asker's
+        task: the handler finishes, its result is handed to `orphaned`, and the asker gets
+        ActorStopped, as from the loop.
         """
         self._inline = True
         try:
-            return await self.handle(message)
+            result = await self.handle(message)
         finally:
             self._inline = False
             if self._mailbox:
                 self._wake()
+        if self._stopped:
+            self.orphaned(result)
+            raise ActorStopped(self.name)
+        return result
 
     def _post(self, message: M, future: asyncio.Future[Any] | None) -> None:
         self._mailbox.append((message, future))
@@ -144,7 +160,11 @@ class Actor(Generic[M]):
         """Called when an ask's result has nobody waiting for it any more (it gave up)."""
 
     async def _run(self) -> None:
-        await self.on_start()
+        try:
+            await self.on_start()
+        finally:
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
         mailbox = self._mailbox
         loop = asyncio.get_running_loop()
         while True:
@@ -155,19 +175,27 @@ class Actor(Generic[M]):
                     continue
                 if future.done():
                     continue  # the asker gave up before we got to it
-                try:
-                    result = await self.handle(message)
-                except Exception as exc:  # noqa: BLE001 - an ask's error belongs to the asker
-                    if not future.done():
-                        future.set_exception(exc)
-                    continue
-                if future.done():
-                    self.orphaned(result)
-                else:
-                    future.set_result(result)
+                await self._answer(message, future)
             self._wakeup = loop.create_future()
             await self._wakeup
             self._wakeup = None
+
+    async def _answer(self, message: M, future: asyncio.Future[Any]) -> None:
+        try:
+            result = await self.handle(message)
+        except Exception as exc:  # noqa: BLE001 - an ask's error belongs to the asker
+            if not future.done():
+                future.set_exception(exc)
+            return
+        finally:
+            # Stopped while handling it (the loop's cancellation skips `except Exception`):
+            # the asker still gets an answer.
+            if not future.done() and self._stopped:
+                future.set_exception(ActorStopped(self.name))
+        if future.done():
+            self.orphaned(result)
+        else:
+            future.set_result(result)
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stopped:

@@ -1,9 +1,13 @@
-"""Messages between the HTTP front, the router supervisor and the provider actors."""
+"""Messages between the router and the provider actors, and what the system is asked to route.
+
+Messages are frozen and carry no live objects of the actor side (no actor, no job). A request's
+`Relay` travels with it: it is where the upstream job writes the answer, the reply channel.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -16,7 +20,7 @@ Rejection = Literal["blacklisted", "half_open", "rate_limited", "saturated", "do
 
 
 class Route(msgspec.Struct, frozen=True):
-    """web -> router: answer this request into `relay` before `deadline` (loop time)."""
+    """What the system routes: answer this request into `relay` before `deadline` (loop time)."""
 
     request: ChatRequest
     relay: Relay
@@ -34,6 +38,7 @@ class Attempt(msgspec.Struct, frozen=True):
     stream: bool
     deadline: float
     request_id: str
+    number: int = 1  # the request's attempt count, this one included
     force: bool = False  # every provider is out: try this one despite its blacklist
 
 
@@ -45,15 +50,16 @@ class AttemptResult(msgspec.Struct, frozen=True):
     retry_after: float | None = None
     cut_by_deadline: bool = False
     finish_reason: str | None = None
+    emitted: bool = False  # text or a tool call reached the relay: no fallback after this
 
 
 class Admission(msgspec.Struct, frozen=True):
-    """provider -> router: `result` resolves when the attempt ends; None when rejected."""
+    """provider -> router: `result` resolves when the attempt ends; None when rejected.
+    Cancelling `result` (the router giving up: the client left) stops the attempt."""
 
     rejection: Rejection | None = None
     retry_after: float = 0.0
     result: asyncio.Future[AttemptResult] | None = None
-    job: Any = None  # the aiojobs Job, closed by the router when the client goes away
 
 
 class Outcome(msgspec.Struct, frozen=True):

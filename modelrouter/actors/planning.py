@@ -1,7 +1,8 @@
 """The candidate order for one request, chosen by its `model` (and `provider`) fields.
 
 - `auto` or nothing: the configured provider order.
-- an alias (`MODEL_ALIASES`): exactly its chain of provider/model targets.
+- an alias (`MODEL_ALIASES`): exactly its chain of provider/model targets (its first target
+  alone with `"fallback": false`).
 - `provider/model`, or the `provider` field: that provider first with that model (or its
   configured one), then the rest of the order; with `"fallback": false`, that provider alone.
 - a bare model equal to providers' configured model: those providers first, then the rest.
@@ -29,11 +30,17 @@ if TYPE_CHECKING:
 
 class PlanError(ValueError):
     def __init__(
-        self, message: str, *, param: str | None = None, type_: str = "invalid_request"
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        type_: str = "invalid_request",
+        status: int = 400,
     ) -> None:
         super().__init__(message)
         self.param = param
         self.type = type_
+        self.status = status
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -75,6 +82,8 @@ def _candidates(
         alias = aliases.get(model)
         if alias is not None:
             targets = [t for t in alias.targets if t.provider in providers]
+            if not request.fallback:
+                targets = targets[:1]
             return [Candidate(providers[t.provider], t.model) for t in targets], False
         provider, model = split_model(model, KNOWN_PROVIDERS)
         if provider is None:
@@ -83,18 +92,23 @@ def _candidates(
         return [_default(providers[name]) for name in order], False
     if provider not in providers:
         enabled = ", ".join(order) or "none"
-        named_in_model = request.provider is None and order
-        hint = (
-            f"; a model of another provider is {order[0]}/{request.model}" if named_in_model else ""
-        )
-        raise PlanError(
-            f"provider {provider!r} is unknown or not enabled (enabled: {enabled}){hint}",
-            param="model",
+        if request.provider is not None:  # the `provider` field names it
+            raise PlanError(
+                f"provider {provider!r} is unknown or not enabled (enabled: {enabled})",
+                param="provider",
+            )
+        raise _not_found(
+            f"model {request.model!r} is not served: provider {provider!r} is not enabled "
+            f"(enabled: {enabled})"
         )
     first = Candidate(providers[provider], model or providers[provider].provider.model)
     if not request.fallback:
         return [first], True
     return [first, *(_default(providers[name]) for name in order if name != provider)], True
+
+
+def _not_found(message: str) -> PlanError:
+    return PlanError(message, param="model", type_="model_not_found", status=404)
 
 
 def _default(actor: ProviderActor) -> Candidate:
@@ -107,10 +121,15 @@ def _serving(
     """A bare model: the providers configured with it first, then the rest of the order."""
     serving = [name for name in order if providers[name].provider.model == model]
     if not serving:
-        raise PlanError(
-            f"model {model!r} needs a provider: use provider/model, an alias or auto "
-            '(GET /v1/models lists them), or set "provider"',
-            param="model",
+        head, sep, _ = (model or "").partition("/")
+        why = (
+            f"{head!r} is not a known provider (known: {', '.join(KNOWN_PROVIDERS)})"
+            if sep
+            else "no enabled provider is configured with it"
+        )
+        raise _not_found(
+            f"model {model!r} is not served: {why}; name a model as provider/model with an "
+            "enabled provider, an alias, or auto (GET /v1/models lists them)"
         )
     rest = [name for name in order if name not in serving]
     return [_default(providers[name]) for name in (*serving, *rest)]

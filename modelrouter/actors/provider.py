@@ -7,25 +7,29 @@ call then runs as a job in the actor's own aiojobs scheduler and reports back wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
+from functools import partial
 from itertools import count
 from typing import Any
 
 import aiojobs
+import msgspec
 import structlog
 
 from modelrouter.actors.base import Actor
-from modelrouter.actors.health import Health, HealthState
+from modelrouter.actors.health import Health
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, HealthChanged, Outcome
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.upstream import Upstream, run_attempt
+from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
-from modelrouter.providers import Adapter
-from modelrouter.state import SharedState
-from modelrouter.transport import Pool
+from modelrouter.state import HealthRecord, SharedState
 
 log = structlog.get_logger("modelrouter.provider")
+DOWN_RETRY_AFTER = 30.0  # a provider given up by its supervisor: what a client is told to wait
 
 
 class _Ticket:
@@ -37,25 +41,33 @@ class _Ticket:
         self.request_id = request_id  # for the log lines this attempt's outcome causes
 
 
-class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
+class Flush(msgspec.Struct, frozen=True):
+    """An ask that returns once every message posted before it was handled."""
+
+
+FLUSH = Flush()
+
+
+class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
     def __init__(
         self,
         provider: ProviderSettings,
-        adapter: Adapter,
+        upstream: Upstream,
         *,
         settings: Settings,
-        pool: Pool,
         state: SharedState,
         metrics: Metrics,
         mailbox_size: int = 4096,
+        on_change: Callable[[ProviderView], None] | None = None,
     ) -> None:
         super().__init__(provider.name, mailbox_size=mailbox_size)
         self.provider = provider
-        self.adapter = adapter
+        self.upstream = upstream
+        self.adapter = upstream.adapter
         self.settings = settings
-        self.upstream = Upstream(adapter, pool)
         self.state = state
         self.metrics = metrics
+        self.on_change = on_change  # told of every change of this provider's state
         self.health = Health()
         self.down = False  # its supervisor gave up restarting it
         self.scheduler = aiojobs.Scheduler(limit=None, pending_limit=1, close_timeout=1.0)
@@ -65,44 +77,72 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
         self._rate_key = f"rpm:{provider.name}"
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
 
-    # -- read-only views for /health and /ready ------------------------------------------------
-    @property
-    def in_flight(self) -> int:
-        return len(self._tickets)
-
-    def status(self, now: float | None = None) -> HealthState | str:
+    # -- what others may read: a frozen copy -------------------------------------------------
+    def status(self, now: float | None = None) -> ProviderState:
         return "down" if self.down else self.health.state(time.time() if now is None else now)
+
+    def view(self, now: float | None = None) -> ProviderView:
+        health = self.health
+        state = self.status(now)
+        return ProviderView(
+            name=self.name,
+            state=state,
+            blacklisted_until=health.blacklisted_until if state == "blacklisted" else 0.0,
+            failures=health.failures,
+            last_reason=health.last_reason,
+            in_flight=len(self._tickets),
+            restarts=self.restarts,
+            mailbox_depth=self.mailbox_depth,
+        )
+
+    def give_up(self) -> None:
+        """Its supervisor stopped restarting it: it is down for good."""
+        self.down = True
+        self._changed()
+
+    def _changed(self) -> None:
+        self.metrics.set_provider_state(self.name, self.status())
+        if self.on_change is not None:
+            self.on_change(self.view())
 
     # -- the loop ------------------------------------------------------------------------------
     async def on_start(self) -> None:
-        self.health.load(await self.state.load_health(self.name))
+        self._adopt(await self.state.load_health(self.name))
         self.health.probe_in_flight = any(t.probe for t in self._tickets.values())
-        self.metrics.set_provider_state(self.name, self.status())
+        self._changed()
 
-    async def handle(self, message: Attempt | Outcome | HealthChanged) -> Any:
+    def _adopt(self, record: HealthRecord) -> None:
+        """Take a stored or another replica's record, its blacklist cut to this replica's
+        BACKOFF_MAX_SECONDS (a record written before the cap, or by a differently set replica,
+        must not keep a healthy provider out for longer)."""
+        ceiling = time.time() + self.settings.backoff_max_seconds
+        if record.blacklisted_until > ceiling:
+            record = msgspec.structs.replace(record, blacklisted_until=ceiling)
+        self.health.load(record)
+
+    async def handle(self, message: Attempt | Outcome | HealthChanged | Flush) -> Any:
         if type(message) is Outcome:
             await self._finished(message)
             return None
         if type(message) is HealthChanged:
             # Another replica's view (pushed by the shared state): adopt it, no round trip.
-            self.health.load(message.record)
-            self.metrics.set_provider_state(self.name, self.status())
+            self._adopt(message.record)
+            self._changed()
+            return None
+        if type(message) is Flush:
             return None
         assert isinstance(message, Attempt)
         return await self._admit(message)
 
     def orphaned(self, result: Any) -> None:
-        if isinstance(result, Admission) and result.job is not None:
-            # Nobody waits for this attempt any more: stop it rather than let it run unowned.
-            closing = asyncio.get_running_loop().create_task(result.job.close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+        if isinstance(result, Admission) and result.result is not None:
+            result.result.cancel()  # nobody waits for this attempt any more: stop it
 
     async def _admit(self, attempt: Attempt) -> Admission:
         now = time.time()
         health = self.health
         if self.down:
-            return Admission("down", retry_after=30.0)
+            return Admission("down", retry_after=DOWN_RETRY_AFTER)
         if now < health.blacklisted_until and not attempt.force:
             return Admission("blacklisted", retry_after=health.blacklisted_until - now)
         probe = health.failures > 0
@@ -120,7 +160,15 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
         health.probe_in_flight |= probe
         result: asyncio.Future[AttemptResult] = self._loop().create_future()
         job = await self.scheduler.spawn(self._call(ticket_id, attempt, result))
-        return Admission(result=result, job=job)
+        result.add_done_callback(partial(self._abandoned, job))
+        return Admission(result=result)
+
+    def _abandoned(self, job: aiojobs.Job[None], result: asyncio.Future[AttemptResult]) -> None:
+        """The router cancelled the result (its request is gone): close the attempt's job."""
+        if result.cancelled() and not job.closed:
+            closing = self._loop().create_task(job.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _call(
         self, ticket: int, attempt: Attempt, result: asyncio.Future[AttemptResult]
@@ -179,9 +227,21 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
     async def _blacklist(self, ticket: _Ticket, outcome: AttemptResult) -> None:
         health = self.health
         now = time.time()
+        maximum = self.settings.backoff_max_seconds
+        retry_after = outcome.retry_after
+        if retry_after is not None and retry_after > maximum:
+            # An upstream may ask for any wait; a blacklist never outlasts BACKOFF_MAX_SECONDS.
+            log.warning(
+                "retry_after_capped",
+                provider=self.name,
+                request_id=ticket.request_id,
+                retry_after=retry_after,
+                seconds=maximum,
+            )
+            retry_after = maximum
         if ticket.epoch != health.epoch:
-            if outcome.retry_after:
-                health.extend(now, outcome.retry_after)
+            if retry_after:
+                health.extend(now, retry_after)
                 await self._publish()
             return
         assert outcome.reason is not None
@@ -189,8 +249,8 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
             outcome.reason,
             now,
             base=self.settings.backoff_base_seconds,
-            maximum=self.settings.backoff_max_seconds,
-            retry_after=outcome.retry_after,
+            maximum=maximum,
+            retry_after=retry_after,
         )
         log.warning(
             "provider_blacklisted",
@@ -205,8 +265,14 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged]):
 
     async def _publish(self) -> None:
         await self.state.save_health(self.name, self.health.record())
-        self.metrics.set_provider_state(self.name, self.status())
+        self._changed()
 
-    async def close(self) -> None:
+    async def close(self, *, settle: float = 1.0) -> None:
+        """Stop the attempts still running, record how they ended, then stop the loop."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.scheduler.close()  # each job ends and tells its Outcome
+        if self.running:
+            with contextlib.suppress(Exception):  # a loop too busy or crashed: stop anyway
+                await self.ask(FLUSH, timeout=settle)
         await self.stop()
-        await self.scheduler.close()

@@ -1,8 +1,9 @@
-"""A request's bounded event queue from its upstream job to its HTTP handler.
+"""A request's bounded event queue from its upstream job to its HTTP handler, and nothing else.
 
 Chunks never pass through an actor mailbox: the job writes here, the handler drains everything
 queued in one go (so one wake-up may carry several chunks). When the queue is full the writer
 waits, which pushes back on the upstream read: a slow client never makes us buffer without bound.
+Which provider answers travels in the queue too, as an `Answering` event.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta
+from modelrouter.events import Answering, Done, Event, Failed
 
 
 class ClientGone(Exception):
@@ -26,12 +27,8 @@ class Relay:
         "_on_close",
         "_reader",
         "_writer",
-        "attempts",
         "eager",
-        "emitted",
         "maxsize",
-        "model",
-        "provider",
     )
 
     def __init__(
@@ -42,7 +39,7 @@ class Relay:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.maxsize = maxsize
-        self._loop = loop  # given once: asyncio.get_running_loop() costs a syscall on 3.11
+        self._loop = loop  # given once, so no lookup per wait
         # A reader that wants the whole answer (`/chat`) sets eager=False: it is woken only by
         # the terminal event or a full queue, not once per chunk.
         self.eager = eager
@@ -52,34 +49,36 @@ class Relay:
         self._on_close: Callable[[], object] | None = None
         self._closed = False
         self._finished = False
-        self.provider: str | None = None  # who is answering, set before the first chunk
-        self.model: str | None = None
-        self.attempts = 0
-        self.emitted = False  # a chunk went out: no more fallback for this request
 
     # -- writer side -------------------------------------------------------------------------
-    async def put(self, event: Chunk | Event) -> None:
+    async def put(self, event: Event) -> None:
         """Queue `event`, waiting while the queue is full."""
         while not self.offer(event):
             self._writer = (self._loop or asyncio.get_running_loop()).create_future()
             await self._writer
 
-    def offer(self, event: Chunk | Event) -> bool:
+    def offer(self, event: Event) -> bool:
         """Queue `event` if there is room (True); False when full (then `await put(event)`).
         The writer's usual path: no coroutine per event."""
         if self._closed:
             raise ClientGone
         if len(self._events) >= self.maxsize:
             return False
-        if type(event) is Chunk or type(event) is ToolCallDelta:
-            self.emitted = True
         self._events.append(event)
         if self.eager or len(self._events) >= self.maxsize:
             self._wake_reader()
         return True
 
+    def announce(self, event: Answering) -> None:
+        """Queue who answers next, without waking the reader: it reads it with the first event
+        of that answer. Outside the bound (one per attempt, and attempts are bounded)."""
+        if self._closed:
+            raise ClientGone
+        self._events.append(event)
+
     def finish(self, event: Done | Failed) -> None:
-        """Queue the terminal event (never blocks; the bound excludes it)."""
+        """Queue the terminal event (never blocks; the bound excludes it). Only the first
+        terminal event counts."""
         if self._finished:
             return
         self._finished = True
@@ -87,7 +86,7 @@ class Relay:
         self._wake_reader()
 
     def on_close(self, callback: Callable[[], object]) -> None:
-        """Run `callback` when the reader goes away (cancels the job that writes here)."""
+        """Run `callback` when the reader goes away before the end (it cancels the writer)."""
         if self._closed:
             callback()
         else:

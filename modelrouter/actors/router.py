@@ -1,228 +1,143 @@
-"""RouterSupervisor: plans each request's candidates, runs its fallback, supervises providers.
+"""RouterSupervisor: the bounded owner of routing tasks, and the supervisor of provider actors.
 
-A `Route` message spawns one routing job per request. The job asks provider actors for attempts
-in order, awaits each attempt's result, and decides: done, fall over, or fail with the right
-status. Chunks never pass through here; they go from the upstream job to the request's relay.
+Each routed request gets one task (at most `limit` at once, then up to `pending_limit` waiting
+for a slot, then `Overloaded`). The task plans the request's candidates, runs its fallback walk
+and always ends the request's relay, however it ends. Chunks never pass through here; they go
+from the upstream job to the relay. Closing is polite first (no new requests, the running ones
+get `timeout` seconds), then hard (the rest are cancelled and their readers told why).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import deque
+from collections.abc import Callable
 
 import structlog
 
-from modelrouter.actors.base import Actor, ActorStopped, MailboxFull
-from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
-from modelrouter.actors.planning import Candidate, PlanError, plan
+from modelrouter.actors.fallback import Fallback
+from modelrouter.actors.messages import Route
+from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
-from modelrouter.events import Done, Failed
-from modelrouter.observability import REDACTOR, Metrics
+from modelrouter.events import Failed
+from modelrouter.observability import Metrics
 
 log = structlog.get_logger("modelrouter.router")
-TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
-STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0)
+STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0, retryable=True)
 
 
-class RouterSupervisor(Actor[Route]):
+class Overloaded(Exception):
+    """No routing slot and no room to wait for one (or the router is closed): a 503."""
+
+
+class RouterSupervisor:
     def __init__(
         self,
         providers: list[ProviderActor],
         *,
         metrics: Metrics,
+        redact: Callable[[str], str],
         aliases: tuple[ModelAlias, ...] = (),
-        max_requests: int = 10_000,
-        mailbox_size: int = 4096,
+        limit: int = 10_000,
+        pending_limit: int = 0,
         max_restarts: int = 5,
         restart_window: float = 60.0,
     ) -> None:
-        super().__init__("router", mailbox_size=mailbox_size)
         self.providers = {p.name: p for p in providers}
         self.order = [p.name for p in providers]
         self.aliases = {alias.name: alias for alias in aliases}
         self.metrics = metrics
-        self.max_requests = max_requests
-        # The routing jobs in flight, one per request, owned (and cancelled on close) by the
-        # router. Plain tasks: a scheduler's bookkeeping bought nothing here but cost per request.
-        self.jobs: set[asyncio.Task[None]] = set()
+        self.redact = redact
+        self.limit = limit
+        self.pending_limit = pending_limit
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.pending: deque[Route] = deque()
+        self.closed = False
+        self._ending = STOPPED  # what cancelled requests are told (see close)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.supervisor = Supervisor(
             max_restarts=max_restarts,
             within=restart_window,
             on_restart=lambda a: metrics.actor_restarted(a.name),
-            on_give_up=self._give_up,
+            on_give_up=lambda a: a.give_up() if isinstance(a, ProviderActor) else None,
         )
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start every provider actor and wait until each has loaded its state."""
+        self._loop = asyncio.get_running_loop()
         for provider in self.providers.values():
             if not provider.running:
                 self.supervisor.watch(provider)
                 provider.start()
-        super().start()
-
-    def _give_up(self, actor: Actor[Any]) -> None:
-        if isinstance(actor, ProviderActor):
-            actor.down = True
-            self.metrics.set_provider_state(actor.name, "down")
-
-    async def close(self) -> None:
-        await self.stop()
-        for job in self.jobs:
-            job.cancel()
-        await asyncio.gather(*self.jobs, return_exceptions=True)
-        for provider in self.providers.values():
-            await provider.close()
+        await asyncio.gather(*(p.started() for p in self.providers.values()))
 
     # -- routing -------------------------------------------------------------------------------
-    def tell(self, message: Route) -> None:
-        """Start the request's routing job at once. Handling a Route only spawns that job, so a
-        hop through the mailbox bought a task switch and nothing else; the bound stays:
-        MailboxFull (503) when `max_requests` are in flight. The job runs in a copy of the
-        caller's context, so its log lines carry the request's id."""
-        if self._stopped:
-            raise ActorStopped(self.name)
-        if len(self.jobs) >= self.max_requests:
-            raise MailboxFull(self.name)
-        loop = self.loop
-        if loop is None:
-            raise ActorStopped(self.name)
-        job = loop.create_task(self._route(message))
-        self.jobs.add(job)
-        job.add_done_callback(self.jobs.discard)
-        message.relay.on_close(job.cancel)  # the client went away: stop routing its request
+    def route(self, route: Route) -> None:
+        """Start the request's routing task now, or queue it for a slot; Overloaded when neither
+        is possible. The task runs in a copy of the caller's context (its log lines carry the
+        request's id)."""
+        if self.closed or self._loop is None:
+            raise Overloaded("the router is closed")
+        if len(self.tasks) < self.limit:
+            self._spawn(route)
+        elif len(self.pending) < self.pending_limit:
+            self.pending.append(route)
+        else:
+            raise Overloaded(f"{self.limit} requests in flight")
+
+    def _spawn(self, route: Route) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._route(route))
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
+        route.relay.on_close(task.cancel)  # the client went away: stop routing its request
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        while self.pending and len(self.tasks) < self.limit:
+            route = self.pending.popleft()
+            if not route.relay.closed:
+                self._spawn(route)
 
     async def _route(self, route: Route) -> None:
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
-            route.relay.finish(await _Fallback(self, route, candidates).run())
+            fallback = Fallback(
+                route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
+            )
+            route.relay.finish(await fallback.run())
         except PlanError as exc:
-            route.relay.finish(Failed(400, exc.type, str(exc), param=exc.param))
+            route.relay.finish(
+                Failed(exc.status, exc.type, str(exc), param=exc.param, retryable=False)
+            )
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in planning or fallback must answer the client, not hang it
             log.exception("routing_crashed")
             route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
         finally:
-            # However this job ends (the router closing cancels it), the reader is answered: a
+            # However this task ends (a hard close cancels it), the reader is answered: a
             # whole-answer reader needs no timer of its own. A no-op when already finished.
-            route.relay.finish(STOPPED)
+            route.relay.finish(self._ending)
 
+    def _loop_(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
 
-class _Fallback:
-    """The fallback walk for one request."""
-
-    def __init__(self, router: RouterSupervisor, route: Route, candidates: list[Candidate]) -> None:
-        self.router = router
-        self.route = route
-        self.candidates = candidates
-        self.failures: list[tuple[str, AttemptResult]] = []
-        self.rejections: list[tuple[Candidate, Admission]] = []
-        self.falling_over: tuple[str, str] | None = None  # (failed provider, reason)
-
-    async def run(self) -> Done | Failed:
-        for candidate in self.candidates:
-            ended = await self._try(candidate, force=False)
-            if ended is not None:
-                return ended
-        if not self.failures:
-            # Everyone is out. Rather than fail at once, try the one whose blacklist ends first.
-            out = [
-                (c, a) for c, a in self.rejections if a.rejection in ("blacklisted", "half_open")
-            ]
-            if out:
-                candidate = min(out, key=lambda pair: pair[1].retry_after)[0]
-                ended = await self._try(candidate, force=True)
-                if ended is not None:
-                    return ended
-        return self._verdict()
-
-    async def _try(self, candidate: Candidate, *, force: bool) -> Done | Failed | None:
-        """Run one attempt; a final event ends the walk, None moves to the next candidate."""
-        route = self.route
-        loop = self.router._loop()
-        if loop.time() >= route.deadline:
-            return Failed(504, "timeout", "the request deadline passed before an answer")
-        attempt = Attempt(
-            route.request,
-            candidate.model,
-            route.relay,
-            route.stream,
-            route.deadline,
-            route.request_id,
-            force,
-        )
-        try:
-            admission: Admission = await candidate.actor.ask(
-                attempt, timeout=max(0.001, route.deadline - loop.time())
-            )
-        except ActorStopped:
-            self.rejections.append((candidate, Admission("down", retry_after=30.0)))
-            return None
-        except (MailboxFull, TimeoutError):
-            self.rejections.append((candidate, Admission("saturated", retry_after=1.0)))
-            return None
-        if admission.result is None:
-            self.rejections.append((candidate, admission))
-            return None
-        return await self._await_result(candidate, admission)
-
-    async def _await_result(
-        self, candidate: Candidate, admission: Admission
-    ) -> Done | Failed | None:
-        route = self.route
-        relay = route.relay
-        relay.provider, relay.model = candidate.actor.name, candidate.model
-        relay.attempts += 1
-        if self.falling_over is not None:  # counted now that the next attempt really started
-            self._count_fallback(*self.falling_over, candidate.actor.name)
-            self.falling_over = None
-        assert admission.result is not None
-        try:
-            result = await admission.result
-        except asyncio.CancelledError:
-            await admission.job.close()
-            raise
-        if result.ok:
-            return Done(result.finish_reason)
-        if result.reason is None:  # the upstream rejected the request itself
-            return Failed(result.status or 400, "invalid_request", _clean(result.message))
-        self.failures.append((candidate.actor.name, result))
-        log.warning(
-            "attempt_failed",
-            provider=candidate.actor.name,
-            reason=result.reason,
-            status=result.status,
-            detail=_clean(result.message),
-        )
-        if relay.emitted:
-            message = f"{candidate.actor.name} failed mid-stream: {result.reason}: {result.message}"
-            return Failed(502, "upstream_error", _clean(message))
-        if not route.request.fallback:
-            return self._verdict()
-        self.falling_over = (candidate.actor.name, result.reason)
-        return None
-
-    def _count_fallback(self, failed: str, reason: str, next_provider: str) -> None:
-        self.router.metrics.count_fallback(failed, next_provider, reason)
-        log.info("fallback", from_provider=failed, to_provider=next_provider, reason=reason)
-
-    def _verdict(self) -> Failed:
-        """The final error when no attempt succeeded."""
-        if self.failures:
-            details = "; ".join(f"{name}: {r.reason} ({r.message})" for name, r in self.failures)
-            if all(r.reason in TIMEOUT_REASONS for _, r in self.failures):
-                return Failed(504, "timeout", _clean(f"every provider timed out: {details}"))
-            return Failed(502, "upstream_error", _clean(f"every provider failed: {details}"))
-        limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
-        if limited:
-            wait = min(limited)
-            self.router.metrics.rejected_all_providers.inc()
-            return Failed(429, "rate_limited", "every provider is out of rate budget", wait)
-        wait = min((a.retry_after for _, a in self.rejections), default=1.0)
-        states = ", ".join(f"{c.actor.name}: {a.rejection}" for c, a in self.rejections)
-        return Failed(503, "unavailable", f"no provider can take the request ({states})", wait)
-
-
-def _clean(text: str) -> str:
-    return REDACTOR(text)
+    # -- closing -------------------------------------------------------------------------------
+    async def close(self, *, timeout: float = 0.0, ending: Failed = STOPPED) -> None:
+        """Take no new requests; give the running ones `timeout` seconds, then cancel the rest,
+        their readers getting `ending`; then stop the providers."""
+        self.closed = True
+        self._ending = ending
+        while self.pending:
+            self.pending.popleft().relay.finish(ending)
+        if self.tasks and timeout > 0:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for provider in self.providers.values():
+            await provider.close()

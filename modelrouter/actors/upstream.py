@@ -11,11 +11,20 @@ import asyncio
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
 from modelrouter.deadline import Deadline
-from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.observability import REDACTOR
+from modelrouter.events import (
+    Answering,
+    Chunk,
+    Done,
+    Event,
+    Finish,
+    ToolCallDelta,
+    UpstreamFailure,
+    Usage,
+)
 from modelrouter.providers import Adapter, classify_status, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
+from modelrouter.redact import Redactor
 from modelrouter.transport import BadResponse, Pool, Response
 
 
@@ -31,13 +40,15 @@ class _Progress:
 
 
 class Upstream:
-    """One provider's way out: its adapter, its connection pool, its pre-encoded request head."""
+    """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
+    and the redactor that cleans what the upstream says before anyone else reads it."""
 
-    __slots__ = ("adapter", "head", "pool")
+    __slots__ = ("adapter", "head", "pool", "redact")
 
-    def __init__(self, adapter: Adapter, pool: Pool) -> None:
+    def __init__(self, adapter: Adapter, pool: Pool, redact: Redactor) -> None:
         self.adapter = adapter
         self.pool = pool
+        self.redact = redact
         self.head = pool.header_block("POST", "", adapter.headers)
 
 
@@ -55,6 +66,8 @@ async def run_attempt(
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
+    redact = upstream.redact
+    attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
@@ -82,15 +95,25 @@ async def run_attempt(
             window = f"first chunk not received within {first_chunk_timeout:g}s"
             return AttemptResult(False, "first_chunk_timeout", window)
         what = "request deadline reached" if cut else f"no data for {provider_timeout:g}s"
-        return AttemptResult(False, "timeout", what, cut_by_deadline=cut)
+        return AttemptResult(
+            False, "timeout", what, cut_by_deadline=cut, emitted=progress.first_chunk
+        )
     except UpstreamFailure as failure:
         # Upstream text may echo the credential it received: redact it where it enters.
-        message = REDACTOR(failure.message)
-        return AttemptResult(False, failure.reason, message, failure.status, failure.retry_after)
+        return AttemptResult(
+            False,
+            failure.reason,
+            redact(failure.message),
+            failure.status,
+            failure.retry_after,
+            emitted=progress.first_chunk,
+        )
     except (BadResponse, FramingError) as exc:
-        return AttemptResult(False, "bad_response", REDACTOR(_describe(exc)))
+        message = redact(_describe(exc))
+        return AttemptResult(False, "bad_response", message, emitted=progress.first_chunk)
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
-        return AttemptResult(False, "connect_error", REDACTOR(_describe(exc)))
+        message = redact(_describe(exc))
+        return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
     finish_reason = progress.finish_reason or "stop"
     # A complete answer is final whatever the router decides next, so end the relay here: the
     # reader gets the last chunk and the end in one wake-up, one hop sooner. (The router's own

@@ -11,7 +11,11 @@ import argparse
 import asyncio
 import os
 import resource
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import msgspec
@@ -95,16 +99,48 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Gateway(msgspec.Struct):
+    """One gateway under test: its label in the table, where it listens, its pid."""
+
+    label: str
+    url: str
+    pid: int
+
+
+class _Totals:
+    """What one gateway spent over a scenario's rounds."""
+
+    def __init__(self) -> None:
+        self.runs: list[Measurement] = []
+        self.peak_rss = 0
+        self.cpu = self.mock_cpu = self.client_cpu = 0.0
+        self.served = 0
+
+    def figures(self, tool: str) -> dict[str, Any]:
+        per_request = 1000 / max(self.served, 1)
+        return {
+            "modelrouter": msgspec.to_builtins(_median(self.runs)),
+            "gateway_peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "gateway_cpu_ms_per_request": round(self.cpu * per_request, 4),
+            "mock_cpu_ms_per_request": round(self.mock_cpu * per_request, 4),
+            # The Python client runs in this process: its CPU is not a child's.
+            "client_cpu_ms_per_request": (
+                round(self.client_cpu * per_request, 4) if tool == "wrk" else None
+            ),
+        }
+
+
 def run_scenario(
     scenario: Scenario,
     mock: str,
-    gateway: str,
-    pids: tuple[int, int],
+    gateways: list[Gateway],
+    mock_pid: int,
     *,
     seconds: float,
     rounds: int,
 ) -> dict[str, Any]:
-    """`pids`: the gateway's and the mock's; both are sampled while the gateway is loaded."""
+    """Each round runs the direct baseline, then every gateway in turn (interleaved, so drift
+    hits all of them). The gateway and the mock are sampled while the gateway is loaded."""
     direct_url = f"{mock}{scenario.upstream}/v1/chat/completions"
     direct_body = chat_body("openai", stream=scenario.stream, model="mock-model")
     path = "/stream" if scenario.stream else "/chat"
@@ -112,31 +148,28 @@ def run_scenario(
         "seed", stream=scenario.stream, provider=scenario.provider, fallback=False
     )
     direct: list[Measurement] = []
-    routed: list[Measurement] = []
-    peak_rss, cpu, mock_cpu, client_cpu, served = 0, 0.0, 0.0, 0.0, 0
+    totals = {g.label: _Totals() for g in gateways}
     for _ in range(rounds):
         direct.append(measure(direct_url, direct_body, scenario, seconds))
-        before = _children_cpu()
-        with procs.Sampler(pids[0]) as sample, procs.Sampler(pids[1]) as upstream:
-            routed.append(measure(f"{gateway}{path}", gateway_body, scenario, seconds))
-        client_cpu += _children_cpu() - before
-        peak_rss = max(peak_rss, sample.peak_rss)
-        cpu += sample.cpu
-        mock_cpu += upstream.cpu
-        served += routed[-1].requests
+        for gateway in gateways:
+            total = totals[gateway.label]
+            before = _children_cpu()
+            with procs.Sampler(gateway.pid) as sample, procs.Sampler(mock_pid) as upstream:
+                total.runs.append(measure(f"{gateway.url}{path}", gateway_body, scenario, seconds))
+            total.client_cpu += _children_cpu() - before
+            total.peak_rss = max(total.peak_rss, sample.peak_rss)
+            total.cpu += sample.cpu
+            total.mock_cpu += upstream.cpu
+            total.served += total.runs[-1].requests
     tool = "wrk" if scenario.tool == "wrk" and wrk.available() else "python"
-    per_request = 1000 / max(served, 1)
+    first, *others = gateways
     return {
         "scenario": scenario.name,
         "concurrency": scenario.concurrency,
         "tool": tool,
         "direct": msgspec.to_builtins(_median(direct)),
-        "modelrouter": msgspec.to_builtins(_median(routed)),
-        "gateway_peak_rss_mb": round(peak_rss / 2**20, 1),
-        "gateway_cpu_ms_per_request": round(cpu * per_request, 4),
-        "mock_cpu_ms_per_request": round(mock_cpu * per_request, 4),
-        # The Python client runs in this process: its CPU is not a child's.
-        "client_cpu_ms_per_request": round(client_cpu * per_request, 4) if tool == "wrk" else None,
+        **totals[first.label].figures(tool),
+        "others": {g.label: totals[g.label].figures(tool) for g in others},
     }
 
 
@@ -171,13 +204,17 @@ def table(results: list[dict[str, Any]], idle_rss: float) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in results:
-        d, m = r["direct"], r["modelrouter"]
-        ratio = m["rate"] / d["rate"] if d["rate"] else 0.0
-        lines.append(
-            f"{r['scenario']:<34}{d['rate']:>13.0f}{m['rate']:>13.0f}{ratio:>7.2f}"
-            f"{d['p50']:>11.3f}{m['p50']:>11.3f}{m['p50'] - d['p50']:>+10.3f}{m['p99']:>11.3f}"
-            f"{r['gateway_cpu_ms_per_request']:>11.3f}{r['gateway_peak_rss_mb']:>8.1f}"
-        )
+        d = r["direct"]
+        lines.append(_row(r["scenario"], d, r))
+        for label, other in r.get("others", {}).items():
+            lines.append(_row(f"  {label}", d, other))
+            m, o = r["modelrouter"], other["modelrouter"]
+            cpu = other["gateway_cpu_ms_per_request"] / (r["gateway_cpu_ms_per_request"] or 1)
+            lines.append(
+                f"{'':<4}{label} against this tree: req/s x{o['rate'] / (m['rate'] or 1):.3f}, "
+                f"p50 {o['p50'] - m['p50']:+.3f} ms, CPU/req x{cpu:.3f}"
+            )
+        m = r["modelrouter"]
         if m.get("first_byte_p50") is not None and d.get("first_byte_p50") is not None:
             lines.append(
                 f"{'':<4}first byte p50: direct {d['first_byte_p50']:.2f} ms, router "
@@ -189,6 +226,60 @@ def table(results: list[dict[str, Any]], idle_rss: float) -> str:
             lines.append(f"{'':<4}errors: direct {d['errors']}, router {m['errors']}")
     lines.append(f"gateway RSS idle: {idle_rss:.1f} MB; latencies in ms; ratio = router/direct")
     return "\n".join(lines) + "\n"
+
+
+def _row(name: str, d: dict[str, Any], figures: dict[str, Any]) -> str:
+    m = figures["modelrouter"]
+    ratio = m["rate"] / d["rate"] if d["rate"] else 0.0
+    return (
+        f"{name:<34}{d['rate']:>13.0f}{m['rate']:>13.0f}{ratio:>7.2f}"
+        f"{d['p50']:>11.3f}{m['p50']:>11.3f}{m['p50'] - d['p50']:>+10.3f}{m['p99']:>11.3f}"
+        f"{figures['gateway_cpu_ms_per_request']:>11.3f}{figures['gateway_peak_rss_mb']:>8.1f}"
+    )
+
+
+@contextmanager
+def checkout(revision: str) -> Iterator[str]:
+    """A detached worktree of `revision` (removed afterwards), to run that version's code."""
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],  # noqa: S607 - git from PATH
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    path = tempfile.mkdtemp(prefix="modelrouter-bench-")
+    git = ["git", "-C", top, "worktree"]
+    subprocess.run([*git, "add", "--detach", path, revision], check=True, capture_output=True)  # noqa: S603
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", path], check=False, capture_output=True)  # noqa: S603
+
+
+def redis_env() -> dict[str, str]:
+    """Shared state in Redis, under a key prefix of this run's own."""
+    return {
+        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15",
+        "REDIS_KEY_PREFIX": f"mrbench{os.getpid()}",
+    }
+
+
+def start_gateways(stack: ExitStack, mock: str, args: argparse.Namespace) -> list[Gateway]:
+    """This tree's gateway, then each variant asked for (`--compare REV`, `--redis`)."""
+    wanted: list[tuple[str, dict[str, str]]] = [("modelrouter", {})]
+    if args.compare:
+        source = stack.enter_context(checkout(args.compare))
+        wanted.append((args.compare, {"PYTHONPATH": source}))
+    if args.redis:
+        wanted.append(("redis", redis_env()))
+    gateways = []
+    for label, extra in wanted:
+        port = procs.free_port()
+        env = gateway_env(mock, workers=args.workers) | extra
+        command = ["serve", "--port", str(port), "--workers", str(args.workers)]
+        pid = stack.enter_context(procs.child(command, port, env))
+        gateways.append(Gateway(label, f"http://127.0.0.1:{port}", pid))
+    return gateways
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,22 +298,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="gateway processes (>1 uses Redis at REDIS_URL)"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run the gateway of git revision REV (A/B, interleaved in the same rounds)",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also run this tree's gateway with Redis shared state (REDIS_URL, else db 15)",
+    )
     args = parser.parse_args(argv)
     seconds, rounds = min(args.seconds, 30.0), max(1, min(args.rounds, 5))
-    mock_port, gateway_port = procs.free_port(), procs.free_port()
+    mock_port = procs.free_port()
     mock = f"http://127.0.0.1:{mock_port}"
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    with (
-        procs.child(["mock-provider", "--port", str(mock_port)], mock_port) as mock_pid,
-        procs.child(
-            ["serve", "--port", str(gateway_port), "--workers", str(args.workers)],
-            gateway_port,
-            gateway_env(mock, workers=args.workers),
-        ) as pid,
-    ):
-        idle_rss = procs.rss_bytes(pid) / 2**20
+    with ExitStack() as stack:
+        mock_pid = stack.enter_context(
+            procs.child(["mock-provider", "--port", str(mock_port)], mock_port)
+        )
+        gateways = start_gateways(stack, mock, args)
+        main_gateway = gateways[0]
+        idle_rss = procs.rss_bytes(main_gateway.pid) / 2**20
         results = [
-            run_scenario(s, mock, gateway, (pid, mock_pid), seconds=seconds, rounds=rounds)
+            run_scenario(s, mock, gateways, mock_pid, seconds=seconds, rounds=rounds)
             for s in SCENARIOS
         ]
         held = None
@@ -233,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"note: holding {count} streams, not {args.open_streams}: the hard "
                     "RLIMIT_NOFILE leaves no more descriptors (two per stream)\n"
                 )
-            held = asyncio.run(hold_streams(gateway, pid, count, "ollama"))
+            held = asyncio.run(hold_streams(main_gateway.url, main_gateway.pid, count, "ollama"))
     report = table(results, idle_rss) + capacity(results, os.cpu_count() or 1)
     if held is not None:
         report += (

@@ -22,10 +22,12 @@ import structlog
 
 from modelrouter.redact import Redactor
 
+# Every written line passes through it. Its secrets are lent by their owners: the process's
+# configuration (`configure_logging`) and each running app (for its lifetime).
 REDACTOR = Redactor()
-# The request a line belongs to. One ContextVar of our own: setting it per request is far
-# cheaper than structlog's bound_contextvars (a generator-based context manager and a var per
-# key), and a task started for the request sets it once. structlog's own contextvars still merge.
+# The request a line belongs to. One ContextVar of our own, set once per request (structlog's
+# bound_contextvars costs a context manager and a var per key: docs/performance.md); a task
+# started for the request sets it once. structlog's own contextvars still merge.
 CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("modelrouter_request_id", default=None)
 
 
@@ -119,10 +121,9 @@ def _pre_chain() -> list[Any]:
 
 class LineWriter:
     """Where rendered lines go. Lines at INFO and below may wait in a buffer for up to `delay`
-    seconds (or until `limit` characters) and go out in one write. With stderr on a pipe, a
-    write per line cost the gateway and the reader together about 20 us of CPU per request
-    (290 against 268 us, at one client). Warnings and errors, and
-    the standard library's records, go out at once, after what waits, so the order holds.
+    seconds (or until `limit` characters) and go out in one write (a write per line costs the
+    writer and the reader CPU per request: docs/performance.md). Warnings and errors, and the
+    standard library's records, go out at once, after what waits, so the order holds.
     `delay=None` writes every line at once. What waits is written at exit (`flush_logs`).
     """
 
@@ -145,8 +146,9 @@ class LineWriter:
         if self._size >= self._limit:
             self.flush()
         elif self._due is None:
-            loop = asyncio._get_running_loop()  # None outside a loop: no one to flush later
-            if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # outside a loop: no one to flush later
                 self.flush()
             else:
                 self._due = loop.call_later(self._delay, self.flush)
@@ -176,6 +178,7 @@ class LineWriter:
 
 
 _WRITER: LineWriter | None = None
+_SECRETS: tuple[str, ...] = ()
 
 
 def flush_logs() -> None:
@@ -244,9 +247,12 @@ def configure_logging(
     `delay`: how long INFO and DEBUG lines may wait to go out together (see `LineWriter`);
     None writes each at once. `serve` passes LOG_FLUSH_SECONDS.
     """
-    global _WRITER  # noqa: PLW0603 - one writer per process, flushed at exit
-    if secrets:
-        REDACTOR.add(secrets)
+    global _WRITER, _SECRETS  # noqa: PLW0603 - one writer per process, flushed at exit
+    # The process's own secrets (`serve` passes its settings'); a running app lends its
+    # secrets to REDACTOR for its lifetime (ActorSystem.start/close).
+    REDACTOR.remove(_SECRETS)
+    _SECRETS = tuple(secrets or ())
+    REDACTOR.add(_SECRETS)
     flush_logs()
     writer = _WRITER = LineWriter(stream, delay=delay)
     numeric = logging.getLevelName(level.upper())

@@ -15,10 +15,9 @@ log = structlog.get_logger("modelrouter.web")
 
 class Accounting:
     """Each request's end (its metrics and its line), recorded in batches at most `delay`
-    seconds later. The client has its answer by then. Done in the request's own step, this
-    work delayed the next request at one client: logging at INFO rather than WARNING cost
-    about 32 us of p50 that way, 18 us this way. `/metrics` drains first, so a scrape sees
-    every finished request; so does shutdown.
+    seconds later, off the request's path: the client has its answer by then (see
+    docs/performance.md). `/metrics` drains first, so a scrape sees every finished request;
+    so does shutdown.
     """
 
     def __init__(self, metrics: Metrics, *, delay: float = 0.002, limit: int = 256) -> None:
@@ -59,12 +58,13 @@ def _finished(
 ) -> None:
     """The request's end line (the one to read) and its token counts."""
     summary = request[SUMMARY]
-    relay, usage = summary.relay, summary.usage
+    answering, usage = summary.answering, summary.usage
     fields: dict[str, object] = {"latency_ms": round(seconds * 1000, 1)}
-    if relay is not None:
-        fields.update(provider=relay.provider, model=relay.model, attempts=relay.attempts)
-        if usage is not None and relay.provider is not None:
-            metrics.count_usage(relay.provider, usage)
+    if answering is not None:
+        provider = answering.provider
+        fields.update(provider=provider, model=answering.model, attempts=answering.attempt)
+        if usage is not None:
+            metrics.count_usage(provider, usage)
             fields.update(
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
             )

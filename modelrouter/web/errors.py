@@ -1,22 +1,127 @@
-"""Error responses: `{"error": {"type", "message", "request_id"}}`, Retry-After where it helps."""
+"""Error responses: one writer, one `ErrorFormat` per route family (the seed's, OpenAI's).
+
+Every error says whether a retry can help, in the headers the SDKs read: `x-should-retry`
+(`true`/`false`), and with a wait, `Retry-After` (seconds) and `retry-after-ms`.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
+import msgspec
 from aiohttp import web
 
+from modelrouter.errors import ApiError
+from modelrouter.events import Failed
 from modelrouter.schemas import ErrorBody, ErrorEnvelope, json_encoder
 
+_encode = msgspec.json.Encoder().encode
+_HTTP_TYPES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
-def error_response(
-    status: int, type_: str, message: str, request_id: str, *, retry_after: float | None = None
-) -> web.Response:
-    body = json_encoder.encode(ErrorEnvelope(ErrorBody(type_, message, request_id)))
-    response = web.Response(body=body, status=status, content_type="application/json")
-    response.headers["X-Request-ID"] = request_id
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="modelrouter"'
+
+class ErrorFormat(Protocol):
+    def body(self, error: ApiError, request_id: str) -> bytes:
+        """The error's JSON body."""
+
+    def stream_error(self, event: Failed, request_id: str) -> bytes:
+        """The SSE `event: error` that cuts a stream already under way."""
+
+
+class SeedErrors:
+    """`{"error": {"type", "message", "request_id"}}`, as the seed documents."""
+
+    def body(self, error: ApiError, request_id: str) -> bytes:
+        return json_encoder.encode(ErrorEnvelope(ErrorBody(error.type, error.message, request_id)))
+
+    def stream_error(self, event: Failed, request_id: str) -> bytes:
+        body = json_encoder.encode(ErrorBody(event.type, event.message, request_id))
+        return b"event: error\ndata: " + body + b"\n\n"
+
+
+# OpenAI's error objects (https://platform.openai.com/docs/guides/error-codes, and the bodies
+# its API sends): `type` is `invalid_request_error` for every 4xx but 429 (a bad key included,
+# with code `invalid_api_key`), `requests` for a request-rate 429 (code `rate_limit_exceeded`)
+# and `server_error` for a 5xx. The SDKs pick their exception class by status alone. Our own
+# error type goes in `code` where OpenAI has no code of its own for the case.
+_OPENAI_CODES = {
+    "unauthorized": "invalid_api_key",
+    "rate_limited": "rate_limit_exceeded",
+    "not_found": "unknown_url",
+}
+
+
+def openai_type(status: int) -> str:
+    if status == 429:
+        return "requests"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error(status: int, type_: str, message: str, param: str | None) -> dict[str, Any]:
+    code = _OPENAI_CODES.get(type_, type_)
+    return {"message": message, "type": openai_type(status), "param": param, "code": code}
+
+
+class OpenAIErrors:
+    """`{"error": {"message", "type", "param", "code"}}`, so OpenAI's SDKs raise their usual
+    exception classes."""
+
+    def body(self, error: ApiError, request_id: str) -> bytes:  # noqa: ARG002 - in X-Request-ID
+        return _encode(
+            {"error": openai_error(error.status, error.type, error.message, error.param)}
+        )
+
+    def stream_error(self, event: Failed, request_id: str) -> bytes:
+        body = openai_error(event.status, event.type, event.message, event.param)
+        body["request_id"] = request_id
+        return b"event: error\ndata: " + _encode({"error": body}) + b"\n\n"
+
+
+SEED_ERRORS = SeedErrors()
+OPENAI_ERRORS = OpenAIErrors()
+
+
+def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:
+    """aiohttp's own errors (unknown path, wrong method, body too large) as ours."""
+    allow = tuple(sorted(getattr(exc, "allowed_methods", ()) or ()))
+    where = f"{request.method} {request.path}"
+    if exc.status == 404:
+        message = f"Invalid URL ({where})"
+    elif exc.status == 405:
+        message = f"Invalid method for URL ({where}); allowed: {', '.join(allow)}"
+    else:
+        message = exc.reason
+    return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), message, allow=allow)
+
+
+def from_event(event: Failed) -> ApiError:
+    return ApiError(
+        event.status,
+        event.type,
+        event.message,
+        retry_after=event.retry_after,
+        param=event.param,
+        retryable=event.retryable,
+    )
+
+
+def error_response(fmt: ErrorFormat, error: ApiError, request_id: str) -> web.Response:
+    response = web.Response(
+        body=fmt.body(error, request_id), status=error.status, content_type="application/json"
+    )
+    headers = response.headers
+    headers["X-Request-ID"] = request_id
+    headers["x-should-retry"] = "true" if error.retryable else "false"
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(error.retry_after * 1000)))
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="modelrouter"'
+    if error.allow:
+        headers["Allow"] = ", ".join(error.allow)
     return response

@@ -1,37 +1,36 @@
-"""`GET /health` (liveness and each provider's state), `GET /ready`, `GET /metrics`."""
+"""`GET /health` (liveness and each provider's state), `GET /ready`, `GET /metrics`.
+
+All three read one frozen snapshot of the actor system, never an actor.
+"""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from modelrouter import __version__
+from modelrouter.actors.system import ProviderView, SystemView
 from modelrouter.schemas import json_encoder
 from modelrouter.web.accounting import ACCOUNTING
-from modelrouter.web.runtime import RUNTIME, Runtime
+from modelrouter.web.runtime import RUNTIME
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def provider_states(runtime: Runtime) -> dict[str, dict[str, Any]]:
-    now = time.time()
-    states: dict[str, dict[str, Any]] = {}
-    for name, actor in runtime.router.providers.items():
-        state = actor.status(now)
-        entry: dict[str, Any] = {"state": state, "in_flight": actor.in_flight}
-        health = actor.health
-        if state == "blacklisted":
-            entry["blacklisted_until"] = _iso(health.blacklisted_until)
-        if health.failures:
-            entry["failures"] = health.failures
-            entry["last_reason"] = health.last_reason
-        states[name] = entry
-    return states
+def provider_entry(view: ProviderView) -> dict[str, Any]:
+    entry: dict[str, Any] = {"state": view.state, "in_flight": view.in_flight}
+    if view.state == "blacklisted":
+        entry["blacklisted_until"] = _iso(view.blacklisted_until)
+    if view.failures:
+        entry["failures"] = view.failures
+        entry["last_reason"] = view.last_reason
+    if view.restarts:
+        entry["restarts"] = view.restarts
+    return entry
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -42,39 +41,48 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    backend = runtime.state.mode
+    view = runtime.system.snapshot()
     return _json(
         {
-            "status": "degraded" if backend == "degraded" else "ok",
+            "status": "degraded" if view.state_backend == "degraded" else "ok",
             "version": __version__,
-            "state_backend": backend,
-            "draining": runtime.draining,
-            "providers": provider_states(runtime),
+            "state_backend": view.state_backend,
+            "draining": view.draining,
+            "requests_in_flight": view.requests_in_flight,
+            "providers": {p.name: provider_entry(p) for p in view.providers},
             "disabled_providers": list(runtime.settings.skipped_providers),
         }
     )
 
 
+def not_ready_because(view: SystemView) -> str | None:
+    """Why this replica should get no traffic, or None. Never because providers fail: every
+    replica shares the same providers, so taking them all out of the balancer would turn a
+    partial outage into a total one (provider health is on /health and in the metrics)."""
+    if view.draining:
+        return "draining"
+    if not view.running:
+        return "not running"
+    if view.providers and all(p.state == "down" for p in view.providers):
+        return "every provider actor is down (restarts exhausted)"
+    return None
+
+
 async def ready(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    if runtime.draining:
-        return _json({"ready": False, "reason": "draining"}, 503)
-    states = provider_states(runtime)
-    if not any(entry["state"] in ("ok", "half_open") for entry in states.values()):
-        return _json({"ready": False, "reason": "no provider is usable", "providers": states}, 503)
+    reason = not_ready_because(request.app[RUNTIME].system.snapshot())
+    if reason is not None:
+        return _json({"ready": False, "reason": reason}, 503)
     return _json({"ready": True})
 
 
 async def metrics(request: web.Request) -> web.Response:
     request.app[ACCOUNTING].drain()  # every request finished so far is in this scrape
     runtime = request.app[RUNTIME]
-    now = time.time()
-    router = runtime.router
-    for name, actor in router.providers.items():
-        runtime.metrics.set_provider_state(name, actor.status(now))
-        runtime.metrics.set_mailbox_depth(name, actor.mailbox_depth)
-    runtime.metrics.set_mailbox_depth(router.name, router.mailbox_depth)
-    runtime.metrics.requests_in_flight.set(len(router.jobs))
+    view = runtime.system.snapshot()
+    for provider in view.providers:
+        runtime.metrics.set_provider_state(provider.name, provider.state)
+        runtime.metrics.set_mailbox_depth(provider.name, provider.mailbox_depth)
+    runtime.metrics.requests_in_flight.set(view.requests_in_flight)
     body, content_type = runtime.metrics.exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -1,4 +1,4 @@
-"""The front middleware: request id, error mapping, access metrics and the request's log line."""
+"""The front middleware: request id, errors in the route family's format, the request's end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from aiohttp import web
 from modelrouter.errors import ApiError
 from modelrouter.observability import CURRENT_REQUEST_ID
 from modelrouter.web.accounting import ACCOUNTING
-from modelrouter.web.errors import error_response
+from modelrouter.web.errors import (
+    OPENAI_ERRORS,
+    SEED_ERRORS,
+    ErrorFormat,
+    error_response,
+    from_http,
+)
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
@@ -24,7 +30,6 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
-_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: debug level
 
 
@@ -34,6 +39,11 @@ def request_id_of(request: web.Request) -> str:
         return given
     # Unique across replicas (random per-process prefix) without a syscall per request.
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def error_format(request: web.Request) -> ErrorFormat:
+    """OpenAI's error shape under /v1 (unknown paths included), the seed's elsewhere."""
+    return OPENAI_ERRORS if request.path.startswith("/v1/") else SEED_ERRORS
 
 
 def _route_label(request: web.Request) -> str:
@@ -57,18 +67,16 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = await handler(request)
         except ApiError as exc:
             summary.error = exc.type
-            response = error_response(
-                exc.status, exc.type, exc.message, request_id, retry_after=exc.retry_after
-            )
+            response = error_response(error_format(request), exc, request_id)
         except web.HTTPException as exc:
-            kind = _HTTP_TYPES.get(exc.status, "http_error")
-            response = error_response(exc.status, kind, exc.reason, request_id)
+            response = error_response(error_format(request), from_http(exc, request), request_id)
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise
         except Exception:
             log.exception("unhandled_error", path=request.path)
-            response = error_response(500, "internal_error", "internal error", request_id)
+            error = ApiError(500, "internal_error", "internal error")
+            response = error_response(error_format(request), error, request_id)
         status = response.status
         if not response.prepared:  # a stream sent its own headers, X-Request-ID included
             response.headers["X-Request-ID"] = request_id

@@ -11,28 +11,15 @@ from typing import Any
 
 import msgspec
 
-from modelrouter.actors import Relay
-from modelrouter.errors import ApiError
-from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.events import Answering, Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.web.errors import OPENAI_ERRORS
 
 _encode = msgspec.json.Encoder().encode
-_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
 _OPEN_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'  # a chunk that does not finish
 
 
-def model_id(relay: Relay) -> str:
-    return f"{relay.provider}/{relay.model}"
-
-
-def error_body(status: int, type_: str, message: str, param: str | None) -> dict[str, Any]:
-    """OpenAI's error object; our own error type goes in `code`."""
-    kind = _TYPES.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
-    return {"message": message, "type": kind, "param": param, "code": _CODES.get(type_, type_)}
-
-
-def error_bytes(exc: ApiError) -> bytes:
-    return _encode({"error": error_body(exc.status, exc.type, exc.message, exc.param)})
+def model_id(answering: Answering) -> str:
+    return f"{answering.provider}/{answering.model}"
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
@@ -81,7 +68,7 @@ class ToolCalls:
 
 
 def completion_body(
-    relay: Relay,
+    answering: Answering,
     *,
     request_id: str,
     text: str,
@@ -101,8 +88,8 @@ def completion_body(
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model_id(relay),
-        "provider": relay.provider,
+        "model": model_id(answering),
+        "provider": answering.provider,
         "choices": [choice],
         "usage": usage_body(usage),
     }
@@ -124,13 +111,13 @@ class OpenAIStream:
         self._base: dict[str, Any] = {}
         self._head = b""
 
-    def start(self, relay: Relay) -> bytes:
+    def start(self, answering: Answering) -> bytes:
         self._base = {
             "id": f"chatcmpl-{self.request_id}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": model_id(relay),
-            "provider": relay.provider,
+            "model": model_id(answering),
+            "provider": answering.provider,
         }
         # Every chunk shares this prefix up to its delta; only the delta is encoded per chunk.
         self._head = b"data: " + _encode(self._base)[:-1] + b',"choices":[{"index":0,"delta":'
@@ -153,7 +140,7 @@ class OpenAIStream:
         if kind is Done:
             return self._end(event.finish_reason or "stop")  # type: ignore[union-attr]
         if kind is Failed:
-            return self._error(event.status, event.type, event.message)  # type: ignore[union-attr]
+            return OPENAI_ERRORS.stream_error(event, self.request_id)  # type: ignore[arg-type]
         return b""
 
     def _end(self, finish_reason: str) -> bytes:
@@ -162,10 +149,3 @@ class OpenAIStream:
             usage = {**self._base, "choices": [], "usage": usage_body(self._usage)}
             out += b"data: " + _encode(usage) + b"\n\n"
         return out + b"data: [DONE]\n\n"
-
-    def _error(self, status: int, type_: str, message: str) -> bytes:
-        body = error_body(status, type_, message, None) | {"request_id": self.request_id}
-        return b"event: error\ndata: " + _encode({"error": body}) + b"\n\n"
-
-    def error(self, type_: str, message: str) -> bytes:
-        return self._error(504, type_, message)

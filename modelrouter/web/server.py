@@ -58,7 +58,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        app[RUNTIME].draining = True
+        app[RUNTIME].system.drain()
         log.info("draining", seconds=settings.drain_seconds)
         await asyncio.sleep(settings.drain_seconds)
         await runner.cleanup()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from modelrouter.actors import Relay
-from modelrouter.events import Chunk, Done, Event, Failed
-from modelrouter.schemas import ErrorBody, json_encoder
+from modelrouter.events import Answering, Chunk, Done, Event, Failed
+from modelrouter.web.errors import SEED_ERRORS
 
 DONE = b"data: [DONE]\n\n"
 HEADERS = {
@@ -24,22 +23,15 @@ def data_event(text: str) -> bytes:
     return "".join(f"data: {line}\n" for line in lines).encode() + b"\n"
 
 
-def error_event(type_: str, message: str, request_id: str) -> bytes:
-    body = json_encoder.encode(ErrorBody(type_, message, request_id))
-    return b"event: error\ndata: " + body + b"\n\n"
-
-
 class StreamFormat(Protocol):
     """How one streamed response writes the relay's events (one object per request)."""
 
-    def start(self, relay: Relay) -> bytes:
+    def start(self, answering: Answering) -> bytes:
         """Bytes sent first, once the answering provider is known."""
 
     def event(self, event: Event) -> bytes:
-        """One event's bytes (empty for an event the format does not show)."""
-
-    def error(self, type_: str, message: str) -> bytes:
-        """The error that cuts the stream when the request's deadline passes."""
+        """One event's bytes (empty for an event the format does not show); a `Failed` event
+        is the `event: error` that cuts the stream."""
 
 
 class SeedStream:
@@ -50,7 +42,7 @@ class SeedStream:
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
 
-    def start(self, relay: Relay) -> bytes:  # noqa: ARG002 - the seed format has no header
+    def start(self, answering: Answering) -> bytes:  # noqa: ARG002 - the seed format has no header
         return b""
 
     def event(self, event: Event) -> bytes:
@@ -60,8 +52,5 @@ class SeedStream:
         if kind is Done:
             return DONE
         if kind is Failed:
-            return self.error(event.type, event.message)  # type: ignore[union-attr]
+            return SEED_ERRORS.stream_error(event, self.request_id)  # type: ignore[arg-type]
         return b""
-
-    def error(self, type_: str, message: str) -> bytes:
-        return error_event(type_, message, self.request_id)

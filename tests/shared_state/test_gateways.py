@@ -19,7 +19,7 @@ async def test_a_blacklist_reaches_the_other_gateways_actor_without_a_redis_read
     assert (await (await second.get("/health")).json())["state_backend"] == "redis"
     response = await first.post("/chat", json=USER)
     assert (await response.json())["provider"] == "openrouter"
-    groq = second.app[RUNTIME].router.providers["groq"]
+    groq = second.app[RUNTIME].system.router.providers["groq"]
 
     async def heard() -> bool:
         return groq.status() == "blacklisted"
@@ -30,7 +30,7 @@ async def test_a_blacklist_reaches_the_other_gateways_actor_without_a_redis_read
     assert body["provider"] == "openrouter"
     assert await mock.count("status=503") == 1
     # The one that recovers tells the others too.
-    await first.app[RUNTIME].state.save_health("groq", type(groq.health.record())())
+    await first.app[RUNTIME].system.state.save_health("groq", type(groq.health.record())())
 
     async def recovered() -> bool:
         return groq.status() == "ok"

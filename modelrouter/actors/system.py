@@ -1,0 +1,207 @@
+"""The actor system: the composition root of the actor side and the only door the web layer uses.
+
+It wires the state backend, one adapter and connection pool per provider, the provider actors
+and the router, and offers what a front needs and nothing more:
+
+- `route(request, ...) -> Relay`: answer a request; its events (`Answering`, chunks, `Done` or
+  `Failed`) arrive in the relay;
+- `stream_slot()`: one of MAX_CONCURRENT_STREAMS, held while a stream runs;
+- `snapshot()`: frozen views of every provider and of the system, for /health, /ready, metrics;
+- `on_health_change(listener)`: hear each change of a provider's state;
+- `start()`, `drain()`, `close()`.
+
+The secrets of its configuration belong to it: it redacts upstream text with them, and lends
+them to the process's log redaction while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from modelrouter.actors.messages import HealthChanged, Route
+from modelrouter.actors.provider import ProviderActor
+from modelrouter.actors.relay import Relay
+from modelrouter.actors.router import STOPPED, Overloaded, RouterSupervisor
+from modelrouter.actors.upstream import Upstream
+from modelrouter.actors.views import ProviderView, SystemView
+from modelrouter.config import ProviderSettings, Settings, secrets_of
+from modelrouter.events import Failed
+from modelrouter.observability import REDACTOR, Metrics
+from modelrouter.providers import build_adapter
+from modelrouter.redact import Redactor
+from modelrouter.schemas import ChatRequest
+from modelrouter.state import HealthRecord, Lease, SharedState, create_state
+from modelrouter.transport import Pool, open_pool
+
+__all__ = [
+    "ActorSystem",
+    "Overloaded",
+    "ProviderView",
+    "StreamSlot",
+    "SystemView",
+    "TooManyStreams",
+]
+
+STREAM_LEASE_KEY = "streams"
+HealthListener = Callable[[ProviderView], None]
+
+
+class TooManyStreams(Exception):
+    """Every one of MAX_CONCURRENT_STREAMS is taken (fleet-wide with Redis): a 429."""
+
+
+class ActorSystem:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, state: SharedState | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.secrets = secrets_of(settings)
+        self.redactor = Redactor(self.secrets)
+        self.state = state if state is not None else create_state(settings, metrics)
+        self._listeners: list[HealthListener] = []
+        self._pools: list[Pool] = []
+        actors = [self._provider(p) for p in settings.providers]
+        self.router = RouterSupervisor(
+            actors, metrics=metrics, redact=self.redactor, aliases=settings.model_aliases
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running = False
+        self.draining = False
+        # A shared backend's leases expire unless renewed (a dead replica's come back); one
+        # process alone releases its own in `finally` and needs neither TTL nor renewal.
+        self._lease_ttl = settings.stream_lease_ttl if self.state.leases_expire else math.inf
+
+    def _provider(self, provider: ProviderSettings) -> ProviderActor:
+        adapter = build_adapter(provider)
+        pool = open_pool(provider, self.settings, url=adapter.url)  # proxy, CAs, bounds
+        self._pools.append(pool)
+        return ProviderActor(
+            provider,
+            Upstream(adapter, pool, self.redactor),
+            settings=self.settings,
+            state=self.state,
+            metrics=self.metrics,
+            on_change=self._health_changed,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect the state backend (bounded: a Redis that does not answer means serving
+        degraded) and start every actor."""
+        self.loop = asyncio.get_running_loop()
+        REDACTOR.add(self.secrets)
+        self.state.watch_health(self._heard)
+        await self.state.start()
+        await self.router.start()
+        self.running = True
+
+    def drain(self) -> None:
+        """Shutting down: report not ready, keep serving what arrives and what runs."""
+        self.draining = True
+
+    async def close(self, *, timeout: float = 0.0, ending: Failed = STOPPED) -> None:
+        """Take no new requests; give the running ones `timeout` seconds, then cut the rest
+        (their clients get `ending`); then close the pools and the state backend."""
+        self.running = False
+        try:
+            await self.router.close(timeout=timeout, ending=ending)
+            for pool in self._pools:
+                await pool.close()
+            await self.state.close()
+        finally:
+            REDACTOR.remove(self.secrets)
+
+    # -- requests ------------------------------------------------------------------------------
+    def route(
+        self,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        request_id: str,
+        deadline: float,
+        relay_size: int = 64,
+    ) -> Relay:
+        """Start answering `request` by `deadline` (loop time); Overloaded when the system
+        cannot take it now. A whole-answer reader (`stream=False`) is woken only at the end."""
+        relay = Relay(maxsize=relay_size, eager=stream, loop=self.loop)
+        self.router.route(Route(request, relay, deadline, stream, request_id))
+        return relay
+
+    def stream_slot(self) -> StreamSlot:
+        """`async with system.stream_slot():` holds one of MAX_CONCURRENT_STREAMS."""
+        return StreamSlot(self)
+
+    # -- views ---------------------------------------------------------------------------------
+    def snapshot(self) -> SystemView:
+        now = time.time()
+        router = self.router
+        return SystemView(
+            providers=tuple(actor.view(now) for actor in router.providers.values()),
+            requests_in_flight=len(router.tasks),
+            requests_pending=len(router.pending),
+            state_backend=self.state.mode,
+            running=self.running and not router.closed,
+            draining=self.draining,
+        )
+
+    def on_health_change(self, listener: HealthListener) -> None:
+        self._listeners.append(listener)
+
+    def _health_changed(self, view: ProviderView) -> None:
+        for listener in self._listeners:
+            listener(view)
+
+    def _heard(self, provider: str, record: HealthRecord) -> None:
+        """Another replica changed a provider's health: its actor hears it in its mailbox."""
+        actor = self.router.providers.get(provider)
+        if actor is not None:
+            actor.tell_system(HealthChanged(record))
+
+
+class StreamSlot:
+    """One of MAX_CONCURRENT_STREAMS while the block runs (TooManyStreams when none is left).
+    With a shared backend the lease is renewed while held, and expires if this process dies."""
+
+    __slots__ = ("_lease", "_system")
+
+    def __init__(self, system: ActorSystem) -> None:
+        self._system = system
+        self._lease: Lease | None = None
+
+    async def __aenter__(self) -> StreamSlot:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+    async def acquire(self) -> None:
+        system = self._system
+        settings, state, ttl = system.settings, system.state, system._lease_ttl
+        lease = await state.acquire_lease(
+            STREAM_LEASE_KEY, settings.max_concurrent_streams, ttl=ttl
+        )
+        if lease is None:
+            system.metrics.rejected_streams.inc()
+            raise TooManyStreams
+        self._lease = lease
+        system.metrics.active_streams.inc()
+        if state.leases_expire:
+            state.keep_lease(lease, ttl=ttl, every=settings.stream_lease_renew)
+
+    async def release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self._system.metrics.active_streams.dec()
+            # On its way even if this task is cancelled again.
+            await self._system.state.release_lease(lease)

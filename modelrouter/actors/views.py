@@ -1,0 +1,36 @@
+"""Frozen views of the actor side, for whoever reports on it (/health, /ready, metrics).
+
+A view is a copy taken at one instant: reading it never touches an actor's state.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ProviderState = Literal["ok", "half_open", "blacklisted", "down"]
+
+
+class ProviderView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    state: ProviderState
+    blacklisted_until: float = 0.0  # wall clock (epoch seconds); 0 when not blacklisted
+    failures: int = 0  # consecutive failures: the backoff level
+    last_reason: str | None = None
+    in_flight: int = 0  # attempts running now
+    restarts: int = 0  # times its supervisor restarted its loop
+    mailbox_depth: int = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.state in ("ok", "half_open")
+
+
+class SystemView(msgspec.Struct, frozen=True, kw_only=True):
+    providers: tuple[ProviderView, ...]
+    requests_in_flight: int  # routing tasks running (one per request being answered)
+    requests_pending: int  # waiting for a routing slot
+    state_backend: str  # memory, redis, or degraded (Redis away, local state)
+    running: bool  # started and not closed
+    draining: bool  # shutting down: finishing what runs, taking no new work soon

@@ -1,0 +1,175 @@
+"""Answering a parsed request, shared by both API families: routed through the actor system,
+then gathered whole (`/chat`, `/v1` without `stream`) or relayed as a stream (`/stream`, `/v1`
+with `stream`). Only the request parsing and the output format differ between the families.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from aiohttp import web
+
+from modelrouter.actors.relay import Relay
+from modelrouter.actors.system import Overloaded, TooManyStreams
+from modelrouter.deadline import Deadline
+from modelrouter.errors import ApiError
+from modelrouter.events import Answering, Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.schemas import ChatRequest
+from modelrouter.web.errors import from_event
+from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime
+from modelrouter.web.sse import HEADERS, StreamFormat
+
+RELAY_SIZE = 64
+DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards against a bug
+NOBODY = Answering("", "", 0)  # no attempt started (the request failed before any)
+
+
+class Answer(msgspec.Struct):
+    """A whole answer gathered from the relay."""
+
+    text: str
+    tool_calls: list[ToolCallDelta]
+    usage: Usage
+    finish_reason: str
+    answering: Answering
+
+
+def route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool) -> Relay:
+    deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
+    try:
+        return runtime.system.route(
+            chat,
+            stream=stream,
+            request_id=request[REQUEST_ID],
+            deadline=deadline,
+            relay_size=RELAY_SIZE,
+        )
+    except Overloaded:
+        raise ApiError(
+            503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
+        ) from None
+
+
+async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
+    """Wait for the whole answer (or raise its failure); the relay is closed either way.
+
+    No timer here: the routing task answers by the request's deadline (each attempt is cut to
+    it), and ends the relay however it ends itself."""
+    relay = route(request, runtime, chat, stream=False)
+    summary = request[SUMMARY]
+    parts: list[str] = []
+    calls: list[ToolCallDelta] = []
+    usage = Usage()
+    try:
+        while True:
+            for event in await relay.take():
+                kind = type(event)
+                if kind is Chunk:
+                    parts.append(event.text)  # type: ignore[union-attr]
+                elif kind is ToolCallDelta:
+                    calls.append(event)  # type: ignore[arg-type]
+                elif kind is Answering:
+                    summary.answering = event  # type: ignore[assignment]
+                elif kind is Usage:
+                    usage = summary.usage = event  # type: ignore[assignment]
+                elif kind is Failed:
+                    raise from_event(event)  # type: ignore[arg-type]
+                elif kind is Done:
+                    reason = event.finish_reason or "stop"  # type: ignore[union-attr]
+                    answering = summary.answering or NOBODY
+                    return Answer("".join(parts), calls, usage, reason, answering)
+    finally:
+        relay.close()
+
+
+async def serve_stream(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
+) -> web.StreamResponse:
+    """Route `chat` as a stream written in `fmt`, within MAX_CONCURRENT_STREAMS."""
+    slot = runtime.system.stream_slot()
+    try:
+        await slot.acquire()
+    except TooManyStreams:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            "MAX_CONCURRENT_STREAMS reached; retry shortly",
+            retry_after=1.0,
+        ) from None
+    relay: Relay | None = None
+    try:
+        relay = route(request, runtime, chat, stream=True)
+        return await _relay_stream(request, runtime, relay, fmt)
+    finally:
+        if relay is not None:
+            relay.close()
+        await slot.release()
+
+
+async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
+    """The events up to the answer's first (its provider noted), or its failure as an error:
+    nothing is sent before something to send, so a fallback stays invisible."""
+    summary = request[SUMMARY]
+    while True:
+        events = await relay.take()
+        while events and type(events[0]) is Answering:
+            summary.answering = events.pop(0)  # type: ignore[assignment]
+        if events:
+            first = events[0]
+            if isinstance(first, Failed):
+                raise from_event(first)
+            return events
+
+
+async def _relay_stream(
+    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat
+) -> web.StreamResponse:
+    summary = request[SUMMARY]
+    response = web.StreamResponse(headers=HEADERS)
+    # One guard for the whole stream (the router ends it by the request's deadline), not a
+    # timer per batch of chunks.
+    loop = runtime.loop
+    guard = loop.time() + runtime.settings.max_operation_timeout + DEADLINE_GRACE
+    try:
+        with Deadline(loop, guard):
+            events = await _first_events(request, relay)
+            answering = summary.answering or NOBODY
+            await _start_stream(request, runtime, response, answering)
+            head = fmt.start(answering)
+            while True:
+                out: list[bytes] = [head] if head else []
+                head = b""
+                for event in events:
+                    out.append(fmt.event(event))
+                    kind = type(event)
+                    if kind is Usage:
+                        summary.usage = event  # type: ignore[assignment]
+                    elif kind is Done or kind is Failed:
+                        if kind is Failed:
+                            summary.error = event.type  # type: ignore[union-attr]
+                        await response.write(b"".join(out))
+                        await response.write_eof()
+                        return response
+                data = b"".join(out)
+                if data:
+                    await response.write(data)
+                events = await relay.take()
+    except TimeoutError:
+        if not response.prepared:
+            raise ApiError(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT") from None
+        summary.error = "timeout"
+        await response.write(fmt.event(Failed(504, "timeout", "stream deadline passed")))
+        return response
+
+
+async def _start_stream(
+    request: web.Request, runtime: Runtime, response: web.StreamResponse, answering: Answering
+) -> None:
+    """Send the headers: from here on, failures end the stream instead of changing its status."""
+    response.headers["x-modelrouter-provider"] = answering.provider
+    response.headers["X-Request-ID"] = request[REQUEST_ID]
+    await response.prepare(request)
+    if answering.provider:  # once per request: the first chunk goes out now
+        started = request[SUMMARY].started
+        runtime.metrics.observe_first_chunk(answering.provider, time.perf_counter() - started)
