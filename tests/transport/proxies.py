@@ -79,8 +79,16 @@ class Proxies:
 
     def __init__(self, folder: Path) -> None:
         self.open = Tinyproxy(folder, "open")
-        self.guarded = Tinyproxy(folder, "guarded", auth=True)
-        self.strict = Tinyproxy(folder, "strict", https_only=True)
+        try:
+            self.guarded = Tinyproxy(folder, "guarded", auth=True)
+            try:
+                self.strict = Tinyproxy(folder, "strict", https_only=True)
+            except BaseException:
+                self.guarded.stop()
+                raise
+        except BaseException:
+            self.open.stop()  # none outlives a failed start
+            raise
 
     @property
     def guarded_url(self) -> str:
