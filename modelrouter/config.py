@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -54,6 +56,8 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     api_key: str | None
     rate_limit: int  # requests per minute; 0 means unlimited
     max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
+    proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
+    ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,12 +70,24 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 64  # REDIS_MAX_CONNECTIONS: pool size per process
 
 
+class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the gateway reaches its providers (see modelrouter.transport)."""
+
+    http_proxy: str | None = None  # http_proxy / HTTP_PROXY: for http:// providers
+    https_proxy: str | None = None  # https_proxy / HTTPS_PROXY: for https:// providers (CONNECT)
+    no_proxy: tuple[str, ...] = ()  # no_proxy / NO_PROXY: hosts, .domains, *, IPs, CIDRs, :port
+    ssl_cert_file: str | None = None  # SSL_CERT_FILE: replaces the system's CA certificates
+    ssl_cert_dir: str | None = None  # SSL_CERT_DIR: a hashed directory of CA certificates
+    max_body_bytes: int = 16 * 1024 * 1024  # MAX_UPSTREAM_BODY_BYTES, counted decompressed
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[str, ...] = ()
     redis_url: str | None = None
     redis: RedisSettings = RedisSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
     provider_timeout: float = 30.0
     first_chunk_timeout: float = 3.0
     max_operation_timeout: float = 120.0
@@ -164,9 +180,9 @@ def is_loopback(host: str) -> bool:
 
 def _url(reader: _Reader, name: str, default: str) -> str:
     value = reader.raw(name, default) or default
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        reader.problems.append(f"{name}={value!r} is not an http(s) URL")
+    parts = _checked_url(reader, name, value, ("http", "https"))
+    if parts is not None and (parts.query or parts.fragment):
+        reader.problems.append(f"{name} must not have a ?query or #fragment (paths are appended)")
     return value.rstrip("/")
 
 
@@ -199,7 +215,10 @@ def _providers(
             max_concurrency=reader.integer(
                 f"{prefix}_MAX_CONCURRENCY", _PROVIDER.max_concurrency, minimum=1
             ),
+            proxy=_provider_proxy(reader, f"{prefix}_PROXY"),
+            ca_bundle=_ca_file(reader, f"{prefix}_CA_BUNDLE"),
         )
+        _check_provider_headers(reader, prefix, settings)
         if defaults.needs_key and key is None:
             skipped.append(name)
         else:
@@ -255,6 +274,7 @@ def _load(r: _Reader) -> Settings:
         api_keys=_split(r.raw("API_KEY") or ""),
         redis_url=r.raw("REDIS_URL"),
         redis=_redis(r),
+        upstream=_upstream(r),
         provider_timeout=r.number("PROVIDER_TIMEOUT", d.provider_timeout, minimum=0.001),
         first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", d.first_chunk_timeout, minimum=0.001),
         max_operation_timeout=r.number(
@@ -281,10 +301,8 @@ def _load(r: _Reader) -> Settings:
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
-    if settings.redis_url is not None and urlsplit(settings.redis_url).scheme not in REDIS_SCHEMES:
-        r.problems.append(
-            "REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://"
-        )
+    if settings.redis_url is not None:
+        _check_redis_url(r, settings.redis_url)
     if settings.stream_lease_renew >= settings.stream_lease_ttl:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if not settings.api_keys and not is_loopback(settings.host):
@@ -323,6 +341,152 @@ def _port(text: str) -> int:
     return value
 
 
+# --- Upstream network: URLs, proxies, CAs, header values ----------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL and the rest: never in a header line
+
+
+def _checked_url(
+    reader: _Reader, name: str, value: str, schemes: tuple[str, ...], *, need_host: bool = True
+) -> SplitResult | None:
+    """Parse a URL-valued variable, or add one problem naming what is wrong with it.
+
+    Problems never quote the URL: it may carry a password.
+    """
+    if _CONTROL.search(value) or " " in value:
+        reader.problems.append(f"{name} contains a space or a control character")
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        fault = "a port from 1 to 65535" if "Port" in str(exc) else "a well-formed host"
+        reader.problems.append(f"{name} is not a valid URL (it needs {fault})")
+        return None
+    if parts.scheme not in schemes:
+        wanted = ", ".join(f"{scheme}://" for scheme in schemes)
+        reader.problems.append(f"{name} must start with {wanted}")
+    elif need_host and not parts.hostname:
+        reader.problems.append(f"{name} has no host")
+    elif port == 0:
+        reader.problems.append(f"{name} is not a valid URL (it needs a port from 1 to 65535)")
+    else:
+        return parts
+    return None
+
+
+def _check_redis_url(reader: _Reader, url: str) -> None:
+    schemes = tuple(sorted(REDIS_SCHEMES))
+    scheme = url.partition("://")[0]
+    if scheme == "unix" or scheme.endswith("+sentinel"):  # no host, or a list of them
+        if scheme not in REDIS_SCHEMES or _CONTROL.search(url) or " " in url:
+            reader.problems.append(f"REDIS_URL must start with {', '.join(schemes)}:// (no spaces)")
+            return
+        netloc = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+        for item in filter(None, netloc.split(",")):
+            host, _, port = item.rpartition(":")
+            if host and not (port.isdigit() and 1 <= int(port) <= 65535):
+                reader.problems.append("REDIS_URL has a sentinel port that is not 1 to 65535")
+                return
+        return
+    _checked_url(reader, "REDIS_URL", url, schemes, need_host=False)  # redis-py: localhost
+
+
+def _upstream(r: _Reader) -> UpstreamSettings:
+    default = UpstreamSettings()
+    no_proxy = _lower_first(r, "NO_PROXY") or ""
+    return UpstreamSettings(
+        http_proxy=_proxy(r, "HTTP_PROXY"),
+        https_proxy=_proxy(r, "HTTPS_PROXY"),
+        no_proxy=tuple(part for part in re.split(r"[,\s]+", no_proxy) if part),
+        ssl_cert_file=_ca_file(r, "SSL_CERT_FILE"),
+        ssl_cert_dir=_ca_dir(r, "SSL_CERT_DIR"),
+        max_body_bytes=r.integer("MAX_UPSTREAM_BODY_BYTES", default.max_body_bytes, minimum=1024),
+    )
+
+
+def _lower_first(reader: _Reader, name: str) -> str | None:
+    """The lower-case variable wins over the upper-case one, as in curl. (Read from the same
+    mapping; documented under its upper-case name, as `variables` lists it.)"""
+    return reader.env.get(name.lower(), "").strip() or reader.raw(name)
+
+
+def _proxy(reader: _Reader, name: str) -> str | None:
+    value = _lower_first(reader, name)
+    if value is None:
+        return None
+    shown = name.lower() if reader.env.get(name.lower(), "").strip() else name
+    return _proxy_url(reader, shown, value)
+
+
+def _provider_proxy(reader: _Reader, name: str) -> str | None:
+    """`<PROVIDER>_PROXY`: unset follows the environment; set but empty means no proxy (the one
+    variable where empty is not the same as unset)."""
+    if name in reader.env and not reader.env[name].strip():
+        return ""
+    value = reader.raw(name)
+    return None if value is None else _proxy_url(reader, name, value)
+
+
+def _proxy_url(reader: _Reader, name: str, value: str) -> str | None:
+    url = value if "://" in value else f"http://{value}"  # curl's reading of host:port
+    if url.partition("://")[0].lower() != "http":
+        reader.problems.append(
+            f"{name} must be an http:// proxy (https and socks proxies are not supported; "
+            "https providers are still reached with TLS end to end through it)"
+        )
+        return None
+    parts = _checked_url(reader, name, url, ("http",))
+    if parts is not None and parts.path.strip("/"):
+        reader.problems.append(f"{name} must be http://[user:password@]host[:port], with no path")
+        return None
+    return url if parts is not None else None
+
+
+def _ca_file(reader: _Reader, name: str) -> str | None:
+    path = reader.raw(name)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reader.problems.append(
+            f"{name}={path!r} is not a readable PEM file of CA certificates "
+            f"({getattr(exc, 'strerror', None) or exc})"
+        )
+        return None
+    return path
+
+
+def _ca_dir(reader: _Reader, name: str) -> str | None:
+    path = reader.raw(name)
+    if path is not None and not os.path.isdir(path):
+        reader.problems.append(f"{name}={path!r} is not a directory")
+        return None
+    return path
+
+
+def _check_provider_headers(reader: _Reader, prefix: str, provider: ProviderSettings) -> None:
+    """What goes into a request line or a header must not be able to break out of it."""
+    key = provider.api_key
+    if key is not None and (_CONTROL.search(key) or not key.isascii()):
+        reader.problems.append(
+            f"{prefix}_API_KEY contains a line break, a control or a non-ASCII character "
+            "(value not shown): it is sent in a header"
+        )
+    if _CONTROL.search(provider.model):
+        reader.problems.append(f"{prefix}_MODEL contains a line break or a control character")
+    try:
+        userinfo = "@" in urlsplit(provider.base_url).netloc
+    except ValueError:
+        return  # reported by _url
+    if userinfo and key is not None:
+        reader.problems.append(
+            f"{prefix}_BASE_URL carries user:password and {prefix}_API_KEY is set too: keep one "
+            "(credentials in the URL are sent as Basic auth, in the key's place)"
+        )
+
+
 def mask(secret: str | None) -> str | None:
     """Show a secret's last four characters only when it is long enough to stay secret."""
     if secret is None:
@@ -342,9 +506,9 @@ def mask_url(url: str | None) -> str | None:
     if url is None:
         return None
     parts = urlsplit(url)
-    if parts.password is not None:
+    if "@" in parts.netloc:
         netloc = parts.netloc.rsplit("@", 1)[1]
-        user = f"{parts.username}:" if parts.username else ":"
+        user = f"{parts.username}:" if parts.username and parts.password is not None else ""
         parts = parts._replace(netloc=f"{user}***@{netloc}")
     if parts.query:
         query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
@@ -360,6 +524,11 @@ def describe(settings: Settings) -> dict[str, object]:
     data["state_backend"] = "redis" if settings.redis_url else "memory"
     for provider in data["providers"]:
         provider["api_key"] = mask(provider["api_key"])
+        provider["base_url"] = mask_url(provider["base_url"])
+        provider["proxy"] = mask_url(provider["proxy"])
+    upstream = data["upstream"]
+    upstream["http_proxy"] = mask_url(upstream["http_proxy"])
+    upstream["https_proxy"] = mask_url(upstream["https_proxy"])
     return data
 
 
@@ -369,4 +538,17 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [p.api_key for p in settings.providers if p.api_key]
     if settings.redis_url:
         found += _url_passwords(settings.redis_url)
+    urls = [p.base_url for p in settings.providers] + [p.proxy or "" for p in settings.providers]
+    urls += [settings.upstream.http_proxy or "", settings.upstream.https_proxy or ""]
+    found += [secret for url in urls if "@" in url for secret in _basic_secrets(url)]
     return found
+
+
+def _basic_secrets(url: str) -> list[str]:
+    """A URL's password and the Basic token made of it (what a proxy or upstream might echo)."""
+    parts = urlsplit(url)
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    if not password:
+        return [user] if user else []  # a lone user name is the secret (a token)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return [password, token]

@@ -35,7 +35,7 @@ from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
-from modelrouter.transport import Pool
+from modelrouter.transport import Pool, open_pool
 
 __all__ = [
     "ActorSystem",
@@ -78,7 +78,7 @@ class ActorSystem:
 
     def _provider(self, provider: ProviderSettings) -> ProviderActor:
         adapter = build_adapter(provider)
-        pool = Pool(adapter.url, max_idle=provider.max_concurrency)
+        pool = open_pool(provider, self.settings, url=adapter.url)  # proxy, CAs, bounds
         self._pools.append(pool)
         return ProviderActor(
             provider,

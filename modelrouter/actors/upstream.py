@@ -128,7 +128,7 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
     except (OSError, BadResponse):
         body = b""
     retry_after = parse_retry_after(response.header("retry-after"))
-    return adapter.failure(response.status, body, retry_after)
+    return adapter.failure(response.status, body, retry_after, response.redirect_host())
 
 
 async def _read_whole(

@@ -110,9 +110,12 @@ class Adapter(ABC):
         """The human part of an upstream error body (overridden where the shape is known)."""
         return body[:500].decode("utf-8", "replace").strip()
 
-    def failure(self, status: int, body: bytes, retry_after: float | None) -> UpstreamFailure:
-        """What a non-2xx answer means (overridden where a provider's status says more)."""
-        return classify_status(status, self.error_message(body), retry_after)
+    def failure(
+        self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None
+    ) -> UpstreamFailure:
+        """What a non-2xx answer means (overridden where a provider's status says more);
+        `redirect_to`: a 3xx's target host."""
+        return classify_status(status, self.error_message(body), retry_after, redirect_to)
 
     def framer(self) -> Framer:
         return SSEFramer() if self.framing == "sse" else NDJSONFramer()
@@ -186,9 +189,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def classify_status(status: int, message: str, retry_after: float | None) -> UpstreamFailure:
-    """Turn a non-2xx upstream status into a failure of the right class."""
+def classify_status(
+    status: int, message: str, retry_after: float | None, redirect_to: str | None = None
+) -> UpstreamFailure:
+    """Turn a non-2xx upstream status into a failure of the right class.
+
+    A 3xx is never followed (the key must not go to another host): `redirect_to` names where
+    it pointed, and the failure says so.
+    """
     detail = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if redirect_to is not None:  # a 3xx: falls through to bad_response below
+        detail = f"HTTP {status}: redirect to {redirect_to} not followed"
     if status == 429:
         return UpstreamFailure("rate_limited", detail, status=status, retry_after=retry_after)
     if status in (401, 403):

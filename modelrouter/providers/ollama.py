@@ -229,10 +229,12 @@ class OllamaAdapter(Adapter):
             return super().error_message(body)
         return parsed.error or super().error_message(body)
 
-    def failure(self, status: int, body: bytes, retry_after: float | None) -> UpstreamFailure:
+    def failure(
+        self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None
+    ) -> UpstreamFailure:
         if status == 404:
             # /api/chat answers 404 for a model it does not have ("model 'x' not found, try
             # pulling it first"): the next provider may well have it, and this one is healthy.
             message = f"HTTP 404: {self.error_message(body)}"
             return UpstreamFailure("model_not_found", message, status=status)
-        return super().failure(status, body, retry_after)
+        return super().failure(status, body, retry_after, redirect_to)

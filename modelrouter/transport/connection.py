@@ -4,6 +4,11 @@ Bytes arrive in `data_received`, the parser calls back with the status, headers 
 pieces (chunked transfer is undone by the parser), and the reader takes body pieces as they come.
 The read buffer is bounded: past `HIGH_WATER` bytes the transport stops reading until the
 consumer catches up, so a slow client pushes back all the way to the upstream socket.
+
+Interim responses (100 Continue, 103 Early Hints, any other 1xx) are skipped; 101 is refused.
+Trailers are read and dropped. A body that has neither a length nor chunked framing ends with
+the connection. Any byte after the end of the response, while it is read or while the connection
+waits in the pool, poisons the connection: it is closed, never reused (`reusable`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import cast
 import httptools
 
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+MAX_HEAD = 64 * 1024  # status line and headers (1xx included); past it, one more read at most
 
 
 class ConnectionLost(ConnectionError):
@@ -23,7 +28,11 @@ class ConnectionLost(ConnectionError):
 
 
 class BadResponse(ValueError):
-    """The upstream sent something that is not HTTP/1.1."""
+    """The upstream sent something that is not a well-formed HTTP/1.1 response."""
+
+
+class _Unsolicited(Exception):
+    """Raised inside the parser to stop it at a response nobody asked for."""
 
 
 class Connection(asyncio.Protocol):
@@ -32,8 +41,10 @@ class Connection(asyncio.Protocol):
         "_buffered",
         "_complete",
         "_error",
+        "_head_bytes",
         "_headers",
         "_headers_done",
+        "_interim",
         "_paused",
         "_reader",
         "_received",
@@ -61,6 +72,8 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
+        self._head_bytes = 0  # bytes received before the headers were complete
+        self._interim = False  # parsing a 1xx response, which is not the answer
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._complete = False
@@ -75,26 +88,52 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
+        if not self._headers_done:
+            if self._head_bytes > MAX_HEAD:
+                self._fail(BadResponse(f"response head larger than {MAX_HEAD} bytes"))
+                return
+            self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(BadResponse("unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(BadResponse(f"malformed HTTP response: {exc}"))
+            if isinstance(exc.__context__, _Unsolicited):
+                self._fail(BadResponse("upstream sent bytes after the end of its response"))
+            else:
+                self._fail(BadResponse(f"malformed HTTP response: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if not self._complete:
-            self._fail(ConnectionLost(str(exc) if exc else "connection closed by upstream"))
+        if self._complete:
+            return
+        if exc is None and self._headers_done and self._error is None and self._until_close():
+            self._complete = True  # the body was delimited by the connection closing
+            self._wake()
+            return
+        self._fail(ConnectionLost(str(exc) if exc else "connection closed by upstream"))
 
     # -- httptools callbacks -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second response, or stray bytes: no request of ours owns them
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:
+            return  # a trailer (after a chunked body): nothing we route on
         self._headers.append((name, value))
         if len(name) == 16 and name.lower() == b"content-encoding":
             self.encoding = value
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self._fail(BadResponse("upstream switched protocols (101): refused"))
+                raise _Unsolicited  # stops the parser; the failure above is the one reported
+            self._interim = True  # 100 Continue, 103 Early Hints...: the answer follows
+            self._headers = []
+            self.encoding = None
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self._headers_done = True
         self._wake()
@@ -108,6 +147,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._wake()
 
@@ -115,6 +157,19 @@ class Connection(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def reusable(self) -> bool:
+        """The one test for going back to the pool: this response parsed to its end, no byte
+        after it, and both sides willing to keep the connection. (Body pieces parsed but not
+        taken by the reader are dropped with the response: they cannot reach the next one.)"""
+        return (
+            self._complete
+            and self.keep_alive
+            and self._error is None
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
 
     @property
     def received_anything(self) -> bool:
@@ -147,10 +202,6 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return piece
 
-    @property
-    def complete(self) -> bool:
-        return self._complete
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -170,6 +221,17 @@ class Connection(asyncio.Protocol):
 
     def _failure(self) -> Exception | None:
         return self._error
+
+    def _until_close(self) -> bool:
+        """Whether this response's body has no framing, so that only the close ends it
+        (no Content-Length, and no Transfer-Encoding ending in chunked: RFC 9112, 6.3)."""
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                return False
+            if lowered == b"transfer-encoding":
+                return not value.rstrip().lower().endswith(b"chunked")
+        return True
 
     def _wake(self) -> None:
         reader = self._reader

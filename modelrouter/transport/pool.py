@@ -1,76 +1,31 @@
-"""A keep-alive connection pool to one origin and the responses it returns.
+"""A keep-alive connection pool to one origin, direct or through a forward proxy.
 
 Requests are written in one `transport.write` (a pre-encoded header block plus the per-request
-lines); idle connections are reused last-in first-out and dropped after `idle_timeout`. A request
-that fails on a reused connection before any response byte arrived is retried once on a fresh
-connection: that is the keep-alive race where the server closed an idle connection, and the
-request was never read.
+lines); idle connections are reused last-in first-out and dropped after `idle_timeout`. A
+connection comes back only through `give_back`, and only when `Connection.reusable` says its
+response was parsed to the end with nothing unread: that one check is what keeps an answer from
+ever reaching another request.
+
+A request that fails on a reused connection before any response byte arrived is retried once
+on a fresh connection: that is the keep-alive race where the server closed an idle connection,
+and the request was never read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
-import zlib
-from collections.abc import AsyncIterator, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from urllib.parse import quote, unquote, urlsplit
 
 from modelrouter.transport.connection import BadResponse, Connection, ConnectionLost
+from modelrouter.transport.proxy import Proxy, ProxyError, open_tunnel
+from modelrouter.transport.response import Response
+from modelrouter.transport.tls import tls_context
 
-_DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
-
-
-class Response:
-    """One response; read it whole (`read`) or piece by piece (`iter_body`), then `release`."""
-
-    __slots__ = ("_conn", "_decoder", "_pool", "raw_headers", "status")
-
-    def __init__(self, pool: Pool, conn: Connection, headers: list[tuple[bytes, bytes]]) -> None:
-        self._pool = pool
-        self._conn: Connection | None = conn
-        self.status = conn.status
-        self.raw_headers = headers  # decoded only on demand: most responses need none
-        encoding = conn.encoding
-        wbits = _DECODERS.get(encoding.strip().lower()) if encoding else None
-        self._decoder = zlib.decompressobj(wbits) if wbits is not None else None
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (case-insensitive), or None."""
-        wanted = name.lower().encode()
-        for key, value in self.raw_headers:
-            if key.lower() == wanted:
-                return value.decode("latin-1")
-        return None
-
-    async def iter_body(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        assert conn is not None
-        while (piece := await conn.next_body()) is not None:
-            yield self._decoder.decompress(piece) if self._decoder is not None else piece
-
-    async def read(self, limit: int | None = None) -> bytes:
-        # A plain loop, not `iter_body`: an async generator per response cost more than the
-        # rest of this method, and a whole answer nearly always is one piece.
-        conn = self._conn
-        assert conn is not None
-        decoder = self._decoder
-        parts: list[bytes] = []
-        size = 0
-        while (piece := await conn.next_body()) is not None:
-            if decoder is not None:
-                piece = decoder.decompress(piece)
-            parts.append(piece)
-            size += len(piece)
-            if limit is not None and size >= limit:
-                break
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return body if limit is None else body[:limit]
-
-    def release(self) -> None:
-        """Give the connection back when the response was read to its end, else close it."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._pool.give_back(conn)
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": kept as written, the rest quoted
 
 
 class Pool:
@@ -81,27 +36,53 @@ class Pool:
         idle_timeout: float = 15.0,
         max_idle: int = 256,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        user_agent: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self.host = parts.hostname
+            raise ValueError("not an http(s) URL")
+        host = parts.hostname
+        self.host = host if host.isascii() else host.encode("idna").decode("ascii")
         self.tls = parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.prefix = quote(parts.path.rstrip("/"), safe=_PATH_SAFE)
+        shown = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
         default_port = self.port == (443 if self.tls else 80)
-        self.authority = self.host if default_port else f"{self.host}:{self.port}"
+        self.authority = shown if default_port else f"{shown}:{self.port}"
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
-        self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
+        self.max_body = max_body
+        self.user_agent = user_agent
+        self.proxy = proxy
+        self._absolute = proxy is not None and not self.tls  # plain http through a proxy
+        self._origin = f"{parts.scheme}://{self.authority}"
+        self._basic: str | None = None  # Authorization from the URL's user:password
+        if parts.username is not None or parts.password is not None:
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._ssl = (ssl_context or tls_context()) if self.tls else None
         self._idle: list[Connection] = []
         self._closed = False
 
     def header_block(self, method: str, path: str, headers: Mapping[str, str]) -> bytes:
         """The constant part of a request's head, encoded once per adapter."""
-        lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.authority}"]
+        target = f"{self.prefix}{path}" or "/"
+        if self._absolute:
+            target = self._origin + target
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
+        given = {name.lower() for name in headers}
+        if self.user_agent is not None and "user-agent" not in given:
+            lines.append(f"User-Agent: {self.user_agent}")
+        if self._basic is not None and "authorization" not in given:
+            lines.append(f"Authorization: {self._basic}")
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        block = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        if self._absolute:
+            assert self.proxy is not None
+            block += self.proxy.authorization
+        return block
 
     async def request(self, head: bytes, body: bytes, extra: bytes = b"") -> Response:
         """Send `head` + `extra` header lines + body; returns once the status line arrived."""
@@ -122,6 +103,10 @@ class Pool:
         except BaseException:
             conn.close()
             raise
+        if self._absolute and conn.status == 407:
+            conn.close()
+            assert self.proxy is not None
+            raise ProxyError(f"proxy {self.proxy.label} refused the request: 407 (credentials)")
         return Response(self, conn, headers)
 
     async def _connection(self, *, fresh: bool = False) -> tuple[Connection, bool]:
@@ -135,6 +120,15 @@ class Pool:
             ):
                 return conn, True
             conn.close()
+        return await self._open(), False
+
+    async def _open(self) -> Connection:
+        proxy = self.proxy
+        if proxy is not None:
+            if self._ssl is not None:
+                return await open_tunnel(proxy, self.host, self.port, self._ssl)
+            _, conn = await proxy.connect(Connection)
+            return conn
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
             Connection,
@@ -143,13 +137,11 @@ class Pool:
             ssl=self._ssl,
             server_hostname=self.host if self.tls else None,
         )
-        return conn, False
+        return conn
 
     def give_back(self, conn: Connection) -> None:
-        if self._closed or not conn.complete or not conn.keep_alive or not conn.usable:
-            conn.close()
-            return
-        if len(self._idle) >= self.max_idle:
+        """The only way back into the pool (see `Connection.reusable`)."""
+        if self._closed or not conn.reusable or len(self._idle) >= self.max_idle:
             conn.close()
             return
         conn.idle_since = (conn.loop or asyncio.get_running_loop()).time()
