@@ -38,6 +38,11 @@ def cacheable(request: ChatRequest, mode: CacheMode) -> bool:
     return False
 
 
+def _real(value: float | None) -> float | None:
+    """0 and 0.0 are one temperature (JSON decoding gives floats; code may pass ints)."""
+    return None if value is None else float(value)
+
+
 def cache_key(request: ChatRequest, chain: Chain, *, stream: bool, with_user: bool) -> str:
     """A hex digest that two requests share exactly when the same answer serves both."""
     # Routing fields are replaced by the chain they resolve to; struct fields encode in
@@ -48,6 +53,10 @@ def cache_key(request: ChatRequest, chain: Chain, *, stream: bool, with_user: bo
         model=None,
         fallback=True,
         user=request.user if with_user else None,
+        temperature=_real(request.temperature),
+        top_p=_real(request.top_p),
+        presence_penalty=_real(request.presence_penalty),
+        frequency_penalty=_real(request.frequency_penalty),
     )
     digest = hashlib.blake2b(KEY_VERSION, digest_size=20)
     digest.update(_encode(_Normal(normal, chain, stream)))
