@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any, Literal
 
 import asyncpg
+import msgspec
 import structlog
 
 from modelrouter.config import HistorySettings
@@ -106,6 +107,10 @@ class HistoryWriter:
         except DB_ERRORS as exc:
             self._failed("write" if self.migrated else "migrate", exc)
             return False
+        except Exception as exc:  # a bug must not stop the history for good: retried later
+            log.exception("history_write_crashed")
+            self._failed("write", exc)
+            return False
         if self.state != "ok":
             log.info("history_connected" if self.state == "starting" else "history_recovered")
             self.state = "ok"
@@ -125,7 +130,8 @@ class HistoryWriter:
             return
         try:
             async with self.pool.acquire() as conn:
-                await conn.copy_records_to_table(TABLE, records=batch, columns=COLUMNS)
+                records = [msgspec.structs.astuple(record) for record in batch]
+                await conn.copy_records_to_table(TABLE, records=records, columns=COLUMNS)
         except BaseException as exc:
             self._put_back(batch)
             if isinstance(exc, asyncpg.UndefinedTableError):
