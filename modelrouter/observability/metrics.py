@@ -40,6 +40,7 @@ SCOPE_ALL_PROVIDERS: Final = "all_providers"
 SCOPE_STREAMS: Final = "streams"
 STATE_BACKENDS: Final = ("memory", "redis", "degraded")
 CACHE_RESULTS: Final = ("hit", "miss", "bypass")
+HISTORY_OPS: Final = ("migrate", "write", "purge")
 
 
 class ProviderMetrics:
@@ -247,10 +248,12 @@ class Metrics:
         )
         self.history_errors = Counter(
             "modelrouter_history_errors",
-            "History database operations that failed (connect, migrate, write, purge)",
+            "History database operations that failed (migrate: connect and schema, write, purge)",
             ("op",),
             registry=r,
         )
+        for op in HISTORY_OPS:
+            self.history_errors.labels(op)
         self.history_queue = Gauge(
             "modelrouter_history_queue_rows",
             "Request records waiting to be written to the history database",
