@@ -22,7 +22,6 @@ from tests.conftest import (
 )
 from tests.scrape import scrape
 
-SLOW = "first_delay=0.3"  # long enough for identical requests to meet in flight
 PACED = "token_delay=0.05,tokens=8"
 ZERO = {**USER, "temperature": 0}
 
@@ -244,7 +243,8 @@ async def test_a_streamed_replay_is_identical_to_the_original(gateway: Gateway, 
 async def test_a_late_joiner_gets_the_events_so_far_then_the_rest_live(
     gateway: Gateway, mock: Mock
 ) -> None:
-    client = await gateway(**groq_only(mock, PACED))
+    spec = "token_delay=0.2,tokens=8"  # 1.6 s: the joiner arrives well before the end
+    client = await gateway(**groq_only(mock, spec))
     first = await client.post("/stream", json=ZERO)
     head = await first.content.readuntil(b"\n\n")  # the leader's stream is under way
     assert head == b"data: Hello\n\n"
@@ -254,7 +254,7 @@ async def test_a_late_joiner_gets_the_events_so_far_then_the_rest_live(
     joined = await second.read()
     assert head + await first.read() == joined
     assert joined.endswith(b"data: [DONE]\n\n")
-    assert await mock.count(PACED) == 1
+    assert await mock.count(spec) == 1
     assert (await cache_counts(client))["coalesced"] == 1
 
 
@@ -262,19 +262,24 @@ async def test_a_late_joiner_gets_the_events_so_far_then_the_rest_live(
 async def test_fifty_identical_concurrent_requests_cost_one_upstream_call(
     gateway: Gateway, mock: Mock
 ) -> None:
-    client = await gateway(**groq_only(mock, SLOW))
+    # no-store: nothing is kept once the call ends, so one call for all fifty is coalescing.
+    spec = "first_delay=1.5"
+    client = await gateway(**groq_only(mock, spec))
 
     async def ask() -> tuple[int, str, dict[str, Any]]:
-        response = await client.post("/chat", json=ZERO)
+        response = await client.post("/chat", json=ZERO, headers={"Cache-Control": "no-store"})
         return response.status, response.headers["x-modelrouter-cache"], await response.json()
 
     results = await asyncio.gather(*(ask() for _ in range(50)))
     assert {status for status, _, _ in results} == {200}
     assert sorted(cache for _, cache, _ in results).count("hit") == 49
     assert len({body["text"] for _, _, body in results}) == 1
-    assert await mock.count(SLOW) == 1
+    assert await mock.count(spec) == 1
     counts = await cache_counts(client)
     assert (counts["hit"], counts["miss"], counts["coalesced"]) == (49, 1, 49)
+    # And nothing was stored.
+    response = await client.post("/chat", json=ZERO)
+    assert response.headers["x-modelrouter-cache"] == "miss"
 
 
 async def test_fifty_identical_concurrent_streams_cost_one_upstream_call(
@@ -345,7 +350,7 @@ async def test_when_the_leader_fails_each_waiter_is_routed_on_its_own(
 
 
 async def test_a_client_error_is_shared_with_the_waiters(gateway: Gateway, mock: Mock) -> None:
-    spec = "status=400,first_delay=0.3"
+    spec = "status=400,first_delay=1.0"
     client = await gateway(**groq_only(mock, spec))
     results = await asyncio.gather(*(client.post("/chat", json=ZERO) for _ in range(3)))
     assert [response.status for response in results] == [400, 400, 400]

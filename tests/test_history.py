@@ -151,7 +151,7 @@ async def test_the_api_shows_each_client_key_its_own_records_only(
     assert (await history(client, "/mine", headers=AS_A))[0] == 200
     status, error = await history(client, "/theirs", headers=AS_A)
     assert status == 404  # exactly as for a request that never was
-    assert error["error"]["code"] == "not_found"
+    assert error["error"]["code"] == "request_not_found"
     assert (await history(client, "/theirs", headers=AS_B))[1]["route"] == "/v1/chat/completions"
     assert (await history(client))[0] == 401
 

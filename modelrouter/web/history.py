@@ -117,5 +117,5 @@ async def get_history(request: web.Request) -> web.Response:
     except DB_ERRORS:
         raise _unavailable() from None
     if found is None:  # another client's request looks exactly like an unknown one
-        raise ApiError(404, "not_found", f"no request {request_id!r} in your history")
+        raise ApiError(404, "request_not_found", f"no request {request_id!r} in your history")
     return web.Response(body=json_encoder.encode(found), content_type="application/json")
