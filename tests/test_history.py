@@ -368,3 +368,26 @@ async def test_rows_past_the_retention_are_purged(database: str) -> None:
         assert [row["request_id"] for row in await rows(database)] == ["r2"]
     finally:
         await pool.close()
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_the_database_password_is_masked_and_redacted_and_bad_values_are_listed() -> None:
+    from modelrouter.config import ConfigError, describe, secrets_of
+
+    settings = load_settings({"DATABASE_URL": "postgresql://mr:s3cret-db-pass@db:5432/mr"})
+    assert describe(settings)["database_url"] == "postgresql://mr:***@db:5432/mr"
+    assert "s3cret-db-pass" in secrets_of(settings)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "DATABASE_URL": "mysql://db/mr",
+                "HISTORY_BATCH_ROWS": "50",
+                "HISTORY_QUEUE_ROWS": "10",
+                "HISTORY_STORE_CONTENT": "maybe",
+                "CACHE_MAX_BYTES": "2048",
+                "CACHE_MAX_VALUE_BYTES": "4096",
+            }
+        )
+    problems = " ".join(caught.value.problems)
+    for name in ("DATABASE_URL", "HISTORY_BATCH_ROWS", "HISTORY_STORE_CONTENT", "CACHE_MAX_VALUE"):
+        assert name in problems
