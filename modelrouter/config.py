@@ -81,6 +81,36 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 16 * 1024 * 1024  # MAX_UPSTREAM_BODY_BYTES, counted decompressed
 
 
+CacheMode = Literal["off", "deterministic", "all"]
+DATABASE_SCHEMES: Final = frozenset({"postgresql", "postgres"})
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The response cache (see modelrouter.cache)."""
+
+    mode: CacheMode = "off"  # CACHE_MODE: deterministic caches temperature 0 or a seed only
+    ttl: float = 3600.0  # CACHE_TTL_SECONDS
+    max_bytes: int = 64 * 1024 * 1024  # CACHE_MAX_BYTES: the in-memory store's budget
+    max_value_bytes: int = 1024 * 1024  # CACHE_MAX_VALUE_BYTES: a larger answer is not stored
+    key_user: bool = False  # CACHE_KEY_USER: the request's `user` is part of the key
+    lock_seconds: float = 10.0  # CACHE_LOCK_SECONDS: the lease of a fleet-wide leader's lock
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+class HistorySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Conversation history in PostgreSQL (used only when DATABASE_URL is set)."""
+
+    store_content: bool = True  # HISTORY_STORE_CONTENT: keep the messages and the answer
+    flush_seconds: float = 1.0  # HISTORY_FLUSH_SECONDS: the longest a row waits to be written
+    batch_rows: int = 500  # HISTORY_BATCH_ROWS: a flush as soon as this many rows wait
+    queue_rows: int = 10_000  # HISTORY_QUEUE_ROWS: then the oldest are dropped
+    retention_days: int = 30  # HISTORY_RETENTION_DAYS: older rows are purged; 0 keeps all
+    pool_size: int = 4  # HISTORY_POOL_SIZE: connections to PostgreSQL per process
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -105,6 +135,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     providers: tuple[ProviderSettings, ...] = ()
     skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
     model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
+    cache: CacheSettings = CacheSettings()
+    database_url: str | None = None  # DATABASE_URL: history on when set
+    history: HistorySettings = HistorySettings()
 
     @property
     def auth_enabled(self) -> bool:
@@ -239,6 +272,8 @@ def _aliases(reader: _Reader, providers: tuple[ProviderSettings, ...]) -> tuple[
 _DEFAULTS: Final = Settings()
 _REDIS: Final = RedisSettings()
 _PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
+_CACHE: Final = CacheSettings()
+_HISTORY: Final = HistorySettings()
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -298,11 +333,16 @@ def _load(r: _Reader) -> Settings:
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),
+        cache=_cache(r),
+        database_url=r.raw("DATABASE_URL"),
+        history=_history(r),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
     if settings.redis_url is not None:
         _check_redis_url(r, settings.redis_url)
+    if settings.database_url is not None:
+        _checked_url(r, "DATABASE_URL", settings.database_url, tuple(sorted(DATABASE_SCHEMES)))
     if settings.stream_lease_renew >= settings.stream_lease_ttl:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if not settings.api_keys and not is_loopback(settings.host):
@@ -325,6 +365,41 @@ def _redis(r: _Reader) -> RedisSettings:
         cluster=r.get("REDIS_CLUSTER", d.cluster, _flag, "a flag (1/0, true/false)"),
         max_connections=r.integer("REDIS_MAX_CONNECTIONS", d.max_connections, minimum=2),
     )
+
+
+def _cache(r: _Reader) -> CacheSettings:
+    d = _CACHE
+    mode = r.raw("CACHE_MODE", d.mode) or d.mode
+    if mode not in ("off", "deterministic", "all"):
+        r.problems.append(f"CACHE_MODE={mode!r} is not off, deterministic or all")
+        mode = d.mode
+    cache = CacheSettings(
+        mode="all" if mode == "all" else "deterministic" if mode == "deterministic" else "off",
+        ttl=r.number("CACHE_TTL_SECONDS", d.ttl, minimum=1.0),
+        max_bytes=r.integer("CACHE_MAX_BYTES", d.max_bytes, minimum=1024),
+        max_value_bytes=r.integer("CACHE_MAX_VALUE_BYTES", d.max_value_bytes, minimum=1024),
+        key_user=r.get("CACHE_KEY_USER", d.key_user, _flag, "a flag (1/0, true/false)"),
+        lock_seconds=r.number("CACHE_LOCK_SECONDS", d.lock_seconds, minimum=0.1),
+    )
+    if cache.max_value_bytes > cache.max_bytes:
+        r.problems.append("CACHE_MAX_VALUE_BYTES must be <= CACHE_MAX_BYTES")
+    return cache
+
+
+def _history(r: _Reader) -> HistorySettings:
+    d = _HISTORY
+    flag = "a flag (1/0, true/false)"
+    history = HistorySettings(
+        store_content=r.get("HISTORY_STORE_CONTENT", d.store_content, _flag, flag),
+        flush_seconds=r.number("HISTORY_FLUSH_SECONDS", d.flush_seconds, minimum=0.01),
+        batch_rows=r.integer("HISTORY_BATCH_ROWS", d.batch_rows, minimum=1),
+        queue_rows=r.integer("HISTORY_QUEUE_ROWS", d.queue_rows, minimum=1),
+        retention_days=r.integer("HISTORY_RETENTION_DAYS", d.retention_days),
+        pool_size=r.integer("HISTORY_POOL_SIZE", d.pool_size, minimum=1),
+    )
+    if history.batch_rows > history.queue_rows:
+        r.problems.append("HISTORY_BATCH_ROWS must be <= HISTORY_QUEUE_ROWS")
+    return history
 
 
 def _flag(text: str) -> bool:
@@ -521,6 +596,7 @@ def describe(settings: Settings) -> dict[str, object]:
     data: dict[str, Any] = msgspec.to_builtins(settings)
     data["api_keys"] = [mask(k) for k in settings.api_keys]
     data["redis_url"] = mask_url(settings.redis_url)
+    data["database_url"] = mask_url(settings.database_url)
     data["state_backend"] = "redis" if settings.redis_url else "memory"
     for provider in data["providers"]:
         provider["api_key"] = mask(provider["api_key"])
@@ -541,6 +617,8 @@ def secrets_of(settings: Settings) -> list[str]:
     urls = [p.base_url for p in settings.providers] + [p.proxy or "" for p in settings.providers]
     urls += [settings.upstream.http_proxy or "", settings.upstream.https_proxy or ""]
     found += [secret for url in urls if "@" in url for secret in _basic_secrets(url)]
+    if settings.database_url:
+        found += _url_passwords(settings.database_url)
     return found
 
 

@@ -31,6 +31,18 @@ class Answering(msgspec.Struct, frozen=True, gc=False):
     attempt: int
 
 
+CacheResult = Literal["hit", "miss", "bypass"]
+
+
+class CacheStatus(msgspec.Struct, frozen=True, gc=False):
+    """How the response cache answers this request, sent first (only when the cache is on):
+    `hit` (a stored answer, or an identical request's answer in flight), `miss` (this request
+    goes upstream), `bypass` (not looked up: not cacheable, asked not to, or the store is away).
+    A later one replaces it (a coalesced request routed on its own after its leader failed)."""
+
+    result: CacheResult
+
+
 class Chunk(msgspec.Struct, frozen=True, gc=False):
     """A piece of generated text, in arrival order."""
 
@@ -90,7 +102,7 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     retryable: bool | None = None
 
 
-Event = Answering | Chunk | ToolCallDelta | Finish | Usage | Done | Failed
+Event = Answering | CacheStatus | Chunk | ToolCallDelta | Finish | Usage | Done | Failed
 
 
 class UpstreamFailure(Exception):

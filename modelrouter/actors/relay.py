@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from modelrouter.events import Answering, Done, Event, Failed
+from modelrouter.events import Answering, CacheStatus, Done, Event, Failed
 
 
 class ClientGone(Exception):
@@ -69,9 +69,10 @@ class Relay:
             self._wake_reader()
         return True
 
-    def announce(self, event: Answering) -> None:
-        """Queue who answers next, without waking the reader: it reads it with the first event
-        of that answer. Outside the bound (one per attempt, and attempts are bounded)."""
+    def announce(self, event: Answering | CacheStatus) -> None:
+        """Queue who answers next (or how the cache answers), without waking the reader: it
+        reads it with the first event of that answer. Outside the bound (one per attempt, and
+        attempts are bounded)."""
         if self._closed:
             raise ClientGone
         self._events.append(event)

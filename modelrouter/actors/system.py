@@ -4,7 +4,8 @@ It wires the state backend, one adapter and connection pool per provider, the pr
 and the router, and offers what a front needs and nothing more:
 
 - `route(request, ...) -> Relay`: answer a request; its events (`Answering`, chunks, `Done` or
-  `Failed`) arrive in the relay;
+  `Failed`) arrive in the relay; with CACHE_MODE on, through the response cache (first event
+  `CacheStatus`), which the request's `cache` policy may skip;
 - `stream_slot()`: one of MAX_CONCURRENT_STREAMS, held while a stream runs;
 - `snapshot()`: frozen views of every provider and of the system, for /health, /ready, metrics;
 - `on_health_change(listener)`: hear each change of a provider's state;
@@ -23,11 +24,13 @@ from collections.abc import Callable
 from types import TracebackType
 
 from modelrouter.actors.messages import HealthChanged, Route
+from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import STOPPED, Overloaded, RouterSupervisor
 from modelrouter.actors.upstream import Upstream
 from modelrouter.actors.views import ProviderView, SystemView
+from modelrouter.cache import USE_CACHE, CachePolicy, build_cache
 from modelrouter.config import ProviderSettings, Settings, secrets_of
 from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
@@ -38,7 +41,9 @@ from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.transport import Pool, open_pool
 
 __all__ = [
+    "USE_CACHE",
     "ActorSystem",
+    "CachePolicy",
     "Overloaded",
     "ProviderView",
     "StreamSlot",
@@ -69,6 +74,7 @@ class ActorSystem:
         self.router = RouterSupervisor(
             actors, metrics=metrics, redact=self.redactor, aliases=settings.model_aliases
         )
+        self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.draining = False
@@ -110,6 +116,8 @@ class ActorSystem:
         self.running = False
         try:
             await self.router.close(timeout=timeout, ending=ending)
+            if self.cache is not None:
+                await self.cache.close()
             for pool in self._pools:
                 await pool.close()
             await self.state.close()
@@ -125,12 +133,33 @@ class ActorSystem:
         request_id: str,
         deadline: float,
         relay_size: int = 64,
+        cache: CachePolicy = USE_CACHE,
     ) -> Relay:
         """Start answering `request` by `deadline` (loop time); Overloaded when the system
-        cannot take it now. A whole-answer reader (`stream=False`) is woken only at the end."""
+        cannot take it now. A whole-answer reader (`stream=False`) is woken only at the end.
+        `cache` is what the request allows the response cache (when CACHE_MODE is on)."""
+        if self.cache is not None:
+            return self.cache.route(
+                request,
+                stream=stream,
+                request_id=request_id,
+                deadline=deadline,
+                relay_size=relay_size,
+                policy=cache,
+                loop=self.loop,
+            )
         relay = Relay(maxsize=relay_size, eager=stream, loop=self.loop)
         self.router.route(Route(request, relay, deadline, stream, request_id))
         return relay
+
+    def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
+        """The providers and models `request` resolves to, in order (None: it is refused)."""
+        router = self.router
+        try:
+            candidates = plan(request, router.order, router.providers, router.aliases)
+        except PlanError:
+            return None
+        return tuple((c.actor.name, c.model) for c in candidates)
 
     def stream_slot(self) -> StreamSlot:
         """`async with system.stream_slot():` holds one of MAX_CONCURRENT_STREAMS."""
@@ -145,6 +174,7 @@ class ActorSystem:
             requests_in_flight=len(router.tasks),
             requests_pending=len(router.pending),
             state_backend=self.state.mode,
+            cache="off" if self.cache is None else self.cache.mode,
             running=self.running and not router.closed,
             draining=self.draining,
         )

@@ -34,3 +34,4 @@ class SystemView(msgspec.Struct, frozen=True, kw_only=True):
     state_backend: str  # memory, redis, or degraded (Redis away, local state)
     running: bool  # started and not closed
     draining: bool  # shutting down: finishing what runs, taking no new work soon
+    cache: str = "off"  # the response cache: off, memory, redis, or degraded (Redis away)

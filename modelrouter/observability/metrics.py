@@ -39,6 +39,8 @@ FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 SCOPE_ALL_PROVIDERS: Final = "all_providers"
 SCOPE_STREAMS: Final = "streams"
 STATE_BACKENDS: Final = ("memory", "redis", "degraded")
+CACHE_RESULTS: Final = ("hit", "miss", "bypass")
+HISTORY_OPS: Final = ("migrate", "write", "purge")
 
 
 class ProviderMetrics:
@@ -197,9 +199,67 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self._cache_and_history(r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._fallback_children: dict[tuple[str, str, str], Counter] = {}
+
+    def _cache_and_history(self, r: CollectorRegistry) -> None:
+        """The response cache's and the history writer's metrics (exposed even when off, so
+        dashboards and alerts read zeros rather than nothing)."""
+        self.cache_requests = Counter(
+            "modelrouter_cache_requests",
+            "Requests by what the response cache did: hit (stored, or coalesced with an "
+            "identical request in flight), miss (went upstream), bypass (not looked up)",
+            ("result",),
+            registry=r,
+        )
+        self.cache_result = {result: self.cache_requests.labels(result) for result in CACHE_RESULTS}
+        self.cache_coalesced = Counter(
+            "modelrouter_cache_coalesced",
+            "Requests answered by an identical request's upstream call in flight (also hits)",
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "modelrouter_cache_evictions",
+            "Answers evicted from the in-memory cache to stay within CACHE_MAX_BYTES",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "modelrouter_cache_bytes",
+            "Bytes held by the in-memory response cache",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_redis_errors = Counter(
+            "modelrouter_cache_redis_errors",
+            "Response cache calls to Redis that failed or timed out (the cache is off meanwhile)",
+            registry=r,
+        )
+        self.history_rows = Counter(
+            "modelrouter_history_rows",
+            "Request records written to the history database",
+            registry=r,
+        )
+        self.history_dropped = Counter(
+            "modelrouter_history_dropped",
+            "Request records dropped (oldest first) because the history queue was full",
+            registry=r,
+        )
+        self.history_errors = Counter(
+            "modelrouter_history_errors",
+            "History database operations that failed (migrate: connect and schema, write, purge)",
+            ("op",),
+            registry=r,
+        )
+        for op in HISTORY_OPS:
+            self.history_errors.labels(op)
+        self.history_queue = Gauge(
+            "modelrouter_history_queue_rows",
+            "Request records waiting to be written to the history database",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def provider(self, name: str, *, rate_limited: bool = True) -> ProviderMetrics:
         """The provider's bound children (made on first call, when its actor is built)."""

@@ -1,16 +1,24 @@
-"""The end of each request: its metrics and its line, recorded in batches off its path."""
+"""The end of each request: its metrics, its line and its history row, recorded in batches
+off its path."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 
+import msgspec
 import structlog
 from aiohttp import web
 
+from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
-from modelrouter.web.runtime import REQUEST_ID, SUMMARY
+from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
+# What the history keeps: the answered routes (not probes, listings or history reads), and
+# not requests without a client (401).
+HISTORY_ROUTES = frozenset({"/chat", "/stream", "/v1/chat/completions"})
 
 
 class Accounting:
@@ -26,6 +34,7 @@ class Accounting:
         self._limit = limit
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
         self._due: asyncio.TimerHandle | None = None
+        self.history: History | None = None  # set for the app's lifetime when DATABASE_URL is
 
     def add(
         self, request: web.Request, route: str, status: int, seconds: float, quiet: bool
@@ -45,6 +54,13 @@ class Accounting:
         for request, route, status, seconds, quiet in pending:
             metrics.observe_request(route, request.method, status, seconds)
             _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+        history = self.history
+        if history is not None:
+            # Wall time of arrival, from the monotonic times the requests noted.
+            offset = time.time() - time.perf_counter()
+            for request, route, status, seconds, _ in pending:
+                if route in HISTORY_ROUTES and status != 401:
+                    history.add(record(request, route, status, seconds, offset))
 
 
 def _finished(
@@ -64,12 +80,15 @@ def _finished(
         provider = answering.provider
         fields.update(provider=provider, model=answering.model, attempts=answering.attempt)
         if usage is not None:
-            metrics.count_usage(provider, usage)
+            if summary.cache != "hit":  # a replayed answer cost the provider nothing
+                metrics.count_usage(provider, usage)
             fields.update(
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
             )
     if summary.error is not None:
         fields["error"] = summary.error
+    if summary.cache is not None:
+        fields["cache"] = summary.cache
     emit = log.debug if quiet else log.warning if status >= 500 else log.info
     emit(
         "request_finished",
@@ -78,6 +97,37 @@ def _finished(
         method=request.method,
         status=status,
         **fields,
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def record(request: web.Request, route: str, status: int, seconds: float, offset: float) -> Record:
+    """The request's history row (`offset`: wall time less monotonic time, now)."""
+    summary: Summary = request[SUMMARY]
+    answering, usage = summary.answering, summary.usage
+    latency_ms = seconds * 1000
+    first_byte = summary.first_byte
+    ttfb_ms = latency_ms if first_byte is None else first_byte * 1000
+    chat, text = summary.chat, summary.text
+    return Record(
+        request_id=request[REQUEST_ID],
+        created_at=datetime.fromtimestamp(summary.started + offset, UTC),
+        client_id=summary.client,
+        route=route,
+        provider=answering.provider or None if answering is not None else None,
+        model=answering.model or None if answering is not None else None,
+        attempts=answering.attempt if answering is not None else 0,
+        status=status,
+        error_type=summary.error,
+        prompt_tokens=usage.prompt_tokens if usage is not None else None,
+        completion_tokens=usage.completion_tokens if usage is not None else None,
+        latency_ms=latency_ms,
+        ttfb_ms=ttfb_ms,
+        cache=summary.cache,
+        messages=_encode(chat.messages).decode() if chat is not None else None,
+        answer="".join(text) if text is not None else None,
     )
 
 

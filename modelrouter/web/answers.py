@@ -11,13 +11,24 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors.relay import Relay
-from modelrouter.actors.system import Overloaded, TooManyStreams
+from modelrouter.actors.system import USE_CACHE, Overloaded, TooManyStreams
 from modelrouter.deadline import Deadline
 from modelrouter.errors import ApiError
-from modelrouter.events import Answering, Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.events import (
+    Answering,
+    CacheStatus,
+    Chunk,
+    Done,
+    Event,
+    Failed,
+    ToolCallDelta,
+    Usage,
+)
 from modelrouter.schemas import ChatRequest
+from modelrouter.web.caching import HEADER as CACHE_HEADER
+from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
-from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime
+from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime, Summary
 from modelrouter.web.sse import HEADERS, StreamFormat
 
 RELAY_SIZE = 64
@@ -37,6 +48,8 @@ class Answer(msgspec.Struct):
 
 def route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool) -> Relay:
     deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
+    if runtime.capture:  # the history keeps what was asked
+        request[SUMMARY].chat = chat
     try:
         return runtime.system.route(
             chat,
@@ -44,6 +57,7 @@ def route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: 
             request_id=request[REQUEST_ID],
             deadline=deadline,
             relay_size=RELAY_SIZE,
+            cache=cache_policy(request) if runtime.cache else USE_CACHE,
         )
     except Overloaded:
         raise ApiError(
@@ -78,7 +92,11 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
                 elif kind is Done:
                     reason = event.finish_reason or "stop"  # type: ignore[union-attr]
                     answering = summary.answering or NOBODY
+                    if runtime.capture:
+                        summary.text = parts
                     return Answer("".join(parts), calls, usage, reason, answering)
+                elif kind is CacheStatus:
+                    summary.cache = event.result  # type: ignore[union-attr]
     finally:
         relay.close()
 
@@ -98,6 +116,8 @@ async def serve_stream(
             retry_after=1.0,
         ) from None
     relay: Relay | None = None
+    if runtime.capture:
+        fmt = Capturing(fmt, request[SUMMARY])
     try:
         relay = route(request, runtime, chat, stream=True)
         return await _relay_stream(request, runtime, relay, fmt)
@@ -113,8 +133,14 @@ async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
     summary = request[SUMMARY]
     while True:
         events = await relay.take()
-        while events and type(events[0]) is Answering:
-            summary.answering = events.pop(0)  # type: ignore[assignment]
+        while events:
+            kind = type(events[0])
+            if kind is Answering:
+                summary.answering = events.pop(0)  # type: ignore[assignment]
+            elif kind is CacheStatus:
+                summary.cache = events.pop(0).result  # type: ignore[union-attr]
+            else:
+                break
         if events:
             first = events[0]
             if isinstance(first, Failed):
@@ -167,9 +193,39 @@ async def _start_stream(
     request: web.Request, runtime: Runtime, response: web.StreamResponse, answering: Answering
 ) -> None:
     """Send the headers: from here on, failures end the stream instead of changing its status."""
+    summary = request[SUMMARY]
     response.headers["x-modelrouter-provider"] = answering.provider
     response.headers["X-Request-ID"] = request[REQUEST_ID]
+    if summary.cache is not None:
+        response.headers[CACHE_HEADER] = summary.cache
     await response.prepare(request)
     if answering.provider:  # once per request: the first chunk goes out now
-        started = request[SUMMARY].started
-        runtime.metrics.observe_first_chunk(answering.provider, time.perf_counter() - started)
+        summary.first_byte = seconds = time.perf_counter() - summary.started
+        if summary.cache != "hit":  # a replay says nothing of the provider's speed
+            runtime.metrics.observe_first_chunk(answering.provider, seconds)
+
+
+class Capturing:
+    """A stream format that also keeps the answer's text, for the history (content on)."""
+
+    __slots__ = ("fmt", "parts")
+
+    def __init__(self, fmt: StreamFormat, summary: Summary) -> None:
+        self.fmt = fmt
+        self.parts = summary.text = []
+
+    def start(self, answering: Answering) -> bytes:
+        return self.fmt.start(answering)
+
+    def event(self, event: Event) -> bytes:
+        if type(event) is Chunk:
+            self.parts.append(event.text)
+        return self.fmt.event(event)
+
+
+def response_headers(summary: Summary, answering: Answering) -> dict[str, str]:
+    """A whole answer's own headers: who answered, and what the cache did (when on)."""
+    headers = {"x-modelrouter-provider": answering.provider}
+    if summary.cache is not None:
+        headers[CACHE_HEADER] = summary.cache
+    return headers

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
-from modelrouter.web import chat, health, openai_api
+from modelrouter.web import chat, health, history, openai_api
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
@@ -23,12 +23,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         accounting.drain()
 
     app.on_cleanup.append(account_the_rest)
+    # The history closes after the actor system (cleanup runs in reverse): it gets the rows
+    # of the requests that the system's close ended.
+    app.cleanup_ctx.append(history.history_ctx)
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/v1/models/{model:.+}", openai_api.get_model)
+    app.router.add_get("/v1/history", history.list_history)
+    app.router.add_get("/v1/history/{request_id}", history.get_history)
     app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)

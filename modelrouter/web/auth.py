@@ -9,14 +9,17 @@ from aiohttp import web
 from modelrouter.errors import ApiError
 
 
-def check_auth(request: web.Request, keys: tuple[bytes, ...]) -> None:
+def check_auth(request: web.Request, keys: tuple[bytes, ...]) -> int:
+    """The index of the key the request carries (-1 when auth is off), or a 401."""
     if not keys:
-        return
+        return -1
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     given = token.strip().encode() if scheme.lower() == "bearer" else b""
-    matched = False
-    for key in keys:  # compare against every key so timing does not reveal which one matched
-        matched |= hmac.compare_digest(given, key)
-    if not given or not matched:
+    found = -1
+    for index, key in enumerate(keys):  # every key is compared: timing does not tell which
+        if hmac.compare_digest(given, key):
+            found = index
+    if not given or found < 0:
         raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer)")
+    return found

@@ -13,15 +13,15 @@ from modelrouter.schemas import (
     chat_request_decoder,
     json_encoder,
 )
-from modelrouter.web.answers import serve_stream, whole_answer
+from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.auth import check_auth
 from modelrouter.web.body import read_body
-from modelrouter.web.runtime import REQUEST_ID, RUNTIME, Runtime
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
 from modelrouter.web.sse import SeedStream
 
 
 async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
-    check_auth(request, runtime.api_keys)
+    request[SUMMARY].client = runtime.key_ids[check_auth(request, runtime.api_keys)]
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
         chat = chat_request_decoder.decode(body)
@@ -51,7 +51,7 @@ async def chat(request: web.Request) -> web.Response:
     return web.Response(
         body=json_encoder.encode(body),
         content_type="application/json",
-        headers={"x-modelrouter-provider": answering.provider},
+        headers=response_headers(request[SUMMARY], answering),
     )
 
 

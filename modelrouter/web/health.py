@@ -14,6 +14,7 @@ from modelrouter import __version__
 from modelrouter.actors.system import ProviderView, SystemView
 from modelrouter.schemas import json_encoder
 from modelrouter.web.accounting import ACCOUNTING
+from modelrouter.web.history import HISTORY
 from modelrouter.web.runtime import RUNTIME
 
 
@@ -42,11 +43,16 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     view = runtime.system.snapshot()
+    history = request.app.get(HISTORY)
+    history_state = "off" if history is None else history.state
+    degraded = "degraded" in (view.state_backend, view.cache, history_state)
     return _json(
         {
-            "status": "degraded" if view.state_backend == "degraded" else "ok",
+            "status": "degraded" if degraded else "ok",
             "version": __version__,
             "state_backend": view.state_backend,
+            "cache": view.cache,
+            "history": history_state,
             "draining": view.draining,
             "requests_in_flight": view.requests_in_flight,
             "providers": {p.name: provider_entry(p) for p in view.providers},

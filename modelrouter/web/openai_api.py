@@ -14,17 +14,17 @@ from aiohttp import web
 from modelrouter.config import Settings
 from modelrouter.errors import ApiError
 from modelrouter.schemas import json_encoder
-from modelrouter.web.answers import serve_stream, whole_answer
+from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.auth import check_auth
 from modelrouter.web.body import read_body
 from modelrouter.web.openai_format import OpenAIStream, completion_body
 from modelrouter.web.openai_request import parse_completion_request
-from modelrouter.web.runtime import REQUEST_ID, RUNTIME
+from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    check_auth(request, runtime.api_keys)
+    request[SUMMARY].client = runtime.key_ids[check_auth(request, runtime.api_keys)]
     parsed = parse_completion_request(await read_body(request, runtime.settings.max_body_bytes))
     request_id = request[REQUEST_ID]
     if parsed.stream:
@@ -42,7 +42,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.Response(
         body=body,
         content_type="application/json",
-        headers={"x-modelrouter-provider": answer.answering.provider},
+        headers=response_headers(request[SUMMARY], answer.answering),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -12,6 +13,9 @@ from modelrouter.actors.system import ActorSystem
 from modelrouter.config import Settings
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
+from modelrouter.schemas import ChatRequest
+
+ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
 
 
 class Runtime(msgspec.Struct, kw_only=True):
@@ -20,18 +24,38 @@ class Runtime(msgspec.Struct, kw_only=True):
     metrics: Metrics
     system: ActorSystem
     api_keys: tuple[bytes, ...] = ()
+    # Each key's id (a hash, never the key) in `api_keys` order, then ANONYMOUS: indexed by
+    # what `check_auth` returns (-1 when auth is off).
+    key_ids: tuple[str, ...] = (ANONYMOUS,)
+    cache: bool = False  # CACHE_MODE is on: read each request's cache policy
+    capture: bool = False  # history keeps content: note each request's messages and answer
 
 
 class Summary:
     """What a handler learned about its request, for the request's end line and metrics."""
 
-    __slots__ = ("answering", "error", "started", "usage")
+    __slots__ = (
+        "answering",
+        "cache",
+        "chat",
+        "client",
+        "error",
+        "first_byte",
+        "started",
+        "text",
+        "usage",
+    )
 
     def __init__(self, started: float) -> None:
         self.started = started  # time.perf_counter() when the request arrived
         self.answering: Answering | None = None  # the last provider, model and attempt tried
         self.usage: Usage | None = None
         self.error: str | None = None  # the error type, also when a started stream was cut
+        self.client = ANONYMOUS  # the client key's id
+        self.cache: str | None = None  # hit, miss or bypass, when the cache is on
+        self.first_byte: float | None = None  # seconds to a stream's first byte
+        self.chat: ChatRequest | None = None  # with history content on: the request...
+        self.text: list[str] | None = None  # ...and the answer's text
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -39,6 +63,11 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+
+
+def key_id(key: str) -> str:
+    """A client key's id in the history: a hash, computed once per key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -52,6 +81,9 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
         system=system,
         api_keys=tuple(k.encode() for k in settings.api_keys),
+        key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
+        cache=settings.cache.enabled,
+        capture=settings.database_url is not None and settings.history.store_content,
     )
     try:
         yield

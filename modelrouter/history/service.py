@@ -1,0 +1,62 @@
+"""The history as the app holds it: its connection pool, its writer, and reads for the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from modelrouter.config import HistorySettings
+from modelrouter.history import queries
+from modelrouter.history.records import Record
+from modelrouter.history.writer import HistoryWriter, State
+from modelrouter.observability import Metrics
+
+
+class History:
+    def __init__(
+        self,
+        dsn: str,
+        settings: HistorySettings,
+        metrics: Metrics,
+        *,
+        timeout: float = 5.0,
+        read_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.read_timeout = read_timeout
+        # min_size=0: nothing connects now, so start-up never waits for the database.
+        self.pool: Any = asyncpg.create_pool(
+            dsn,
+            min_size=0,
+            max_size=settings.pool_size,
+            timeout=timeout,
+            command_timeout=read_timeout,
+            max_inactive_connection_lifetime=60.0,
+        )
+        self.writer = HistoryWriter(self.pool, settings, metrics, timeout=timeout)
+
+    @property
+    def state(self) -> State:
+        return self.writer.state
+
+    def add(self, record: Record) -> None:
+        self.writer.add(record)
+
+    async def start(self) -> None:
+        await self.pool  # min_size=0: no connection is made here
+        self.writer.start()
+
+    async def close(self, *, timeout: float = 5.0) -> None:
+        await self.writer.close(timeout=timeout)
+        self.pool.terminate()
+
+    async def page(
+        self, client: str, filters: queries.Filters, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        async with self.pool.acquire(timeout=self.read_timeout) as conn:
+            return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
+
+    async def one(self, client: str, request_id: str) -> dict[str, Any] | None:
+        async with self.pool.acquire(timeout=self.read_timeout) as conn:
+            return await queries.one(conn, client, request_id)

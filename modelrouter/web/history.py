@@ -1,0 +1,121 @@
+"""`GET /v1/history` and `GET /v1/history/{request_id}`: a client's own requests, and the
+history's lifetime in the app (`history_ctx`, `HISTORY`).
+
+Each client key sees the records of its own requests only (by the key's id, a hash). With no
+API_KEY set there is one client, `anonymous`, and it sees every record (the gateway then
+serves on loopback only). Without DATABASE_URL both answer 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from modelrouter.errors import ApiError, bad_request
+from modelrouter.history import DB_ERRORS, MAX_LIMIT, BadCursor, Filters, History
+from modelrouter.schemas import json_encoder
+from modelrouter.web.accounting import ACCOUNTING
+from modelrouter.web.auth import check_auth
+from modelrouter.web.runtime import METRICS, RUNTIME, SETTINGS
+
+HISTORY = web.AppKey("history", History)
+DEFAULT_LIMIT = 50
+CLOSE_TIMEOUT = 5.0  # shutdown waits this long at most to write the rows still queued
+
+
+async def history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With DATABASE_URL: the history for the app's lifetime (start-up does not wait for the
+    database), fed by the accounting; at cleanup, what is queued is written."""
+    settings = app[SETTINGS]
+    if settings.database_url is None:
+        yield
+        return
+    history = app[HISTORY] = History(settings.database_url, settings.history, app[METRICS])
+    await history.start()
+    accounting = app[ACCOUNTING]
+    accounting.history = history
+    try:
+        yield
+    finally:
+        accounting.drain()  # the requests that ended last
+        accounting.history = None
+        await history.close(timeout=CLOSE_TIMEOUT)
+
+
+def _history(request: web.Request) -> tuple[History, str]:
+    """The history and the caller's client id (after checking its key)."""
+    runtime = request.app[RUNTIME]
+    client = runtime.key_ids[check_auth(request, runtime.api_keys)]
+    history = request.app.get(HISTORY)
+    if history is None:
+        raise ApiError(404, "history_off", "history is off (DATABASE_URL is not set)")
+    return history, client
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503, "history_unavailable", "the history database is not answering", retry_after=1.0
+    )
+
+
+def _time(query: Any, name: str) -> datetime | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)
+        when = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        message = f"`{name}` is not an ISO 8601 time or epoch seconds"
+        raise bad_request(message, param=name) from None
+    if when.tzinfo is None:
+        raise bad_request(f"`{name}` needs a time zone (e.g. Z)", param=name)
+    return when
+
+
+def _int(query: Any, name: str, default: int | None, low: int, high: int) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise bad_request(f"`{name}` must be an integer from {low} to {high}", param=name)
+    return int(value)
+
+
+async def list_history(request: web.Request) -> web.Response:
+    history, client = _history(request)
+    query = request.query
+    filters = Filters(
+        since=_time(query, "since"),
+        until=_time(query, "until"),
+        provider=query.get("provider"),
+        model=query.get("model"),
+        status=_int(query, "status", None, 100, 599),
+    )
+    limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    try:
+        records, cursor = await history.page(
+            client, filters, limit=limit, cursor=query.get("cursor")
+        )
+    except BadCursor as exc:
+        raise bad_request(str(exc), param="cursor") from None
+    except DB_ERRORS:
+        raise _unavailable() from None
+    body = {"object": "list", "data": records, "next_cursor": cursor}
+    return web.Response(body=json_encoder.encode(body), content_type="application/json")
+
+
+async def get_history(request: web.Request) -> web.Response:
+    history, client = _history(request)
+    request_id = request.match_info["request_id"]
+    try:
+        found = await history.one(client, request_id)
+    except DB_ERRORS:
+        raise _unavailable() from None
+    if found is None:  # another client's request looks exactly like an unknown one
+        raise ApiError(404, "request_not_found", f"no request {request_id!r} in your history")
+    return web.Response(body=json_encoder.encode(found), content_type="application/json")
