@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test e2e lint bench bench-ab bench-streams clean
+.PHONY: run test e2e lint bench bench-ab bench-instructions bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 BASE ?= HEAD~1
 bench-ab: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
+
+# Instructions per request under valgrind (noise-free on a shared machine), against BASE.
+bench-instructions: $(STAMP)
+	$(PY) -m modelrouter.bench.instructions --compare $(BASE)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

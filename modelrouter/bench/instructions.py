@@ -1,0 +1,129 @@
+"""`make bench-instructions`: instructions per request, this tree against another revision.
+
+Wall-clock figures on a shared machine move by 10-20% between runs; the number of instructions
+the gateway executes to serve a request does not. This runs the gateway under valgrind's
+callgrind, sends it `few` and then `many` requests one at a time (the difference removes
+start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
+temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
+It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+
+import msgspec
+
+from modelrouter.bench import procs
+from modelrouter.bench.suite import checkout
+
+BODY = msgspec.json.encode(
+    {
+        "messages": [{"role": "user", "content": "hello there"}],
+        "provider": "groq",
+        "fallback": False,
+    }
+)
+_TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
+
+
+def gateway_env(mock_port: int) -> dict[str, str]:
+    return {
+        "PROVIDER_ORDER": "groq",
+        "GROQ_API_KEY": "bench-key",
+        "GROQ_BASE_URL": f"http://127.0.0.1:{mock_port}/x/tokens=20/v1",
+        "GROQ_RATE_LIMIT": "0",
+        "MAX_CONCURRENT_STREAMS": "100000",
+        "LOG_LEVEL": "INFO",
+        "API_KEY": "",
+        "REDIS_URL": "",
+    }
+
+
+def send(port: int, path: str, count: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(count):
+        connection.request("POST", path, BODY, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}")
+    connection.close()
+
+
+def instructions(source: str | None, mock_port: int, path: str, count: int) -> int:
+    """Instructions the gateway of `source` (None: this tree) executes from start to exit,
+    serving `count` requests to `path`."""
+    port = procs.free_port()
+    env = {**os.environ, **gateway_env(mock_port)}
+    if source is not None:
+        env["PYTHONPATH"] = source
+    with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
+        process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            procs.wait_listening(port, timeout=300)
+            send(port, path, count)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=300)
+        with open(out, "rb") as file:
+            found = _TOTAL.search(file.read())
+    if found is None:
+        raise RuntimeError("callgrind wrote no summary")
+    return int(found.group(1))
+
+
+def per_request(source: str | None, mock_port: int, path: str, few: int, many: int) -> float:
+    first = instructions(source, mock_port, path, few)
+    return (instructions(source, mock_port, path, many) - first) / (many - few)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelrouter.bench.instructions")
+    parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
+    parser.add_argument("--few", type=int, default=300, help="requests of the first run")
+    parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
+    parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
+        return 2
+    if not 0 <= args.few < args.many <= 100_000:
+        sys.stderr.write("expected 0 <= --few < --many <= 100000\n")
+        return 2
+    mock_port = procs.free_port()
+    with ExitStack() as stack:
+        stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
+        sources: list[tuple[str, str | None]] = [("this tree", None)]
+        if args.compare:
+            sources.append((args.compare, stack.enter_context(checkout(args.compare))))
+        for path in (p.strip() for p in args.paths.split(",") if p.strip()):
+            counts = [
+                (label, per_request(src, mock_port, path, args.few, args.many))
+                for label, src in sources
+            ]
+            mine = counts[0][1]
+            for label, count in counts:
+                ratio = f" (x{count / mine:.4f} of this tree)" if label != "this tree" else ""
+                sys.stdout.write(
+                    f"{path:<8} {label:<12} {count:>12,.0f} instructions/request{ratio}\n"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
