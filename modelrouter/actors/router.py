@@ -24,6 +24,7 @@ from modelrouter.observability import REDACTOR, Metrics
 log = structlog.get_logger("modelrouter.router")
 TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})
 STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0)
+SHUTDOWN = Failed(503, "shutdown", "the gateway is shutting down; retry the request", 1.0)
 
 
 class RouterSupervisor(Actor[Route]):
@@ -44,6 +45,7 @@ class RouterSupervisor(Actor[Route]):
         self.aliases = {alias.name: alias for alias in aliases}
         self.metrics = metrics
         self.max_requests = max_requests
+        self.ending = STOPPED  # what a request still routed when the router closes gets
         # The routing jobs in flight, one per request, owned (and cancelled on close) by the
         # router. Plain tasks: a scheduler's bookkeeping bought nothing here but cost per request.
         self.jobs: set[asyncio.Task[None]] = set()
@@ -66,7 +68,9 @@ class RouterSupervisor(Actor[Route]):
             actor.down = True
             self.metrics.set_provider_state(actor.name, "down")
 
-    async def close(self) -> None:
+    async def close(self, *, ending: Failed = STOPPED) -> None:
+        """Stop; each request still routed ends with `ending` (its reader is answered)."""
+        self.ending = ending
         await self.stop()
         for job in self.jobs:
             job.cancel()
@@ -106,7 +110,7 @@ class RouterSupervisor(Actor[Route]):
         finally:
             # However this job ends (the router closing cancels it), the reader is answered: a
             # whole-answer reader needs no timer of its own. A no-op when already finished.
-            route.relay.finish(STOPPED)
+            route.relay.finish(self.ending)
 
 
 class _Fallback:

@@ -145,6 +145,11 @@ class Pool:
         )
         return conn, False
 
+    @property
+    def idle(self) -> int:
+        """Connections waiting in the pool for their next request."""
+        return len(self._idle)
+
     def give_back(self, conn: Connection) -> None:
         if self._closed or not conn.complete or not conn.keep_alive or not conn.usable:
             conn.close()

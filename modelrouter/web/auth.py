@@ -14,7 +14,9 @@ def check_auth(request: web.Request, keys: tuple[bytes, ...]) -> None:
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same way
+    # gives the bytes sent, whatever they are (a stray \xff is a wrong key, not an error).
+    given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
     matched = False
     for key in keys:  # compare against every key so timing does not reveal which one matched
         matched |= hmac.compare_digest(given, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +76,9 @@ async def metrics(request: web.Request) -> web.Response:
         runtime.metrics.set_mailbox_depth(name, actor.mailbox_depth)
     runtime.metrics.set_mailbox_depth(router.name, router.mailbox_depth)
     runtime.metrics.requests_in_flight.set(len(router.jobs))
+    runtime.metrics.event_loop_tasks.set(len(asyncio.all_tasks()))
+    for name, actor in router.providers.items():
+        runtime.metrics.upstream_idle_connections.labels(name).set(actor.upstream.pool.idle)
     body, content_type = runtime.metrics.exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

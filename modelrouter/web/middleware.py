@@ -32,6 +32,10 @@ def request_id_of(request: web.Request) -> str:
     given = request.headers.get("X-Request-ID")
     if given is not None and _VALID_ID.fullmatch(given):
         return given
+    return new_request_id()
+
+
+def new_request_id() -> str:
     # Unique across replicas (random per-process prefix) without a syscall per request.
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
