@@ -29,3 +29,8 @@ def bad_request(message: str, *, param: str | None = None) -> ApiError:
 
 def unsupported_parameter(param: str, message: str) -> ApiError:
     return ApiError(400, "unsupported_parameter", message, param=param)
+
+
+def retryable(status: int) -> bool:
+    """Whether the same request may succeed if sent again (to this replica or another)."""
+    return status in (408, 429) or status >= 500

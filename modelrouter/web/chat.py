@@ -21,6 +21,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.web import sse
 from modelrouter.web.auth import check_auth
+from modelrouter.web.nesting import check_nesting, deep_parameter
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
 
 RELAY_SIZE = 64
@@ -51,7 +52,10 @@ async def read_body(request: web.Request, runtime: Runtime) -> bytes:
         if len(body) > limit:
             raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
     else:
-        body = await request.read()  # aiohttp enforces client_max_size (= the limit) here
+        try:
+            body = await request.read()  # aiohttp enforces client_max_size (= the limit) here
+        except web.RequestPayloadError:  # bad chunking or compression: the client's fault
+            raise bad_request("request body is malformed (transfer or content encoding)") from None
     if not body:
         raise bad_request("request body is empty; expected a JSON object")
     return body
@@ -65,6 +69,9 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
         raise bad_request(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise deep_parameter(body) from None
+    check_nesting(chat)
     for name in ("tools", "tool_choice", "parallel_tool_calls"):
         if getattr(chat, name) is not None:  # the seed's answer has no room for tool calls
             raise bad_request(f"`{name}` needs /v1/chat/completions", param=name)

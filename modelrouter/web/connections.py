@@ -30,7 +30,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from modelrouter.config import Settings
 from modelrouter.errors import ApiError
@@ -244,6 +245,15 @@ class GuardedHandler(RequestHandler):
         super()._process_keepalive()
         if self._force_close and not closed:
             self._guard.metrics.connection_timeouts.labels("keepalive").inc()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a request body it could not decode a second time, when it reads the
+        rest of it after the answer: that is the client's fault, so the same warning."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            self._guard.bad_request(exc, None)
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from modelrouter.actors import Relay
-from modelrouter.errors import ApiError
+from modelrouter.errors import ApiError, retryable
 from modelrouter.events import Chunk, Done, Event, Failed, ToolCallDelta, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -164,7 +164,8 @@ class OpenAIStream:
         return out + b"data: [DONE]\n\n"
 
     def _error(self, status: int, type_: str, message: str) -> bytes:
-        body = error_body(status, type_, message, None) | {"request_id": self.request_id}
+        body = error_body(status, type_, message, None)
+        body |= {"request_id": self.request_id, "retryable": retryable(status)}
         return b"event: error\ndata: " + _encode({"error": body}) + b"\n\n"
 
     def error(self, type_: str, message: str) -> bytes:

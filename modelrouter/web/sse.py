@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from modelrouter.actors import Relay
+from modelrouter.errors import retryable
 from modelrouter.events import Chunk, Done, Event, Failed
-from modelrouter.schemas import ErrorBody, json_encoder
+from modelrouter.schemas import StreamError, json_encoder
 
 DONE = b"data: [DONE]\n\n"
 HEADERS = {
@@ -16,16 +18,42 @@ HEADERS = {
 }
 
 
+_MARKER = "[DONE]"
+# A line that reads `[DONE]`, give or take spaces (clients often strip): matched up to `[DON`.
+_MARKER_LINE = re.compile(r"(?:^|(?<=\n))[^\S\n]*\[DON(?=E\][^\S\n]*(?:\n|$))")
+
+
 def data_event(text: str) -> bytes:
-    """One event; text with line breaks becomes several `data:` lines, as the SSE spec requires."""
+    """One event; text with line breaks becomes several `data:` lines, as the SSE spec requires.
+
+    Text with a line that reads `[DONE]` (a model may well write it; spaces around it count
+    too, as clients often strip them) is sent as two events,
+    cut inside the marker, so that the only `data: [DONE]` line is the real end: a client that
+    stops there (the seed's protocol) gets the whole answer, and joining the events' data gives
+    the text back."""
+    if _MARKER in text:
+        return _split_markers(text)
+    return _event(text)
+
+
+def _event(text: str) -> bytes:
     if "\n" not in text and "\r" not in text:
         return b"data: " + text.encode() + b"\n\n"
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return "".join(f"data: {line}\n" for line in lines).encode() + b"\n"
 
 
-def error_event(type_: str, message: str, request_id: str) -> bytes:
-    body = json_encoder.encode(ErrorBody(type_, message, request_id))
+def _split_markers(text: str) -> bytes:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cuts = [m.end() for m in _MARKER_LINE.finditer(text)]  # just after each marker's `[DON`
+    if not cuts:
+        return _event(text)
+    pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    return b"".join(_event(piece) for piece in pieces)
+
+
+def error_event(type_: str, message: str, request_id: str, *, status: int = 502) -> bytes:
+    body = json_encoder.encode(StreamError(type_, message, request_id, retryable(status)))
     return b"event: error\ndata: " + body + b"\n\n"
 
 
@@ -60,8 +88,9 @@ class SeedStream:
         if kind is Done:
             return DONE
         if kind is Failed:
-            return self.error(event.type, event.message)  # type: ignore[union-attr]
+            status = event.status  # type: ignore[union-attr]
+            return error_event(event.type, event.message, self.request_id, status=status)  # type: ignore[union-attr]
         return b""
 
     def error(self, type_: str, message: str) -> bytes:
-        return error_event(type_, message, self.request_id)
+        return error_event(type_, message, self.request_id, status=504)
