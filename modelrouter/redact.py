@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-).
+# Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-);
+# the value of any (Proxy-)Authorization header (Basic, Digest, tokens); the password in a
+# URL's userinfo (`scheme://user:password@host`).
 _PATTERNS = re.compile(
     r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9_+/=-])[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"
     r"|\bkey-[A-Za-z0-9]{16,}"
+    r"|(?<=(?i:authorization): )[^\r\n\"',;]+"
+    r"|(?<=://)[^/\s:@\"']*:[^/\s@\"']+(?=@)"
 )
 REDACTED = "[REDACTED]"
 
@@ -27,6 +31,8 @@ def _may_hold_key(lowered: str) -> bool:
         or "pk_" in lowered
         or "rk-" in lowered
         or "rk_" in lowered
+        or "authorization: " in lowered
+        or "@" in lowered
     )
 
 
@@ -41,6 +47,11 @@ class Redactor:
         # Longest first, so a secret that contains another is replaced whole.
         merged = {*self._secrets, *(s for s in secrets if len(s) >= 4)}
         self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def shorten(self, text: str, limit: int) -> str:
+        """`text` redacted, then cut to `limit` characters: never the other way round, which
+        could cut a credential where its pattern no longer matches and let the rest out."""
+        return self(text)[:limit]
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
