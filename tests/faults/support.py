@@ -202,11 +202,7 @@ class GatewayProcess(Process):
         return [secret for secret in SECRETS if secret in text]
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.output().splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-        return lines
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 8.0) -> None:
@@ -283,3 +279,8 @@ def chunks(events: list[tuple[str, str]]) -> list[str]:
 
 def now() -> float:
     return time.time()
+
+
+def answered(page: Page, route: str, status: int, method: str = "POST") -> float | None:
+    """How many requests to `route` got `status` (None: no such series)."""
+    return page.value("modelrouter_requests_total", route=route, method=method, status=str(status))

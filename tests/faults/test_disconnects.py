@@ -14,6 +14,7 @@ from tests.faults.support import (
     USER,
     GatewayProcess,
     MockProcess,
+    answered,
     eventually,
     fault_env,
     no_leaks,
