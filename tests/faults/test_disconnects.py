@@ -60,9 +60,7 @@ async def test_client_gone_before_the_first_chunk_closes_the_upstream_call(
     sock.close()
     await mock_streams(mock, 0)  # and closed with the client, not after FIRST_CHUNK_TIMEOUT
     page = await no_leaks(gateway, mock)
-    assert (
-        page.value("modelrouter_requests_total", route="/stream", method="POST", status="499") == 1
-    )
+    assert answered(page, "/stream", 499) == 1
     assert page.total("modelrouter_provider_failures_total") == 0
     assert await mock.count("tokens=7") == 0  # no fallback for a client that left
     assert (await gateway.health())["providers"]["groq"]["state"] == "ok"
@@ -77,9 +75,7 @@ async def test_client_gone_mid_stream_closes_the_upstream_call(
     sock.close()
     await mock_streams(mock, 0)
     page = await no_leaks(gateway, mock)
-    assert (
-        page.value("modelrouter_requests_total", route="/stream", method="POST", status="499") == 1
-    )
+    assert answered(page, "/stream", 499) == 1
     assert page.total("modelrouter_provider_failures_total") == 0
     assert page.value("modelrouter_active_streams") == 0
     assert (await gateway.health())["providers"]["groq"]["state"] == "ok"
@@ -106,6 +102,4 @@ async def test_client_gone_during_a_fallback_closes_the_second_call(
     )
     assert page.total("modelrouter_provider_failures_total", provider="groq") == 1
     assert page.total("modelrouter_provider_failures_total", provider="openrouter") == 0
-    assert (
-        page.value("modelrouter_requests_total", route="/stream", method="POST", status="499") == 1
-    )
+    assert answered(page, "/stream", 499) == 1
