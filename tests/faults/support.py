@@ -93,6 +93,18 @@ async def _until_up(process: Process, url: str, *, timeout: float = 30.0) -> Non
             await asyncio.sleep(0.05)
 
 
+def _wait_up(process: Process, url: str) -> None:
+    end = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if process.proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"not up: {process.output()[-3000:]}") from None
+            time.sleep(0.05)
+
+
 class MockProcess(Process):
     """`python -m modelrouter mock-provider` on a free port."""
 
@@ -104,15 +116,8 @@ class MockProcess(Process):
 
     def started(self) -> MockProcess:
         """Wait (blocking: a module's fixture starts it) until it answers."""
-        end = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_mock/stats", timeout=1):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"mock not up: {self.output()[-3000:]}") from None
-                time.sleep(0.05)
+        _wait_up(self, f"{self.url}/_mock/stats")
+        return self
 
     def base(self, spec: str = "") -> str:
         """An OpenAI-flavour base URL whose requests get the faults of `spec`."""
@@ -164,6 +169,11 @@ class GatewayProcess(Process):
     async def up(self) -> GatewayProcess:
         await _until_up(self, f"{self.url}/health")
         self.baseline_tasks = (await self.scrape()).value("modelrouter_event_loop_tasks") or 0.0
+        return self
+
+    def started(self) -> GatewayProcess:
+        """Wait (blocking: for a module's fixture) until it answers."""
+        _wait_up(self, f"{self.url}/health")
         return self
 
     async def scrape(self) -> Page:
