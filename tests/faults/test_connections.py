@@ -6,6 +6,7 @@ logged in one line without a traceback, and never a 5xx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -118,7 +119,7 @@ def test_a_body_shorter_than_its_content_length_gets_408(
 def test_trickled_headers_do_not_reset_the_deadline(gateway: GatewayProcess) -> None:
     sock = connect(gateway, b"GET /health HTTP/1.1\r\n")
     started = time.monotonic()
-    with pytest.raises(OSError):  # closed under the trickle  # noqa: PT012
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):  # noqa: PT012 - closed mid-trickle
         for _ in range(40):
             sock.sendall(b"X-A: b\r\n")
             time.sleep(0.1)
@@ -173,7 +174,7 @@ async def test_past_the_cap_with_every_connection_busy_a_new_one_is_closed_at_on
         deadline = time.monotonic() + 5
         while (await mock.count("first_delay=10")) < 3:
             assert time.monotonic() < deadline
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         response, seconds = read_all(connect(gateway, b"GET /health HTTP/1.0\r\n\r\n"))
         assert response == b""  # closed before any work
         assert seconds < 1
@@ -187,7 +188,9 @@ async def test_past_the_cap_with_every_connection_busy_a_new_one_is_closed_at_on
 MALFORMED = {
     "bad request line": b"GET /health HTTP/1.1 extra\r\nHost: x\r\n\r\n",
     "not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03SECRET-MARKER\r\n\r\n",
-    "control byte in a header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: SECRET-MARKER\x01\r\n\r\n",
+    "control byte in a header": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: SECRET-MARKER\x01\r\n\r\n"
+    ),
     "header without a colon": b"GET /health HTTP/1.1\r\nHost: x\r\nSECRET-MARKER\r\n\r\n",
     "content-length and chunked": (
         b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
@@ -206,7 +209,9 @@ MALFORMED = {
     "header line too long": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: "
     + b"a" * 20000
     + b"\r\n\r\n",
-    "space before colon": b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID : SECRET-MARKER\r\n\r\n",
+    "space before colon": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID : SECRET-MARKER\r\n\r\n"
+    ),
     "obsolete line folding": (
         b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: b\r\n SECRET-MARKER\r\n\r\n"
     ),
