@@ -6,14 +6,17 @@ import re
 from collections.abc import Iterable
 
 # Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-);
-# the value of any (Proxy-)Authorization header (Basic, Digest, tokens); the password in a
-# URL's userinfo (`scheme://user:password@host`).
+# the value of a (Proxy-)Authorization header (Basic or Token with the scheme kept, or a bare
+# value); the password in a URL's userinfo (`scheme://user:password@host`). The last two never
+# run past a backslash or a quote, so a rendered JSON line stays valid JSON.
 _PATTERNS = re.compile(
     r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9_+/=-])[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"
     r"|\bkey-[A-Za-z0-9]{16,}"
-    r"|(?<=(?i:authorization): )[^\r\n\"',;]+"
-    r"|(?<=://)[^/\s:@\"']*:[^/\s@\"']+(?=@)"
+    r"|(?<=(?i:authorization): (?i:basic) )[^\s\\\"',;]+"
+    r"|(?<=(?i:authorization): (?i:token) )[^\s\\\"',;]+"
+    r"|(?<=(?i:authorization): )(?!(?i:bearer|basic|token)\s)[^\s\\\"',;]+"
+    r"|(?<=://)[^/\s:@\\\"']*:[^/\s@\\\"']+(?=@)"
 )
 REDACTED = "[REDACTED]"
 

@@ -48,15 +48,17 @@ MIN_CONNECTIONS = 16
 
 
 def connection_limit(settings: Settings, *, descriptors: int | None = None) -> int:
-    """MAX_CONNECTIONS, or what RLIMIT_NOFILE leaves once every provider's connections
-    (<PROVIDER>_MAX_CONCURRENCY each, a pool never holds more) and Redis' are set aside."""
+    """MAX_CONNECTIONS, or what RLIMIT_NOFILE leaves once Redis' connections and the
+    upstream ones are set aside: <PROVIDER>_MAX_CONCURRENCY each (a pool never holds more), but
+    no more than one per client connection (a request uses one upstream connection at a time)."""
     if settings.max_connections is not None:
         return settings.max_connections
     if descriptors is None:
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    upstream = sum(p.max_concurrency for p in settings.providers)
     redis = settings.redis.max_connections + 2 if settings.redis_url else 0  # + pub/sub, probe
-    return max(MIN_CONNECTIONS, descriptors - RESERVED_DESCRIPTORS - upstream - redis)
+    left = descriptors - RESERVED_DESCRIPTORS - redis
+    upstream = min(sum(p.max_concurrency for p in settings.providers), left // 2)
+    return max(MIN_CONNECTIONS, left - upstream)
 
 
 class LogLimiter:
