@@ -57,7 +57,7 @@ def connection_limit(settings: Settings, *, descriptors: int | None = None) -> i
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     redis = settings.redis.max_connections + 2 if settings.redis_url else 0  # + pub/sub, probe
     left = descriptors - RESERVED_DESCRIPTORS - redis
-    upstream = min(sum(p.max_concurrency for p in settings.providers), left // 2)
+    upstream = min(sum(p.max_concurrency for p in settings.providers), max(left, 0) // 2)
     return max(MIN_CONNECTIONS, left - upstream)
 
 
