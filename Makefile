@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streams clean
+.PHONY: run test lint soak bench bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest --cov=modelrouter --cov-report=term --cov-fail-under=85
+
+# A minute of mixed traffic, random faults and disconnects against one gateway process; then
+# connections, tasks, stream slots and RSS must be back to their level (tests/soak.py).
+soak: $(STAMP)
+	$(PY) -m tests.soak
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check modelrouter tests

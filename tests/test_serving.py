@@ -249,3 +249,40 @@ def test_the_log_limiter_allows_a_burst_then_one_a_second() -> None:
     limiter = LogLimiter(burst=3, every=3600)
     assert [limiter.allow() for _ in range(5)] == [True, True, True, False, False]
     assert limiter.suppressed == 2
+
+
+async def test_a_client_gone_while_its_answer_is_written_is_a_499_not_an_error() -> None:
+    """The soak found it: a write to a client that had just left raised out of the handler,
+    was logged as an unhandled error with its traceback, and counted as a 500."""
+    from aiohttp import web
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from modelrouter.observability import Metrics
+    from modelrouter.web.accounting import ACCOUNTING, Accounting
+    from modelrouter.web.connections import Guard, GuardedRunner
+    from modelrouter.web.middleware import front
+
+    metrics = Metrics()
+    app = web.Application(middlewares=[front])
+    app[ACCOUNTING] = Accounting(metrics)
+
+    async def gone(request: web.Request) -> web.StreamResponse:
+        raise ClientConnectionResetError("Cannot write to closing transport")
+
+    app.router.add_get("/gone", gone)
+    runner = GuardedRunner(app, Guard(load_settings({}), metrics, max_connections=10))
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        with capture_logs() as logs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing sent
+            writer.close()
+    finally:
+        await runner.cleanup()
+    app[ACCOUNTING].drain()
+    assert metrics.requests.labels("/gone", "GET", "499")._value.get() == 1
+    assert not [line for line in logs if line["log_level"] == "error"]

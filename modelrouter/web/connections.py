@@ -266,14 +266,15 @@ class GuardedHandler(RequestHandler):
     ) -> web.StreamResponse:
         """Parser errors (400) and anything that escaped the middleware: a JSON error that
         echoes nothing the client sent, and the connection closed."""
+        if request.writer.output_size > 0 or isinstance(exc, ConnectionResetError):
+            # The answer had begun, or the client is gone (the middleware counted it): close.
+            raise ConnectionError("response already started")
         if status == 400:
             self._guard.bad_request(exc, request.remote)
             type_, text = "bad_request", "malformed HTTP request"
         else:  # a bug: the front middleware answers every handler error itself
             log.error("unhandled_error", status=status, exc_info=exc)
             type_, text = "internal_error", "internal error"
-        if request.writer.output_size > 0:  # as aiohttp's: the answer has begun, cut it
-            raise ConnectionError("response already started")
         response = error_response(status, type_, text, new_request_id())
         response.force_close()
         return response

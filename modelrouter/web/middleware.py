@@ -67,7 +67,8 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         except web.HTTPException as exc:
             kind = _HTTP_TYPES.get(exc.status, "http_error")
             response = error_response(exc.status, kind, exc.reason, request_id)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The client went away: its handler was cancelled, or a write found it gone first.
             status = CLIENT_CLOSED
             raise
         except Exception:
