@@ -286,3 +286,34 @@ async def test_a_client_gone_while_its_answer_is_written_is_a_499_not_an_error()
     app[ACCOUNTING].drain()
     assert metrics.requests.labels("/gone", "GET", "499")._value.get() == 1
     assert not [line for line in logs if line["log_level"] == "error"]
+
+
+def test_a_second_signal_to_serve_workers_reaches_every_worker() -> None:
+    """`serve --workers N`: the first SIGTERM starts each worker's drain; a second one must
+    reach the workers too, or their drain would not end at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from modelrouter.workers import WorkerPool
+
+    script = (
+        "import signal, sys, time\n"
+        "seen = []\n"
+        "def on(signum, frame):\n"
+        "    seen.append(signum)\n"
+        "    if len(seen) == 2: sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on)\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(0.02)\n"
+    )
+    pool = WorkerPool([sys.executable, "-c", script], dict(os.environ), 1, stop_timeout=5)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    pool.procs = [proc]
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"up\n"
+    pool._stop(signal.SIGTERM, None)  # the first: the pool stops, and forwards it itself
+    proc.send_signal(signal.SIGTERM)
+    pool._stop(signal.SIGTERM, None)  # the second: forwarded at once
+    assert proc.wait(timeout=5) == 0
