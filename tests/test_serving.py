@@ -303,6 +303,7 @@ def test_a_second_signal_to_serve_workers_reaches_every_worker() -> None:
         "seen = []\n"
         "def on(signum, frame):\n"
         "    seen.append(signum)\n"
+        "    print(len(seen), flush=True)\n"
         "    if len(seen) == 2: sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, on)\n"
         "print('up', flush=True)\n"
@@ -315,5 +316,6 @@ def test_a_second_signal_to_serve_workers_reaches_every_worker() -> None:
     assert proc.stdout.readline() == b"up\n"
     pool._stop(signal.SIGTERM, None)  # the first: the pool stops, and forwards it itself
     proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == b"1\n"
     pool._stop(signal.SIGTERM, None)  # the second: forwarded at once
     assert proc.wait(timeout=5) == 0
