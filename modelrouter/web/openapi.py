@@ -16,13 +16,11 @@ from aiohttp import web
 
 from modelrouter import __version__
 from modelrouter.schemas import (
+    MAX_MESSAGES,
     ChatRequest,
     ChatResponse,
     ErrorEnvelope,
     FunctionCall,
-    NamedToolChoice,
-    ResponseFormat,
-    Tool,
     ToolCall,
 )
 from modelrouter.web.runtime import SETTINGS
@@ -47,35 +45,20 @@ class StreamOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     include_usage: bool | None = None
 
 
-Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
+class CompletionRequest(ChatRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/chat/completions`: the seed's request (OpenAI's parameters among them: one
+    that no enabled provider can honour is a 400 naming it), with OpenAI's message forms and
+    its few parameters of its own; any other parameter is a 400."""
 
-
-class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """`POST /v1/chat/completions`: OpenAI's parameters (a parameter that no enabled provider
-    can honour is a 400 naming it), and modelrouter's `provider` and `fallback`."""
-
-    messages: Annotated[list[OpenAIMessage], msgspec.Meta(min_length=1, max_length=1024)]
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    # OpenAI's message forms (`developer`, content parts), normalised to the seed's on the way in.
+    messages: Annotated[  # type: ignore[assignment]
+        list[OpenAIMessage], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)
+    ]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] | None = None
-    stop: str | Annotated[list[str], msgspec.Meta(max_length=16)] | None = None
-    tools: Annotated[list[Tool], msgspec.Meta(max_length=128)] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    seed: int | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
-    user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
     logprobs: Literal[False] | None = None
     store: Literal[False] | None = None
-    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
-    fallback: bool | None = None
 
 
 class Usage(msgspec.Struct, frozen=True):

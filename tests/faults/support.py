@@ -11,29 +11,33 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
 
-from tests.conftest import free_port, parse_sse
+from tests.conftest import (
+    GROQ_KEY,
+    OPENROUTER_KEY,
+    Mock,
+    free_port,
+    parse_sse,
+    two_providers,
+)
 from tests.scrape import Page
-from tests.shared_state.support import gateway_env
+from tests.shared_state.support import Replica, gateway_env
 
 ROOT = Path(__file__).resolve().parents[2]
-GROQ_KEY = "gsk_faultsuite_groq_0123456789abcdef"
-OPENROUTER_KEY = "sk-or-v1-faultsuite-openrouter-0123456789"
 CLIENT_KEY = "fault-suite-client-key-0001"
 USER = {"messages": [{"role": "user", "content": "hello there"}]}
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
-SECRETS = (GROQ_KEY, OPENROUTER_KEY, CLIENT_KEY)
+SECRETS = (GROQ_KEY, OPENROUTER_KEY, CLIENT_KEY)  # the providers' keys: tests.conftest's
 
 
 def session() -> aiohttp.ClientSession:
@@ -41,95 +45,55 @@ def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
 
-class Process:
-    """A child process whose output goes to a temporary file."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-async def _until_up(process: Process, url: str, *, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    async with session() as client:
-        while True:
-            if process.proc.poll() is not None:
-                raise RuntimeError(f"exited {process.proc.returncode}: {process.output()[-3000:]}")
-            try:
-                async with client.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if loop.time() > end:
-                raise RuntimeError(f"not up: {process.output()[-3000:]}")
-            await asyncio.sleep(0.05)
-
-
-def _wait_up(process: Process, url: str) -> None:
+def _wait_up(proc: subprocess.Popen[bytes], output: Callable[[], str], url: str) -> None:
+    """Block until `url` answers (a module's fixtures start processes outside any loop)."""
     end = time.monotonic() + 30
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
-            if process.proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"not up: {process.output()[-3000:]}") from None
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"not up: {output()[-3000:]}") from None
             time.sleep(0.05)
 
 
-class MockProcess(Process):
-    """`python -m modelrouter mock-provider` on a free port."""
+class MockProcess:
+    """`python -m modelrouter mock-provider` on a free port; its output in a temporary file."""
 
     def __init__(self, *flags: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "modelrouter", "mock-provider", "--port", str(self.port)]
-        super().__init__([*command, *flags], gateway_env())
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(
+            [*command, *flags], env=gateway_env(), cwd=ROOT, stdout=self.log, stderr=self.log
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def started(self) -> MockProcess:
-        """Wait (blocking: a module's fixture starts it) until it answers."""
-        _wait_up(self, f"{self.url}/_mock/stats")
+        _wait_up(self.proc, self.output, f"{self.url}/_mock/stats")
         return self
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self.log.close()
 
     def base(self, spec: str = "") -> str:
         """An OpenAI-flavour base URL whose requests get the faults of `spec`."""
-        return f"{self.url}/x/{spec}/v1" if spec else f"{self.url}/v1"
+        return Mock(self.url, None).base(spec)  # type: ignore[arg-type] - no request made
 
     async def stats(self) -> dict[str, Any]:
-        async with session() as client, client.get(f"{self.url}/_mock/stats") as response:
-            data: dict[str, Any] = await response.json()
-            return data
+        async with session() as client:
+            return await Mock(self.url, client).stats()
 
     async def count(self, spec: str) -> int:
-        return int((await self.stats())["requests"].get(f"/x/{spec}", 0))
+        async with session() as client:
+            return await Mock(self.url, client).count(spec)
 
 
 def fault_env(
@@ -139,12 +103,7 @@ def fault_env(
     return {
         "API_KEY": CLIENT_KEY,
         "PROVIDER_ORDER": "groq,openrouter",
-        "GROQ_API_KEY": GROQ_KEY,
-        "GROQ_BASE_URL": mock.base(groq),
-        "OPENROUTER_API_KEY": OPENROUTER_KEY,
-        "OPENROUTER_BASE_URL": mock.base(openrouter),
-        "GROQ_RATE_LIMIT": "0",
-        "OPENROUTER_RATE_LIMIT": "0",
+        **two_providers(mock, groq, openrouter),  # type: ignore[arg-type] - base() is all it needs
         "FIRST_CHUNK_TIMEOUT": "1",
         "PROVIDER_TIMEOUT": "1.5",
         "MAX_OPERATION_TIMEOUT": "10",
@@ -156,24 +115,36 @@ def fault_env(
     }
 
 
-class GatewayProcess(Process):
+class GatewayProcess(Replica):
     """`python -m modelrouter serve` on a free port, with `env` and nothing of the caller's."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "modelrouter", "serve", "--port", str(self.port)]
-        super().__init__(command, gateway_env(**env))
+        super().__init__(gateway_env(**env))
         self.baseline_tasks = 0.0
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def full_output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
     async def up(self) -> GatewayProcess:
-        await _until_up(self, f"{self.url}/health")
+        """Wait until it answers; note its idle level of tasks (before any attempt)."""
+        async with session() as client:
+            await self.ready(client)
         self.baseline_tasks = (await self.scrape()).value("modelrouter_event_loop_tasks") or 0.0
         return self
 
     def started(self) -> GatewayProcess:
-        """Wait (blocking: for a module's fixture) until it answers."""
-        _wait_up(self, f"{self.url}/health")
+        _wait_up(self.proc, self.full_output, f"{self.url}/health")
         return self
 
     async def scrape(self) -> Page:
@@ -181,8 +152,8 @@ class GatewayProcess(Process):
             assert response.status == 200
             return Page(await response.text())
 
-    async def health(self) -> dict[str, Any]:
-        async with session() as client, client.get(f"{self.url}/health") as response:
+    async def health(self, client: aiohttp.ClientSession | None = None) -> dict[str, Any]:
+        async with session() as own, (client or own).get(f"{self.url}/health") as response:
             data: dict[str, Any] = await response.json()
             return data
 
@@ -208,20 +179,12 @@ class GatewayProcess(Process):
         return found
 
     def secrets_in_log(self) -> list[str]:
-        text = self.output()
+        text = self.full_output()
         return [secret for secret in SECRETS if secret in text]
 
     def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 8.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await check():
-        if loop.time() > end:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
+        lines = self.full_output().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 class Leaks:
@@ -274,21 +237,8 @@ async def read_stream(response: aiohttp.ClientResponse) -> list[tuple[str, str]]
     return parse_sse((await response.read()).decode())
 
 
-def error_data(events: list[tuple[str, str]]) -> dict[str, Any]:
-    """The data of a cut stream's final `event: error` (unwrapped from OpenAI's shape)."""
-    assert ("message", "[DONE]") not in events, "a cut stream must not look finished"
-    kind, data = events[-1]
-    assert kind == "error", events
-    body: dict[str, Any] = json.loads(data)
-    return body.get("error", body)
-
-
 def chunks(events: list[tuple[str, str]]) -> list[str]:
     return [data for kind, data in events if kind == "message" and data != "[DONE]"]
-
-
-def now() -> float:
-    return time.time()
 
 
 def answered(page: Page, route: str, status: int, method: str = "POST") -> float | None:

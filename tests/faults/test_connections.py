@@ -250,7 +250,7 @@ def test_parser_errors_are_one_rate_limited_warning_without_traceback(
     assert all(line["level"] == "warning" for line in lines)
     assert len(lines) <= 5 + len(MALFORMED) + seconds + 3  # a burst, then one a second
     assert sum(line["suppressed"] for line in lines) > 0
-    output = gateway.output()
+    output = gateway.full_output()
     assert "Traceback" not in output
     assert "SECRET-MARKER" not in output
     assert '"level":"error"' not in output

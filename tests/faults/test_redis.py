@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from modelrouter.mock.text import reply_tokens
+from tests.conftest import wait_until
 from tests.faults.conftest import Gateways
 from tests.faults.support import (
     GatewayProcess,
     MockProcess,
     chunks,
-    eventually,
     fault_env,
     no_leaks,
 )
@@ -61,14 +61,14 @@ async def backend(gateway: GatewayProcess, mode: str) -> None:
     async def check() -> bool:
         return bool((await gateway.health())["state_backend"] == mode)
 
-    await eventually(check, timeout=10)
+    await wait_until(check, timeout=10)
 
 
 async def slots_free(server: RedisServer) -> None:
     async def check() -> bool:
         return slots_taken(server) == 0
 
-    await eventually(check, timeout=6)  # a slot Redis missed the release of expires (TTL 2 s)
+    await wait_until(check, timeout=6)  # a slot Redis missed the release of expires (TTL 2 s)
 
 
 async def test_redis_paused_mid_stream_the_stream_finishes_and_slots_come_back(

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from modelrouter.mock.text import reply_tokens
-from tests.conftest import parse_sse
+from tests.conftest import cut_stream_error, parse_sse, wait_until
 from tests.faults.conftest import Gateways
 from tests.faults.support import (
     AUTH,
@@ -22,8 +22,6 @@ from tests.faults.support import (
     GatewayProcess,
     MockProcess,
     chunks,
-    error_data,
-    eventually,
     fault_env,
     session,
 )
@@ -74,6 +72,15 @@ async def ready_status(gateway: GatewayProcess) -> int:
         return response.status
 
 
+async def draining(gateway: GatewayProcess) -> None:
+    """`/ready` answers 503 (at once after the signal)."""
+
+    async def not_ready() -> bool:
+        return await ready_status(gateway) == 503
+
+    await wait_until(not_ready, timeout=1.0)
+
+
 async def test_sigterm_when_idle_exits_0_at_once(mock: MockProcess, gateways: Gateways) -> None:
     gateway = await gateways(shutdown_env(mock))
     started = time.monotonic()
@@ -88,11 +95,7 @@ async def test_sigterm_drains_serving_what_arrives_then_closes(
     gateway = await gateways(shutdown_env(mock, DRAIN_SECONDS="2"))
     started = time.monotonic()
     gateway.signal(signal.SIGTERM)
-
-    async def not_ready() -> bool:
-        return await ready_status(gateway) == 503
-
-    await eventually(not_ready, timeout=1.0)  # at once
+    await draining(gateway)
     async with (
         aiohttp.ClientSession() as client,  # keep-alive: the gateway is the one to close
         client.post(f"{gateway.url}/chat", json=USER, headers=AUTH) as response,
@@ -127,11 +130,11 @@ async def test_sigterm_ends_streams_past_shutdown_timeout_with_a_retryable_error
     openai = await OpenStream(gateway, "/v1/chat/completions").start()
     started = time.monotonic()
     gateway.signal(signal.SIGTERM)
-    seed_error = error_data(await seed.rest())
+    seed_error = cut_stream_error(await seed.rest())
     assert seed_error["type"] == "shutdown"
     assert seed_error["retryable"] is True
     assert seed_error["request_id"]
-    openai_error = error_data(await openai.rest())
+    openai_error = cut_stream_error(await openai.rest())
     assert openai_error["code"] == "shutdown"
     assert openai_error["type"] == "server_error"
     assert openai_error["retryable"] is True
@@ -164,7 +167,7 @@ async def test_sigterm_before_the_first_chunk_answers_503_shutdown(
             (await mock.stats())["open_streams"] == 1 and await mock.count("first_delay=30") == 2
         )
 
-    await eventually(both_waiting)
+    await wait_until(both_waiting)
     gateway.signal(signal.SIGTERM)
     for status, body, retry_after in await asyncio.gather(*requests):
         assert status == 503
@@ -184,7 +187,7 @@ async def test_sigterm_during_a_fallback_lets_the_fallback_answer(
     async def falling_over() -> bool:
         return bool(await mock.count("first_delay=0.8") == 1)
 
-    await eventually(falling_over)
+    await wait_until(falling_over)
     gateway.signal(signal.SIGTERM)
     await started
     events = await stream.rest()
@@ -202,7 +205,7 @@ async def test_sigterm_during_a_stall_ends_the_stream_within_shutdown_timeout(
     gateway.signal(signal.SIGTERM)
     events = await stream.rest()
     assert chunks(events) == reply_tokens(2)
-    assert error_data(events)["type"] == "shutdown"
+    assert cut_stream_error(events)["type"] == "shutdown"
     assert await exit_code(gateway, 1 + GRACE) == 0
 
 
@@ -216,13 +219,9 @@ async def test_a_second_signal_ends_the_drain_at_once(
     gateway = await gateways(env)
     stream = await OpenStream(gateway).start()
     gateway.signal(signal.SIGTERM)
-
-    async def not_ready() -> bool:
-        return await ready_status(gateway) == 503
-
-    await eventually(not_ready, timeout=1.0)
+    await draining(gateway)
     started = time.monotonic()
     gateway.signal(second)
-    assert error_data(await stream.rest())["type"] == "shutdown"
+    assert cut_stream_error(await stream.rest())["type"] == "shutdown"
     assert await exit_code(gateway, GRACE) == 0
     assert time.monotonic() - started < GRACE
