@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from modelrouter.observability import configure_logging
 from tests.faults.support import (
     AUTH,
     USER,
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
+    configure_logging(level="WARNING", fmt="json", cache=False)  # the tests' helpers set DEBUG
     return asyncio.run(soak(args.seconds, args.clients, args.seed))
 
 
