@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test e2e lint bench bench-ab bench-instructions bench-streams clean
+.PHONY: run test e2e soak lint bench bench-ab bench-instructions bench-streams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 # 127.0.0.1:6379 (db 12; MODELROUTER_E2E_REDIS_URL to use another), with deploy/nginx/modelrouter.conf.
 e2e: $(STAMP)
 	$(PY) -m pytest -m e2e tests/e2e
+
+# A minute of mixed traffic, random faults and disconnects against one gateway process; then
+# connections, tasks, stream slots and RSS must be back to their level (tests/soak.py).
+soak: $(STAMP)
+	$(PY) -m tests.soak
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check modelrouter tests

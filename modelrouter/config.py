@@ -128,7 +128,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_lease_ttl: float = 30.0  # a stream's slot expires unless renewed (crashed replica)
     stream_lease_renew: float = 10.0  # how often a running stream renews its slot
     max_body_bytes: int = 1024 * 1024
-    drain_seconds: float = 0.0
+    # Client connections and shutdown: each bounded (SECURITY.md, web/connections.py).
+    header_timeout: float = 10.0  # HEADER_TIMEOUT_SECONDS: a request's head and body arrive within
+    keepalive_timeout: float = 75.0  # KEEPALIVE_TIMEOUT_SECONDS: an idle connection is closed
+    max_connections: int | None = None  # MAX_CONNECTIONS; None: from RLIMIT_NOFILE at start-up
+    drain_seconds: float = 0.0  # DRAIN_SECONDS: /ready says 503, the listener stays open
+    shutdown_timeout: float = 25.0  # SHUTDOWN_TIMEOUT_SECONDS: then in-flight requests are ended
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_flush_seconds: float = 0.1  # INFO/DEBUG lines may wait this long to go out together
@@ -183,6 +188,11 @@ class _Reader:
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         return self.get(name, default, _bounded(float, minimum), f"a number >= {minimum:g}")
 
+    def seconds(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A finite duration: `inf` would make a bound (a timeout, a shutdown) never end."""
+        rule = f"a number of seconds from {minimum:g} to {maximum:g}"
+        return self.get(name, default, _within(minimum, maximum), rule)
+
     def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
         return self.get(name, default, _bounded(int, minimum), f"an integer >= {minimum}")
 
@@ -191,6 +201,16 @@ def _bounded(kind: Callable[[str], T], minimum: float) -> Callable[[str], T]:
     def parse(text: str) -> T:
         value = kind(text)
         if not value >= minimum:  # type: ignore[operator]
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _within(minimum: float, maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not minimum <= value <= maximum:  # NaN and inf fail here too
             raise ValueError(text)
         return value
 
@@ -326,7 +346,19 @@ def _load(r: _Reader) -> Settings:
             "STREAM_LEASE_RENEW_SECONDS", d.stream_lease_renew, minimum=0.05
         ),
         max_body_bytes=r.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
-        drain_seconds=r.number("DRAIN_SECONDS", d.drain_seconds),
+        header_timeout=r.seconds(
+            "HEADER_TIMEOUT_SECONDS", d.header_timeout, minimum=0.05, maximum=3600
+        ),
+        keepalive_timeout=r.seconds(
+            "KEEPALIVE_TIMEOUT_SECONDS", d.keepalive_timeout, minimum=0.05, maximum=3600
+        ),
+        max_connections=r.get(
+            "MAX_CONNECTIONS", d.max_connections, _bounded(int, 1), "an integer >= 1"
+        ),
+        drain_seconds=r.seconds("DRAIN_SECONDS", d.drain_seconds, minimum=0, maximum=3600),
+        shutdown_timeout=r.seconds(
+            "SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout, minimum=0, maximum=3600
+        ),
         log_level=log_level,
         log_format="console" if log_format == "console" else "json",
         log_flush_seconds=r.number("LOG_FLUSH_SECONDS", d.log_flush_seconds),

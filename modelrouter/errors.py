@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 503})
+# Where the same request, sent again, may well succeed: the default of `retryable` (an error
+# that knows better says so itself, e.g. "every provider was tried and failed" is a 502 that
+# a retry would only repeat).
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 502, 503, 504})
+
+
+def retryable(status: int) -> bool:
+    """Whether the same request may succeed if sent again (to this replica or another)."""
+    return status in RETRYABLE_STATUSES
 
 
 class ApiError(Exception):

@@ -6,11 +6,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-# Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-).
+# Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-);
+# the value of a (Proxy-)Authorization header (Basic or Token with the scheme kept, or a bare
+# value); the password in a URL's userinfo (`scheme://user:password@host`). The last two never
+# run past a backslash or a quote, so a rendered JSON line stays valid JSON.
 _PATTERNS = re.compile(
     r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9_+/=-])[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|gsk|pk|rk)[-_][A-Za-z0-9_-]{8,}"
     r"|\bkey-[A-Za-z0-9]{16,}"
+    r"|(?<=(?i:authorization): (?i:basic) )[^\s\\\"',;]+"
+    r"|(?<=(?i:authorization): (?i:token) )[^\s\\\"',;]+"
+    r"|(?<=(?i:authorization): )(?!(?i:bearer|basic|token)\s)[^\s\\\"',;]+"
+    r"|(?<=://)[^/\s:@\\\"']*:[^/\s@\\\"']+(?=@)"
 )
 REDACTED = "[REDACTED]"
 
@@ -27,6 +34,8 @@ def _may_hold_key(lowered: str) -> bool:
         or "pk_" in lowered
         or "rk-" in lowered
         or "rk_" in lowered
+        or "authorization: " in lowered
+        or "@" in lowered
     )
 
 
@@ -54,6 +63,11 @@ class Redactor:
     def _refresh(self) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = tuple(sorted(self._counts, key=len, reverse=True))
+
+    def shorten(self, text: str, limit: int) -> str:
+        """`text` redacted, then cut to `limit` characters: never the other way round, which
+        could cut a credential where its pattern no longer matches and let the rest out."""
+        return self(text)[:limit]
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

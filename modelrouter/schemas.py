@@ -102,6 +102,16 @@ class ErrorBody(msgspec.Struct, frozen=True):
     request_id: str
 
 
+class StreamError(msgspec.Struct, frozen=True):
+    """The data of a stream's `event: error` (`/stream`): the error, and whether a retry can
+    help (the same request, sent again, may succeed)."""
+
+    type: str
+    message: str
+    request_id: str
+    retryable: bool
+
+
 class ErrorEnvelope(msgspec.Struct, frozen=True):
     error: ErrorBody
 

@@ -59,7 +59,11 @@ class WorkerPool:
         log.info("worker_started", pid=proc.pid)
         return proc
 
-    def _stop(self, _signum: int, _frame: FrameType | None) -> None:
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self._stopping:  # a second signal: the workers end their drain at once too
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
         self._stopping = True
 
     def run(self) -> int:
@@ -112,7 +116,9 @@ def run_workers(settings: Settings, count: int) -> int:
         env = dict(os.environ) | {METRICS_DIR_ENV: metrics_dir}
         command = [sys.executable, "-m", "modelrouter", "serve", "--reuse-port"]
         command += ["--host", settings.host, "--port", str(settings.port)]
-        pool = WorkerPool(command, env, count, stop_timeout=settings.drain_seconds + 45.0)
+        # A worker ends within DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS and its close grace.
+        stop_timeout = settings.drain_seconds + settings.shutdown_timeout + 5.0
+        pool = WorkerPool(command, env, count, stop_timeout=stop_timeout)
         with contextlib.suppress(KeyboardInterrupt):
             return pool.run()
         return 0

@@ -366,3 +366,32 @@ def test_bracketed_ipv6_loopback_counts_as_loopback() -> None:
     from modelrouter.config import is_loopback
 
     assert is_loopback("[::1]")
+
+
+def test_connection_and_shutdown_bounds_default_to_the_documented_values() -> None:
+    s = load_settings({})
+    assert (s.header_timeout, s.keepalive_timeout, s.max_connections) == (10.0, 75.0, None)
+    assert (s.drain_seconds, s.shutdown_timeout) == (0.0, 25.0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DRAIN_SECONDS",
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "HEADER_TIMEOUT_SECONDS",
+        "KEEPALIVE_TIMEOUT_SECONDS",
+    ],
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "3601", "soon"])
+def test_a_shutdown_or_connection_bound_must_be_finite(name: str, value: str) -> None:
+    """DRAIN_SECONDS=inf was accepted, and SIGTERM then never ended the process."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert any(problem.startswith(f"{name}={value!r}") for problem in caught.value.problems)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_max_connections_must_be_a_positive_integer(value: str) -> None:
+    with pytest.raises(ConfigError):
+        load_settings({"MAX_CONNECTIONS": value})

@@ -93,6 +93,7 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
             in_flight=len(self._tickets),
             restarts=self.restarts,
             mailbox_depth=self.mailbox_depth,
+            idle_connections=self.upstream.pool.idle,
         )
 
     def give_up(self) -> None:

@@ -26,6 +26,9 @@ from modelrouter.observability import Metrics
 
 log = structlog.get_logger("modelrouter.router")
 STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0, retryable=True)
+SHUTDOWN = Failed(
+    503, "shutdown", "the gateway is shutting down; retry the request", 1.0, retryable=True
+)
 
 
 class Overloaded(Exception):

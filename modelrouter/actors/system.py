@@ -27,7 +27,7 @@ from modelrouter.actors.messages import HealthChanged, Route
 from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import Relay
-from modelrouter.actors.router import STOPPED, Overloaded, RouterSupervisor
+from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSupervisor
 from modelrouter.actors.upstream import Upstream
 from modelrouter.actors.views import ProviderView, SystemView
 from modelrouter.cache import USE_CACHE, CachePolicy, build_cache
@@ -41,6 +41,7 @@ from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.transport import Pool, open_pool
 
 __all__ = [
+    "SHUTDOWN",
     "USE_CACHE",
     "ActorSystem",
     "CachePolicy",
@@ -78,6 +79,8 @@ class ActorSystem:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.draining = False
+        self._closed = False
+        self._slots = 0  # stream slots held by this process's handlers
         # A shared backend's leases expire unless renewed (a dead replica's come back); one
         # process alone releases its own in `finally` and needs neither TTL nor renewal.
         self._lease_ttl = settings.stream_lease_ttl if self.state.leases_expire else math.inf
@@ -110,12 +113,19 @@ class ActorSystem:
         """Shutting down: report not ready, keep serving what arrives and what runs."""
         self.draining = True
 
-    async def close(self, *, timeout: float = 0.0, ending: Failed = STOPPED) -> None:
+    async def close(
+        self, *, timeout: float = 0.0, ending: Failed = STOPPED, grace: float = 1.0
+    ) -> None:
         """Take no new requests; give the running ones `timeout` seconds, then cut the rest
-        (their clients get `ending`); then close the pools and the state backend."""
+        (their clients get `ending`); give their handlers `grace` seconds to hand back their
+        stream slots; then close the pools and the state backend. Closing twice is a no-op."""
+        if self._closed:
+            return
+        self._closed = True
         self.running = False
         try:
             await self.router.close(timeout=timeout, ending=ending)
+            await self._slots_back(grace)
             if self.cache is not None:
                 await self.cache.close()
             for pool in self._pools:
@@ -123,6 +133,14 @@ class ActorSystem:
             await self.state.close()
         finally:
             REDACTOR.remove(self.secrets)
+
+    async def _slots_back(self, grace: float) -> None:
+        """Wait (bounded) until every stream slot is released: the shared state must still be
+        open when a cut stream's handler releases its lease."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while self._slots and loop.time() < end:  # noqa: ASYNC110 - only at shutdown
+            await asyncio.sleep(0.01)
 
     # -- requests ------------------------------------------------------------------------------
     def route(
@@ -225,6 +243,7 @@ class StreamSlot:
             system.metrics.rejected_streams.inc()
             raise TooManyStreams
         self._lease = lease
+        system._slots += 1
         system.metrics.active_streams.inc()
         if state.leases_expire:
             state.keep_lease(lease, ttl=ttl, every=settings.stream_lease_renew)
@@ -232,6 +251,7 @@ class StreamSlot:
     async def release(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
+            self._system._slots -= 1
             self._system.metrics.active_streams.dec()
             # On its way even if this task is cancelled again.
             await self._system.state.release_lease(lease)

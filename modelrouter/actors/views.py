@@ -21,6 +21,7 @@ class ProviderView(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0  # attempts running now
     restarts: int = 0  # times its supervisor restarted its loop
     mailbox_depth: int = 0
+    idle_connections: int = 0  # upstream connections waiting in its pool
 
     @property
     def usable(self) -> bool:

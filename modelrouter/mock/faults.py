@@ -38,6 +38,10 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     echo_auth: bool = False
     echo: bool = False
     tool_call: bool = False
+    html: bool = False
+    truncate: bool = False
+    no_done: bool = False
+    hold_open: bool = False
 
 
 def _status(raw: str) -> int:
@@ -111,11 +115,17 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "echo_auth": _flag,
     "echo": _flag,
     "tool_call": _flag,
+    "html": _flag,
+    "truncate": _flag,
+    "no_done": _flag,
+    "hold_open": _flag,
 }
 if set(_PARSERS) != set(Faults.__struct_fields__):  # pragma: no cover - a developer error
     raise RuntimeError("every Faults field needs a value parser in _PARSERS")
 
-_BOOLEANS = frozenset(("malformed", "echo_auth", "echo", "tool_call"))
+_BOOLEANS = frozenset(
+    ("malformed", "echo_auth", "echo", "tool_call", "html", "truncate", "no_done", "hold_open")
+)
 
 
 def _pairs(spec: str) -> list[tuple[str, str]]:
@@ -223,4 +233,8 @@ _FIELD_DOCS: dict[str, str] = {
     "echo_auth": "quote the received Authorization / x-api-key in error messages",
     "echo": "reply with the last user message, split into word tokens",
     "tool_call": "answer with one tool call (the first tool named, else get_weather)",
+    "html": "answer an HTML page with status 200 (a captive portal, a misrouted proxy)",
+    "truncate": "close the connection cleanly halfway through the body (stream: the 2nd token)",
+    "no_done": "stream: end the response cleanly without the end events ([DONE], message_stop)",
+    "hold_open": "send the whole answer but never end the HTTP response (hold the connection)",
 }

@@ -21,7 +21,7 @@ from aiohttp import web
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args
 from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.state import MockState
-from modelrouter.mock.stream import HOLD_SECONDS, Streamer, abort, pause
+from modelrouter.mock.stream import HOLD_SECONDS, Streamer, abort, close, pause
 from modelrouter.mock.text import DEFAULT_MODEL, TOOL_ARGUMENTS, ChatRequest, tokens_for
 
 _new_event_loop: Callable[[], asyncio.AbstractEventLoop] | None
@@ -43,6 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATE = web.AppKey("modelrouter_mock_state", MockState)
 JSON = "application/json"
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Wi-Fi</body></html>"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -127,7 +128,8 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         faults = state.faults(spec)
     except ValueError as exc:
         return _error(request, flavour, state.defaults, 400, str(exc))
-    if faults.status is not None and (faults.fail_first is None or seen <= faults.fail_first):
+    failing = faults.status is not None and (faults.fail_first is None or seen <= faults.fail_first)
+    if failing or faults.html:
         return await _fail(request, flavour, faults, state)
     if not isinstance(body, dict):
         return _error(request, flavour, faults, 400, "request body must be a JSON object")
@@ -150,16 +152,19 @@ def _reply(flavour: Flavour, chat: ChatRequest, faults: Faults) -> Reply:
 async def _fail(
     request: web.Request, flavour: Flavour, faults: Faults, state: MockState
 ) -> web.Response:
-    """The ``status`` fault: after ``first_delay`` (if any), the flavour's error body."""
+    """The ``status`` fault: after ``first_delay`` (if any), the flavour's error body; or the
+    ``html`` fault: an HTML page with status 200."""
     if faults.first_delay:
         await pause(request, state, faults.first_delay)
+    if faults.html:
+        return web.Response(body=HTML_PAGE, content_type="text/html")
     status = faults.status or 500
     return _error(request, flavour, faults, status, f"mock error {status}")
 
 
 async def _complete(
     request: web.Request, flavour: Flavour, reply: Reply, faults: Faults, state: MockState
-) -> web.Response:
+) -> web.StreamResponse:
     """A non-stream answer; token-indexed faults apply to the whole response."""
     if faults.first_delay and not await pause(request, state, faults.first_delay):
         return _error(request, flavour, faults, 503, "mock provider is shutting down")
@@ -172,7 +177,29 @@ async def _complete(
         return _error(request, flavour, faults, 500, STREAM_ERROR)
     if faults.malformed:
         return web.Response(body=flavour.malformed_body, content_type=JSON)
-    return web.Response(body=flavour.complete(reply), content_type=JSON)
+    body = flavour.complete(reply)
+    if faults.truncate or faults.hold_open:
+        return await _unfinished(request, body, faults, state)
+    return web.Response(body=body, content_type=JSON)
+
+
+async def _unfinished(
+    request: web.Request, body: bytes, faults: Faults, state: MockState
+) -> web.StreamResponse:
+    """A whole answer that never ends: cut halfway (`truncate`, the connection closed with
+    fewer bytes than Content-Length said), or all sent and then held open (`hold_open`)."""
+    response = web.StreamResponse(headers={"Content-Type": JSON})
+    if faults.truncate:
+        response.content_length = len(body)
+    await response.prepare(request)
+    if faults.truncate:
+        await response.write(body[: len(body) // 2])
+        close(request)
+        return response
+    await response.write(body)
+    await pause(request, state, HOLD_SECONDS)
+    abort(request)
+    return response
 
 
 async def _stream(

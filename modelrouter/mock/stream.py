@@ -27,6 +27,13 @@ def abort(request: web.BaseRequest) -> None:
         transport.abort()
 
 
+def close(request: web.BaseRequest) -> None:
+    """Close the TCP connection cleanly (what was written goes out), mid-response."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
 async def pause(request: web.BaseRequest, state: MockState, seconds: float) -> bool:
     """Sleep ``seconds``; False as soon as the client is gone or the server is stopping."""
     if seconds <= POLL_SECONDS:
@@ -82,11 +89,20 @@ class Streamer:
                 return
             if await self._interrupted(index):
                 return
+            if index == 1 and faults.truncate:
+                await write(piece[: len(piece) // 2])
+                close(self.request)
+                return
             await write(piece)
             if index == 0 and faults.malformed:
                 await write(self.flavour.malformed_line)
-        if not await self._interrupted(len(script.pieces)):
+        if await self._interrupted(len(script.pieces)):
+            return
+        if not faults.no_done:
             await write(script.tail)
+        if faults.hold_open:  # all sent, and the response never ends
+            await pause(self.request, self.state, HOLD_SECONDS)
+            abort(self.request)
 
     async def _wait(self, seconds: float) -> bool:
         """Pause; if the client left or the server is stopping, drop the unfinished stream."""

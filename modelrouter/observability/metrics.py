@@ -199,6 +199,56 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # -- client connections and what must not leak (web/connections.py, SECURITY.md) -----
+        self.open_connections = Gauge(
+            "modelrouter_open_connections",
+            "Client connections open now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connection_limit = Gauge(
+            "modelrouter_connection_limit",
+            "MAX_CONNECTIONS: past it a new client connection is closed at once",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.rejected_connections = Counter(
+            "modelrouter_rejected_connections",
+            "New client connections closed at once: MAX_CONNECTIONS open, none of them idle",
+            registry=r,
+        )
+        self.evicted_connections = Counter(
+            "modelrouter_evicted_connections",
+            "Idle client connections closed to admit a new one at MAX_CONNECTIONS",
+            registry=r,
+        )
+        self.connection_timeouts = Counter(
+            "modelrouter_connection_timeouts",
+            "Client connections closed by a timeout: header (HEADER_TIMEOUT_SECONDS, a 408) "
+            "or keepalive (KEEPALIVE_TIMEOUT_SECONDS, idle)",
+            ("kind",),
+            registry=r,
+        )
+        for kind in ("header", "keepalive"):
+            self.connection_timeouts.labels(kind)
+        self.bad_http_requests = Counter(
+            "modelrouter_bad_http_requests",
+            "Requests the HTTP parser rejected (a 400, the connection closed)",
+            registry=r,
+        )
+        self.event_loop_tasks = Gauge(
+            "modelrouter_event_loop_tasks",
+            "asyncio tasks alive in the process (set at scrape time)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_idle_connections = Gauge(
+            "modelrouter_upstream_idle_connections",
+            "Upstream connections idle in a provider's pool (set at scrape time)",
+            ("provider",),
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._cache_and_history(r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}

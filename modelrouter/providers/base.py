@@ -19,10 +19,12 @@ import msgspec
 from modelrouter.config import ProviderSettings
 from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
+from modelrouter.redact import Redactor
 from modelrouter.schemas import ChatRequest, Message, ToolCall
 
 T = TypeVar("T")
-MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read (the rest is not)
+MAX_ERROR_TEXT = 500  # characters of it kept in a message
 
 
 class Completion(msgspec.Struct, frozen=True):
@@ -85,6 +87,8 @@ class Adapter(ABC):
         self.model = settings.model
         self.base_url = settings.base_url
         self.url = self.endpoint(settings.base_url)
+        # The adapter's own key, and every credential shape: upstream text may echo either.
+        self.redact = Redactor([settings.api_key] if settings.api_key else [])
         self.headers = self.auth_headers(settings.api_key) | {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream, application/x-ndjson",
@@ -107,8 +111,10 @@ class Adapter(ABC):
         """Map one framed stream payload to events; a `Done` event ends the stream."""
 
     def error_message(self, body: bytes) -> str:
-        """The human part of an upstream error body (overridden where the shape is known)."""
-        return body[:500].decode("utf-8", "replace").strip()
+        """The human part of an upstream error body (overridden where the shape is known),
+        redacted before it is cut to MAX_ERROR_TEXT: a key that an upstream echoes across the
+        cut would otherwise escape its pattern, part of it shown."""
+        return self.redact.shorten(body.decode("utf-8", "replace"), MAX_ERROR_TEXT).strip()
 
     def failure(
         self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None

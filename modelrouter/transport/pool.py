@@ -139,6 +139,11 @@ class Pool:
         )
         return conn
 
+    @property
+    def idle(self) -> int:
+        """Connections waiting in the pool for their next request."""
+        return len(self._idle)
+
     def give_back(self, conn: Connection) -> None:
         """The only way back into the pool (see `Connection.reusable`)."""
         if self._closed or not conn.reusable or len(self._idle) >= self.max_idle:

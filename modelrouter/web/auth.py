@@ -15,7 +15,9 @@ def check_auth(request: web.Request, keys: tuple[bytes, ...]) -> int:
         return -1
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same way
+    # gives the bytes sent, whatever they are (a stray \xff is a wrong key, not an error).
+    given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
     found = -1
     for index, key in enumerate(keys):  # every key is compared: timing does not tell which
         if hmac.compare_digest(given, key):

@@ -21,7 +21,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise _too_large(limit)
     else:
-        body = await request.read()  # aiohttp enforces client_max_size (= the limit) here
+        try:
+            body = await request.read()  # aiohttp enforces client_max_size (= the limit) here
+        except web.RequestPayloadError:  # bad chunking or compression: the client's fault
+            raise bad_request("request body is malformed (transfer or content encoding)") from None
     if not body:
         raise bad_request("request body is empty; expected a JSON object")
     return body

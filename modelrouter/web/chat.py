@@ -16,6 +16,7 @@ from modelrouter.schemas import (
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.auth import check_auth
 from modelrouter.web.body import read_body
+from modelrouter.web.nesting import check_nesting, deep_parameter
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
 from modelrouter.web.sse import SeedStream
 
@@ -29,6 +30,9 @@ async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
         raise bad_request(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise deep_parameter(body) from None
+    check_nesting(chat)
     for name in ("tools", "tool_choice", "parallel_tool_calls"):
         if getattr(chat, name) is not None:  # the seed's answer has no room for tool calls
             raise bad_request(f"`{name}` needs /v1/chat/completions", param=name)

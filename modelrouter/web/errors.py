@@ -12,9 +12,9 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
-from modelrouter.errors import ApiError
+from modelrouter.errors import ApiError, retryable
 from modelrouter.events import Failed
-from modelrouter.schemas import ErrorBody, ErrorEnvelope, json_encoder
+from modelrouter.schemas import ErrorBody, ErrorEnvelope, StreamError, json_encoder
 
 _encode = msgspec.json.Encoder().encode
 _HTTP_TYPES = {
@@ -40,8 +40,8 @@ class SeedErrors:
         return json_encoder.encode(ErrorEnvelope(ErrorBody(error.type, error.message, request_id)))
 
     def stream_error(self, event: Failed, request_id: str) -> bytes:
-        body = json_encoder.encode(ErrorBody(event.type, event.message, request_id))
-        return b"event: error\ndata: " + body + b"\n\n"
+        error = StreamError(event.type, event.message, request_id, _retryable(event))
+        return b"event: error\ndata: " + json_encoder.encode(error) + b"\n\n"
 
 
 # OpenAI's error objects (https://platform.openai.com/docs/guides/error-codes, and the bodies
@@ -78,7 +78,7 @@ class OpenAIErrors:
 
     def stream_error(self, event: Failed, request_id: str) -> bytes:
         body = openai_error(event.status, event.type, event.message, event.param)
-        body["request_id"] = request_id
+        body |= {"request_id": request_id, "retryable": _retryable(event)}
         return b"event: error\ndata: " + _encode({"error": body}) + b"\n\n"
 
 
@@ -97,6 +97,10 @@ def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:
     else:
         message = exc.reason
     return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), message, allow=allow)
+
+
+def _retryable(event: Failed) -> bool:
+    return retryable(event.status) if event.retryable is None else event.retryable
 
 
 def from_event(event: Failed) -> ApiError:

@@ -37,6 +37,10 @@ def request_id_of(request: web.Request) -> str:
     given = request.headers.get("X-Request-ID")
     if given is not None and _VALID_ID.fullmatch(given):
         return given
+    return new_request_id()
+
+
+def new_request_id() -> str:
     # Unique across replicas (random per-process prefix) without a syscall per request.
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
@@ -70,7 +74,8 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = error_response(error_format(request), exc, request_id)
         except web.HTTPException as exc:
             response = error_response(error_format(request), from_http(exc, request), request_id)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The client went away: its handler was cancelled, or a write found it gone first.
             status = CLIENT_CLOSED
             raise
         except Exception:

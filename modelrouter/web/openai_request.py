@@ -16,6 +16,7 @@ import msgspec
 from modelrouter.errors import ApiError, bad_request, unsupported_parameter
 from modelrouter.providers.base import FEATURES
 from modelrouter.schemas import ChatRequest
+from modelrouter.web.nesting import check_nesting, deep_parameter
 
 RELAYED: Final = frozenset(
     {"messages", "model", "max_tokens", "temperature", "top_p", "stop", *FEATURES}
@@ -37,6 +38,8 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
         data = _decode(body)
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise deep_parameter(body) from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
     # null is absent, and so is an empty tool list (some clients send one).
@@ -60,6 +63,7 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     except msgspec.ValidationError as exc:
         found = _PATH.search(str(exc))
         raise bad_request(f"invalid request: {exc}", param=found and found.group(1)) from None
+    check_nesting(chat)
     return CompletionRequest(chat, stream, include_usage)
 
 

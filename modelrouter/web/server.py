@@ -1,4 +1,17 @@
-"""Running the app: uvloop, handler cancellation on disconnect, graceful drain on SIGTERM."""
+"""Running the app: uvloop, bounded connections, and a shutdown that loses nothing.
+
+After SIGTERM (or SIGINT):
+1. `/ready` answers 503 at once; the listener stays open for DRAIN_SECONDS and what arrives is
+   served (each answer closes its connection, so clients move to other replicas).
+2. The listener closes, idle connections close, and requests in flight get until
+   SHUTDOWN_TIMEOUT_SECONDS to finish.
+3. Whatever still runs is ended by the router with a retryable `shutdown` error (a stream ends
+   with `event: error`; a whole answer not yet sent is a 503), its slots and leases released.
+4. The app's resources close; the process exits 0.
+A second signal skips what is left of steps 1 and 2. The whole takes at most DRAIN_SECONDS +
+SHUTDOWN_TIMEOUT_SECONDS + about CLOSE_GRACE * 2: that must fit the orchestrator's grace period
+(Kubernetes' `terminationGracePeriodSeconds`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +23,15 @@ import signal
 import structlog
 from aiohttp import web
 
+from modelrouter.actors.system import SHUTDOWN
 from modelrouter.config import Settings, describe
 from modelrouter.web.app import create_app
-from modelrouter.web.runtime import RUNTIME
+from modelrouter.web.connections import Guard, GuardedRunner, GuardedServer, connection_limit
+from modelrouter.web.runtime import METRICS, RUNTIME
 
 log = structlog.get_logger("modelrouter.server")
-SHUTDOWN_TIMEOUT = 30.0  # in-flight requests get this long to finish after the drain
+CLOSE_GRACE = 1.0  # after the shutdown error, for handlers to write it and release their slots
+POLL_SECONDS = 0.05  # how often the shutdown looks for requests still in flight
 
 
 async def serve(
@@ -23,13 +39,21 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
     reuse_port: bool = False,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down."""
+    """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down; a second signal
+    (or `hurry`) shortens the drain and the wait for requests in flight."""
     app = create_app(settings)
+    guard = Guard(settings, app[METRICS], max_connections=connection_limit(settings))
     # handler_cancellation: a client that disconnects cancels its handler, and so its upstream call.
-    runner = web.AppRunner(
-        app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
+    runner = GuardedRunner(
+        app,
+        guard,
+        handler_cancellation=True,
+        shutdown_timeout=CLOSE_GRACE,
+        access_log=None,
+        keepalive_timeout=settings.keepalive_timeout,
     )
     await runner.setup()
     # reuse_port: one of the workers of `serve --workers N`, all bound to the same port.
@@ -46,23 +70,75 @@ async def serve(
         )
     if not settings.providers:
         log.warning("no_providers", message="no provider is enabled; requests will get 503")
-    log.info("listening", host=settings.host, port=settings.port)
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "listening",
+        host=settings.host,
+        port=settings.port,
+        max_connections=guard.max_connections,
+    )
+    stop = stop or asyncio.Event()
+    hurry = hurry or asyncio.Event()
+    _on_signals(stop, hurry)
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
-        app[RUNTIME].system.drain()
-        log.info("draining", seconds=settings.drain_seconds)
-        await asyncio.sleep(settings.drain_seconds)
-        await runner.cleanup()
-        log.info("stopped")
+        await _shut_down(runner, settings, hurry)
+
+
+def _on_signals(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """The first SIGTERM/SIGINT starts the shutdown, the next one hurries it."""
+
+    def on_signal() -> None:
+        if stop.is_set():
+            if not hurry.is_set():
+                log.warning("shutdown_hurried")
+            hurry.set()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal)
+
+
+async def _shut_down(runner: GuardedRunner, settings: Settings, hurry: asyncio.Event) -> None:
+    app = runner.app
+    runtime = app[RUNTIME]
+    runtime.system.drain()
+    runner.guard.draining = True
+    log.info("draining", seconds=settings.drain_seconds, shutdown_timeout=settings.shutdown_timeout)
+    await _wait(hurry, settings.drain_seconds)
+    server = runner.server
+    assert isinstance(server, GuardedServer)
+    for site in list(runner.sites):
+        await site.stop()  # no new connections
+    server.pre_shutdown()  # idle keep-alive connections close; busy ones after their answer
+    busy = await _settle(server, hurry, settings.shutdown_timeout)
+    if busy:
+        log.warning("shutdown_timeout", in_flight=busy, seconds=settings.shutdown_timeout)
+    # Whatever is still routed ends now with a retryable error, and its handler releases its
+    # slots; a handler that still has not finished after CLOSE_GRACE is cancelled by cleanup.
+    await runtime.system.close(ending=SHUTDOWN, grace=CLOSE_GRACE)
+    await _settle(server, None, CLOSE_GRACE)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def _wait(hurry: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hurry.wait(), seconds)
+
+
+async def _settle(server: GuardedServer, hurry: asyncio.Event | None, seconds: float) -> int:
+    """Wait up to `seconds` (or until `hurry`) for no request to be in flight; how many are."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    # Polled, and only here: an event would need bookkeeping on every request's path.
+    while (busy := server.busy) and loop.time() < end and not (hurry and hurry.is_set()):  # noqa: ASYNC110
+        await asyncio.sleep(POLL_SECONDS)
+    return busy
 
 
 def raise_open_files_limit() -> None:

@@ -1,0 +1,333 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 document of the whole HTTP API, from the msgspec types.
+
+The seed's routes use the request and response types the handlers decode and encode
+(`schemas.py`). The OpenAI routes, `/health` and `/ready` are written as dicts by their
+handlers; their shapes are declared here as msgspec types, and the fuzz test (schemathesis, in
+the suite) checks every answer against them, so a handler that drifts from its document fails.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from modelrouter import __version__
+from modelrouter.schemas import (
+    MAX_MESSAGES,
+    ChatRequest,
+    ChatResponse,
+    ErrorEnvelope,
+    FunctionCall,
+    ToolCall,
+)
+from modelrouter.web.health import Health, Ready
+from modelrouter.web.runtime import SETTINGS
+
+# -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
+
+
+class TextPart(msgspec.Struct, frozen=True):
+    type: Literal["text"]
+    text: str
+
+
+class OpenAIMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    include_usage: bool | None = None
+
+
+class CompletionRequest(ChatRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/chat/completions`: the seed's request (OpenAI's parameters among them: one
+    that no enabled provider can honour is a 400 naming it), with OpenAI's message forms and
+    its few parameters of its own; any other parameter is a 400."""
+
+    # OpenAI's message forms (`developer`, content parts), normalised to the seed's on the way in.
+    messages: Annotated[  # type: ignore[assignment]
+        list[OpenAIMessage], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)
+    ]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    logprobs: Literal[False] | None = None
+    store: Literal[False] | None = None
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AnswerToolCall(msgspec.Struct, frozen=True):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class AnswerMessage(msgspec.Struct, frozen=True):
+    role: Literal["assistant"]
+    content: str | None
+    refusal: None = None
+    tool_calls: list[AnswerToolCall] | None = None
+
+
+class Choice(msgspec.Struct, frozen=True):
+    index: int
+    message: AnswerMessage
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletion(msgspec.Struct, frozen=True):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str  # provider/model: routes back to the same place
+    provider: str | None
+    choices: list[Choice]
+    usage: Usage
+
+
+class OpenAIError(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorEnvelope(msgspec.Struct, frozen=True):
+    error: OpenAIError
+
+
+class Model(msgspec.Struct, frozen=True):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    object: Literal["list"]
+    data: list[Model]
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+_TYPES: tuple[Any, ...] = (
+    ChatRequest,
+    ChatResponse,
+    ErrorEnvelope,
+    CompletionRequest,
+    ChatCompletion,
+    OpenAIErrorEnvelope,
+    ModelList,
+    Model,
+    Health,
+    Ready,
+)
+_REF = "#/components/schemas/{name}"
+SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
+OPENAI_ERRORS = SEED_ERRORS
+REQUEST_ID = {
+    "X-Request-ID": {
+        "description": "The request's id: the client's when it is sane, else a new one",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+ID_PARAMETER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "An id to carry through the logs (letters, digits, `._:-`, up to 128)",
+    "schema": {"type": "string"},
+}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(name=ref)}}}
+
+
+def _answer(description: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "headers": REQUEST_ID, "content": content}
+
+
+def _errors(statuses: tuple[int, ...], envelope: str) -> dict[str, Any]:
+    return {str(s): _answer(f"error {s}", _json(envelope)) for s in statuses}
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    public: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [ID_PARAMETER, *(parameters or [])],
+        "responses": responses,
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _paths() -> dict[str, Any]:
+    # A stream's schema describes each of its events (`message` events, an `error` one).
+    event = {
+        "type": "object",
+        "properties": {"event": {"enum": ["message", "error"]}, "data": {"type": "string"}},
+        "required": ["data"],
+    }
+    sse = {"text/event-stream": {"schema": event}}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    seed_errors = _errors(SEED_ERRORS, "ErrorEnvelope")
+    openai_errors = _errors(OPENAI_ERRORS, "OpenAIErrorEnvelope")
+    completion = _json("ChatCompletion") | sse
+    request_id_parameter = {
+        "name": "request_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    model_parameter = {
+        "name": "model",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    return {
+        "/chat": {
+            "post": _operation(
+                "The whole answer as JSON",
+                {"200": _answer("the answer", _json("ChatResponse"))} | seed_errors,
+                body="ChatRequest",
+            )
+        },
+        "/stream": {
+            "post": _operation(
+                "The answer as Server-Sent Events: `data: <text>` per chunk, then "
+                "`data: [DONE]`, or an `event: error`",
+                {"200": _answer("the stream", sse)} | seed_errors,
+                body="ChatRequest",
+            )
+        },
+        "/v1/chat/completions": {
+            "post": _operation(
+                "OpenAI's Chat Completions (a stream when `stream` is true)",
+                {"200": _answer("the completion", completion)} | openai_errors,
+                body="CompletionRequest",
+            )
+        },
+        "/v1/models": {
+            "get": _operation(
+                "The models served",
+                {"200": _answer("the list", _json("ModelList"))}
+                | _errors((401,), "OpenAIErrorEnvelope"),
+            )
+        },
+        "/v1/models/{model}": {
+            "get": _operation(
+                "One model served",
+                {"200": _answer("the model", _json("Model"))}
+                | _errors((401, 404), "OpenAIErrorEnvelope"),
+                parameters=[model_parameter],
+            )
+        },
+        "/v1/history": {
+            "get": _operation(
+                "This client key's finished requests, newest first (DATABASE_URL)",
+                {"200": _answer("a page", {"application/json": {"schema": {"type": "object"}}})}
+                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+            )
+        },
+        "/v1/history/{request_id}": {
+            "get": _operation(
+                "One finished request of this client key's (DATABASE_URL)",
+                {"200": _answer("the record", {"application/json": {"schema": {"type": "object"}}})}
+                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+                parameters=[request_id_parameter],
+            )
+        },
+        "/health": {
+            "get": _operation(
+                "Liveness, each provider's state",
+                {"200": _answer("ok", _json("Health"))},
+                public=True,
+            )
+        },
+        "/ready": {
+            "get": _operation(
+                "Whether this replica takes traffic",
+                {
+                    "200": _answer("ready", _json("Ready")),
+                    "503": _answer("not ready", _json("Ready")),
+                },
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation("Prometheus metrics", {"200": _answer("the page", text)}, public=True)
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                {
+                    "200": _answer(
+                        "OpenAPI 3.1", {"application/json": {"schema": {"type": "object"}}}
+                    )
+                },
+                public=True,
+            )
+        },
+    }
+
+
+def openapi_document(*, auth: bool) -> dict[str, Any]:
+    """The document; `auth`: whether the API routes need `Authorization: Bearer <API_KEY>`."""
+    _, components = msgspec.json.schema_components(_TYPES, ref_template=_REF)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modelrouter",
+            "version": __version__,
+            "description": "An LLM gateway: the seed's /chat and /stream, OpenAI's "
+            "/v1/chat/completions and /v1/models, and the operations routes.",
+        },
+        "paths": _paths(),
+        "components": {"schemas": components},
+    }
+    if auth:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    else:  # no API_KEY: nothing to send (loopback only)
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation.pop("security", None)
+    return document
+
+
+@functools.cache
+def _encoded(auth: bool) -> bytes:
+    return msgspec.json.encode(openapi_document(auth=auth))
+
+
+async def document(request: web.Request) -> web.Response:
+    """`GET /openapi.json` (no key needed: it holds nothing but the API's shape)."""
+    body = _encoded(request.app[SETTINGS].auth_enabled)
+    return web.Response(body=body, content_type="application/json")
