@@ -94,12 +94,7 @@ def shutdown_timeout(settings: dict[str, str]) -> float:
     """What the gateway gives in-flight requests after the drain, as these settings run it."""
     if "SHUTDOWN_TIMEOUT_SECONDS" in settings:
         return float(settings["SHUTDOWN_TIMEOUT_SECONDS"])
-    default = variables().get("SHUTDOWN_TIMEOUT_SECONDS")
-    if default is not None:
-        return float(str(default))
-    from modelrouter.web import server  # before the setting exists: the server's constant
-
-    return float(server.SHUTDOWN_TIMEOUT)
+    return float(str(variables()["SHUTDOWN_TIMEOUT_SECONDS"]))
 
 
 def quantity(value: str) -> float:
