@@ -1,0 +1,47 @@
+"""Configuration from the environment: typed, validated at start-up, all problems listed at once.
+
+- `structs`: the settings and their defaults (written once), the known providers;
+- `load`: `load_settings(env)` and `variables()`;
+- `reader`, `network`: reading values, and checking what reaches the network;
+- `masking`: `describe` (the configuration with secrets masked) and `secrets_of`.
+"""
+
+from modelrouter.config.load import load_settings, variables
+from modelrouter.config.masking import describe, mask, mask_url, secrets_of
+from modelrouter.config.reader import is_loopback
+from modelrouter.config.structs import (
+    DEFAULT_ORDER,
+    KNOWN_PROVIDERS,
+    AdapterKind,
+    CacheMode,
+    CacheSettings,
+    ConfigError,
+    HistorySettings,
+    ProviderDefaults,
+    ProviderSettings,
+    RedisSettings,
+    Settings,
+    UpstreamSettings,
+)
+
+__all__ = [
+    "DEFAULT_ORDER",
+    "KNOWN_PROVIDERS",
+    "AdapterKind",
+    "CacheMode",
+    "CacheSettings",
+    "ConfigError",
+    "HistorySettings",
+    "ProviderDefaults",
+    "ProviderSettings",
+    "RedisSettings",
+    "Settings",
+    "UpstreamSettings",
+    "describe",
+    "is_loopback",
+    "load_settings",
+    "mask",
+    "mask_url",
+    "secrets_of",
+    "variables",
+]

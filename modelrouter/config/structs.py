@@ -1,0 +1,153 @@
+"""The settings: typed, frozen structs whose field defaults are the documented defaults
+(written once, here), and the providers the gateway knows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final, Literal
+
+import msgspec
+
+from modelrouter.aliases import ModelAlias
+
+AdapterKind = Literal["openai", "ollama", "anthropic"]
+
+
+class ProviderDefaults(msgspec.Struct, frozen=True):
+    kind: AdapterKind
+    base_url: str
+    model: str
+    rate_limit: int | None  # None: RATE_LIMIT_REQUESTS_PER_MINUTE applies
+    needs_key: bool
+
+
+# The seed documents per-provider defaults for Groq (30/min), OpenRouter (20/min) and Ollama
+# (100/min); providers it does not name fall back to RATE_LIMIT_REQUESTS_PER_MINUTE.
+KNOWN_PROVIDERS: Final[Mapping[str, ProviderDefaults]] = {
+    "groq": ProviderDefaults(
+        "openai", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile", 30, True
+    ),
+    "openrouter": ProviderDefaults(
+        "openai", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct", 20, True
+    ),
+    "ollama": ProviderDefaults("ollama", "http://localhost:11434", "llama3.2", 100, False),
+    "openai": ProviderDefaults("openai", "https://api.openai.com/v1", "gpt-4o-mini", None, True),
+    "anthropic": ProviderDefaults(
+        "anthropic", "https://api.anthropic.com", "claude-haiku-4-5", None, True
+    ),
+}
+DEFAULT_ORDER: Final = "groq,openrouter,ollama"
+LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"})
+PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class ProviderSettings(msgspec.Struct, frozen=True):
+    name: str
+    kind: AdapterKind
+    base_url: str
+    model: str
+    api_key: str | None
+    rate_limit: int  # requests per minute; 0 means unlimited
+    max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
+    proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
+    ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
+
+
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the Redis backend behaves (used only when REDIS_URL is set)."""
+
+    key_prefix: str = "mr"  # REDIS_KEY_PREFIX: several deployments can share one Redis
+    timeout: float = 0.25  # REDIS_TIMEOUT: the longest any request waits on Redis
+    expected_replicas: int = 1  # REDIS_EXPECTED_REPLICAS: local limits = limit / this, degraded
+    cluster: bool = False  # REDIS_CLUSTER: REDIS_URL names one node of a Redis Cluster
+    max_connections: int = 64  # REDIS_MAX_CONNECTIONS: pool size per process
+
+
+class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How the gateway reaches its providers (see modelrouter.transport)."""
+
+    http_proxy: str | None = None  # http_proxy / HTTP_PROXY: for http:// providers
+    https_proxy: str | None = None  # https_proxy / HTTPS_PROXY: for https:// providers (CONNECT)
+    no_proxy: tuple[str, ...] = ()  # no_proxy / NO_PROXY: hosts, .domains, *, IPs, CIDRs, :port
+    ssl_cert_file: str | None = None  # SSL_CERT_FILE: replaces the system's CA certificates
+    ssl_cert_dir: str | None = None  # SSL_CERT_DIR: a hashed directory of CA certificates
+    max_body_bytes: int = 16 * 1024 * 1024  # MAX_UPSTREAM_BODY_BYTES, counted decompressed
+
+
+CacheMode = Literal["off", "deterministic", "all"]
+DATABASE_SCHEMES: Final = frozenset({"postgresql", "postgres"})
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The response cache (see modelrouter.cache)."""
+
+    mode: CacheMode = "off"  # CACHE_MODE: deterministic caches temperature 0 or a seed only
+    ttl: float = 3600.0  # CACHE_TTL_SECONDS
+    max_bytes: int = 64 * 1024 * 1024  # CACHE_MAX_BYTES: the in-memory store's budget
+    max_value_bytes: int = 1024 * 1024  # CACHE_MAX_VALUE_BYTES: a larger answer is not stored
+    key_user: bool = False  # CACHE_KEY_USER: the request's `user` is part of the key
+    lock_seconds: float = 10.0  # CACHE_LOCK_SECONDS: the lease of a fleet-wide leader's lock
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+class HistorySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Conversation history in PostgreSQL (used only when DATABASE_URL is set)."""
+
+    store_content: bool = True  # HISTORY_STORE_CONTENT: keep the messages and the answer
+    flush_seconds: float = 1.0  # HISTORY_FLUSH_SECONDS: the longest a row waits to be written
+    batch_rows: int = 500  # HISTORY_BATCH_ROWS: a flush as soon as this many rows wait
+    queue_rows: int = 10_000  # HISTORY_QUEUE_ROWS: then the oldest are dropped
+    retention_days: int = 30  # HISTORY_RETENTION_DAYS: older rows are purged; 0 keeps all
+    pool_size: int = 4  # HISTORY_POOL_SIZE: connections to PostgreSQL per process
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    redis_url: str | None = None
+    redis: RedisSettings = RedisSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    provider_timeout: float = 30.0
+    first_chunk_timeout: float = 3.0
+    max_operation_timeout: float = 120.0
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 300.0
+    rate_limit_requests_per_minute: int = 60
+    max_concurrent_streams: int = 10
+    stream_lease_ttl: float = 30.0  # a stream's slot expires unless renewed (crashed replica)
+    stream_lease_renew: float = 10.0  # how often a running stream renews its slot
+    max_body_bytes: int = 1024 * 1024
+    # Client connections and shutdown: each bounded (SECURITY.md, web/connections.py).
+    header_timeout: float = 10.0  # HEADER_TIMEOUT_SECONDS: a request's head and body arrive within
+    keepalive_timeout: float = 75.0  # KEEPALIVE_TIMEOUT_SECONDS: an idle connection is closed
+    max_connections: int | None = None  # MAX_CONNECTIONS; None: from RLIMIT_NOFILE at start-up
+    drain_seconds: float = 0.0  # DRAIN_SECONDS: /ready says 503, the listener stays open
+    shutdown_timeout: float = 25.0  # SHUTDOWN_TIMEOUT_SECONDS: then in-flight requests are ended
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    log_flush_seconds: float = 0.1  # INFO/DEBUG lines may wait this long to go out together
+    providers: tuple[ProviderSettings, ...] = ()
+    skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
+    model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
+    cache: CacheSettings = CacheSettings()
+    database_url: str | None = None  # DATABASE_URL: history on when set
+    history: HistorySettings = HistorySettings()
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def provider(self, name: str) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
