@@ -304,8 +304,8 @@ def test_a_lease_token_says_whether_it_is_local() -> None:
     state = RedisState(
         connect("redis://127.0.0.1:1/0", settings), settings=settings, metrics=Metrics()
     )
-    assert state._local_lease(Lease("streams", f"{state._id}:7")) is None
-    assert state._local_lease(Lease("streams", f"{state._id}:m:7")) == Lease("streams", "7")
+    assert state._local.local_lease(Lease("streams", f"{state._id}:7")) is None
+    assert state._local.local_lease(Lease("streams", f"{state._id}:m:7")) == Lease("streams", "7")
 
 
 async def test_a_running_stream_keeps_its_slot_past_the_lease_ttl(
