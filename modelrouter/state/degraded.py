@@ -62,6 +62,9 @@ _TEXT_CAUSES = (
 
 def cause(exc: BaseException) -> str:
     """What went wrong, in one word a log reader can act on (never the message's secrets)."""
+    reason = getattr(exc, "reason", None)  # a dropped connection's own cause
+    if isinstance(reason, BaseException):
+        return cause(reason)
     text = str(exc)
     padded = f" {text} "
     found = next((name for code, name in _REPLY_CAUSES if f" {code} " in padded), None)

@@ -68,6 +68,10 @@ class Handover:
             return False
         return in_redis
 
+    def owe(self, lease: Lease) -> None:
+        """A release Redis did not get: sent again once Redis is back."""
+        self._owed.append(lease)
+
     def local_lease(self, lease: Lease) -> Lease | None:
         tag, _, token = lease.token.rpartition(":")
         return Lease(lease.key, token) if tag == self._tag else None
@@ -149,16 +153,17 @@ class Resync:
             if self._local.still_live(lease):  # it may have expired during a long outage
                 await guard("resync", partial(self._readd, lease, ttl))
         for lease in handed.owed:
-            await guard("resync", partial(state.fast.zrem, state.key(lease.key), lease.token))
+            if state.mode == "redis":
+                state.fast.zrem(state.key(lease.key), lease.token, lease)
         for provider in handed.dirty:
             await guard("resync", partial(state.write_health, provider))
         await state.refetch_health()
 
     def _readd(self, lease: Lease, ttl: float) -> Awaitable[Any]:
         state = self._state
-        args = [lease.token, ttl, 1]
-        reply: Awaitable[Any] = state.scripts.lease_renew(state.fast, [state.key(lease.key)], args)
-        return reply
+        return state.fast.script(
+            state.scripts.lease_renew, [state.key(lease.key)], [lease.token, ttl, 1]
+        )
 
     async def _hand_over_rate(self, guard: Guard, key: str, ahead: float) -> None:
         """Requests still in the local window, less those Redis ran anyway (a call that timed
@@ -171,7 +176,7 @@ class Resync:
         if used > 0:
             args: list[Any] = [per_minute, repr(used), 1]
             reply = await guard(
-                "resync", partial(state.scripts.gcra, state.fast, [state.key(key)], args)
+                "resync", partial(state.fast.script, state.scripts.gcra, [state.key(key)], args)
             )
             if reply is not None:
                 self._local.seen(key, float(reply[3]))

@@ -39,7 +39,7 @@ from modelrouter.state.degraded import Breaker
 from modelrouter.state.feed import HealthFeed, decode_record
 from modelrouter.state.handover import Handover
 from modelrouter.state.scripts import VERSION, Scripts
-from modelrouter.state.wire import Wire
+from modelrouter.state.wire import ClientCalls, Wire
 
 T = TypeVar("T")
 UNLIMITED = RateDecision(True, 0.0, 1 << 30)
@@ -59,11 +59,14 @@ class RedisState:
         hold: float = 0.5,
     ) -> None:
         self._client = client
-        self._cluster = isinstance(client, RedisCluster)
-        # The request path's commands: one pipelined connection, or the cluster client.
-        self._fast: Any = client if self._cluster else Wire(client.connection_pool)
-        self._prefix = settings.key_prefix
         self._timeout = settings.timeout
+        # The request path's commands: one pipelined connection, or the cluster client.
+        self._fast: Wire | ClientCalls = (
+            ClientCalls(client, timeout=self._timeout, on_lost=self._release_lost)
+            if isinstance(client, RedisCluster)
+            else Wire(client.connection_pool, timeout=self._timeout, on_lost=self._release_lost)
+        )
+        self._prefix = settings.key_prefix
         self._scripts = Scripts()
         self._id = f"{secrets.token_hex(4)}-{os.getpid()}"
         self._tokens = itertools.count(1)
@@ -109,7 +112,7 @@ class RedisState:
         return self._scripts
 
     @property
-    def fast(self) -> Any:
+    def fast(self) -> Wire | ClientCalls:
         return self._fast
 
     @property
@@ -136,21 +139,13 @@ class RedisState:
             await asyncio.gather(self._keeper, return_exceptions=True)
         await self._feed.stop()
         await self._breaker.close()
-        if isinstance(self._fast, Wire):
-            await self._fast.close()
+        await self._fast.close()
         await self._client.aclose()
 
     # -- the guard around every call -------------------------------------------------------
-    async def _redis(
-        self,
-        op: str,
-        call: Callable[[], Awaitable[T]],
-        *,
-        timed_out: Callable[[], None] | None = None,
-    ) -> T | None:
-        """Run one Redis call within the timeout; None when Redis is away (use local state).
-
-        `timed_out` hears of a timeout: the call was sent and Redis may still run it.
+    async def _redis(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one Redis call off the request path within the timeout; None when Redis is away.
+        (The request path's own calls are bounded by the wire and guarded where they are made.)
         """
         if not self._breaker.up:
             return None
@@ -159,14 +154,11 @@ class RedisState:
             with Deadline(loop, loop.time() + self._timeout):
                 return await call()
         except REDIS_ERRORS as exc:
-            if timed_out is not None and isinstance(exc, TimeoutError | RedisTimeoutError):
-                timed_out()
             self._failed(op, exc)
             return None
 
     def _failed(self, op: str, exc: BaseException) -> None:
-        if isinstance(self._fast, Wire):
-            self._fast.reset(exc)  # a silent server costs this connection, not a queue
+        self._fast.reset(exc)  # a silent server costs this connection, not a queue
         if self._breaker.failed(op, exc):
             self._local.enter()
 
@@ -175,18 +167,14 @@ class RedisState:
         if per_minute <= 0:
             return UNLIMITED
         self._limits[key] = per_minute
-        sent = False
-
-        def in_doubt() -> None:
-            nonlocal sent
-            sent = True
-
-        reply = await self._redis(
-            "rate",
-            lambda: self._scripts.gcra(self._fast, [self.key(key)], [per_minute, 1, 0]),
-            timed_out=in_doubt,
-        )
-        if reply is None:
+        if not self._breaker.up:
+            return await self._local.acquire_rate(key, per_minute, in_doubt=False)
+        try:
+            reply = await self._fast.script(self._scripts.gcra, [self.key(key)], [per_minute, 1, 0])
+        except REDIS_ERRORS as exc:
+            self._failed("rate", exc)
+            # A call that timed out was sent: Redis may count it too, so it is handed over once.
+            sent = isinstance(exc, TimeoutError | RedisTimeoutError)
             return await self._local.acquire_rate(key, per_minute, in_doubt=sent)
         allowed, retry_after, remaining, ahead = reply
         self._local.seen(key, float(ahead))
@@ -199,14 +187,17 @@ class RedisState:
 
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         self._lease_keys.add(key)
-        token = f"{self._id}:{next(self._tokens)}"
-        reply = await self._redis(
-            "lease_acquire",
-            lambda: self._scripts.lease_acquire(self._fast, [self.key(key)], [limit, ttl, token]),
-        )
-        if reply is None:
+        if not self._breaker.up:
             return await self._local.acquire_lease(key, limit, ttl=ttl)
-        if not reply:
+        token = f"{self._id}:{next(self._tokens)}"
+        try:
+            taken = await self._fast.script(
+                self._scripts.lease_acquire, [self.key(key)], [limit, ttl, token]
+            )
+        except REDIS_ERRORS as exc:
+            self._failed("lease_acquire", exc)
+            return await self._local.acquire_lease(key, limit, ttl=ttl)
+        if not taken:
             return None
         lease = Lease(key, token)
         self._local.held(lease)
@@ -214,11 +205,10 @@ class RedisState:
 
     async def renew_lease(self, lease: Lease, *, ttl: float) -> None:
         await self._local.renew_lease(lease, ttl=ttl)
+        args = [lease.token, ttl, 0]
+        renew = self._scripts.lease_renew
         await self._redis(
-            "lease_renew",
-            lambda: self._scripts.lease_renew(
-                self._fast, [self.key(lease.key)], [lease.token, ttl, 0]
-            ),
+            "lease_renew", lambda: self._fast.script(renew, [self.key(lease.key)], args)
         )
 
     def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
@@ -236,16 +226,15 @@ class RedisState:
 
     async def release_lease(self, lease: Lease) -> None:
         self._kept.pop(lease, None)
-        if not self._local.release(lease, shared=self._breaker.up):
-            return
-        # On its way now: a cancelled caller (a client gone, a shutdown) still frees the slot.
-        # The wire has written (or queued) the command already; a cluster call is shielded.
-        sent = self._fast.zrem(self.key(lease.key), lease.token)
-        if not isinstance(self._fast, Wire):
-            shielded = asyncio.shield(asyncio.ensure_future(sent))
-            await self._redis("lease_release", lambda: shielded)
-            return
-        await self._redis("lease_release", lambda: sent)
+        if self._local.release(lease, shared=self._breaker.up):
+            # Queued now, nobody waits for the reply: the slot is freed even if the caller is
+            # cancelled (a client gone, a shutdown). A later call of this process comes after
+            # it on the wire. If it fails, it is owed until Redis is back (`_release_lost`).
+            self._fast.zrem(self.key(lease.key), lease.token, lease)
+
+    def _release_lost(self, lease: Lease, error: BaseException) -> None:
+        self._local.owe(lease)
+        self._failed("lease_release", error)
 
     def leases_held(self, key: str) -> int:
         """Leases held locally (degraded mode), for tests and /health."""
@@ -321,12 +310,13 @@ class RedisState:
     async def _probe(self) -> None:
         """The limits' own keyed commands, on every key they have used: Redis is back only when
         these succeed (a Cluster answers PING while its slots still answer CLUSTERDOWN)."""
+        gcra, renew = self._scripts.gcra, self._scripts.lease_renew
         calls: list[Awaitable[Any]] = [
-            self._scripts.gcra(self._fast, [self.key(key)], [per_minute, 0, 0])
+            self._fast.script(gcra, [self.key(key)], [per_minute, 0, 0])
             for key, per_minute in self._limits.items()
         ]
         calls += [
-            self._scripts.lease_renew(self._fast, [self.key(key)], ["probe", 1, 0])
+            self._fast.script(renew, [self.key(key)], ["probe", 1, 0])
             for key in self._lease_keys or (PROBE_KEY,)
         ]
         calls += [self._read_health(provider) for provider in self._health]
@@ -334,8 +324,7 @@ class RedisState:
             async with asyncio.timeout(self._timeout * 2):
                 await asyncio.gather(*calls)
         except BaseException as exc:
-            if isinstance(self._fast, Wire):
-                self._fast.reset(exc)
+            self._fast.reset(exc)
             raise
 
     async def _restore(self) -> None:

@@ -1,39 +1,40 @@
 """The Wire: commands from many callers share one connection and one write per loop iteration;
-each caller gets its own reply, in order; a dropped connection fails exactly what was waiting."""
+each caller gets its own reply, in order; one timer bounds every wait; a dropped connection
+fails exactly what was waiting, as sent (in doubt) or not sent."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
+from modelrouter.config import RedisSettings
+from modelrouter.state.connect import connect
+from modelrouter.state.degraded import cause
 from modelrouter.state.scripts import Script
 from modelrouter.state.wire import InDoubt, Wire
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.shared_state.support import RedisServer
 
 
-class CountingWrites:
-    """Counts the writes the wire makes on its connection."""
+def count_writes(wire: Wire) -> list[int]:
+    """Wrap the connected wire's writer: one entry per write."""
+    writer = wire._writer
+    assert writer is not None
+    writes: list[int] = []
+    write = writer.write
 
-    def __init__(self, wire: Wire) -> None:
-        self.writes = 0
-        self.wire = wire
+    def counted(data: bytes) -> None:
+        writes.append(len(data))
+        write(data)
 
-    async def wrap(self) -> None:
-        await self.wire.send("PING")  # connected now
-        writer = self.wire._writer
-        assert writer is not None
-        write = writer.write
-
-        def counted(data: bytes) -> None:
-            self.writes += 1
-            write(data)
-
-        writer.write = counted  # type: ignore[method-assign]
+    writer.write = counted  # type: ignore[method-assign]
+    return writes
 
 
 async def test_commands_issued_together_leave_in_one_write_and_each_caller_gets_its_reply(
@@ -42,21 +43,22 @@ async def test_commands_issued_together_leave_in_one_write_and_each_caller_gets_
     key = f"{prefix}:z"
     await rclient.zadd(key, {f"m{i}": i for i in range(10)})
     wire = Wire(rclient.connection_pool)
-    counting = CountingWrites(wire)
-    await counting.wrap()
-    removed = await asyncio.gather(*(wire.zrem(key, f"m{i}") for i in (*range(8), 99)))
+    assert await wire.send("PING") == "PONG"
+    writes = count_writes(wire)
+    removed = await asyncio.gather(*(wire.send("ZREM", key, f"m{i}") for i in (*range(8), 99)))
     assert removed == [1] * 8 + [0], "each caller gets its own command's answer"
-    assert counting.writes == 1
+    assert len(writes) == 1
     assert await rclient.zcard(key) == 2
     await wire.close()
 
 
-async def test_the_connection_is_named_and_on_the_configured_database(
+async def test_the_connection_is_named_on_the_clients_database_and_outlives_collection(
     redis_url: str, prefix: str
 ) -> None:
     client = aioredis.Redis.from_url(redis_url, client_name=f"{prefix}-wire")
     wire = Wire(client.connection_pool)
     await wire.send("SET", f"{prefix}:db", "here")
+    gc.collect()  # redis-py's connection object closes its streams when collected
     assert await wire.send("CLIENT", "GETNAME") == f"{prefix}-wire"
     assert await client.get(f"{prefix}:db") == b"here"  # the same database as the client
     await client.delete(f"{prefix}:db")
@@ -64,13 +66,24 @@ async def test_the_connection_is_named_and_on_the_configured_database(
     await client.aclose()
 
 
+async def test_a_release_nobody_waits_for_still_runs_before_later_commands(
+    rclient: aioredis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:z"
+    await rclient.zadd(key, {"a": 1})
+    wire = Wire(rclient.connection_pool)
+    wire.zrem(key, "a")  # nothing to await
+    assert await wire.send("ZCARD", key) == 0
+    await wire.close()
+
+
 async def test_an_error_reaches_only_the_command_that_caused_it(
     rclient: aioredis.Redis, prefix: str
 ) -> None:
     await rclient.set(f"{prefix}:s", "not a sorted set")
     wire = Wire(rclient.connection_pool)
-    good = wire.zrem(f"{prefix}:z", "a")
-    bad = wire.zrem(f"{prefix}:s", "a")
+    good = wire.send("ZREM", f"{prefix}:z", "a")
+    bad = wire.send("ZREM", f"{prefix}:s", "a")
     after = wire.send("PING")
     assert await good == 0
     with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -79,15 +92,13 @@ async def test_an_error_reaches_only_the_command_that_caused_it(
     await wire.close()
 
 
-async def test_scripts_load_again_through_the_wire_after_a_flush(
+async def test_a_script_the_server_forgot_is_loaded_and_run_again_for_its_caller(
     rclient: aioredis.Redis, prefix: str
 ) -> None:
     script = Script("return redis.call('INCR', KEYS[1])")
     wire = Wire(rclient.connection_pool)
     await rclient.script_flush()  # as after a restart or failover: NOSCRIPT on the first call
-    with pytest.raises(NoScriptError):
-        await wire.evalsha(script.sha, 1, f"{prefix}:n")
-    results = await asyncio.gather(*(script(wire, [f"{prefix}:n"], []) for _ in range(3)))
+    results = await asyncio.gather(*(wire.script(script, [f"{prefix}:n"], []) for _ in range(3)))
     assert sorted(results) == [1, 2, 3]
     assert await rclient.evalsha(script.sha, 1, f"{prefix}:n") == 4, "loaded again"
     await wire.close()
@@ -98,26 +109,27 @@ async def test_a_caller_that_gave_up_is_skipped_and_the_others_answered(
 ) -> None:
     await rclient.zadd(f"{prefix}:z", {"a": 1, "b": 2})
     wire = Wire(rclient.connection_pool)
-    gone = wire.zrem(f"{prefix}:z", "a")
-    kept = wire.zrem(f"{prefix}:z", "b")
+    gone = wire.send("ZREM", f"{prefix}:z", "a")
+    kept = wire.send("ZREM", f"{prefix}:z", "b")
     gone.cancel()  # its caller gave up: the command was queued, it still runs
     assert await kept == 1
     assert await rclient.zcard(f"{prefix}:z") == 0
     await wire.close()
 
 
-async def test_a_dead_server_fails_every_waiting_command_and_the_next_one_reconnects() -> None:
+async def test_a_silent_server_fails_every_waiting_command_within_the_timeout() -> None:
     server = RedisServer().start()
     client = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5)
-    wire = Wire(client.connection_pool)
+    wire = Wire(client.connection_pool, timeout=0.2)
     try:
         assert await wire.send("PING") == "PONG"
         server.pause()
-        waiting = [wire.send("PING"), wire.send("PING")]
-        await asyncio.sleep(0.05)
-        wire.reset(TimeoutError())  # what the backend does when a caller's wait ran out
-        results = await asyncio.gather(*waiting, return_exceptions=True)
+        started = time.monotonic()
+        results = await asyncio.gather(wire.send("PING"), wire.send("PING"), return_exceptions=True)
+        waited = time.monotonic() - started
         assert all(isinstance(r, InDoubt) for r in results), "sent: they may have run"
+        assert "no reply from Redis within 0.2 s" in str(results[0])
+        print(f"\nwaits bounded by the wire's one timer: {waited * 1000:.0f} ms (timeout 200)")
         server.resume()
         assert await wire.send("PING") == "PONG", "a fresh connection"
         server.kill()
@@ -132,12 +144,18 @@ async def test_a_dead_server_fails_every_waiting_command_and_the_next_one_reconn
         await client.aclose()
 
 
-async def test_nothing_listening_fails_the_commands_as_not_sent() -> None:
-    client = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
-    wire = Wire(client.connection_pool)
+@pytest.mark.parametrize("retries", ["none (as the backend connects)", "redis-py's default"])
+async def test_nothing_listening_fails_the_commands_as_not_sent(retries: str) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    if retries.startswith("none"):
+        client = connect(url, RedisSettings(timeout=0.2))
+    else:  # retried with backoff past the wire's timeout: its timer fails them
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=0.2)
+    wire = Wire(client.connection_pool, timeout=0.2)
     results = await asyncio.gather(wire.send("PING"), wire.send("PING"), return_exceptions=True)
     assert all(isinstance(r, RedisConnectionError) for r in results), results
-    assert not any(isinstance(r, InDoubt) for r in results)
+    assert not any(isinstance(r, InDoubt) for r in results), "never written: they did not run"
+    assert {cause(r) for r in results} <= {"connection_refused", "timeout"}
     await client.aclose()
 
 
@@ -149,4 +167,5 @@ async def test_a_full_queue_refuses_at_once() -> None:
     with pytest.raises(RedisConnectionError, match="too many"):
         third.result()
     await asyncio.gather(first, second, return_exceptions=True)
+    await wait_until(lambda: asyncio.sleep(0, not wire._waiting))
     await client.aclose()
