@@ -56,6 +56,8 @@ _TEXT_CAUSES = (
     ("Error 111 ", "connection_refused"),
     ("refused", "connection_refused"),
     ("closed by server", "connection_closed"),
+    ("Connection lost", "connection_closed"),
+    ("Connection reset", "connection_closed"),
     ("No master found", "no_master"),
 )
 

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import structlog
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError
-from redis.exceptions import AuthenticationError, ClusterDownError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import MasterNotFoundError
@@ -236,6 +241,10 @@ async def test_redis_is_back_only_once_the_keyed_probe_held_for_the_hold_time() 
         ),
         (ConnectionRefusedError(111, "Connection refused"), "connection_refused"),
         (RedisConnectionError("Connection closed by server."), "connection_closed"),
+        (
+            RedisConnectionError("Error UNKNOWN while writing to socket. Connection lost."),
+            "connection_closed",
+        ),
         (ReadOnlyError("READONLY You can't write against a read only replica."), "readonly"),
         (ResponseError("LOADING Redis is loading the dataset in memory"), "loading"),
         (ResponseError("MASTERDOWN Link with MASTER is down"), "masterdown"),
