@@ -49,14 +49,19 @@ return {1, '0', math.floor((window - (new_tat - now)) / interval + 1e-9),
         string.format('%.6f', new_tat - now)}
 """
 
-# Leases: a sorted set of token -> expiry (server time). Acquire prunes expired leases first.
-# The key lives as long as its longest lease. Returns 1 when taken, 0 when all slots are held.
+# Leases: a sorted set of token -> expiry (server time). When the slots look all taken,
+# expired leases are pruned and the count taken again (as `MemoryState` does): the same
+# decisions as pruning first, without a range removal per stream. The key lives as long as its
+# longest lease. Returns 1 when taken, 0 when all slots are held.
 LEASE_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local limit = tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 local ttl_ms = math.ceil(ttl * 1000)
 if redis.call('PTTL', KEYS[1]) < ttl_ms then redis.call('PEXPIRE', KEYS[1], ttl_ms) end
