@@ -10,6 +10,8 @@ written while earlier ones are still on their way (pipelining across requests).
 
 - A script is called by SHA; on NOSCRIPT (a restart, a failover, SCRIPT FLUSH) the wire loads it
   and runs it again for the same caller.
+- One batch is in flight at a time (see `_flush_soon`): batches grow with the load, and the
+  system calls per command shrink with them.
 - One timer for the whole connection bounds every wait: when the oldest command has waited
   `timeout` (replies come in order, so nothing behind it is answered either), the connection is
   dropped and every waiting caller fails with `InDoubt` (it may have run). No timer per call.
@@ -97,6 +99,7 @@ class Wire:
         self._connecting: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._flush_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- commands ------------------------------------------------------------------------------
@@ -138,11 +141,21 @@ class Wire:
         self._out.append(packed)
         if self._watch is None:
             self._watch = loop.call_at(loop.time() + self._timeout, self._check)
-        if len(self._out) == 1:
-            if self._writer is not None:
-                loop.call_soon(self._flush)  # after every command of this iteration
-            elif self._connecting is None:
-                self._connecting = loop.create_task(self._connect(), name="redis-wire-connect")
+        if self._writer is not None:
+            self._flush_soon()
+        elif self._connecting is None:
+            self._connecting = loop.create_task(self._connect(), name="redis-wire-connect")
+
+    def _flush_soon(self) -> None:
+        """Write what is queued once every command of this iteration is in, unless a batch is
+        still unanswered: then it goes when that batch's replies are in. One batch in flight
+        at a time: at idle a command leaves at once; under load the batches grow with the
+        load, and so do the commands per system call (each write and read is one)."""
+        if self._flush_due or len(self._waiting) > len(self._out):
+            return
+        assert self._loop is not None
+        self._flush_due = True
+        self._loop.call_soon(self._flush)
 
     # -- the connection ----------------------------------------------------------------------
     def reset(self, error: BaseException | None = None) -> None:
@@ -193,6 +206,7 @@ class Wire:
         self._flush()
 
     def _flush(self) -> None:
+        self._flush_due = False
         if self._writer is None or not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
@@ -219,6 +233,8 @@ class Wire:
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
+                if self._out:
+                    self._flush_soon()
             error: Exception = rx.ConnectionError("Connection closed by server.")
         except asyncio.CancelledError:
             raise
