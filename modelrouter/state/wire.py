@@ -94,10 +94,10 @@ class Wire:
         self._max_pending = max_pending
         self._waiting: collections.deque[_Entry] = collections.deque()
         self._out: list[bytes] = []  # packed commands not written yet
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._receiver: _Receiver | None = None
         self._connection: Any = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._flush_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,7 +141,7 @@ class Wire:
         self._out.append(packed)
         if self._watch is None:
             self._watch = loop.call_at(loop.time() + self._timeout, self._check)
-        if self._writer is not None:
+        if self._transport is not None:
             self._flush_soon()
         elif self._connecting is None:
             self._connecting = loop.create_task(self._connect(), name="redis-wire-connect")
@@ -163,12 +163,9 @@ class Wire:
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = self._connection = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = self._receiver = self._connection = None
         why = f"{type(error).__name__}: {error}" if error is not None else "closed"
         self._fail(
             InDoubt(f"Redis connection dropped ({why})", error),
@@ -177,13 +174,10 @@ class Wire:
         )
 
     async def close(self) -> None:
-        reader = self._reader
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
         self.reset()
-        if reader is not None:
-            await asyncio.gather(reader, return_exceptions=True)
 
     async def _connect(self) -> None:
         try:
@@ -195,53 +189,49 @@ class Wire:
             self._connecting = None
             self._fail(exc, unsent=len(self._out), unsent_error=exc)
             return
-        # redis-py did the handshake on its streams; from here on they are the wire's. The
-        # connection object is kept: when collected, it closes its streams.
+        # redis-py did the handshake; from here on its transport is the wire's: replies go to
+        # `_Receiver.data_received` (no stream reader, no task woken per read). The connection
+        # object is kept: when collected, it closes its transport.
         self._connection = connection
-        self._writer = connection._writer
-        stream: asyncio.StreamReader = connection._reader
+        transport: asyncio.Transport = connection._writer.transport
+        self._receiver = _Receiver(self)
+        transport.set_protocol(self._receiver)
+        self._transport = transport
         self._connecting = None
-        assert self._loop is not None
-        self._reader = self._loop.create_task(self._read(stream), name="redis-wire-reader")
         self._flush()
 
     def _flush(self) -> None:
         self._flush_due = False
-        if self._writer is None or not self._out:
+        if self._transport is None or not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out = []
-        self._writer.write(data)
+        self._transport.write(data)
 
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader(encoding="utf-8", replyError=reply_error, notEnoughData=_INCOMPLETE)
+    def received(self, parser: hiredis.Reader, data: bytes) -> None:
+        """Replies, in the order the commands were written."""
+        parser.feed(data)
         waiting = self._waiting
-        try:
-            while data := await stream.read(1 << 16):
-                parser.feed(data)
-                while (reply := parser.gets()) is not _INCOMPLETE:
-                    future, _, retry = waiting.popleft()
-                    if future is None:  # nobody waits
-                        if isinstance(reply, rx.RedisError):
-                            self._lost(retry, reply)
-                        continue
-                    if future.done():  # its caller gave up
-                        continue
-                    if type(reply) is rx.NoScriptError and retry is not None:
-                        self._load_and_run(future, *retry)
-                    elif isinstance(reply, rx.RedisError):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-                if self._out:
-                    self._flush_soon()
-            error: Exception = rx.ConnectionError("Connection closed by server.")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken connection fails its callers
-            error = exc
-        self._reader = None
-        self.reset(error)
+        while (reply := parser.gets()) is not _INCOMPLETE:
+            future, _, retry = waiting.popleft()
+            if future is None:  # nobody waits
+                if isinstance(reply, rx.RedisError):
+                    self._lost(retry, reply)
+                continue
+            if future.done():  # its caller gave up
+                continue
+            if type(reply) is rx.NoScriptError and retry is not None:
+                self._load_and_run(future, *retry)
+            elif isinstance(reply, rx.RedisError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        if self._out:
+            self._flush_soon()
+
+    def dropped(self, receiver: _Receiver, error: BaseException) -> None:
+        if receiver is self._receiver:  # not an older connection's late notice
+            self.reset(error)
 
     def _load_and_run(self, future: asyncio.Future[Any], script: Any, command: Any) -> None:
         self._queue(None, _pack(("SCRIPT", "LOAD", script.source)), None)
@@ -273,6 +263,29 @@ class Wire:
     def _lost(self, extra: Any, error: BaseException) -> None:
         if isinstance(extra, _Lost) and self._on_lost is not None:
             self._on_lost(extra.note, error)
+
+
+class _Receiver(asyncio.Protocol):
+    """The wire's side of its connection: replies in, the connection's end."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._parser = hiredis.Reader(
+            encoding="utf-8", replyError=reply_error, notEnoughData=_INCOMPLETE
+        )
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._wire.received(self._parser, data)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply breaks the connection
+            self._wire.dropped(self, exc)
+
+    def eof_received(self) -> bool:
+        self._wire.dropped(self, rx.ConnectionError("Connection closed by server."))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._wire.dropped(self, exc or rx.ConnectionError("Connection closed by server."))
 
 
 class _Lost:
