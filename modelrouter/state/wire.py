@@ -1,12 +1,11 @@
 """One pipelined connection for the commands on the request path, answered in order.
 
-redis-py spends about 110 us of CPU on a command sent alone and 20-40 us per command in a
-pipeline (a connection checkout, a timeout context per reply, several layers of calls). The
-commands every request or stream pays for (the limits' scripts, a lease's release) go instead
-over one connection of the backend's own: the commands issued in one event-loop iteration leave
-in one `write` (packed by hiredis), whoever issued them, and one reader hands the replies back
-in order (parsed by hiredis). Callers do not wait for each other's round trips: a command is
-written while earlier ones are still on their way (pipelining across requests).
+redis-py's client does a connection checkout, a timeout context per reply and several layers
+of calls for each command (docs/redis.md has the figures). The commands every request or
+stream pays for (the limits' scripts, a lease's acquire and release) go instead over one
+connection of the backend's own: commands are packed by hiredis and written together,
+whoever issued them (pipelining across requests), and the replies, parsed by hiredis as they
+arrive on the connection's transport, are handed back in order.
 
 - A script is called by SHA; on NOSCRIPT (a restart, a failover, SCRIPT FLUSH) the wire loads it
   and runs it again for the same caller.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -154,18 +155,7 @@ async def test_the_outage_switch_logs_once_per_transition_and_counts_every_error
         if len(attempts) < 3:
             raise ConnectionError("still down")
 
-    async def restore() -> None:
-        breaker.restored()
-
-    breaker = Breaker(
-        metrics=metrics,
-        connect=connect,
-        probe=_nothing,
-        restore=restore,
-        min_wait=0.001,
-        max_wait=0.01,
-        hold=0.01,
-    )
+    breaker = quick_breaker(metrics=metrics, connect=connect)
     with capture_logs() as logs:
         breaker.restored()
         for _ in range(3):
@@ -194,18 +184,7 @@ async def test_redis_is_back_only_once_the_keyed_probe_held_for_the_hold_time() 
         if not ok:
             raise ClusterDownError("CLUSTERDOWN The cluster is down")
 
-    async def restore() -> None:
-        breaker.restored()
-
-    breaker = Breaker(
-        metrics=Metrics(),
-        connect=_nothing,
-        probe=probe,
-        restore=restore,
-        min_wait=0.001,
-        max_wait=0.002,
-        hold=0.05,
-    )
+    breaker = quick_breaker(probe=probe, hold=0.05)
     breaker.restored()
     with capture_logs() as logs:
         breaker.failed("rate", ClusterDownError("CLUSTERDOWN The cluster is down"))
@@ -261,12 +240,7 @@ async def test_transition_lines_carry_no_request_id_of_the_request_that_noticed(
     """The request whose call failed first is not what `redis_unavailable` is about, and the
     reconnect task it started must not lend its id to `redis_recovered` either."""
 
-    async def restore() -> None:
-        breaker.restored()
-
-    breaker = Breaker(
-        metrics=Metrics(), connect=_nothing, probe=_nothing, restore=restore, hold=0.01
-    )
+    breaker = quick_breaker()
     breaker.restored()
 
     async def a_request() -> None:
@@ -287,6 +261,30 @@ async def test_transition_lines_carry_no_request_id_of_the_request_that_noticed(
 
 async def _nothing() -> None:
     return None
+
+
+def quick_breaker(
+    *,
+    metrics: Metrics | None = None,
+    connect: Callable[[], Awaitable[None]] = _nothing,
+    probe: Callable[[], Awaitable[None]] = _nothing,
+    hold: float = 0.01,
+) -> Breaker:
+    """A Breaker with short waits whose handover just switches back to Redis."""
+
+    async def restore() -> None:
+        breaker.restored()
+
+    breaker = Breaker(
+        metrics=metrics or Metrics(),
+        connect=connect,
+        probe=probe,
+        restore=restore,
+        min_wait=0.001,
+        max_wait=0.01,
+        hold=hold,
+    )
+    return breaker
 
 
 async def _now(value: bool) -> bool:
