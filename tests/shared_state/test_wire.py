@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +22,8 @@ from modelrouter.state.degraded import cause
 from modelrouter.state.scripts import Script
 from modelrouter.state.wire import InDoubt, NotSent, Wire
 from tests.conftest import free_port, wait_until
-from tests.shared_state.support import RedisServer
+from tests.shared_state.support import RedisServer, ping
+from tests.shared_state.topology import wait_for
 
 
 class CountingTransport:
@@ -176,4 +179,56 @@ async def test_a_full_queue_refuses_at_once() -> None:
         third.result()
     await asyncio.gather(first, second, return_exceptions=True)
     await wait_until(lambda: asyncio.sleep(0, not wire._waiting))
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def tls_and_socket_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A redis-server that also listens on a Unix socket and on a TLS port (self-signed)."""
+    workdir = tmp_path_factory.mktemp("wire-transports")
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port, tls_port, sock = free_port(), free_port(), workdir / "redis.sock"
+    proc = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--unixsocket", str(sock), "--tls-port", str(tls_port)),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-auth-clients", "no"),
+            *("--save", "", "--appendonly", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: ping(f"redis://127.0.0.1:{port}/0"), "redis-server with TLS")
+        yield {
+            "unix": f"unix://{sock}?db=2",
+            "tls": f"rediss://127.0.0.1:{tls_port}/3?ssl_cert_reqs=none",
+        }
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tls"])
+async def test_the_wire_runs_over_a_unix_socket_and_over_tls(
+    tls_and_socket_server: dict[str, str], transport: str
+) -> None:
+    """redis-py opens the connection (the TLS handshake, SELECT, CLIENT SETNAME); the wire
+    then takes its transport over."""
+    client = connect(tls_and_socket_server[transport], RedisSettings(timeout=1.0), name="wired")
+    wire = Wire(client.connection_pool, timeout=1.0)
+    assert await wire.send("CLIENT", "GETNAME") == "wired"
+    counts = await asyncio.gather(*(wire.send("INCR", "n") for _ in range(3)))
+    assert counts == [1, 2, 3]
+    assert await wire.send("GET", "n") == "3"
+    await wire.send("DEL", "n")
+    await wire.close()
     await client.aclose()
