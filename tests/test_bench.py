@@ -188,3 +188,35 @@ def test_capacity_is_what_the_cores_carry_at_the_summed_cost() -> None:
         "chat, 64 clients: CPU per request: gateway 0.150 + mock 0.080 + wrk 0.020 ms; "
         "2 cores carry at most 8000/s through the gateway, however many workers\n"
     )
+
+
+def test_other_gateways_are_also_compared_round_by_round() -> None:
+    from modelrouter.bench.loadgen import Measurement
+    from modelrouter.bench.suite import paired
+
+    def run(rate: float, p50: float) -> Measurement:
+        return Measurement(requests=1, rate=rate, p50=p50, p90=p50, p99=p50, errors={})
+
+    this = [run(1000, 1.0), run(500, 2.0), run(900, 1.2)]  # round 2 ran during a hiccup
+    redis = [run(950, 1.1), run(480, 2.05), run(880, 1.3)]
+    rounds = paired(this, redis)["per_round"]
+    assert rounds["rounds"] == 3
+    assert rounds["rate_ratio_median"] == 0.96
+    assert rounds["rate_ratio_range"] == [0.95, 0.9778]
+    assert rounds["p50_added_ms_median"] == 0.1
+    row = {
+        "scenario": "chat, 1 client",
+        "direct": {"rate": 2000.0, "p50": 0.5, "p99": 1.0, "errors": {}},
+        "modelrouter": {"rate": 900.0, "p50": 1.2, "p99": 3.0, "errors": {}},
+        "gateway_peak_rss_mb": 44.0,
+        "gateway_cpu_ms_per_request": 0.5,
+        "others": {
+            "redis": {
+                "modelrouter": {"rate": 880.0, "p50": 1.3, "p99": 3.1, "errors": {}},
+                "gateway_peak_rss_mb": 52.0,
+                "gateway_cpu_ms_per_request": 0.51,
+                "per_round": rounds,
+            }
+        },
+    }
+    assert "; per round (median of 3): req/s x0.960, p50 +0.100 ms" in table([row], 44.0)

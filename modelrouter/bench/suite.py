@@ -2,7 +2,9 @@
 
 Starts the mock provider and a gateway in front of it, then for each scenario alternates
 direct and gateway runs (so drift hits both), sampling the gateway's RSS and CPU. Prints one
-comparison table and writes the raw figures as JSON.
+comparison table and writes the raw figures as JSON. When a Redis answers (REDIS_URL, else
+127.0.0.1:6379 db 15), a second gateway with Redis shared state runs in the same rounds: the
+`redis` rows (`--no-redis` leaves them out).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import msgspec
+import redis
 
 from modelrouter.bench import procs, wrk
 from modelrouter.bench.loadgen import Measurement, chat_body, run_load
 from modelrouter.bench.open_streams import hold_streams
+from modelrouter.config import mask_url
 
 OPEN_STREAMS_GOAL = 10_000
 
@@ -163,13 +167,34 @@ def run_scenario(
             total.served += total.runs[-1].requests
     tool = "wrk" if scenario.tool == "wrk" and wrk.available() else "python"
     first, *others = gateways
+    base = totals[first.label]
     return {
         "scenario": scenario.name,
         "concurrency": scenario.concurrency,
         "tool": tool,
         "direct": msgspec.to_builtins(_median(direct)),
-        **totals[first.label].figures(tool),
-        "others": {g.label: totals[g.label].figures(tool) for g in others},
+        **base.figures(tool),
+        "others": {
+            g.label: totals[g.label].figures(tool) | paired(base.runs, totals[g.label].runs)
+            for g in others
+        },
+    }
+
+
+def paired(this: list[Measurement], other: list[Measurement]) -> dict[str, Any]:
+    """Round by round (the runs of one round are back to back): the median of the throughput
+    ratios and of the p50 differences, which drift between rounds does not bias."""
+    pairs = list(zip(this, other, strict=True))
+    ratios = sorted(o.rate / (m.rate or 1) for m, o in pairs)
+    added = sorted(o.p50 - m.p50 for m, o in pairs)
+    return {
+        "per_round": {
+            "rounds": len(pairs),
+            "rate_ratio_median": round(ratios[len(ratios) // 2], 4),
+            "rate_ratio_range": [round(ratios[0], 4), round(ratios[-1], 4)],
+            "p50_added_ms_median": round(added[len(added) // 2], 4),
+            "p50_added_ms_range": [round(added[0], 4), round(added[-1], 4)],
+        }
     }
 
 
@@ -210,10 +235,18 @@ def table(results: list[dict[str, Any]], idle_rss: float) -> str:
             lines.append(_row(f"  {label}", d, other))
             m, o = r["modelrouter"], other["modelrouter"]
             cpu = other["gateway_cpu_ms_per_request"] / (r["gateway_cpu_ms_per_request"] or 1)
-            lines.append(
+            line = (
                 f"{'':<4}{label} against this tree: req/s x{o['rate'] / (m['rate'] or 1):.3f}, "
                 f"p50 {o['p50'] - m['p50']:+.3f} ms, CPU/req x{cpu:.3f}"
             )
+            rounds = other.get("per_round")
+            if rounds:
+                line += (
+                    f"; per round (median of {rounds['rounds']}): "
+                    f"req/s x{rounds['rate_ratio_median']:.3f}, "
+                    f"p50 {rounds['p50_added_ms_median']:+.3f} ms"
+                )
+            lines.append(line)
         m = r["modelrouter"]
         if m.get("first_byte_p50") is not None and d.get("first_byte_p50") is not None:
             lines.append(
@@ -256,12 +289,24 @@ def checkout(revision: str) -> Iterator[str]:
         subprocess.run([*git, "remove", "--force", path], check=False, capture_output=True)  # noqa: S603
 
 
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
 def redis_env() -> dict[str, str]:
     """Shared state in Redis, under a key prefix of this run's own."""
-    return {
-        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15",
-        "REDIS_KEY_PREFIX": f"mrbench{os.getpid()}",
-    }
+    return {"REDIS_URL": redis_url(), "REDIS_KEY_PREFIX": f"mrbench{os.getpid()}"}
 
 
 def start_gateways(stack: ExitStack, mock: str, args: argparse.Namespace) -> list[Gateway]:
@@ -305,10 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--redis",
-        action="store_true",
-        help="also run this tree's gateway with Redis shared state (REDIS_URL, else db 15)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run this tree's gateway with Redis shared state (REDIS_URL, else db 15); "
+        "by default when that Redis answers",
     )
     args = parser.parse_args(argv)
+    if args.redis is None:
+        args.redis = args.workers == 1 and redis_answers(redis_url())
+    elif args.redis and not redis_answers(redis_url()):
+        parser.error(f"--redis: no Redis answers at {mask_url(redis_url())}")
     seconds, rounds = min(args.seconds, 30.0), max(1, min(args.rounds, 5))
     mock_port = procs.free_port()
     mock = f"http://127.0.0.1:{mock_port}"

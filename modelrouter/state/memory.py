@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ class MemoryState:
         self._leases: dict[str, dict[str, float]] = {}  # key -> token -> expiry
         self._health: dict[str, HealthRecord] = {}
         self._tokens = itertools.count(1)
+        self._carried: dict[str, float] = {}  # usage seen elsewhere, not this state's to export
+        self._carried_leases: set[tuple[str, str]] = set()
 
     @property
     def mode(self) -> str:
@@ -55,6 +58,17 @@ class MemoryState:
         if holders is not None:
             holders.pop(lease.token, None)
 
+    def drop(self, key: str, token: str) -> bool:
+        """`release_lease` without a coroutine: True when the lease was held here."""
+        holders = self._leases.get(key)
+        return holders is not None and holders.pop(token, None) is not None
+
+    def carry_lease(self, key: str, token: str) -> None:
+        """Count a lease held elsewhere (in Redis) against this state's limit until dropped;
+        `export` leaves it out."""
+        self._leases.setdefault(key, {})[token] = math.inf
+        self._carried_leases.add((key, token))
+
     def leases_held(self, key: str) -> int:
         return len(self._leases.get(key, ()))
 
@@ -73,18 +87,35 @@ class MemoryState:
     async def close(self) -> None:
         return None
 
+    def now(self) -> float:
+        return self._now()
+
+    def carry(self, key: str, tat: float) -> None:
+        """Start bucket `key` as used up to `tat` (this state's clock): usage counted elsewhere
+        (in Redis) that this state must respect but never hand back."""
+        if tat > self._tat.get(key, -math.inf):
+            self._tat[key] = tat
+        self._carried[key] = tat
+
     def export(self) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
         """Hand over what is still live, and forget it: for each rate key, how many seconds its
-        bucket is ahead of now; for each lease, (key, token, seconds left)."""
+        bucket is ahead of now by this state's own use (less what was carried in); for each
+        lease, (key, token, seconds left)."""
         now = self._now()
-        debts = {key: tat - now for key, tat in self._tat.items() if tat > now}
+        debts = {}
+        for key, tat in self._tat.items():
+            own = tat - max(self._carried.get(key, now), now)
+            if own > 0:
+                debts[key] = own
         leases = [
             (key, token, expiry - now)
             for key, holders in self._leases.items()
             for token, expiry in holders.items()
-            if expiry > now
+            if expiry > now and (key, token) not in self._carried_leases
         ]
         self._tat.clear()
+        self._carried.clear()
+        self._carried_leases.clear()
         self._leases.clear()
         return debts, leases
 

@@ -6,12 +6,14 @@
 - Health: written (merged) and published in one script; every replica's `HealthFeed` hears it
   and tells its provider actors, so reading health never costs a round trip.
 - Keys: `<prefix>:{<provider>}:<kind>:<version>`; the hash tag keeps each script on one slot.
+- The request path's commands go over a pipelined `Wire` (single server, Sentinel), or through
+  the cluster client, which routes each key to its node.
 
 Redis down or slow: every call is bounded by REDIS_TIMEOUT; the first failure switches this
-replica to a local `MemoryState` whose limits are divided by REDIS_EXPECTED_REPLICAS (each
-replica keeps its share of the fleet's budget). When Redis answers again, what was consumed
-locally is handed over once (rate debt, live leases, health written meanwhile) and dropped
-locally, so nothing is counted twice.
+replica to a local `MemoryState` (see `handover.py`) whose limits are divided by
+REDIS_EXPECTED_REPLICAS and which starts from the usage seen so far. Redis is back when the
+limits' own keyed commands succeed for a hold time (`degraded.Breaker`); what was consumed
+locally is then handed over once, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -22,63 +24,80 @@ import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelrouter.config import RedisSettings
 from modelrouter.deadline import Deadline
 from modelrouter.observability import Metrics
 from modelrouter.state.base import HealthListener, HealthRecord, Lease, RateDecision
-from modelrouter.state.batch import Batcher
 from modelrouter.state.degraded import Breaker
 from modelrouter.state.feed import HealthFeed, decode_record
-from modelrouter.state.memory import MemoryState
+from modelrouter.state.handover import Handover
 from modelrouter.state.scripts import VERSION, Scripts
+from modelrouter.state.wire import ClientCalls, Wire
 
 T = TypeVar("T")
 UNLIMITED = RateDecision(True, 0.0, 1 << 30)
 HEALTH_TTL = 86_400  # an untouched health record is forgotten after a day
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+PROBE_KEY = "probe"  # probed when the limits have used no key yet
 
 
 class RedisState:
     def __init__(
-        self, client: Any, *, settings: RedisSettings, metrics: Metrics, min_wait: float = 0.05
+        self,
+        client: Any,
+        *,
+        settings: RedisSettings,
+        metrics: Metrics,
+        min_wait: float = 0.05,
+        hold: float = 0.5,
     ) -> None:
         self._client = client
-        # Rate and lease calls share round trips (see batch.py); a cluster client routes each
-        # key to its node itself, so it is called directly.
-        self._batch: Any = client if isinstance(client, RedisCluster) else Batcher(client)
-        self._prefix = settings.key_prefix
         self._timeout = settings.timeout
-        self._replicas = settings.expected_replicas
+        # The request path's commands: one pipelined connection, or the cluster client.
+        self._fast: Wire | ClientCalls = (
+            ClientCalls(client, timeout=self._timeout, on_lost=self._release_lost)
+            if isinstance(client, RedisCluster)
+            else Wire(client.connection_pool, timeout=self._timeout, on_lost=self._release_lost)
+        )
+        self._prefix = settings.key_prefix
         self._scripts = Scripts()
-        self._local = MemoryState()
         self._id = f"{secrets.token_hex(4)}-{os.getpid()}"
-        self._local_tag = f"{self._id}:m"
         self._tokens = itertools.count(1)
-        self._limits: dict[str, int] = {}  # rate key -> per_minute, to hand local debt over
-        self._in_doubt: dict[str, int] = {}  # rate calls that timed out after being sent
+        self._keys: dict[str, str] = {}
+        self._limits: dict[str, int] = {}  # rate key -> per_minute, to probe and hand over
+        self._lease_keys: set[str] = set()
         self._health: dict[str, HealthRecord] = {}  # last known record per provider
-        self._dirty: set[str] = set()  # health written locally while Redis was away
         self._listeners: list[HealthListener] = []
         self._kept: dict[Lease, float] = {}  # leases renewed by `_keep_all`, with their TTL
         self._keep_every = math.inf
         self._keeper: asyncio.Task[None] | None = None
+        self._local = Handover(self, replicas=settings.expected_replicas, tag=f"{self._id}:m")
         self.channel = f"{self._prefix}:health:{VERSION}"
         self._feed = HealthFeed(client, self.channel, on_record=self._heard, on_error=self._failed)
-        self._breaker = Breaker(metrics=metrics, recover=self._recover, min_wait=min_wait)
+        self._breaker = Breaker(
+            metrics=metrics,
+            connect=self._connect,
+            probe=self._probe,
+            restore=self._restore,
+            min_wait=min_wait,
+            hold=hold,
+        )
 
     # -- keys ------------------------------------------------------------------------------
     def key(self, name: str) -> str:
         """`rpm:groq` -> `mr:{groq}:rpm:v1`; `streams` -> `mr:{streams}:streams:v1`."""
-        kind, _, tag = name.partition(":")
-        return f"{self._prefix}:{{{tag or kind}}}:{kind}:{VERSION}"
+        full = self._keys.get(name)
+        if full is None:
+            kind, _, tag = name.partition(":")
+            full = self._keys[name] = f"{self._prefix}:{{{tag or kind}}}:{kind}:{VERSION}"
+        return full
 
     def health_key(self, provider: str) -> str:
         return self.key(f"health:{provider}")
@@ -87,12 +106,32 @@ class RedisState:
     def mode(self) -> str:
         return "redis" if self._breaker.up else "degraded"
 
+    # what the handover works with
+    @property
+    def scripts(self) -> Scripts:
+        return self._scripts
+
+    @property
+    def fast(self) -> Wire | ClientCalls:
+        return self._fast
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return self._limits
+
+    @property
+    def kept(self) -> dict[Lease, float]:
+        return self._kept
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         try:
-            await self._recover()
+            await self._connect()
+            await self._probe()
         except REDIS_ERRORS as exc:
             self._failed("connect", exc)
+            return
+        await self._restore()
 
     async def close(self) -> None:
         if self._keeper is not None:
@@ -100,21 +139,13 @@ class RedisState:
             await asyncio.gather(self._keeper, return_exceptions=True)
         await self._feed.stop()
         await self._breaker.close()
-        if isinstance(self._batch, Batcher):
-            await self._batch.close()
+        await self._fast.close()
         await self._client.aclose()
 
     # -- the guard around every call -------------------------------------------------------
-    async def _redis(
-        self,
-        op: str,
-        call: Callable[[], Awaitable[T]],
-        *,
-        timed_out: Callable[[], None] | None = None,
-    ) -> T | None:
-        """Run one Redis call within the timeout; None when Redis is away (use local state).
-
-        `timed_out` hears of a timeout: the call was sent and Redis may still run it.
+    async def _redis(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Run one Redis call off the request path within the timeout; None when Redis is away.
+        (The request path's own calls are bounded by the wire and guarded where they are made.)
         """
         if not self._breaker.up:
             return None
@@ -123,40 +154,31 @@ class RedisState:
             with Deadline(loop, loop.time() + self._timeout):
                 return await call()
         except REDIS_ERRORS as exc:
-            if timed_out is not None and isinstance(exc, TimeoutError | RedisTimeoutError):
-                timed_out()
             self._failed(op, exc)
             return None
 
     def _failed(self, op: str, exc: BaseException) -> None:
-        self._breaker.failed(op, exc)
+        self._fast.reset(exc)  # a silent server costs this connection, not a queue
+        if self._breaker.failed(op, exc):
+            self._local.enter()
 
     # -- rate limits ---------------------------------------------------------------------------
     async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
         if per_minute <= 0:
             return UNLIMITED
         self._limits[key] = per_minute
-        sent = False
-
-        def in_doubt() -> None:
-            nonlocal sent
-            sent = True
-
-        reply = await self._redis(
-            "rate",
-            lambda: self._scripts.gcra(self._batch, [self.key(key)], [per_minute, 1, 0]),
-            timed_out=in_doubt,
-        )
-        if reply is None:
-            decision = await self._local.acquire_rate(key, self._share(per_minute))
-            if sent and decision.allowed:  # Redis will likely count it too: hand it over once
-                self._in_doubt[key] = self._in_doubt.get(key, 0) + 1
-            return decision
-        allowed, retry_after, remaining = reply
+        if not self._breaker.up:
+            return await self._local.acquire_rate(key, per_minute, in_doubt=False)
+        try:
+            reply = await self._fast.script(self._scripts.gcra, [self.key(key)], [per_minute, 1, 0])
+        except REDIS_ERRORS as exc:
+            self._failed("rate", exc)
+            # A call that timed out was sent: Redis may count it too, so it is handed over once.
+            sent = isinstance(exc, TimeoutError | RedisTimeoutError)
+            return await self._local.acquire_rate(key, per_minute, in_doubt=sent)
+        allowed, retry_after, remaining, ahead = reply
+        self._local.seen(key, float(ahead))
         return RateDecision(bool(allowed), float(retry_after), int(remaining))
-
-    def _share(self, limit: int) -> int:
-        return max(1, limit // self._replicas)
 
     # -- leases ------------------------------------------------------------------------------
     @property
@@ -164,25 +186,29 @@ class RedisState:
         return True
 
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
+        self._lease_keys.add(key)
+        if not self._breaker.up:
+            return await self._local.acquire_lease(key, limit, ttl=ttl)
         token = f"{self._id}:{next(self._tokens)}"
-        reply = await self._redis(
-            "lease_acquire",
-            lambda: self._scripts.lease_acquire(self._batch, [self.key(key)], [limit, ttl, token]),
-        )
-        if reply is not None:
-            return Lease(key, token) if reply else None
-        local = await self._local.acquire_lease(key, self._share(limit), ttl=ttl)
-        return None if local is None else Lease(key, f"{self._local_tag}:{local.token}")
+        try:
+            taken = await self._fast.script(
+                self._scripts.lease_acquire, [self.key(key)], [limit, ttl, token]
+            )
+        except REDIS_ERRORS as exc:
+            self._failed("lease_acquire", exc)
+            return await self._local.acquire_lease(key, limit, ttl=ttl)
+        if not taken:
+            return None
+        lease = Lease(key, token)
+        self._local.held(lease)
+        return lease
 
     async def renew_lease(self, lease: Lease, *, ttl: float) -> None:
-        local = self._local_lease(lease)
-        if local is not None:
-            await self._local.renew_lease(local, ttl=ttl)
+        await self._local.renew_lease(lease, ttl=ttl)
+        args = [lease.token, ttl, 0]
+        renew = self._scripts.lease_renew
         await self._redis(
-            "lease_renew",
-            lambda: self._scripts.lease_renew(
-                self._batch, [self.key(lease.key)], [lease.token, ttl, 0]
-            ),
+            "lease_renew", lambda: self._fast.script(renew, [self.key(lease.key)], args)
         )
 
     def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
@@ -192,7 +218,7 @@ class RedisState:
             self._keeper = asyncio.get_running_loop().create_task(self._keep_all())
 
     async def _keep_all(self) -> None:
-        """Renew every kept lease once per period; the renewals go out in shared pipelines."""
+        """Renew every kept lease once per period; the renewals go out in one write."""
         while self._kept:
             await asyncio.sleep(self._keep_every)
             renewals = [self.renew_lease(lease, ttl=ttl) for lease, ttl in self._kept.items()]
@@ -200,19 +226,15 @@ class RedisState:
 
     async def release_lease(self, lease: Lease) -> None:
         self._kept.pop(lease, None)
-        local = self._local_lease(lease)
-        if local is not None:
-            await self._local.release_lease(local)
-        if not self._breaker.up:
-            return
-        # Queued (or started) now and shielded from the caller: a cancelled caller (a client
-        # gone, a shutdown) still releases the slot; no task per release.
-        sent = asyncio.ensure_future(self._batch.zrem(self.key(lease.key), lease.token))
-        await self._redis("lease_release", lambda: asyncio.shield(sent))
+        if self._local.release(lease, shared=self._breaker.up):
+            # Queued now, nobody waits for the reply: the slot is freed even if the caller is
+            # cancelled (a client gone, a shutdown). A later call of this process comes after
+            # it on the wire. If it fails, it is owed until Redis is back (`_release_lost`).
+            self._fast.zrem(self.key(lease.key), lease.token, lease)
 
-    def _local_lease(self, lease: Lease) -> Lease | None:
-        tag, _, token = lease.token.rpartition(":")
-        return Lease(lease.key, token) if tag == self._local_tag else None
+    def _release_lost(self, lease: Lease, error: BaseException) -> None:
+        self._local.owe(lease)
+        self._failed("lease_release", error)
 
     def leases_held(self, key: str) -> int:
         """Leases held locally (degraded mode), for tests and /health."""
@@ -230,10 +252,10 @@ class RedisState:
     async def save_health(self, provider: str, record: HealthRecord) -> None:
         known = self._health.get(provider, HealthRecord())
         self._health[provider] = msgspec.structs.replace(record, version=known.version)
-        if await self._redis("health_save", lambda: self._write_health(provider)) is None:
-            self._dirty.add(provider)
+        if await self._redis("health_save", lambda: self.write_health(provider)) is None:
+            self._local.dirty.add(provider)
 
-    async def _write_health(self, provider: str) -> bool:
+    async def write_health(self, provider: str) -> bool:
         record = self._health[provider]
         reply = await self._scripts.health_save(
             self._client,
@@ -247,20 +269,20 @@ class RedisState:
                 HEALTH_TTL,
             ],
         )
-        self._dirty.discard(provider)
+        self._local.dirty.discard(provider)
         self._heard(*decode_record(reply))
         return True
 
     async def _fetch_health(self, provider: str) -> None:
-        reply = await self._redis(
-            "health_load",
-            lambda: self._client.hmget(
-                self.health_key(provider), "failures", "until", "reason", "version"
-            ),
-        )
+        reply = await self._redis("health_load", lambda: self._read_health(provider))
         if reply is not None and reply[3] is not None:
             failures, until, reason, version = reply
             self._heard(*decode_record((failures, until, reason or "", version, provider)))
+
+    def _read_health(self, provider: str) -> Awaitable[list[Any]]:
+        fields = ("failures", "until", "reason", "version")
+        reply: Awaitable[list[Any]] = self._client.hmget(self.health_key(provider), *fields)
+        return reply
 
     def _heard(self, provider: str, record: HealthRecord) -> None:
         """A shared record: keep it if newer than what we know, and tell the listeners."""
@@ -271,47 +293,42 @@ class RedisState:
         for listener in self._listeners:
             listener(provider, record)
 
-    # -- reconnecting -----------------------------------------------------------------------
-    async def _recover(self) -> None:
-        """Connect, subscribe, then switch back to Redis and hand the local state over."""
-        async with asyncio.timeout(self._timeout * 4):
-            await self._client.ping()
-            await self._scripts.load(self._client)
-            await self._feed.start()
-        debts, leases = self._local.export()
-        in_doubt, self._in_doubt = self._in_doubt, {}
-        self._breaker.restored()
-        await self._resync(debts, leases, in_doubt)
-
-    async def _resync(
-        self,
-        debts: dict[str, float],
-        leases: list[tuple[str, str, float]],
-        in_doubt: dict[str, int],
-    ) -> None:
-        for key, ahead in debts.items():
-            await self._hand_over_rate(key, ahead, in_doubt.get(key, 0))
-        for key, token, left in leases:
-            args: list[Any] = [f"{self._local_tag}:{token}", left, 1]
-            await self._redis(
-                "resync", partial(self._scripts.lease_renew, self._client, [self.key(key)], args)
-            )
-        for provider in list(self._dirty):
-            await self._redis("resync", partial(self._write_health, provider))
+    async def refetch_health(self) -> None:
+        """Read every provider's record again: Redis may have restarted empty (versions start
+        again at 1), or a publication may have been missed while away."""
         for provider, record in list(self._health.items()):
-            # Redis may have restarted empty (versions start again at 1): accept what it has.
             self._health[provider] = msgspec.structs.replace(record, version=0)
             await self._fetch_health(provider)
 
-    async def _hand_over_rate(self, key: str, ahead: float, in_doubt: int) -> None:
-        """Requests still in the local window, less those Redis ran anyway (a call that timed
-        out here was still executed there once Redis caught up): each is counted once."""
-        per_minute = self._limits.get(key)
-        if not per_minute:
-            return
-        used = ahead * self._share(per_minute) / 60.0 - in_doubt
-        if used > 0:
-            args: list[Any] = [per_minute, repr(used), 1]
-            await self._redis(
-                "resync", partial(self._scripts.gcra, self._client, [self.key(key)], args)
-            )
+    # -- the way back --------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """Load the scripts and subscribe to the health channel (raises while Redis is away)."""
+        async with asyncio.timeout(self._timeout * 4):
+            await self._scripts.load(self._client)
+            await self._feed.start()
+
+    async def _probe(self) -> None:
+        """The limits' own keyed commands, on every key they have used: Redis is back only when
+        these succeed (a Cluster answers PING while its slots still answer CLUSTERDOWN)."""
+        gcra, renew = self._scripts.gcra, self._scripts.lease_renew
+        calls: list[Awaitable[Any]] = [
+            self._fast.script(gcra, [self.key(key)], [per_minute, 0, 0])
+            for key, per_minute in self._limits.items()
+        ]
+        calls += [
+            self._fast.script(renew, [self.key(key)], ["probe", 1, 0])
+            for key in self._lease_keys or (PROBE_KEY,)
+        ]
+        calls += [self._read_health(provider) for provider in self._health]
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                await asyncio.gather(*calls)
+        except BaseException as exc:
+            self._fast.reset(exc)
+            raise
+
+    async def _restore(self) -> None:
+        """Switch back to Redis, then hand over what was used locally meanwhile."""
+        handed = self._local.leave()
+        self._breaker.restored()
+        await handed.resync(self._redis)

@@ -18,7 +18,9 @@ VERSION = "v1"
 # GCRA with burst = per_minute (N at once from idle, then one every 60/N s), as in
 # `modelrouter.state.memory.gcra`. `cost` units are taken at once; `force` takes them even
 # over the limit (capped at a full bucket): used to hand local consumption back after an
-# outage. Returns {allowed, retry_after (string: Lua numbers become integers), remaining}.
+# outage. Returns {allowed, retry_after, remaining, ahead}: `ahead` is how far the bucket's TAT
+# is ahead of now afterwards (the usage it holds, in seconds of the window); the fractional
+# figures are strings, since Lua numbers become integers in a reply.
 GCRA = """
 local per_minute = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
@@ -36,24 +38,30 @@ local new_tat = tat + cost * interval
 local over = new_tat - now - window
 if over > 1e-9 then
   if not force then
-    return {0, string.format('%.6f', over), 0}
+    return {0, string.format('%.6f', over), 0, string.format('%.6f', tat - now)}
   end
   new_tat = now + window
 end
 -- The key lives exactly until the bucket is full again.
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX',
            math.max(1, math.ceil((new_tat - now) * 1000)))
-return {1, '0', math.floor((window - (new_tat - now)) / interval + 1e-9)}
+return {1, '0', math.floor((window - (new_tat - now)) / interval + 1e-9),
+        string.format('%.6f', new_tat - now)}
 """
 
-# Leases: a sorted set of token -> expiry (server time). Acquire prunes expired leases first.
-# The key lives as long as its longest lease. Returns 1 when taken, 0 when all slots are held.
+# Leases: a sorted set of token -> expiry (server time). When the slots look all taken,
+# expired leases are pruned and the count taken again (as `MemoryState` does): the same
+# decisions as pruning first, without a range removal per stream. The key lives as long as its
+# longest lease. Returns 1 when taken, 0 when all slots are held.
 LEASE_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local limit = tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 local ttl_ms = math.ceil(ttl * 1000)
 if redis.call('PTTL', KEYS[1]) < ttl_ms then redis.call('PEXPIRE', KEYS[1], ttl_ms) end

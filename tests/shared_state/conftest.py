@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from tests.shared_state.support import DEFAULT_URL, RedisServer, Replica, ping
+from tests.shared_state.topology import Cluster, SentinelGroup, tools_available
 
 pytestmark = pytest.mark.redis
 
@@ -87,3 +89,34 @@ async def fleet() -> AsyncIterator[Fleet]:
     await session.close()
     for replica in started:
         replica.stop()
+
+
+def _need_tools() -> None:
+    if not tools_available():
+        message = "redis-server and redis-cli are needed for a local Cluster and Sentinel"
+        if os.environ.get("MODELROUTER_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-master Redis Cluster for the whole session. A test that kills a node brings it back
+    and waits for `cluster_state:ok` before it ends."""
+    _need_tools()
+    cluster = Cluster(Path(tmp_path_factory.mktemp("cluster")))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One master, one replica and three sentinels, for one module (a failover changes it)."""
+    _need_tools()
+    group = SentinelGroup(Path(tmp_path_factory.mktemp("sentinel")))
+    try:
+        yield group.start()
+    finally:
+        group.stop()

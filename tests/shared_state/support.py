@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-import redis
 
+from modelrouter.bench.suite import redis_answers
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,14 +25,7 @@ SERVER_FLAGS = ("--save", "", "--appendonly", "no")
 
 
 def ping(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
+    return redis_answers(url)
 
 
 class RedisServer:

@@ -278,3 +278,51 @@ async def test_redis_outage_under_load_degrades_then_recovers(
     calls = (await check.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
     assert calls > 0
     await check.aclose()
+
+
+async def test_a_burst_of_streams_over_three_replicas_is_capped_exactly(
+    fleet: Fleet, mock: Mock, redis_url: str, prefix: str, rclient: aioredis.Redis
+) -> None:
+    """The lease commands of many streams share each replica's pipelined connection, and the
+    cap still holds to the stream: 40 at once against 10 slots, 10 admitted."""
+    env = fleet_env(
+        mock,
+        redis_url,
+        prefix,
+        groq="stall_after=1",
+        GROQ_RATE_LIMIT="0",
+        MAX_CONCURRENT_STREAMS="10",
+        PROVIDER_TIMEOUT="60",
+    )
+    replicas = await fleet(env, 3)
+    leases = f"{prefix}:{{streams}}:streams:v1"
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        responses = await asyncio.gather(
+            *(session.post(f"{replicas[i % 3].url}/stream", json=USER) for i in range(40))
+        )
+        statuses = sorted(r.status for r in responses)
+        assert statuses == [200] * 10 + [429] * 30
+        assert await rclient.zcard(leases) == 10
+        for response in responses:
+            response.close()
+
+    async def released() -> bool:
+        return await rclient.zcard(leases) == 0
+
+    await wait_until(released, timeout=10)
+
+
+async def test_a_slot_freed_on_one_replica_is_free_on_the_next_at_once(
+    fleet: Fleet, mock: Mock, redis_url: str, prefix: str
+) -> None:
+    """A release is queued without waiting for its reply: it still reaches Redis before the
+    client, told the stream is over, can start the next one elsewhere (one slot, ten times)."""
+    env = fleet_env(mock, redis_url, prefix, GROQ_RATE_LIMIT="0", MAX_CONCURRENT_STREAMS="1")
+    first, second = await fleet(env, 2)
+    async with aiohttp.ClientSession() as session:
+        for index in range(10):
+            replica = (first, second)[index % 2]
+            async with session.post(f"{replica.url}/stream", json=USER) as response:
+                assert response.status == 200, f"stream {index}: {await response.text()}"
+                assert b"[DONE]" in await response.read()

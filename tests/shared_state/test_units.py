@@ -3,24 +3,39 @@ the outage switch and the worker pool."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import structlog
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 from structlog.testing import capture_logs
 
 from modelrouter.cli import main
 from modelrouter.config import ConfigError, RedisSettings, describe, load_settings, secrets_of
-from modelrouter.observability import Metrics
+from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
+from modelrouter.observability.logging import add_request_id
 from modelrouter.state import MemoryState, create_state
 from modelrouter.state.connect import SentinelUrl, connect
-from modelrouter.state.degraded import Breaker
+from modelrouter.state.degraded import Breaker, cause
 from modelrouter.state.scripts import Script
 from modelrouter.workers import WorkerPool
 from tests.conftest import wait_until
+
+log = structlog.get_logger("tests")
 
 
 def test_redis_settings_have_bounded_defaults() -> None:
@@ -135,13 +150,12 @@ async def test_the_outage_switch_logs_once_per_transition_and_counts_every_error
     metrics = Metrics()
     attempts: list[int] = []
 
-    async def recover() -> None:
+    async def connect() -> None:
         attempts.append(1)
         if len(attempts) < 3:
             raise ConnectionError("still down")
-        breaker.restored()
 
-    breaker = Breaker(metrics=metrics, recover=recover, min_wait=0.001, max_wait=0.01)
+    breaker = quick_breaker(metrics=metrics, connect=connect)
     with capture_logs() as logs:
         breaker.restored()
         for _ in range(3):
@@ -151,10 +165,126 @@ async def test_the_outage_switch_logs_once_per_transition_and_counts_every_error
         await breaker.close()
     transitions = [e["event"] for e in logs if e["log_level"] != "debug"]
     assert transitions == ["redis_connected", "redis_unavailable", "redis_recovered"]
+    assert logs[1]["cause"] == "timeout"
     assert metrics.redis_errors.labels("rate")._value.get() == 3
     assert metrics.state_backend.labels("redis")._value.get() == 1
     assert len(attempts) == 3
     assert breaker.recoveries == 1
+
+
+async def test_redis_is_back_only_once_the_keyed_probe_held_for_the_hold_time() -> None:
+    """A recovering Cluster answers PING but not yet the keyed commands: no switch back until
+    the probe has succeeded throughout the hold; a relapse soon after doubles the next hold."""
+    probes: list[bool] = [False, False, True, True, False, *[True] * 50]  # a flicker mid-hold
+    ran: list[bool] = []
+
+    async def probe() -> None:
+        ok = probes[len(ran)] if len(ran) < len(probes) else True
+        ran.append(ok)
+        if not ok:
+            raise ClusterDownError("CLUSTERDOWN The cluster is down")
+
+    breaker = quick_breaker(probe=probe, hold=0.05)
+    breaker.restored()
+    with capture_logs() as logs:
+        breaker.failed("rate", ClusterDownError("CLUSTERDOWN The cluster is down"))
+        await wait_until(lambda: _now(breaker.up))
+        assert ran[:5] == [False, False, True, True, False], "the flicker restarted the hold"
+        assert ran.count(True) >= 6, "then a whole hold of successful probes"
+        breaker.failed("rate", ClusterDownError("CLUSTERDOWN The cluster is down"))
+        assert breaker.hold == 0.1, "a relapse within the window doubles the hold"
+        await wait_until(lambda: _now(breaker.up))
+        await breaker.close()
+    events = [(e["event"], e.get("cause")) for e in logs if e["log_level"] != "debug"]
+    assert events == [
+        ("redis_unavailable", "clusterdown"),
+        ("redis_recovered", None),
+        ("redis_unavailable", "clusterdown"),
+        ("redis_recovered", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ClusterDownError("The cluster is down"), "clusterdown"),
+        (ResponseError("CLUSTERDOWN Hash slot not served"), "clusterdown"),
+        (RedisTimeoutError("Timeout reading from socket"), "timeout"),
+        (TimeoutError(), "timeout"),
+        (AuthenticationError("invalid username-password pair"), "auth"),
+        (ResponseError("NOAUTH Authentication required."), "auth"),
+        (ResponseError("WRONGPASS invalid username-password pair"), "auth"),
+        (
+            RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
+            "connection_refused",
+        ),
+        (ConnectionRefusedError(111, "Connection refused"), "connection_refused"),
+        (RedisConnectionError("Connection closed by server."), "connection_closed"),
+        (
+            RedisConnectionError("Error UNKNOWN while writing to socket. Connection lost."),
+            "connection_closed",
+        ),
+        (ReadOnlyError("READONLY You can't write against a read only replica."), "readonly"),
+        (ResponseError("LOADING Redis is loading the dataset in memory"), "loading"),
+        (ResponseError("MASTERDOWN Link with MASTER is down"), "masterdown"),
+        (MasterNotFoundError("No master found for 'mymaster'"), "no_master"),
+        (RedisConnectionError("Error 104 while reading"), "connection"),
+        (ValueError("odd"), "ValueError"),
+    ],
+)
+def test_the_logged_cause_names_what_went_wrong(error: BaseException, expected: str) -> None:
+    assert cause(error) == expected
+
+
+async def test_transition_lines_carry_no_request_id_of_the_request_that_noticed() -> None:
+    """The request whose call failed first is not what `redis_unavailable` is about, and the
+    reconnect task it started must not lend its id to `redis_recovered` either."""
+
+    breaker = quick_breaker()
+    breaker.restored()
+
+    async def a_request() -> None:
+        CURRENT_REQUEST_ID.set("req-unrelated-1")
+        log.info("request_line")
+        breaker.failed("rate", RedisConnectionError("Connection closed by server."))
+
+    with capture_logs(processors=[add_request_id]) as logs:
+        await asyncio.get_running_loop().create_task(a_request())
+        await wait_until(lambda: _now(breaker.up))
+        await breaker.close()
+    by_event = {e["event"]: e for e in logs}
+    assert by_event["request_line"]["request_id"] == "req-unrelated-1", "the processor runs"
+    assert "request_id" not in by_event["redis_unavailable"]
+    assert "request_id" not in by_event["redis_recovered"]
+    assert by_event["redis_unavailable"]["cause"] == "connection_closed"
+
+
+async def _nothing() -> None:
+    return None
+
+
+def quick_breaker(
+    *,
+    metrics: Metrics | None = None,
+    connect: Callable[[], Awaitable[None]] = _nothing,
+    probe: Callable[[], Awaitable[None]] = _nothing,
+    hold: float = 0.01,
+) -> Breaker:
+    """A Breaker with short waits whose handover just switches back to Redis."""
+
+    async def restore() -> None:
+        breaker.restored()
+
+    breaker = Breaker(
+        metrics=metrics or Metrics(),
+        connect=connect,
+        probe=probe,
+        restore=restore,
+        min_wait=0.001,
+        max_wait=0.01,
+        hold=hold,
+    )
+    return breaker
 
 
 async def _now(value: bool) -> bool:
