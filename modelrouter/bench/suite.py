@@ -310,13 +310,16 @@ def redis_env() -> dict[str, str]:
 
 
 def start_gateways(stack: ExitStack, mock: str, args: argparse.Namespace) -> list[Gateway]:
-    """This tree's gateway, then each variant asked for (`--compare REV`, `--redis`)."""
+    """This tree's gateway, then each variant asked for (`--compare REV`, `--redis`,
+    `--history DATABASE_URL`)."""
     wanted: list[tuple[str, dict[str, str]]] = [("modelrouter", {})]
     if args.compare:
         source = stack.enter_context(checkout(args.compare))
         wanted.append((args.compare, {"PYTHONPATH": source}))
     if args.redis:
         wanted.append(("redis", redis_env()))
+    if args.history:
+        wanted.append(("history", {"DATABASE_URL": args.history}))
     gateways = []
     for label, extra in wanted:
         port = procs.free_port()
@@ -354,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also run this tree's gateway with Redis shared state (REDIS_URL, else db 15); "
         "by default when that Redis answers",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="DATABASE_URL",
+        help="also run this tree's gateway with history written to this PostgreSQL database",
     )
     args = parser.parse_args(argv)
     if args.redis is None:

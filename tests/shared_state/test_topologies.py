@@ -116,7 +116,7 @@ async def test_a_cluster_in_fail_state_is_followed_without_flapping_and_within_t
             await asyncio.sleep(0.05)
 
     def modes() -> list[str]:
-        return [g.app[RUNTIME].state.mode for g in gateways]
+        return [g.app[RUNTIME].system.snapshot().state_backend for g in gateways]
 
     with capture_logs() as logs:
         started = time.monotonic()
@@ -276,7 +276,7 @@ async def test_a_failover_mid_traffic_is_followed_with_no_failed_request(
         **sentinel_settings(sentinel_group, REDIS_KEY_PREFIX=prefix),
     )
     client = await gateway(**env)
-    state = client.app[RUNTIME].state
+    state = client.app[RUNTIME].system.state
     old, new = sentinel_group.master, sentinel_group.replica
     stop = asyncio.Event()
     results: dict[str, list[int]] = {"before": [], "during": [], "after": []}
