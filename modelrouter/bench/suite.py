@@ -144,7 +144,8 @@ def run_scenario(
     rounds: int,
 ) -> dict[str, Any]:
     """Each round runs the direct baseline, then every gateway in turn (interleaved, so drift
-    hits all of them). The gateway and the mock are sampled while the gateway is loaded."""
+    hits all of them; the order rotates from round to round). The gateway and the mock are
+    sampled while the gateway is loaded."""
     direct_url = f"{mock}{scenario.upstream}/v1/chat/completions"
     direct_body = chat_body("openai", stream=scenario.stream, model="mock-model")
     path = "/stream" if scenario.stream else "/chat"
@@ -153,9 +154,12 @@ def run_scenario(
     )
     direct: list[Measurement] = []
     totals = {g.label: _Totals() for g in gateways}
-    for _ in range(rounds):
+    for index in range(rounds):
         direct.append(measure(direct_url, direct_body, scenario, seconds))
-        for gateway in gateways:
+        # Each round starts with another gateway: the one run right after the direct baseline
+        # was seen to lose several percent, whichever it was.
+        shift = index % len(gateways)
+        for gateway in gateways[shift:] + gateways[:shift]:
             total = totals[gateway.label]
             before = _children_cpu()
             with procs.Sampler(gateway.pid) as sample, procs.Sampler(mock_pid) as upstream:
