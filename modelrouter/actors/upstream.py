@@ -68,6 +68,7 @@ async def run_attempt(
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
     redact = upstream.redact
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
+    timer: Deadline | None = None
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
@@ -90,7 +91,9 @@ async def run_attempt(
             finally:
                 response.release()
     except TimeoutError:
-        cut = loop.time() >= attempt.deadline
+        # Whether the request's own deadline was the one that fired: the timer's time says it
+        # (the loop's clock may read a hair short of it, timers fire to the millisecond).
+        cut = timer is not None and timer.when >= attempt.deadline
         if attempt.stream and not progress.first_chunk and not cut:
             window = f"first chunk not received within {first_chunk_timeout:g}s"
             return AttemptResult(False, "first_chunk_timeout", window)
