@@ -77,7 +77,7 @@ def cause(exc: BaseException) -> str:
     return found or type(exc).__name__
 
 
-def _outside_requests(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def outside_requests(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run `call` in an empty context: no request's id is attached to what it logs."""
     return contextvars.Context().run(call, *args, **kwargs)
 
@@ -120,11 +120,11 @@ class Breaker:
         """Redis answers again (or for the first time): shared state from now on."""
         if self._up is not True:
             if self._up is None:
-                _outside_requests(log.info, "redis_connected")
+                outside_requests(log.info, "redis_connected")
             else:
                 self.recoveries += 1
                 outage = round(time.monotonic() - self._down_since, 3)
-                _outside_requests(log.info, "redis_recovered", outage_seconds=outage)
+                outside_requests(log.info, "redis_recovered", outage_seconds=outage)
                 self._restored_at = time.monotonic()
         self._up = True
         self.metrics.set_state_backend("redis")
@@ -139,7 +139,7 @@ class Breaker:
             relapse = now - self._restored_at < self._relapse_window
             self.hold = min(self.hold * 2, self._max_hold) if relapse else self._base_hold
             self._down_since = now
-            _outside_requests(
+            outside_requests(
                 log.warning,
                 "redis_unavailable",
                 op=op,

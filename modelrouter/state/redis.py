@@ -19,6 +19,7 @@ locally is then handed over once, so nothing is counted twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import math
 import os
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -35,13 +37,14 @@ from modelrouter.config import RedisSettings
 from modelrouter.deadline import Deadline
 from modelrouter.observability import Metrics
 from modelrouter.state.base import HealthListener, HealthRecord, Lease, RateDecision
-from modelrouter.state.degraded import Breaker
+from modelrouter.state.degraded import Breaker, cause, outside_requests
 from modelrouter.state.feed import HealthFeed, decode_record
 from modelrouter.state.handover import Handover
 from modelrouter.state.scripts import VERSION, Scripts
 from modelrouter.state.wire import ClientCalls, Wire
 
 T = TypeVar("T")
+log = structlog.get_logger("modelrouter.state")
 UNLIMITED = RateDecision(True, 0.0, 1 << 30)
 HEALTH_TTL = 86_400  # an untouched health record is forgotten after a day
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -80,7 +83,12 @@ class RedisState:
         self._keeper: asyncio.Task[None] | None = None
         self._local = Handover(self, replicas=settings.expected_replicas, tag=f"{self._id}:m")
         self.channel = f"{self._prefix}:health:{VERSION}"
-        self._feed = HealthFeed(client, self.channel, on_record=self._heard, on_error=self._failed)
+        self._feed = HealthFeed(
+            client, self.channel, on_record=self._heard, on_error=self._feed_lost
+        )
+        self._metrics = metrics
+        self._min_wait = min_wait
+        self._resubscribing: asyncio.Task[None] | None = None
         self._breaker = Breaker(
             metrics=metrics,
             connect=self._connect,
@@ -134,9 +142,10 @@ class RedisState:
         await self._restore()
 
     async def close(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+        for task in (self._keeper, self._resubscribing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._feed.stop()
         await self._breaker.close()
         await self._fast.close()
@@ -156,6 +165,34 @@ class RedisState:
         except REDIS_ERRORS as exc:
             self._failed(op, exc)
             return None
+
+    def _feed_lost(self, op: str, exc: BaseException) -> None:
+        """The health channel's connection broke. The limits do not depend on it: they stay on
+        Redis while their own keyed commands answer (a real outage fails those too, and the
+        way back resubscribes). The channel is resubscribed on its own, and every record read
+        again, so a change missed meanwhile does not stay missed."""
+        self._metrics.redis_errors.labels(op).inc()
+        if self._resubscribing is None or self._resubscribing.done():
+            outside_requests(
+                log.warning, "redis_health_feed_lost", cause=cause(exc), error=type(exc).__name__
+            )
+            self._resubscribing = asyncio.get_running_loop().create_task(
+                self._resubscribe(), name="redis-resubscribe", context=contextvars.Context()
+            )
+
+    async def _resubscribe(self) -> None:
+        wait = self._min_wait
+        while self._breaker.up:  # down: the way back resubscribes itself
+            await asyncio.sleep(wait)
+            try:
+                async with asyncio.timeout(self._timeout * 4):
+                    await self._feed.start()
+            except REDIS_ERRORS:
+                wait = min(wait * 2, 5.0)
+                continue
+            await self.refetch_health()
+            outside_requests(log.info, "redis_health_feed_restored")
+            return
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self._fast.reset(exc)  # a silent server costs this connection, not a queue

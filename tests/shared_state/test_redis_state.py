@@ -186,6 +186,34 @@ async def test_health_is_merged_published_and_heard_by_every_replica(
     assert (await reader.load_health("groq")).failures == 0
 
 
+async def test_a_lost_health_channel_is_resubscribed_and_the_limits_stay_on_redis(
+    make_state: MakeState, redis_url: str, rclient: aioredis.Redis
+) -> None:
+    """Only the subscription's connection breaks (as in a Cluster slot migration): the limits
+    still answer, so nothing goes local; the channel comes back, and a change made while it was
+    away is read again."""
+    writer = await started(make_state(redis_url))
+    reader = await started(make_state(redis_url))
+    await reader.load_health("groq")  # known, so read again after the resubscription
+    heard: list[HealthRecord] = []
+    reader.watch_health(lambda provider, record: heard.append(record))
+    until = time.time() + 60
+    with capture_logs() as logs:
+        # The server drops the reader's subscription connection (found by its address).
+        sockname = reader._feed._pubsub.connection._writer.get_extra_info("sockname")
+        await rclient.client_kill(f"{sockname[0]}:{sockname[1]}")
+        await writer.save_health("groq", HealthRecord(2, until, "server_error"))
+        await wait_until(lambda: asyncio.sleep(0, any(r.failures == 2 for r in heard)))
+        assert reader.mode == "redis"
+        assert (await reader.acquire_rate("rpm:groq", 60)).allowed
+        await writer.save_health("groq", HealthRecord(3, until, "server_error"))
+        await wait_until(lambda: asyncio.sleep(0, any(r.failures == 3 for r in heard)))
+    events = [line["event"] for line in logs]
+    assert "redis_health_feed_lost" in events
+    assert "redis_health_feed_restored" in events
+    assert "redis_unavailable" not in events
+
+
 async def test_a_record_older_than_the_one_known_is_ignored(
     make_state: MakeState, redis_url: str
 ) -> None:
