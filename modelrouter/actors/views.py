@@ -23,10 +23,6 @@ class ProviderView(msgspec.Struct, frozen=True, kw_only=True):
     mailbox_depth: int = 0
     idle_connections: int = 0  # upstream connections waiting in its pool
 
-    @property
-    def usable(self) -> bool:
-        return self.state in ("ok", "half_open")
-
 
 class SystemView(msgspec.Struct, frozen=True, kw_only=True):
     providers: tuple[ProviderView, ...]

@@ -167,6 +167,10 @@ def _errors(statuses: tuple[int, ...], envelope: str) -> dict[str, Any]:
     return {str(s): _answer(f"error {s}", _json(envelope)) for s in statuses}
 
 
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _operation(
     summary: str,
     responses: dict[str, Any],
@@ -199,18 +203,8 @@ def _paths() -> dict[str, Any]:
     seed_errors = _errors(SEED_ERRORS, "ErrorEnvelope")
     openai_errors = _errors(OPENAI_ERRORS, "OpenAIErrorEnvelope")
     completion = _json("ChatCompletion") | sse
-    request_id_parameter = {
-        "name": "request_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-    model_parameter = {
-        "name": "model",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-    }
+    request_id_parameter = _path_parameter("request_id")
+    model_parameter = _path_parameter("model")
     return {
         "/chat": {
             "post": _operation(
