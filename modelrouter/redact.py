@@ -1,10 +1,13 @@
-"""Removes credentials from text before it reaches a log line, an error body or a metric."""
+"""Removes credentials from text before it reaches a log line, an error body or a metric; and
+the configured secrets from answer text (`Redactor.answer`, `Redactor.stream`)."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
 from collections.abc import Iterable
+
+from modelrouter.answer_redaction import AnswerStream, SecretText
 
 # Bearer tokens and the key shapes of the providers we talk to (sk-, gsk_, sk-or-, sk-ant-);
 # the value of a (Proxy-)Authorization header (Basic or Token with the scheme kept, or a bare
@@ -49,6 +52,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._counts: Counter[str] = Counter()
         self._secrets: tuple[str, ...] = ()
+        self._answers = SecretText((), mark=REDACTED)
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -63,6 +67,18 @@ class Redactor:
     def _refresh(self) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = tuple(sorted(self._counts, key=len, reverse=True))
+        self._answers = SecretText(self._secrets, mark=REDACTED)  # compiled here, once
+
+    def answer(self, text: str) -> str:
+        """A whole answer's text with the configured secrets replaced (exact match only; no
+        credential shapes: see modelrouter/answer_redaction.py)."""
+        return self._answers.redact(text)
+
+    def stream(self) -> AnswerStream:
+        """A stream for one answer's text, redacted like `answer`: `feed(text)` returns what
+        may be sent now, `flush()` what was held back, at the end. With no secret configured,
+        a shared stream that passes text on as it is."""
+        return self._answers.stream()
 
     def shorten(self, text: str, limit: int) -> str:
         """`text` redacted, then cut to `limit` characters: never the other way round, which
