@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from modelrouter.actors.health import Health
 from modelrouter.config import ProviderSettings
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers import (
@@ -428,7 +429,22 @@ class Wire:
     # The provider's answer when it lacks the model, and the failure class it must be.
     missing_model: tuple[int, bytes] = (404, b"")
     missing_model_reason: str | None = None
+    # How the provider says its account's billing is exhausted (None: it has no billing).
+    billing_exhausted: tuple[int, bytes] | None = None
 
+
+# OpenAI's answer once the account has no credit left: a 429 that no wait cures.
+OPENAI_INSUFFICIENT_QUOTA = _json(
+    {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+)
 
 GENERIC_MALFORMED = [
     b"",
@@ -458,6 +474,7 @@ WIRE: dict[str, Wire] = {
             # OpenRouter's shape: a numeric code.
             (_json({"error": {"message": message, "code": 429}}), "rate_limited"),
             (_json({"error": {"message": message, "type": "rate_limit_error"}}), "rate_limited"),
+            (_json({"error": {"message": message, "type": "insufficient_quota"}}), "auth_error"),
         ],
         malformed=lambda: [
             *GENERIC_MALFORMED,
@@ -487,6 +504,7 @@ WIRE: dict[str, Wire] = {
                 }
             ),
         ),
+        billing_exhausted=(429, OPENAI_INSUFFICIENT_QUOTA),
     ),
     "ollama": Wire(
         path="/api/chat",
@@ -555,6 +573,10 @@ WIRE: dict[str, Wire] = {
         ),
         finish=_anthropic_finish,
         missing_model=(404, _anthropic_error("not_found_error", "model: claude-9")),
+        billing_exhausted=(
+            402,
+            _anthropic_error("billing_error", "There's an issue with your billing."),
+        ),
     ),
 }
 
@@ -791,7 +813,7 @@ def test_error_inside_the_stream_raises_upstream_failure(
         with pytest.raises(UpstreamFailure) as caught:
             run_stream(adapter, wire.frame(payloads), step)
         assert caught.value.reason == reason, error
-        assert reason in ("server_error", "rate_limited")
+        assert reason in ("server_error", "rate_limited", "auth_error")
         assert "upstream fell over" in caught.value.message
 
 
@@ -971,6 +993,7 @@ def test_ollama_error_body_without_an_error_falls_back_to_raw_text() -> None:
     [
         (429, "rate_limited"),
         (401, "auth_error"),
+        (402, "auth_error"),
         (403, "auth_error"),
         (400, None),
         (404, None),
@@ -991,6 +1014,14 @@ def test_classify_status_maps_each_status_to_its_reason(status: int, reason: str
     assert failure.reason == reason
     assert failure.status == status
     assert failure.message == f"HTTP {status}: upstream said no"
+
+
+@pytest.mark.parametrize("status", [429, 403, 400])
+def test_classify_status_calls_exhausted_billing_an_auth_error_without_retry_after(
+    status: int,
+) -> None:
+    failure = classify_status(status, "no credit left", 12.0, billing_exhausted=True)
+    assert (failure.reason, failure.status, failure.retry_after) == ("auth_error", status, None)
 
 
 def test_classify_status_keeps_retry_after_of_a_429() -> None:
@@ -1396,6 +1427,69 @@ def test_a_missing_model_is_classified_as_the_provider_documents_it(
     assert failure.reason == wire.missing_model_reason
     assert failure.status == status
     assert adapter.error_message(body) in failure.message  # the upstream's own words
+
+
+def test_exhausted_billing_is_an_auth_error_and_keeps_the_provider_out_the_longest(
+    adapter: Adapter, wire: Wire
+) -> None:
+    if wire.billing_exhausted is None:
+        pytest.skip("a provider without billing")
+    status, body = wire.billing_exhausted
+    failure = adapter.failure(status, body, 2.0)
+    assert (failure.reason, failure.status, failure.retry_after) == ("auth_error", status, None)
+    assert adapter.error_message(body) in failure.message
+    # The health rules: the maximum blacklist, where a rate limit's is the short backoff.
+    limited = adapter.failure(429, wire.error_body("slow down"), 2.0)
+    assert limited.reason == "rate_limited"
+    out = Health().fail(failure.reason, 0.0, base=5, maximum=300, retry_after=failure.retry_after)
+    short = Health().fail(limited.reason, 0.0, base=5, maximum=300, retry_after=2.0)
+    assert (out, short) == (300.0, pytest.approx(5.0, rel=0.1))
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (429, {"message": "You exceeded your current quota", "type": "insufficient_quota"}),
+        (429, {"message": "quota", "type": "insufficient_quota", "code": None}),
+        (429, {"message": "no credit", "type": None, "code": "insufficient_quota"}),
+        (
+            429,
+            {
+                "message": "no credit",
+                "type": "insufficient_quota",
+                "code": "credit_balance_exhausted",
+            },
+        ),
+        (429, {"message": "spend limit", "code": "project_spend_limit_exceeded"}),
+        (402, {"message": "Insufficient credits. Add more credits", "code": 402}),  # OpenRouter
+    ],
+)
+def test_openai_compatible_billing_exhaustion_in_each_known_shape_is_an_auth_error(
+    status: int, error: dict[str, Any]
+) -> None:
+    adapter = ADAPTERS["openai"](settings_for("openai"))
+    failure = adapter.failure(status, _json({"error": error}), 1.0)
+    assert failure.reason == "auth_error"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {
+            "message": "Rate limit reached for requests",
+            "type": "requests",
+            "code": "rate_limit_exceeded",
+        },
+        {"message": "Rate limit reached for tokens", "type": "tokens", "code": None},
+        {"message": "quota exceeded", "code": 429},  # prose is no proof: still a rate limit
+    ],
+)
+def test_an_openai_compatible_rate_limit_stays_a_rate_limit_with_its_retry_after(
+    error: dict[str, Any],
+) -> None:
+    adapter = ADAPTERS["openai"](settings_for("openai"))
+    failure = adapter.failure(429, _json({"error": error}), 1.5)
+    assert (failure.reason, failure.retry_after) == ("rate_limited", 1.5)
 
 
 @pytest.mark.parametrize("status", [400, 401, 429, 500, 503])

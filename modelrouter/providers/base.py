@@ -195,21 +195,44 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+# How an upstream says its account's billing is exhausted, in an OpenAI-style error's `type`
+# or `code`. OpenAI answers a 429 of type `insufficient_quota` (its code the same, null, or
+# since 2025 one naming the cause, the type unchanged); servers copying OpenAI's errors send
+# the same. Not a rate limit: no wait helps until someone pays or raises a limit.
+BILLING_EXHAUSTED = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+    }
+)
+
+
 def classify_status(
-    status: int, message: str, retry_after: float | None, redirect_to: str | None = None
+    status: int,
+    message: str,
+    retry_after: float | None,
+    redirect_to: str | None = None,
+    *,
+    billing_exhausted: bool = False,
 ) -> UpstreamFailure:
     """Turn a non-2xx upstream status into a failure of the right class.
 
     A 3xx is never followed (the key must not go to another host): `redirect_to` names where
-    it pointed, and the failure says so.
+    it pointed, and the failure says so. Exhausted billing (`billing_exhausted`, read from the
+    body by the adapter, or a 402 Payment Required: OpenRouter's and Anthropic's way to say
+    it) is a configuration fault like a refused key, whatever the status: `auth_error`, the
+    long blacklist, and the upstream's Retry-After is not kept.
     """
     detail = f"HTTP {status}: {message}" if message else f"HTTP {status}"
     if redirect_to is not None:  # a 3xx: falls through to bad_response below
         detail = f"HTTP {status}: redirect to {redirect_to} not followed"
+    if billing_exhausted or status in (401, 402, 403):
+        return UpstreamFailure("auth_error", detail, status=status)
     if status == 429:
         return UpstreamFailure("rate_limited", detail, status=status, retry_after=retry_after)
-    if status in (401, 403):
-        return UpstreamFailure("auth_error", detail, status=status)
     if status in (400, 404, 413, 422):
         # The request itself is wrong: the client hears about it, no provider is blamed.
         return UpstreamFailure(None, detail, status=status)

@@ -7,7 +7,16 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
-from modelrouter.providers.base import FEATURES, Adapter, Completion, bad_response, decode, given
+from modelrouter.providers.base import (
+    BILLING_EXHAUSTED,
+    FEATURES,
+    Adapter,
+    Completion,
+    bad_response,
+    classify_status,
+    decode,
+    given,
+)
 from modelrouter.schemas import ChatRequest
 
 _encode = msgspec.json.Encoder().encode
@@ -81,9 +90,24 @@ def stream_error(error: _Error | str) -> UpstreamFailure:
     if isinstance(error, str):
         return UpstreamFailure("server_error", f"error from upstream: {error}")
     text = f"error from upstream: {error.message}"
+    if _billing_exhausted(error):
+        return UpstreamFailure("auth_error", text)
     if error.type in RATE_LIMIT_MARKERS or error.code in RATE_LIMIT_MARKERS:
         return UpstreamFailure("rate_limited", text)
     return UpstreamFailure("server_error", text)
+
+
+def _billing_exhausted(error: _Error | str) -> bool:
+    return not isinstance(error, str) and (
+        error.type in BILLING_EXHAUSTED or error.code in BILLING_EXHAUSTED
+    )
+
+
+def _error_of(body: bytes) -> _Error | str | None:
+    try:
+        return _decode_error(body).error
+    except ValueError:
+        return None
 
 
 _FIELDS = {name: name for name in ("max_tokens", "temperature", "top_p", "stop", *FEATURES)}
@@ -138,8 +162,21 @@ class OpenAICompatAdapter(Adapter):
         return events
 
     def error_message(self, body: bytes) -> str:
-        try:
-            error = _decode_error(body).error
-        except ValueError:
+        error = _error_of(body)
+        if error is None:
             return super().error_message(body)
         return error if isinstance(error, str) else error.message
+
+    def failure(
+        self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None
+    ) -> UpstreamFailure:
+        """As every adapter's, but an error saying the account's billing is exhausted (a 429
+        from OpenAI) is a configuration fault, not a rate limit."""
+        error = _error_of(body)
+        return classify_status(
+            status,
+            self.error_message(body),
+            retry_after,
+            redirect_to,
+            billing_exhausted=error is not None and _billing_exhausted(error),
+        )
