@@ -58,9 +58,7 @@ class SecretText:
         # Longest first: the alternation then takes the longest secret at a position.
         self.secrets: tuple[str, ...] = tuple(sorted(set(secrets), key=len, reverse=True))
         self.longest = len(self.secrets[0]) if self.secrets else 0
-        self._pattern = (
-            re.compile("|".join(map(re.escape, self.secrets))) if self.secrets else None
-        )
+        self._pattern = re.compile("|".join(map(re.escape, self.secrets))) if self.secrets else None
         # What could still become a secret: a proper beginning of one, running to the end.
         beginnings = [_beginnings(secret[:-1]) for secret in self.secrets if len(secret) > 1]
         self._open = re.compile(rf"(?:{'|'.join(beginnings)})\Z") if beginnings else None

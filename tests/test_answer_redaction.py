@@ -3,6 +3,8 @@ stream holds back no more than the longest secret's length less one character.""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +62,7 @@ def answers(draw: st.DrawFn) -> tuple[list[str], str, list[str]]:
         text += (secret if whole else secret[: draw(st.integers(1, len(secret)))]) + piece
     cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=12)))
     bounds = [0, *cuts, len(text)]
-    chunks = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
     return secrets, text, chunks
 
 
