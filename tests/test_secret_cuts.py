@@ -7,6 +7,8 @@ Each key shape the redactor knows is placed at every offset around each cut."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from modelrouter.config import ProviderSettings
@@ -75,6 +77,28 @@ def test_a_key_across_the_error_text_cut_is_never_shown_in_part(kind: str, name:
         message = upstream.error_message(body_with_key_at(offset, key, MAX_ERROR_TEXT * 2))
         assert len(message) <= MAX_ERROR_TEXT
         assert not shown(message, key), (name, offset, message[-80:])
+
+
+# Each adapter's error body, its message in the provider's own shape.
+ERROR_BODIES = {
+    "openai": lambda text: {"error": {"message": text, "type": "invalid_request_error"}},
+    "anthropic": lambda text: {"type": "error", "error": {"type": "api_error", "message": text}},
+    "ollama": lambda text: {"error": text},
+}
+
+
+@pytest.mark.parametrize("kind", list(ERROR_BODIES))
+@pytest.mark.parametrize("name", ["configured", "openai", "bearer"])
+def test_a_key_in_a_json_error_message_is_cut_like_any_text(kind: str, name: str) -> None:
+    """The message taken out of a JSON error body obeys the same rule as a raw body: at most
+    MAX_ERROR_TEXT characters, redacted before the cut."""
+    key = KEYS[name]
+    upstream = adapter(kind)
+    for offset in range(MAX_ERROR_TEXT - len(key) - 4, MAX_ERROR_TEXT + 4):
+        text = body_with_key_at(offset, key, MAX_ERROR_TEXT * 2).decode()
+        message = upstream.error_message(json.dumps(ERROR_BODIES[kind](text)).encode())
+        assert len(message) <= MAX_ERROR_TEXT
+        assert not shown(message, key), (kind, name, offset, message[-80:])
 
 
 @pytest.mark.parametrize("name", list(KEYS))

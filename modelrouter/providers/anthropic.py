@@ -191,12 +191,12 @@ class AnthropicAdapter(Adapter):
         handler = _EVENT_HANDLERS.get(event.type)
         return handler(event) if handler is not None else []  # ping, block stop, newer kinds
 
-    def error_message(self, body: bytes) -> str:
+    def error_text(self, body: bytes) -> str | None:
         try:
             error = _decode_message(body).error
         except ValueError:
-            return super().error_message(body)
-        return error.message if error is not None else super().error_message(body)
+            return None
+        return error.message if error is not None else None
 
 
 def _block_delta(event: _Event) -> list[Event]:

@@ -110,11 +110,19 @@ class Adapter(ABC):
     def map_chunk(self, payload: bytes) -> list[Event]:
         """Map one framed stream payload to events; a `Done` event ends the stream."""
 
+    def error_text(self, body: bytes) -> str | None:  # noqa: ARG002 - for subclasses
+        """The human part of an upstream error body, where its shape is known (overridden);
+        None: the body is shown as it is."""
+        return None
+
     def error_message(self, body: bytes) -> str:
-        """The human part of an upstream error body (overridden where the shape is known),
-        redacted before it is cut to MAX_ERROR_TEXT: a key that an upstream echoes across the
-        cut would otherwise escape its pattern, part of it shown."""
-        return self.redact.shorten(body.decode("utf-8", "replace"), MAX_ERROR_TEXT).strip()
+        """The human part of an upstream error body (else the body), redacted before it is
+        cut to MAX_ERROR_TEXT: a key that an upstream echoes across the cut would otherwise
+        escape its pattern, part of it shown. Whatever the body's shape, the same rule."""
+        text = self.error_text(body)
+        if text is None:
+            text = body.decode("utf-8", "replace")
+        return self.redact.shorten(text, MAX_ERROR_TEXT).strip()
 
     def failure(
         self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None

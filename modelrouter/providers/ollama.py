@@ -222,12 +222,12 @@ class OllamaAdapter(Adapter):
             events.append(Done(_finish(parsed.done_reason)))
         return events
 
-    def error_message(self, body: bytes) -> str:
+    def error_text(self, body: bytes) -> str | None:
         try:
             parsed = _decode(body)
         except ValueError:
-            return super().error_message(body)
-        return parsed.error or super().error_message(body)
+            return None
+        return parsed.error or None
 
     def failure(
         self, status: int, body: bytes, retry_after: float | None, redirect_to: str | None = None

@@ -161,10 +161,10 @@ class OpenAICompatAdapter(Adapter):
             events.append(Usage(parsed.usage.prompt_tokens, parsed.usage.completion_tokens))
         return events
 
-    def error_message(self, body: bytes) -> str:
+    def error_text(self, body: bytes) -> str | None:
         error = _error_of(body)
         if error is None:
-            return super().error_message(body)
+            return None
         return error if isinstance(error, str) else error.message
 
     def failure(
