@@ -293,6 +293,52 @@ async def test_fifty_identical_concurrent_streams_cost_one_upstream_call(
     assert await mock.count(PACED) == 1
 
 
+@pytest.mark.parametrize("path", ["/stream", "/v1/chat/completions"])
+async def test_streams_that_join_a_coalesced_call_take_no_stream_slot(
+    gateway: Gateway, mock: Mock, path: str
+) -> None:
+    # MAX_CONCURRENT_STREAMS bounds the streams that call upstream: here, one.
+    client = await gateway(**groq_only(mock, PACED, MAX_CONCURRENT_STREAMS="10"))
+    body = {**ZERO, "stream": True} if path.startswith("/v1") else ZERO
+    responses = await asyncio.gather(*(client.post(path, json=body) for _ in range(50)))
+    assert [response.status for response in responses] == [200] * 50
+    for response in responses:
+        assert (await response.read()).endswith(b"data: [DONE]\n\n")
+    assert await mock.count(PACED) == 1
+
+
+async def test_joined_streams_whose_call_failed_go_upstream_again_within_the_cap(
+    gateway: Gateway, mock: Mock
+) -> None:
+    spec = "status=500,fail_first=1,first_delay=1.0"
+    env = groq_only(mock, spec, BACKOFF_BASE_SECONDS="0", MAX_CONCURRENT_STREAMS="1")
+    client = await gateway(**env)
+    body = {**ZERO, "fallback": False}
+    leader = asyncio.ensure_future(client.post("/stream", json=body))
+
+    async def leader_went_upstream() -> bool:
+        return await mock.count(spec) == 1
+
+    async def three_joined() -> bool:
+        return (await cache_counts(client))["coalesced"] == 3
+
+    await wait_until(leader_went_upstream)
+    waiters = [asyncio.ensure_future(client.post("/stream", json=body)) for _ in range(3)]
+    await wait_until(three_joined)  # the only slot is the leader's
+    assert (await leader).status == 502
+    # The call failed before answering: one waiter takes the slot and leads a new call, the
+    # others join it (not three calls, none of them in a slot, as the cache's own rerouting
+    # of a joined request would make).
+    responses = [await waiter for waiter in waiters]
+    assert [response.status for response in responses] == [200, 200, 200]
+    assert sorted(response.headers["x-modelrouter-cache"] for response in responses) == [
+        "hit",
+        "hit",
+        "miss",
+    ]
+    assert await mock.count(spec) == 2
+
+
 async def test_a_joiner_that_disconnects_does_not_cancel_the_call_for_the_others(
     gateway: Gateway, mock: Mock
 ) -> None:

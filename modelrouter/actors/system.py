@@ -6,7 +6,10 @@ and the router, and offers what a front needs and nothing more:
 - `route(request, ...) -> Relay`: answer a request; its events (`Answering`, chunks, `Done` or
   `Failed`) arrive in the relay; with CACHE_MODE on, through the response cache (first event
   `CacheStatus`), which the request's `cache` policy may skip;
-- `stream_slot()`: one of MAX_CONCURRENT_STREAMS, held while a stream runs;
+- `join(request, ...) -> Relay | None`: the request answered by the response cache alone (a
+  stored answer, or an identical request's in flight), else None: route it (and again if
+  the relay ends with `ALONE`);
+- `stream_slot()`: one of MAX_CONCURRENT_STREAMS, held while a stream calls upstream;
 - `snapshot()`: frozen views of every provider and of the system, for /health, /ready, metrics;
 - `on_health_change(listener)`: hear each change of a provider's state;
 - `start()`, `drain()`, `close()`.
@@ -30,7 +33,7 @@ from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSupervisor
 from modelrouter.actors.upstream import Upstream
 from modelrouter.actors.views import ProviderView, SystemView
-from modelrouter.cache import USE_CACHE, CachePolicy, build_cache
+from modelrouter.cache import ALONE, USE_CACHE, CachePolicy, build_cache
 from modelrouter.config import ProviderSettings, Settings, secrets_of
 from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
@@ -41,6 +44,7 @@ from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.transport import Pool, open_pool
 
 __all__ = [
+    "ALONE",
     "SHUTDOWN",
     "USE_CACHE",
     "ActorSystem",
@@ -170,6 +174,32 @@ class ActorSystem:
         self.router.route(Route(request, relay, deadline, stream, request_id))
         return relay
 
+    def join(
+        self,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        request_id: str,
+        deadline: float,
+        relay_size: int = 64,
+        cache: CachePolicy = USE_CACHE,
+    ) -> Relay | None:
+        """`request` answered without an upstream call of its own (CACHE_MODE on): a stored
+        answer, or an identical request's answer in flight, joined. None: `route` it (a stream
+        then holds a stream slot, which one served here does not). A relay from here that
+        ends with `ALONE` before any answer: the call it joined failed, route it again."""
+        if self.cache is None:
+            return None
+        return self.cache.join(
+            request,
+            stream=stream,
+            request_id=request_id,
+            deadline=deadline,
+            relay_size=relay_size,
+            policy=cache,
+            loop=self.loop,
+        )
+
     def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
         """The providers and models `request` resolves to, in order (None: it is refused)."""
         router = self.router
@@ -180,7 +210,8 @@ class ActorSystem:
         return tuple((c.actor.name, c.model) for c in candidates)
 
     def stream_slot(self) -> StreamSlot:
-        """`async with system.stream_slot():` holds one of MAX_CONCURRENT_STREAMS."""
+        """`async with system.stream_slot():` holds one of MAX_CONCURRENT_STREAMS (for a
+        stream that calls upstream)."""
         return StreamSlot(self)
 
     # -- views ---------------------------------------------------------------------------------

@@ -2,6 +2,6 @@
 coalescing of identical requests in flight, behind the actor system's `route`."""
 
 from modelrouter.cache.factory import build_cache
-from modelrouter.cache.front import USE_CACHE, CachePolicy, ResponseCache
+from modelrouter.cache.front import ALONE, USE_CACHE, CachePolicy, ResponseCache
 
-__all__ = ["USE_CACHE", "CachePolicy", "ResponseCache", "build_cache"]
+__all__ = ["ALONE", "USE_CACHE", "CachePolicy", "ResponseCache", "build_cache"]

@@ -27,7 +27,7 @@ from modelrouter.schemas import ChatRequest
 class Member:
     """One request served by a flight: its relay, and what to route if it must go alone."""
 
-    __slots__ = ("cursor", "deadline", "leader", "relay", "request", "request_id")
+    __slots__ = ("cursor", "deadline", "leader", "relay", "request", "request_id", "reroute")
 
     def __init__(
         self, relay: Relay, request: ChatRequest, request_id: str, deadline: float
@@ -38,6 +38,9 @@ class Member:
         self.deadline = deadline
         self.leader = False
         self.cursor = 0  # index into the flight's log of the next event this member gets
+        # Routed on its own by the cache if the call fails before answering; False: its caller
+        # does that (it must first take what an upstream call takes, a stream its slot).
+        self.reroute = True
 
 
 def shared_failure(event: Failed) -> bool:

@@ -52,6 +52,9 @@ OVERLOADED = Failed(
     503, "overloaded", "the router is saturated; retry shortly", 1.0, retryable=True
 )
 WAITED_TOO_LONG = Failed(504, "timeout", "no answer within MAX_OPERATION_TIMEOUT")
+# What a request that joined through `join` gets when the call it joined fails before
+# answering: its caller routes it again (compared by identity), or fails with it.
+ALONE = Failed(502, "upstream_error", "an identical request's upstream call failed", retryable=True)
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -124,18 +127,10 @@ class ResponseCache:
             self._tell(member, "bypass")
             self._route(Route(request, relay, deadline, stream, request_id))
             return relay
-        if policy.lookup:
-            found = self.memory.get(key) if self.memory is not None else None
-            if found is not None:
-                self._tell(member, "hit")
-                replay(relay, found)
-                return relay
-            flight = self.flights.get(key)
-            if flight is not None and flight.joinable and flight.deadline <= deadline:
-                self._tell(member, "hit")
-                self.metrics.cache_coalesced.inc()
-                flight.join(member)
-                return relay
+        source = self._source(key, deadline) if policy.lookup else None
+        if source is not None:
+            self._serve(member, source)
+            return relay
         flight = self._flight(key, stream, deadline, store=policy.store)
         member.leader = True
         flight.join(member)
@@ -154,6 +149,53 @@ class ResponseCache:
             self._forget(flight)
             raise
         return relay
+
+    def join(
+        self,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        request_id: str,
+        deadline: float,
+        relay_size: int,
+        policy: CachePolicy,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Relay | None:
+        """`request` answered without an upstream call of its own, as `route` would answer it:
+        a stored answer, or an identical request's answer in flight, joined. None when it
+        would lead (or bypass): then it is to be routed, and takes what an upstream call
+        takes (a stream, its stream slot). If the call it joined fails before answering, the
+        relay ends with `ALONE`, and the caller routes the request again."""
+        if not policy.lookup or not (self.flights or self.memory):
+            return None  # nothing stored, nothing in flight: spared the key
+        key = self._key(request, stream, policy)
+        source = None if key is None else self._source(key, deadline)
+        if source is None:
+            return None
+        relay = Relay(maxsize=relay_size, eager=stream, loop=loop)
+        member = Member(relay, request, request_id, deadline)
+        member.reroute = False  # its caller routes it again (ALONE), within a stream slot
+        self._serve(member, source)
+        return relay
+
+    def _source(self, key: str, deadline: float) -> list[Event] | Flight | None:
+        """What answers `key` without an upstream call: a stored answer, or an identical
+        request's flight to join (if it ends by `deadline`)."""
+        found = self.memory.get(key) if self.memory is not None else None
+        if found is not None:
+            return found
+        flight = self.flights.get(key)
+        if flight is not None and flight.joinable and flight.deadline <= deadline:
+            return flight
+        return None
+
+    def _serve(self, member: Member, source: list[Event] | Flight) -> None:
+        self._tell(member, "hit")
+        if isinstance(source, Flight):
+            self.metrics.cache_coalesced.inc()
+            source.join(member)
+        else:
+            replay(member.relay, source)
 
     def _key(self, request: ChatRequest, stream: bool, policy: CachePolicy) -> str | None:
         """The request's key, or None when it bypasses the cache."""
@@ -190,8 +232,12 @@ class ResponseCache:
             member.relay.announce(STATUS[result])
 
     def _alone(self, flight: Flight, member: Member) -> None:
-        """The leader failed before answering: this member is routed on its own."""
+        """The leader failed before answering: this member is routed on its own (by its
+        caller, if it joined through `join`)."""
         relay = member.relay
+        if not member.reroute:
+            relay.finish(ALONE)
+            return
         try:
             relay.announce(STATUS["miss"])
             self._route(

@@ -11,7 +11,13 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors.relay import Relay
-from modelrouter.actors.system import USE_CACHE, Overloaded, TooManyStreams
+from modelrouter.actors.system import (
+    ALONE,
+    USE_CACHE,
+    Overloaded,
+    StreamSlot,
+    TooManyStreams,
+)
 from modelrouter.deadline import Deadline
 from modelrouter.errors import ApiError
 from modelrouter.events import (
@@ -46,8 +52,16 @@ class Answer(msgspec.Struct):
     answering: Answering
 
 
-def route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool) -> Relay:
-    deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
+def route(
+    request: web.Request,
+    runtime: Runtime,
+    chat: ChatRequest,
+    *,
+    stream: bool,
+    deadline: float | None = None,
+) -> Relay:
+    if deadline is None:
+        deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
     if runtime.capture:  # the history keeps what was asked
         request[SUMMARY].chat = chat
     try:
@@ -104,27 +118,75 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
 async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
-    """Route `chat` as a stream written in `fmt`, within MAX_CONCURRENT_STREAMS."""
+    """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
+    that call upstream: one the cache answers (a stored answer, or an identical request's in
+    flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
+    deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
     slot = runtime.system.stream_slot()
-    try:
-        await slot.acquire()
-    except TooManyStreams:
-        raise ApiError(
-            429,
-            "too_many_streams",
-            "MAX_CONCURRENT_STREAMS reached; retry shortly",
-            retry_after=1.0,
-        ) from None
     relay: Relay | None = None
     if runtime.capture:
         fmt = Capturing(fmt, request[SUMMARY])
     try:
-        relay = route(request, runtime, chat, stream=True)
-        return await _relay_stream(request, runtime, relay, fmt)
+        relay = _join(request, runtime, chat, deadline)
+        if relay is not None:
+            try:
+                return await _relay_stream(request, runtime, relay, fmt)
+            except GoneAlone:  # the call it joined failed before answering
+                relay.close()
+                relay = _join(request, runtime, chat, deadline)  # another may have started
+        if relay is None:
+            relay = await _lead(request, runtime, chat, deadline, slot)
+        try:
+            return await _relay_stream(request, runtime, relay, fmt)
+        except GoneAlone:  # the second call it joined failed too: the client hears it
+            raise from_event(ALONE) from None
     finally:
         if relay is not None:
             relay.close()
         await slot.release()
+
+
+def _join(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, deadline: float
+) -> Relay | None:
+    """The stream answered by the cache alone, or None (the cache off, or it would lead)."""
+    if not runtime.cache:
+        return None
+    relay = runtime.system.join(
+        chat,
+        stream=True,
+        request_id=request[REQUEST_ID],
+        deadline=deadline,
+        relay_size=RELAY_SIZE,
+        cache=cache_policy(request),
+    )
+    if relay is not None and runtime.capture:
+        request[SUMMARY].chat = chat
+    return relay
+
+
+async def _lead(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, deadline: float, slot: StreamSlot
+) -> Relay:
+    """Route the stream within a slot. Refused one, it may still join: an identical request
+    may have started its call while this one asked for a slot (a shared state's wait)."""
+    try:
+        await slot.acquire()
+    except TooManyStreams:
+        relay = _join(request, runtime, chat, deadline)
+        if relay is None:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                "MAX_CONCURRENT_STREAMS reached; retry shortly",
+                retry_after=1.0,
+            ) from None
+        return relay
+    return route(request, runtime, chat, stream=True, deadline=deadline)
+
+
+class GoneAlone(Exception):
+    """A joined stream's call failed before answering: the request is to be routed again."""
 
 
 async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
@@ -143,6 +205,8 @@ async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
                 break
         if events:
             first = events[0]
+            if first is ALONE:
+                raise GoneAlone
             if isinstance(first, Failed):
                 raise from_event(first)
             return events

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from modelrouter.cache.key import cache_key
 from modelrouter.schemas import ChatRequest, Message
-from tests.conftest import GROQ_KEY, USER, Gateway, Mock, free_port
-from tests.scrape import scrape
+from tests.conftest import GROQ_KEY, USER, Gateway, Mock, free_port, wait_until
+from tests.scrape import Page, scrape
 from tests.shared_state.conftest import Fleet
 from tests.shared_state.support import Replica, gateway_env
 
@@ -75,6 +75,36 @@ async def test_identical_requests_on_two_replicas_cost_one_upstream_call(
         results = await asyncio.gather(*(post(session, replicas[n % 2]) for n in range(20)))
     assert {status for status, _, _ in results} == {200}
     assert sorted(cache for _, cache, _ in results) == ["hit"] * 19 + ["miss"]
+    assert await mock.count(spec) == 1
+
+
+async def open_streams(session: aiohttp.ClientSession, replica: Replica) -> float:
+    async with session.get(f"{replica.url}/metrics") as response:
+        return Page(await response.text()).total("modelrouter_active_streams")
+
+
+async def test_streams_that_join_an_identical_call_take_no_slot_on_any_replica(
+    fleet: Fleet, mock: Mock, redis_url: str, prefix: str
+) -> None:
+    spec = "token_delay=0.1,tokens=20"  # 2 s: the others arrive while it runs
+    env = cache_env(mock, redis_url, prefix, spec) | {"MAX_CONCURRENT_STREAMS": "2"}
+    replicas = await fleet(gateway_env(**env), 2)
+    connector = aiohttp.TCPConnector(limit=60, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        firsts = [asyncio.ensure_future(post(session, replica, "/stream")) for replica in replicas]
+
+        async def both_slots_taken() -> bool:
+            return [await open_streams(session, replica) for replica in replicas] == [1, 1]
+
+        # One leads the call, the other waits on it through Redis: each holds a slot, so the
+        # fleet-wide cap is reached, and still the identical streams that follow are served.
+        await wait_until(both_slots_taken)
+        others = await asyncio.gather(
+            *(post(session, replicas[n % 2], "/stream") for n in range(48))
+        )
+        results = [await first for first in firsts] + others
+    assert [status for status, _, _ in results] == [200] * 50
+    assert len({body for _, _, body in results}) == 1
     assert await mock.count(spec) == 1
 
 
