@@ -48,26 +48,48 @@ def _beginnings(text: str) -> str:
     return re.escape(text[0]) + (f"(?:{pattern})?" if pattern else "")
 
 
+def _first_beginning(text: str, secret: str, low: int, high: int) -> int:
+    """The first position in [low, high) from which `text` runs to its end as a beginning of
+    `secret`; `high` when there is none."""
+    head = secret[0]
+    at = text.find(head, low, high)
+    while at != -1:
+        if secret.startswith(text[at:]):
+            return at
+        at = text.find(head, at + 1, high)
+    return high
+
+
 class SecretText:
     """The configured secrets, compiled once per set: `redact` for a whole text, `stream` for
     one that arrives in pieces."""
 
-    __slots__ = ("_inner", "_open", "_pattern", "_replace", "longest", "mark", "secrets")
+    __slots__ = (
+        "_inner",
+        "_long",
+        "_open",
+        "_pattern",
+        "_replace",
+        "longest",
+        "mark",
+        "secrets",
+    )
 
-    def __init__(self, secrets: Iterable[str], *, mark: str) -> None:
+    def __init__(self, secrets: Iterable[str], *, mark: str, nested_max: int = 64) -> None:
         # Longest first: the alternation then takes the longest secret at a position.
         self.secrets: tuple[str, ...] = tuple(sorted(set(secrets), key=len, reverse=True))
         self.longest = len(self.secrets[0]) if self.secrets else 0
         self._pattern = re.compile("|".join(map(re.escape, self.secrets))) if self.secrets else None
-        # What could still become a secret: a proper beginning of one, running to the end.
-        beginnings = [_beginnings(secret[:-1]) for secret in self.secrets if len(secret) > 1]
-        self._open = re.compile(rf"(?:{'|'.join(beginnings)})\Z") if beginnings else None
+        # What could still become a secret: a proper beginning of one, running to the end. One
+        # pattern for them all is the fast way, but the regex parser recurses once per nested
+        # group: a secret longer than `nested_max` is looked for by a scan of its own instead.
+        short = [s for s in self.secrets if 1 < len(s) <= nested_max]
+        beginnings = "|".join(_beginnings(secret[:-1]) for secret in short)
+        self._open = re.compile(rf"(?:{beginnings})\Z") if short else None
+        self._long = tuple(s for s in self.secrets if len(s) > nested_max)
         self._inner = frozenset(char for secret in self.secrets for char in secret[:-1])
         self.mark = mark
         self._replace = mark.replace("\\", "\\\\")  # a replacement template: taken literally
-
-    def __bool__(self) -> bool:
-        return bool(self.secrets)
 
     def redact(self, text: str) -> str:
         """`text` with every configured secret replaced by the mark."""
@@ -90,11 +112,17 @@ class SecretText:
         """The first position from `start` where a secret could begin and run past the end of
         `text` (its end is a proper beginning of a secret); `len(text)` when there is none.
         Only the last `longest - 1` positions can be one."""
-        end = len(text)
-        if self._open is None or not text or text[-1] not in self._inner:
+        end = first = len(text)
+        if not text or text[-1] not in self._inner:
             return end  # it ends in what no secret goes on from (a space, a full stop)
-        found = self._open.search(text, max(start, end - self.longest + 1))
-        return end if found is None else found.start()
+        low = max(start, end - self.longest + 1)
+        if self._open is not None:
+            found = self._open.search(text, low)
+            if found is not None:
+                first = found.start()
+        for secret in self._long:
+            first = _first_beginning(text, secret, max(low, end - len(secret) + 1), first)
+        return first
 
     def release(self, text: str) -> tuple[str, int]:
         """What of `text` is decided (with each secret in it replaced), and where the rest

@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelrouter.answer_redaction import PASS_THROUGH
+from modelrouter.answer_redaction import PASS_THROUGH, SecretText
 from modelrouter.redact import REDACTED, Redactor
 
 KEY = "gsk_Q7fX2mZp9LwR4tYv8NbK"
@@ -85,6 +85,29 @@ def test_a_streamed_answer_is_redacted_as_the_whole_text_is_and_holds_back_littl
     assert "".join(released) == whole == leftmost_longest(text, secrets)
     for secret in secrets:
         assert secret not in whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(answers(), st.sampled_from([0, 6]))
+def test_secrets_too_long_for_the_one_pattern_are_held_back_alike(
+    case: tuple[list[str], str, list[str]], nested_max: int
+) -> None:
+    secrets, text, chunks = case
+    stream = SecretText(secrets, mark=REDACTED, nested_max=nested_max).stream()
+    longest = max(len(secret) for secret in secrets)
+    released: list[str] = []
+    for chunk in chunks:
+        released.append(stream.feed(chunk))
+        assert len(stream.held) <= longest - 1
+    released.append(stream.flush())
+    assert "".join(released) == leftmost_longest(text, secrets)
+
+
+def test_a_secret_of_thousands_of_characters_is_redacted_across_chunks() -> None:
+    secret = "k" * 2999 + "!"
+    stream = Redactor([secret]).stream()
+    out = stream.feed("key: " + secret[:1500]) + stream.feed(secret[1500:] + " end")
+    assert out + stream.flush() == f"key: {REDACTED} end"
 
 
 def test_without_a_configured_secret_a_stream_passes_text_on_and_costs_no_object() -> None:
