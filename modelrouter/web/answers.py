@@ -46,8 +46,14 @@ class Answer(msgspec.Struct):
     answering: Answering
 
 
-def route(request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool) -> Relay:
-    deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
+def deadline_of(runtime: Runtime) -> float:
+    """The request's one deadline (loop time): every attempt's windows are cut to it."""
+    return runtime.loop.time() + runtime.settings.max_operation_timeout
+
+
+def route(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool, deadline: float
+) -> Relay:
     if runtime.capture:  # the history keeps what was asked
         request[SUMMARY].chat = chat
     try:
@@ -70,7 +76,7 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
     it), and ends the relay however it ends itself."""
-    relay = route(request, runtime, chat, stream=False)
+    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
     summary = request[SUMMARY]
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
@@ -119,8 +125,9 @@ async def serve_stream(
     if runtime.capture:
         fmt = Capturing(fmt, request[SUMMARY])
     try:
-        relay = route(request, runtime, chat, stream=True)
-        return await _relay_stream(request, runtime, relay, fmt)
+        deadline = deadline_of(runtime)
+        relay = route(request, runtime, chat, stream=True, deadline=deadline)
+        return await _relay_stream(request, runtime, relay, fmt, deadline)
     finally:
         if relay is not None:
             relay.close()
@@ -149,16 +156,14 @@ async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
 
 
 async def _relay_stream(
-    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat
+    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat, deadline: float
 ) -> web.StreamResponse:
     summary = request[SUMMARY]
     response = web.StreamResponse(headers=HEADERS)
-    # One guard for the whole stream (the router ends it by the request's deadline), not a
-    # timer per batch of chunks.
-    loop = runtime.loop
-    guard = loop.time() + runtime.settings.max_operation_timeout + DEADLINE_GRACE
+    # One guard for the whole stream, a grace past the request's deadline by which the router
+    # ends it: it fires only if the router failed to (a bug), not a timer per batch of chunks.
     try:
-        with Deadline(loop, guard):
+        with Deadline(runtime.loop, deadline + DEADLINE_GRACE):
             events = await _first_events(request, relay)
             answering = summary.answering or NOBODY
             await _start_stream(request, runtime, response, answering)
