@@ -312,8 +312,7 @@ def test_the_database_password_is_masked_and_redacted_and_bad_values_are_listed(
         load_settings(
             {
                 "DATABASE_URL": "mysql://db/mr",
-                "HISTORY_BATCH_ROWS": "50",
-                "HISTORY_QUEUE_ROWS": "10",
+                "HISTORY_BATCH_ROWS": "0",
                 "HISTORY_STORE_CONTENT": "maybe",
                 "CACHE_MAX_BYTES": "2048",
                 "CACHE_MAX_VALUE_BYTES": "4096",
