@@ -51,12 +51,20 @@ class History:
         await self.writer.close(timeout=timeout)
         self.pool.terminate()
 
+    # The route checks its parameters first; a value that still fails to compare is the
+    # query's fault (BadQuery: a 400), never the database being away (a retryable 503).
     async def page(
-        self, client: str, filters: queries.Filters, *, limit: int, cursor: str | None
+        self, client: str, filters: queries.Filters, *, limit: int, cursor: queries.Cursor | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        async with self.pool.acquire(timeout=self.read_timeout) as conn:
-            return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
+        try:
+            async with self.pool.acquire(timeout=self.read_timeout) as conn:
+                return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
+        except asyncpg.DataError:
+            raise queries.BadQuery("a filter is not one the history can compare") from None
 
     async def one(self, client: str, request_id: str) -> dict[str, Any] | None:
-        async with self.pool.acquire(timeout=self.read_timeout) as conn:
-            return await queries.one(conn, client, request_id)
+        try:
+            async with self.pool.acquire(timeout=self.read_timeout) as conn:
+                return await queries.one(conn, client, request_id)
+        except asyncpg.DataError:
+            raise queries.BadQuery("the request id is not one the history can compare") from None

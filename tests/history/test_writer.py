@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
 from modelrouter.config import HistorySettings, load_settings
-from modelrouter.history.schema import migrate
+from modelrouter.history.records import COLUMNS
+from modelrouter.history.schema import MIGRATIONS, migrate
 from modelrouter.history.writer import HistoryWriter
 from modelrouter.observability import Metrics
 from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
@@ -222,3 +224,32 @@ async def test_a_queue_smaller_than_the_batch_flushes_when_full_and_keeps_every_
     assert await writer._step()
     assert [row["request_id"] for row in await rows(database)] == ["r1", "r2", "r3"]
     assert value(metrics.history_dropped) == 0
+
+
+async def test_a_database_of_the_first_schema_gets_64_bit_token_counts_and_keeps_its_rows(
+    database: str,
+) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        first = MIGRATIONS[0]
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE TABLE modelrouter_schema ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.execute(first[1])
+            await conn.execute("INSERT INTO modelrouter_schema (version) VALUES ($1)", first[0])
+        await conn.copy_records_to_table(
+            "modelrouter_requests",
+            records=[msgspec.structs.astuple(record(1))],
+            columns=COLUMNS,
+        )
+        assert await migrate(conn) == [2]
+        kinds = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'modelrouter_requests' AND column_name LIKE '%_tokens'"
+        )
+        assert {row["data_type"] for row in kinds} == {"bigint"}
+    finally:
+        await conn.close()
+    assert [(r["request_id"], r["prompt_tokens"]) for r in await rows(database)] == [("r1", 1)]
