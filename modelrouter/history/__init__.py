@@ -3,6 +3,7 @@ batches off the request path, and read back by its own client through `GET /v1/h
 
 from modelrouter.history.queries import (
     MAX_LIMIT,
+    MAX_TEXT,
     BadCursor,
     BadQuery,
     Filters,
@@ -10,17 +11,19 @@ from modelrouter.history.queries import (
     in_range,
     text_problem,
 )
-from modelrouter.history.records import Record
+from modelrouter.history.records import HistoryRecord, Record
 from modelrouter.history.service import History
 from modelrouter.history.writer import DB_ERRORS
 
 __all__ = [
     "DB_ERRORS",
     "MAX_LIMIT",
+    "MAX_TEXT",
     "BadCursor",
     "BadQuery",
     "Filters",
     "History",
+    "HistoryRecord",
     "Record",
     "decode_cursor",
     "in_range",

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from modelrouter.history.records import BIGINT_MAX, shown
+from modelrouter.history.records import BIGINT_MAX, HistoryRecord, shown
 from modelrouter.history.schema import TABLE
 
 MAX_LIMIT: Final = 200
@@ -82,7 +82,7 @@ def decode_cursor(cursor: str) -> Cursor:
 
 async def page(
     conn: Any, client: str, filters: Filters, *, limit: int, cursor: Cursor | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[HistoryRecord], str | None]:
     """One page of `client`'s records and the cursor of the next (None: this is the last)."""
     where = ["client_id = $1"]
     args: list[Any] = [client]
@@ -116,7 +116,7 @@ async def page(
     return [shown(row) for row in rows], following
 
 
-async def one(conn: Any, client: str, request_id: str) -> dict[str, Any] | None:
+async def one(conn: Any, client: str, request_id: str) -> HistoryRecord | None:
     """`client`'s latest record of `request_id` (a client may reuse its X-Request-ID)."""
     row = await conn.fetchrow(
         f"SELECT * FROM {TABLE} WHERE client_id = $1 AND request_id = $2"  # noqa: S608

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -80,13 +80,54 @@ def storable(record: Record) -> Record:
     return msgspec.structs.replace(record, **changes) if changes else record
 
 
-_decode_json = msgspec.json.Decoder().decode
+class HistoryRecord(msgspec.Struct, frozen=True):
+    """A record as `GET /v1/history` shows it: its row without the client id (the caller's
+    own), `created_at` in ISO 8601 with milliseconds and zone, and the messages as JSON."""
+
+    request_id: str
+    created_at: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+    route: str
+    provider: str | None
+    model: str | None
+    attempts: int
+    status: int
+    error_type: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float
+    ttfb_ms: float | None
+    cache: str | None
+    answer: str | None
+    # Stored as jsonb and sent on as the database gives it (never decoded here).
+    messages: (
+        Annotated[
+            msgspec.Raw,
+            msgspec.Meta(
+                extra_json_schema={"type": "array", "items": {"type": "object"}},
+                description="The request's messages (null with HISTORY_STORE_CONTENT=false)",
+            ),
+        ]
+        | None
+    )
 
 
-def shown(row: Any) -> dict[str, Any]:
-    """A database row as the API's JSON object (the client id is the caller's own: left out)."""
-    out = {name: row[name] for name in COLUMNS if name not in ("client_id", "messages")}
-    out["created_at"] = row["created_at"].isoformat(timespec="milliseconds")
+def shown(row: Any) -> HistoryRecord:
+    """A database row as the API shows it."""
     messages = row["messages"]
-    out["messages"] = None if messages is None else _decode_json(messages)
-    return out
+    return HistoryRecord(
+        request_id=row["request_id"],
+        created_at=row["created_at"].isoformat(timespec="milliseconds"),
+        route=row["route"],
+        provider=row["provider"],
+        model=row["model"],
+        attempts=row["attempts"],
+        status=row["status"],
+        error_type=row["error_type"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        latency_ms=row["latency_ms"],
+        ttfb_ms=row["ttfb_ms"],
+        cache=row["cache"],
+        answer=row["answer"],
+        messages=None if messages is None else msgspec.Raw(messages),
+    )

@@ -8,7 +8,7 @@ import asyncpg
 
 from modelrouter.config import HistorySettings
 from modelrouter.history import queries
-from modelrouter.history.records import Record
+from modelrouter.history.records import HistoryRecord, Record
 from modelrouter.history.writer import HistoryWriter, State
 from modelrouter.observability import Metrics
 
@@ -55,14 +55,14 @@ class History:
     # query's fault (BadQuery: a 400), never the database being away (a retryable 503).
     async def page(
         self, client: str, filters: queries.Filters, *, limit: int, cursor: queries.Cursor | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[HistoryRecord], str | None]:
         try:
             async with self.pool.acquire(timeout=self.read_timeout) as conn:
                 return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
         except asyncpg.DataError:
             raise queries.BadQuery("a filter is not one the history can compare") from None
 
-    async def one(self, client: str, request_id: str) -> dict[str, Any] | None:
+    async def one(self, client: str, request_id: str) -> HistoryRecord | None:
         try:
             async with self.pool.acquire(timeout=self.read_timeout) as conn:
                 return await queries.one(conn, client, request_id)

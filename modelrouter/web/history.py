@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from aiohttp import web
 
 from modelrouter.errors import ApiError, bad_request
@@ -22,6 +23,7 @@ from modelrouter.history import (
     BadQuery,
     Filters,
     History,
+    HistoryRecord,
     decode_cursor,
     in_range,
     text_problem,
@@ -32,6 +34,17 @@ from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import METRICS, RUNTIME, SETTINGS
 
 HISTORY = web.AppKey("history", History)
+
+
+class HistoryPage(msgspec.Struct, frozen=True):
+    """`GET /v1/history`: a page of records, newest first; `next_cursor` (null on the last
+    page) is the `cursor` parameter of the next."""
+
+    object: Literal["list"]
+    data: list[HistoryRecord]
+    next_cursor: str | None
+
+
 DEFAULT_LIMIT = 50
 CLOSE_TIMEOUT = 5.0  # shutdown waits this long at most to write the rows still queued
 
@@ -133,8 +146,8 @@ async def list_history(request: web.Request) -> web.Response:
         raise bad_request(str(exc)) from None
     except DB_ERRORS:
         raise _unavailable() from None
-    body = {"object": "list", "data": records, "next_cursor": following}
-    return web.Response(body=json_encoder.encode(body), content_type="application/json")
+    body = json_encoder.encode(HistoryPage("list", records, following))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_history(request: web.Request) -> web.Response:
