@@ -2,8 +2,9 @@
 history's lifetime in the app (`history_ctx`, `HISTORY`).
 
 Each client key sees the records of its own requests only (by the key's id, a hash). With no
-API_KEY set there is one client, `anonymous`, and it sees every record (the gateway then
-serves on loopback only). Without DATABASE_URL both answer 404.
+API_KEY set there is one client, `anonymous` (the gateway then serves on loopback only): it
+sees the records of requests made without a key, none written under a client key. Without
+DATABASE_URL both answer 404.
 """
 
 from __future__ import annotations
