@@ -218,7 +218,9 @@ def _cache(r: Reader) -> CacheSettings:
 def _history(r: Reader) -> HistorySettings:
     d = _HISTORY
     rule = "a flag (1/0, true/false)"
-    history = HistorySettings(
+    # A HISTORY_QUEUE_ROWS below HISTORY_BATCH_ROWS is accepted: the writer's batch is then
+    # the whole queue (setting the bound alone must not require lowering the batch too).
+    return HistorySettings(
         store_content=r.get("HISTORY_STORE_CONTENT", d.store_content, flag, rule),
         flush_seconds=r.number("HISTORY_FLUSH_SECONDS", d.flush_seconds, minimum=0.01),
         batch_rows=r.integer("HISTORY_BATCH_ROWS", d.batch_rows, minimum=1),
@@ -226,9 +228,6 @@ def _history(r: Reader) -> HistorySettings:
         retention_days=r.integer("HISTORY_RETENTION_DAYS", d.retention_days),
         pool_size=r.integer("HISTORY_POOL_SIZE", d.pool_size, minimum=1),
     )
-    if history.batch_rows > history.queue_rows:
-        r.problems.append("HISTORY_BATCH_ROWS must be <= HISTORY_QUEUE_ROWS")
-    return history
 
 
 def _upstream(r: Reader) -> UpstreamSettings:

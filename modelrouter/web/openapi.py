@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from modelrouter import __version__
+from modelrouter.history import MAX_LIMIT, MAX_TEXT
 from modelrouter.schemas import (
     MAX_MESSAGES,
     ChatRequest,
@@ -24,6 +25,7 @@ from modelrouter.schemas import (
     ToolCall,
 )
 from modelrouter.web.health import Health, Ready
+from modelrouter.web.history import HistoryPage
 from modelrouter.web.runtime import SETTINGS
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
@@ -135,6 +137,7 @@ _TYPES: tuple[Any, ...] = (
     Model,
     Health,
     Ready,
+    HistoryPage,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -167,8 +170,35 @@ def _errors(statuses: tuple[int, ...], envelope: str) -> dict[str, Any]:
     return {str(s): _answer(f"error {s}", _json(envelope)) for s in statuses}
 
 
-def _path_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_parameter(name: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", **schema}}
+
+
+def _query_parameter(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _history_parameters() -> list[dict[str, Any]]:
+    """`GET /v1/history`'s filters (a value outside these rules is a 400 naming it)."""
+    time = "ISO 8601 with a zone (e.g. Z), or epoch seconds"
+    text = {"type": "string", "maxLength": MAX_TEXT}
+    return [
+        _query_parameter("since", f"records at or after this time: {time}", type="string"),
+        _query_parameter("until", f"records before this time: {time}", type="string"),
+        _query_parameter("provider", "this provider's records only (no NUL)", **text),
+        _query_parameter("model", "this model's records only (no NUL)", **text),
+        _query_parameter(
+            "status", "this HTTP status only", type="integer", minimum=100, maximum=599
+        ),
+        _query_parameter("limit", "records per page", type="integer", minimum=1, maximum=MAX_LIMIT),
+        _query_parameter("cursor", "the previous page's `next_cursor`", type="string"),
+    ]
 
 
 def _operation(
@@ -203,7 +233,9 @@ def _paths() -> dict[str, Any]:
     seed_errors = _errors(SEED_ERRORS, "ErrorEnvelope")
     openai_errors = _errors(OPENAI_ERRORS, "OpenAIErrorEnvelope")
     completion = _json("ChatCompletion") | sse
-    request_id_parameter = _path_parameter("request_id")
+    request_id_parameter = _path_parameter("request_id", maxLength=MAX_TEXT)
+    # 503: the history database does not answer (retry); 404: history off (no DATABASE_URL).
+    history_errors = _errors((400, 401, 404, 503), "OpenAIErrorEnvelope")
     model_parameter = _path_parameter("model")
     return {
         "/chat": {
@@ -246,15 +278,14 @@ def _paths() -> dict[str, Any]:
         "/v1/history": {
             "get": _operation(
                 "This client key's finished requests, newest first (DATABASE_URL)",
-                {"200": _answer("a page", {"application/json": {"schema": {"type": "object"}}})}
-                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+                {"200": _answer("a page", _json("HistoryPage"))} | history_errors,
+                parameters=_history_parameters(),
             )
         },
         "/v1/history/{request_id}": {
             "get": _operation(
                 "One finished request of this client key's (DATABASE_URL)",
-                {"200": _answer("the record", {"application/json": {"schema": {"type": "object"}}})}
-                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+                {"200": _answer("the record", _json("HistoryRecord"))} | history_errors,
                 parameters=[request_id_parameter],
             )
         },
