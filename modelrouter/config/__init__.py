@@ -21,8 +21,10 @@ from modelrouter.config.structs import (
     ProviderSettings,
     RedisSettings,
     Settings,
+    TenantSettings,
     UpstreamSettings,
 )
+from modelrouter.config.prices import Price
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -32,10 +34,12 @@ __all__ = [
     "CacheSettings",
     "ConfigError",
     "HistorySettings",
+    "Price",
     "ProviderDefaults",
     "ProviderSettings",
     "RedisSettings",
     "Settings",
+    "TenantSettings",
     "UpstreamSettings",
     "describe",
     "is_loopback",
