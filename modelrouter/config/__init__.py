@@ -8,6 +8,7 @@
 
 from modelrouter.config.load import load_settings, variables
 from modelrouter.config.masking import describe, mask, mask_url, secrets_of
+from modelrouter.config.prices import Price
 from modelrouter.config.reader import is_loopback
 from modelrouter.config.structs import (
     DEFAULT_ORDER,
@@ -24,7 +25,6 @@ from modelrouter.config.structs import (
     TenantSettings,
     UpstreamSettings,
 )
-from modelrouter.config.prices import Price
 
 __all__ = [
     "DEFAULT_ORDER",
