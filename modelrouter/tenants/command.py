@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from modelrouter.config import ConfigError, load_settings, secrets_of
 from modelrouter.observability import configure_logging
@@ -138,8 +139,9 @@ def run_keys(args: argparse.Namespace) -> int:
     if settings.database_url is None:
         print("modelrouter: keys live in PostgreSQL: set DATABASE_URL", file=sys.stderr)
         return 2
-    # Log lines (a migration, a warning) go to stderr: stdout is the JSON a script reads.
-    configure_logging(level="WARNING", fmt=settings.log_format, secrets=secrets_of(settings))
+    if not structlog.is_configured():  # (already, when called from a running program)
+        # Log lines (a migration, a warning) go to stderr: stdout is the JSON a script reads.
+        configure_logging(level="WARNING", fmt=settings.log_format, secrets=secrets_of(settings))
     try:
         result = asyncio.run(_run(settings.database_url, args))
     except (msgspec.DecodeError, BadKey, BadCursor) as exc:  # ValidationError included

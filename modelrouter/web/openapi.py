@@ -198,7 +198,7 @@ def _operation(
     return operation
 
 
-ADMIN_SECURITY = [{"admin": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}]
 ADMIN_ERRORS = (400, 401, 404, 503)  # 404: also every /admin path while ADMIN_API_KEY is unset
 
 

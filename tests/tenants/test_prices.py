@@ -97,7 +97,8 @@ def test_prices_file_extends_and_overrides_the_bundled_table(tmp_path: Path) -> 
     assert table.price("groq", "llama-3.3-70b-versatile") == Price(input=0.5, output=0.6)
     assert table.cost("openrouter", "acme/model-x", TokenUsage(cached_input=1)) == 295
     assert table.price("openai", "gpt-4o-mini") == bundled().price("openai", "gpt-4o-mini")
-    assert isinstance(table, PriceTable) and table.date == bundled().date
+    assert isinstance(table, PriceTable)
+    assert table.date == bundled().date
 
 
 @pytest.mark.parametrize(
