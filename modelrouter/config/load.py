@@ -95,6 +95,9 @@ _CACHE: Final = CacheSettings()
 _HISTORY: Final = HistorySettings()
 _TENANTS: Final = TenantSettings()
 MIN_ADMIN_KEY_CHARS: Final = 16  # an admin key mints client keys: no short, guessable ones
+VIRTUAL_KEY_PREFIX: Final = (
+    "mr-"  # modelrouter.tenants.secrets.PREFIX (config imports nothing above it)
+)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -246,6 +249,11 @@ def _tenants(r: Reader) -> TenantSettings:
             r.problems.append(
                 f"ADMIN_API_KEY: key {index} must be at least {MIN_ADMIN_KEY_CHARS} printable "
                 "ASCII characters (value not shown)"
+            )
+        elif key.startswith(VIRTUAL_KEY_PREFIX):  # then no virtual key can ever be one
+            r.problems.append(
+                f"ADMIN_API_KEY: key {index} starts with {VIRTUAL_KEY_PREFIX!r}, the prefix of "
+                "virtual (client) keys: an admin key is not a client key"
             )
     prices_file, prices = read_prices(r, "PRICES_FILE")
     return TenantSettings(

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from modelrouter.config import ConfigError, load_settings
-from modelrouter.tenants import hash_secret, well_formed
+from modelrouter.tenants import hash_secret, new_secret, well_formed
 from modelrouter.web.openapi import openapi_document
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.tenants.conftest import ADMIN_KEY, AS_ADMIN
@@ -104,6 +104,8 @@ def test_a_key_in_both_admin_api_key_and_api_key_is_refused_at_start_up() -> Non
         load_settings({"API_KEY": ADMIN_KEY, "ADMIN_API_KEY": ADMIN_KEY})
     with pytest.raises(ConfigError, match="at least 16"):
         load_settings({"ADMIN_API_KEY": "short"})
+    with pytest.raises(ConfigError, match="prefix of virtual"):
+        load_settings({"ADMIN_API_KEY": new_secret()})
 
 
 # -- the keys ----------------------------------------------------------------------------------

@@ -56,3 +56,9 @@ def test_only_the_sha256_of_a_secret_is_kept() -> None:
     secret = new_secret()
     assert hash_secret(secret) == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in hash_secret(secret)
+
+
+def test_the_configuration_knows_the_virtual_keys_prefix() -> None:
+    from modelrouter.config.load import VIRTUAL_KEY_PREFIX
+
+    assert VIRTUAL_KEY_PREFIX == PREFIX
