@@ -10,10 +10,10 @@
 
 from modelrouter.tenants.keys import CreatedKey, Key, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.tenants.prices import PriceTable, TokenUsage, bundled, cost, price_table
+from modelrouter.tenants.rows import BadCursor
 from modelrouter.tenants.secrets import hash_secret, new_secret, well_formed
 from modelrouter.tenants.store import (
     DB_ERRORS,
-    BadCursor,
     BadKey,
     KeyChange,
     KeyRevoked,

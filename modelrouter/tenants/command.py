@@ -20,10 +20,10 @@ import structlog
 from modelrouter.config import ConfigError, load_settings, secrets_of
 from modelrouter.observability import configure_logging
 from modelrouter.tenants.keys import MAX_GRACE_SECONDS, KeyPage, NewKey
+from modelrouter.tenants.rows import BadCursor
 from modelrouter.tenants.store import (
     DB_ERRORS,
     MAX_LIMIT,
-    BadCursor,
     BadKey,
     KeyRevoked,
     KeyStore,

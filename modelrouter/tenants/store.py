@@ -11,11 +11,8 @@ migrated on first use, so nothing waits for the database at start-up.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import re
-import secrets
+import secrets  # the standard library's (ours is modelrouter.tenants.secrets)
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -24,16 +21,21 @@ import asyncpg
 import msgspec
 import structlog
 
-from modelrouter.tenants.keys import Key, KeyPatch, NewKey, nanos_to_decimal, usd_to_nanos
+from modelrouter.tenants.keys import Key, KeyPatch, NewKey
+from modelrouter.tenants.rows import (
+    ID_RE,
+    columns,
+    decode_cursor,
+    encode_cursor,
+    key_of,
+    placeholder,
+)
 from modelrouter.tenants.schema import KEYS, NAME_CONSTRAINT, migrate
 from modelrouter.tenants.secrets import hash_secret, new_secret
 
 log = structlog.get_logger("modelrouter.tenants")
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-ID_RE: Final = re.compile(r"key_[0-9a-f]{16}")
 MAX_LIMIT: Final = 200
-_encode = msgspec.json.Encoder().encode
-_decode_metadata = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class NameTaken(Exception):
@@ -48,10 +50,6 @@ class KeyRevoked(Exception):
 
 class BadKey(ValueError):
     """A request that is well formed but cannot apply (e.g. an expiry in the past)."""
-
-
-class BadCursor(ValueError):
-    pass
 
 
 ChangeKind = Literal["created", "updated", "revoked", "rotated"]
@@ -151,7 +149,7 @@ class KeyStore:
         )
         async with self._conn() as conn:
             rows = await conn.fetch(sql, *args)
-        keys = [_key(row) for row in rows[:limit]]
+        keys = [key_of(row) for row in rows[:limit]]
         following = encode_cursor(keys[-1].created_at, keys[-1].id) if len(rows) > limit else None
         return keys, following
 
@@ -161,13 +159,13 @@ class KeyStore:
         if new.expires_at is not None and new.expires_at <= (now or datetime.now(UTC)):
             raise BadKey("`expires_at` is in the past")
         secret = new_secret()
-        columns = _columns(msgspec.structs.asdict(new))
-        columns |= {"id": new_key_id(), "secret_hash": hash_secret(secret)}
-        names = ", ".join(columns)
-        values = ", ".join(_placeholder(name, i) for i, name in enumerate(columns, 1))
+        values = columns(msgspec.structs.asdict(new))
+        values |= {"id": new_key_id(), "secret_hash": hash_secret(secret)}
+        names = ", ".join(values)
+        marks = ", ".join(placeholder(name, i) for i, name in enumerate(values, 1))
         key = await self._write(
-            f"INSERT INTO {KEYS} ({names}) VALUES ({values}) RETURNING *",  # noqa: S608
-            *columns.values(),
+            f"INSERT INTO {KEYS} ({names}) VALUES ({marks}) RETURNING *",  # noqa: S608
+            *values.values(),
             name=new.name,
         )
         assert key is not None  # an INSERT ... RETURNING returns its row
@@ -181,12 +179,12 @@ class KeyStore:
             raise BadKey("nothing to change: give at least one field")
         if not ID_RE.fullmatch(key_id):
             return None
-        columns = _columns(changes)
-        sets = ", ".join(f"{name} = {_placeholder(name, i)}" for i, name in enumerate(columns, 2))
+        values = columns(changes)
+        sets = ", ".join(f"{name} = {placeholder(name, i)}" for i, name in enumerate(values, 2))
         key = await self._write(
             f"UPDATE {KEYS} SET {sets}, updated_at = now() WHERE id = $1 RETURNING *",  # noqa: S608
             key_id,
-            *columns.values(),
+            *values.values(),
             name=changes.get("name"),
         )
         if key is not None:
@@ -231,7 +229,7 @@ class KeyStore:
                 if revoked:
                     raise KeyRevoked(key_id)
                 return None
-        key = _key(row)
+        key = key_of(row)
         await self._changed(key, "rotated", key.secret_hash, row["old_hash"], row["older_hash"])
         return key, secret
 
@@ -255,7 +253,7 @@ class KeyStore:
     async def _one(self, sql: str, *args: Any) -> Key | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(sql, *args)
-        return None if row is None else _key(row)
+        return None if row is None else key_of(row)
 
     async def _write(self, sql: str, *args: Any, name: str | None = None) -> Key | None:
         try:
@@ -283,59 +281,3 @@ class KeyStore:
                 error=repr(exc),
                 message="replicas see the change after KEY_CACHE_SECONDS at most",
             )
-
-
-def _columns(fields: dict[str, Any]) -> dict[str, Any]:
-    """Struct fields as column values (the names are the struct's own, never a client's)."""
-    columns = dict(fields)
-    if "budget_usd" in columns:
-        usd = columns["budget_usd"]
-        columns["budget_usd"] = None if usd is None else nanos_to_decimal(usd_to_nanos(usd))
-    if "metadata" in columns:
-        columns["metadata"] = _encode(columns["metadata"]).decode()
-    return columns
-
-
-def _placeholder(name: str, index: int) -> str:
-    return f"${index}::jsonb" if name == "metadata" else f"${index}"
-
-
-def _key(row: Any) -> Key:
-    budget = row["budget_usd"]
-    return Key(
-        id=row["id"],
-        name=row["name"],
-        team=row["team"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        models=tuple(row["models"]),
-        rpm=row["rpm"],
-        tpm=row["tpm"],
-        max_parallel_streams=row["max_parallel_streams"],
-        budget_nanos=None if budget is None else int(budget.scaleb(9)),
-        budget_period=row["budget_period"],
-        metadata=_decode_metadata(row["metadata"]),
-        disabled=row["disabled"],
-        revoked_at=row["revoked_at"],
-        secret_hash=row["secret_hash"],
-        previous_hash=row["previous_hash"],
-        previous_expires_at=row["previous_expires_at"],
-    )
-
-
-def encode_cursor(created_at: datetime, key_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{key_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, key_id = raw.partition("|")
-        created_at = datetime.fromisoformat(when)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadCursor("cursor is not one this server gave") from None
-    if created_at.tzinfo is None or not ID_RE.fullmatch(key_id):
-        raise BadCursor("cursor is not one this server gave")
-    return created_at, key_id
