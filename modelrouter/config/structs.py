@@ -10,6 +10,7 @@ from typing import Final, Literal
 import msgspec
 
 from modelrouter.aliases import ModelAlias
+from modelrouter.config.prices import Price
 
 AdapterKind = Literal["openai", "ollama", "anthropic"]
 
@@ -106,6 +107,15 @@ class HistorySettings(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int = 4  # HISTORY_POOL_SIZE: connections to PostgreSQL per process
 
 
+class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Virtual keys, their admin API and prices (see modelrouter.tenants)."""
+
+    admin_keys: tuple[str, ...] = ()  # ADMIN_API_KEY: the keys of /admin/*, and of nothing else
+    key_cache_seconds: float = 30.0  # KEY_CACHE_SECONDS: a replica re-reads a known key this late
+    prices_file: str | None = None  # PRICES_FILE: JSON prices extending the bundled table
+    prices: dict[str, Price] = {}  # what PRICES_FILE holds, read and checked at start-up
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -138,6 +148,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     database_url: str | None = None  # DATABASE_URL: history on when set
     history: HistorySettings = HistorySettings()
+    tenants: TenantSettings = TenantSettings()
 
     @property
     def auth_enabled(self) -> bool:

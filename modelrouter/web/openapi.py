@@ -24,6 +24,7 @@ from modelrouter.schemas import (
     FunctionCall,
     ToolCall,
 )
+from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.runtime import SETTINGS
@@ -138,6 +139,12 @@ _TYPES: tuple[Any, ...] = (
     Health,
     Ready,
     HistoryPage,
+    NewKey,
+    KeyPatch,
+    Rotation,
+    KeyInfo,
+    CreatedKey,
+    KeyPage,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -219,6 +226,90 @@ def _operation(
     if public:
         operation["security"] = []
     return operation
+
+
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}]
+ADMIN_ERRORS = (400, 401, 404, 503)  # 404: also every /admin path while ADMIN_API_KEY is unset
+
+
+def _admin(operation: dict[str, Any], *, body_required: bool = True) -> dict[str, Any]:
+    """An /admin operation: opened by a key of ADMIN_API_KEY, and by nothing else."""
+    operation["security"] = ADMIN_SECURITY
+    if "requestBody" in operation:
+        operation["requestBody"]["required"] = body_required
+    return operation
+
+
+def _admin_paths() -> dict[str, Any]:
+    key_id = _path_parameter("key_id")
+    errors = _errors(ADMIN_ERRORS, "ErrorEnvelope")
+    conflict = _errors((409,), "ErrorEnvelope")
+    too_large = _errors((413,), "ErrorEnvelope")
+    info = {"200": _answer("the key", _json("KeyInfo"))}
+    query = [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+        },
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "team", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+    return {
+        "/admin/keys": {
+            "post": _admin(
+                _operation(
+                    "Create a virtual key; its secret is in this answer only",
+                    {"201": _answer("the key and its secret", _json("CreatedKey"))}
+                    | errors
+                    | conflict
+                    | too_large,
+                    body="NewKey",
+                )
+            ),
+            "get": _admin(
+                _operation(
+                    "The virtual keys, newest first, in pages (never a secret)",
+                    {"200": _answer("a page", _json("KeyPage"))} | errors,
+                    parameters=query,
+                )
+            ),
+        },
+        "/admin/keys/{key_id}": {
+            "get": _admin(_operation("One virtual key", info | errors, parameters=[key_id])),
+            "patch": _admin(
+                _operation(
+                    "Change a key's settings (the fields given; null clears one)",
+                    info | errors | conflict | too_large,
+                    body="KeyPatch",
+                    parameters=[key_id],
+                )
+            ),
+            "delete": _admin(
+                _operation(
+                    "Revoke a key (its row stays, for history and spend)",
+                    info | errors,
+                    parameters=[key_id],
+                )
+            ),
+        },
+        "/admin/keys/{key_id}/rotate": {
+            "post": _admin(
+                _operation(
+                    "A new secret for the key, in this answer only; the old one works "
+                    "`grace_seconds` more",
+                    {"200": _answer("the key and its new secret", _json("CreatedKey"))}
+                    | errors
+                    | conflict
+                    | too_large,
+                    body="Rotation",
+                    parameters=[key_id],
+                ),
+                body_required=False,
+            )
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -320,7 +411,7 @@ def _paths() -> dict[str, Any]:
                 public=True,
             )
         },
-    }
+    } | _admin_paths()
 
 
 def openapi_document(*, auth: bool) -> dict[str, Any]:
@@ -337,13 +428,18 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
         "paths": _paths(),
         "components": {"schemas": components},
     }
+    schemes: dict[str, Any] = {
+        "admin": {"type": "http", "scheme": "bearer", "description": "a key of ADMIN_API_KEY"}
+    }
     if auth:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
         document["security"] = [{"bearer": []}]
-    else:  # no API_KEY: nothing to send (loopback only)
+    else:  # no API_KEY: nothing to send (loopback only), but /admin still needs its key
         for path in document["paths"].values():
             for operation in path.values():
-                operation.pop("security", None)
+                if operation.get("security") != ADMIN_SECURITY:
+                    operation.pop("security", None)
+    document["components"]["securitySchemes"] = schemes
     return document
 
 
