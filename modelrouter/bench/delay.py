@@ -4,9 +4,11 @@ The bench puts it between a gateway and Redis to see what a Redis one network ho
 (`make bench` with Redis: the `redis +1ms` row). The delay is added to the client -> target
 direction only and replies pass at once, so each request/reply round trip is `delay` longer:
 one timer, not two, because the event loop's timers wake on millisecond ticks (epoll) and two
-half-delays would each be rounded up. Bytes keep their order; each direction is bounded (its
-reader pauses while more than `max_buffered` bytes wait). It runs as its own process so that
-its CPU can be measured apart from the gateway's:
+half-delays would each be rounded up (the bench prints the round trip it measures through the
+proxy: the delay plus the proxy's own hop and wake-up, about 0.2-0.3 ms more on a loaded
+machine). Bytes keep their order; each direction is bounded (its reader pauses while more than
+`max_buffered` bytes wait). It runs as its own process so that its CPU can be measured apart
+from the gateway's:
 
     python -m modelrouter.bench.delay --port P --target 127.0.0.1:6379 --delay-ms 1
 """
