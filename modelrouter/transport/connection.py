@@ -54,7 +54,7 @@ class Connection(asyncio.Protocol):
         "lent",
         "loop",
         "parser",
-        "reused",
+        "reused_at",
         "status",
         "transport",
     )
@@ -67,7 +67,7 @@ class Connection(asyncio.Protocol):
         self._error: Exception | None = None
         self.idle_since = 0.0
         self.lent = False  # checked out of its pool: counted as active until given back
-        self.reused = False  # has served a response before (kept alive)
+        self.reused_at = -1.0  # when last taken from its pool's idle list; never: -1
         self._reset()
 
     def _reset(self) -> None:

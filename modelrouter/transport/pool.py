@@ -14,8 +14,9 @@ sweep timer per pool, wherever they sit in the idle list (it is ordered by the t
 idle, so the expired ones are always at its bottom).
 
 A request is never sent twice, except in the keep-alive race: a reused connection that the
-server closed without a byte of answer within `race_window` of the write. The server closed an
-idle connection as our request crossed it, and the request was never read. Any later close
+server closed without a byte of answer within `race_window` of the write (counted from the
+checkout, which is no later). The server closed an idle connection as our request crossed it,
+and the request was never read. Any later close
 may come after the upstream started (and billed) the work, so it is raised, never resent.
 """
 
@@ -126,8 +127,10 @@ class Pool:
             conn = idle.pop()
             if conn.usable:
                 loop = conn.loop
-                if loop is not None and loop.time() - conn.idle_since < self.idle_timeout:
+                now = loop.time() if loop is not None else 0.0
+                if now - conn.idle_since < self.idle_timeout:
                     conn.lent = True
+                    conn.reused_at = now  # the race window's start (see exchange)
                     self._active += 1
                     return conn
                 # Ordered by idle time: the ones below the top expired before it did.
@@ -151,20 +154,31 @@ class Pool:
         to the keep-alive race is sent once more on a new connection (within `connect_timeout`).
         """
         message = b"".join((head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
-        loop = conn.loop
-        sent = loop.time() if conn.reused and loop is not None else None  # only a race needs it
         try:
-            return await self._exchange(conn, message)
+            conn.send(message)
+            headers = await conn.headers()
         except ConnectionLost:
-            # The one resend: a kept-alive connection closed, with no byte of answer, so soon
-            # after the write that the server cannot have taken the request (see the module).
-            late = loop is None or sent is None or loop.time() - sent > self.race_window
-            if late or conn.received_anything:
+            self.give_back(conn)  # incomplete: closed, and counted out
+            if not self._raced(conn):
                 raise
-        # A new connection, never an idle one (they may be as stale as the one just lost). The
-        # lost one was counted out just now, with no await since: the cap cannot be reached.
-        fresh = await self._open(connect_timeout)
-        return await self._exchange(fresh, message)
+            # A new connection, never an idle one (they may be as stale as the one just lost).
+            # The lost one was counted out just now, with no await since: the cap holds.
+            fresh = await self._open(connect_timeout)
+            return await self._exchange(fresh, message)
+        except BaseException:
+            self.give_back(conn)
+            raise
+        return self._response(conn, headers)
+
+    def _raced(self, conn: Connection) -> bool:
+        """Whether `conn` was lost to the keep-alive race: kept alive, closed with no byte of
+        answer, within `race_window` of its checkout. (The window counts from the checkout,
+        which is no later than the write: an error can only be on the side of not resending,
+        and the clock is read once per request, at the checkout.)"""
+        loop = conn.loop
+        if conn.reused_at < 0 or conn.received_anything or loop is None:
+            return False
+        return loop.time() - conn.reused_at <= self.race_window
 
     async def _exchange(self, conn: Connection, message: bytes) -> Response:
         try:
@@ -173,6 +187,9 @@ class Pool:
         except BaseException:
             self.give_back(conn)  # incomplete: closed, and counted out
             raise
+        return self._response(conn, headers)
+
+    def _response(self, conn: Connection, headers: list[tuple[bytes, bytes]]) -> Response:
         if self._absolute and conn.status == 407:
             conn.close()  # never reused: the proxy wants credentials we do not have
             self.give_back(conn)
@@ -225,7 +242,6 @@ class Pool:
         loop = conn.loop
         assert loop is not None  # set when the connection was made
         conn.idle_since = loop.time()
-        conn.reused = True
         self._idle.append(conn)
         if self._sweep is None:
             self._sweep = loop.call_at(conn.idle_since + self.idle_timeout, self._expire, loop)
