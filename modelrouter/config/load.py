@@ -67,6 +67,9 @@ def _providers(
             max_concurrency=reader.integer(
                 f"{prefix}_MAX_CONCURRENCY", _PROVIDER.max_concurrency, minimum=1
             ),
+            max_connections=reader.integer(
+                f"{prefix}_MAX_CONNECTIONS", _PROVIDER.max_connections, minimum=1
+            ),
             proxy=provider_proxy(reader, f"{prefix}_PROXY"),
             ca_bundle=ca_file(reader, f"{prefix}_CA_BUNDLE"),
         )
@@ -136,6 +139,9 @@ def _load(r: Reader) -> Settings:
         upstream=_upstream(r),
         provider_timeout=r.number("PROVIDER_TIMEOUT", d.provider_timeout, minimum=0.001),
         first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", d.first_chunk_timeout, minimum=0.001),
+        connect_timeout=r.seconds(
+            "CONNECT_TIMEOUT", d.connect_timeout, minimum=0.001, maximum=3600
+        ),
         max_operation_timeout=r.number(
             "MAX_OPERATION_TIMEOUT", d.max_operation_timeout, minimum=0.001
         ),

@@ -52,6 +52,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     api_key: str | None
     rate_limit: int  # requests per minute; 0 means unlimited
     max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
+    max_connections: int = 256  # <PROVIDER>_MAX_CONNECTIONS: upstream sockets, active and idle
     proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
     ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
 
@@ -125,6 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream: UpstreamSettings = UpstreamSettings()
     provider_timeout: float = 30.0
     first_chunk_timeout: float = 3.0
+    connect_timeout: float = 5.0  # CONNECT_TIMEOUT: TCP connect, proxy CONNECT and TLS handshake
     max_operation_timeout: float = 120.0
     backoff_base_seconds: float = 5.0
     backoff_max_seconds: float = 300.0
