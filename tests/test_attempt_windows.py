@@ -41,6 +41,7 @@ async def attempt(
         job,
         provider_timeout=provider_timeout,
         first_chunk_timeout=first_chunk_timeout,
+        connect_timeout=5.0,
     )
 
 
@@ -143,3 +144,52 @@ async def test_pings_do_not_stretch_the_first_chunk_window(gateway: Gateway) -> 
         await runner.cleanup()
     assert result.reason == "first_chunk_timeout"
     assert not result.emitted
+
+
+async def test_a_slow_tls_handshake_is_a_connect_error_not_a_late_first_chunk(
+    gateway: Gateway,
+) -> None:
+    """Connecting has its own window (CONNECT_TIMEOUT) and failure reason; the first chunk's
+    window starts only once the request is written."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts TCP, never answers the TLS ClientHello
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await gateway(
+            PROVIDER_ORDER="groq",
+            GROQ_API_KEY="k",
+            GROQ_BASE_URL=f"https://127.0.0.1:{port}/v1",
+            CONNECT_TIMEOUT="0.2",
+            FIRST_CHUNK_TIMEOUT="0.1",
+        )
+        response = await client.post("/stream", json=USER)
+        assert response.status == 502
+        message = (await response.json())["error"]["message"]
+        assert "connect_error" in message
+        assert "TLS handshake" in message
+        assert "first_chunk_timeout" not in message
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_provider_at_its_connection_cap_sends_the_next_request_elsewhere(
+    gateway: Gateway, mock: Mock
+) -> None:
+    """<PROVIDER>_MAX_CONNECTIONS bounds a provider's connections: at the cap the attempt is
+    `saturated` (no blame) and the next candidate answers."""
+    env = two_providers(mock, groq="first_delay=0.3", GROQ_MAX_CONNECTIONS="1")
+    client = await gateway(**env)
+    first, second = await asyncio.gather(
+        client.post("/chat", json=USER), client.post("/chat", json=USER)
+    )
+    providers = sorted([(await first.json())["provider"], (await second.json())["provider"]])
+    assert providers == ["groq", "openrouter"]
+    health = await (await client.get("/health")).json()
+    assert health["providers"]["groq"]["state"] == "ok"

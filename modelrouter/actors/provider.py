@@ -30,6 +30,7 @@ from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import Metrics
 from modelrouter.state import HealthRecord, SharedState
+from modelrouter.transport import PoolFull
 
 log = structlog.get_logger("modelrouter.provider")
 DOWN_RETRY_AFTER = 30.0  # a provider given up by its supervisor: what a client is told to wait
@@ -84,6 +85,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._unpublished = False
         self._rate_key = f"rpm:{provider.name}"
         self._rate_limit = provider.rate_limit
+        # An attempt holds at most one connection: tickets bound the pool too.
+        self._max_attempts = min(provider.max_concurrency, provider.max_connections)
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
 
     # -- what others may read: a frozen copy -------------------------------------------------
@@ -171,6 +174,9 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             if admitted is not None:
                 admitted()
             result = await self._call(attempt)
+        except PoolFull:  # cannot happen while tickets bound connections; if it does, no blame
+            return Admission("saturated", retry_after=1.0)
+        else:
             return result
         finally:
             try:
@@ -190,7 +196,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         probe = health.failures > 0
         if probe and health.probe_in_flight and not attempt.force:
             return Admission("half_open", retry_after=1.0)
-        if len(self._tickets) >= self.provider.max_concurrency:
+        if len(self._tickets) >= self._max_attempts:
             return Admission("saturated", retry_after=1.0)
         ticket = next(self._ids)
         self._tickets[ticket] = _Ticket(health.epoch, probe, attempt.request_id)
@@ -206,8 +212,9 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
                 loop=self._loop(),
                 provider_timeout=self.settings.provider_timeout,
                 first_chunk_timeout=self.settings.first_chunk_timeout,
+                connect_timeout=self.settings.connect_timeout,
             )
-        except ClientGone:
+        except (ClientGone, PoolFull):
             raise
         except Exception as exc:
             log.exception("attempt_crashed", provider=self.name)

@@ -32,7 +32,7 @@ from modelrouter.providers import Adapter, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.transport import BadResponse, Pool, Response
+from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
 class _Progress:
@@ -66,8 +66,14 @@ async def run_attempt(
     *,
     provider_timeout: float,
     first_chunk_timeout: float,
+    connect_timeout: float,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> AttemptResult:
+    """One attempt, its timers in phases: opening a connection (TCP, proxy, TLS) within
+    `connect_timeout` (`connect_error`), the first chunk within `first_chunk_timeout` of the
+    request written (a whole answer: `provider_timeout`), then `provider_timeout` between
+    chunks; each cut to the request's deadline, whose expiry blames no provider. PoolFull
+    (every allowed connection busy) goes to the caller: the attempt never started."""
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
     progress = _Progress(provider_timeout)
@@ -80,8 +86,14 @@ async def run_attempt(
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+        pool = upstream.pool
+        conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
+        if type(conn) is AttemptResult:
+            return conn
+        assert isinstance(conn, Connection)
+        # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            response = await upstream.pool.request(upstream.head, body, extra)
+            response = await pool.exchange(conn, upstream.head, body, extra)
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -101,13 +113,7 @@ async def run_attempt(
         # Whether the request's own deadline was the one that fired: the timer's time says it
         # (the loop's clock may read a hair short of it, timers fire to the millisecond).
         cut = timer is not None and timer.when >= attempt.deadline
-        if attempt.stream and not progress.first_chunk and not cut:
-            window = f"first chunk not received within {first_chunk_timeout:g}s"
-            return AttemptResult(False, "first_chunk_timeout", window)
-        what = "request deadline reached" if cut else f"no data for {provider_timeout:g}s"
-        return AttemptResult(
-            False, "timeout", what, cut_by_deadline=cut, emitted=progress.first_chunk
-        )
+        return _timed_out(attempt, progress, cut=cut, first_chunk_timeout=first_chunk_timeout)
     except UpstreamFailure as failure:
         # Upstream text may echo the credential it received: redact it where it enters.
         return AttemptResult(
@@ -125,6 +131,29 @@ async def run_attempt(
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
     return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+
+
+def _timed_out(
+    attempt: Attempt, progress: _Progress, *, cut: bool, first_chunk_timeout: float
+) -> AttemptResult:
+    if attempt.stream and not progress.first_chunk and not cut:
+        window = f"first chunk not received within {first_chunk_timeout:g}s"
+        return AttemptResult(False, "first_chunk_timeout", window)
+    what = "request deadline reached" if cut else f"no data for {progress.window:g}s"
+    return AttemptResult(False, "timeout", what, cut_by_deadline=cut, emitted=progress.first_chunk)
+
+
+async def _connect(
+    pool: Pool, left: float, connect_timeout: float, redact: Redactor
+) -> Connection | AttemptResult:
+    """A connection from the pool within the connect window (cut to the `left` seconds of the
+    request), or why not."""
+    try:
+        return await pool.checkout(connect_timeout=min(connect_timeout, left))
+    except ConnectTimeout as exc:
+        if left <= connect_timeout:  # the request's deadline, not the provider, ran out
+            return AttemptResult(False, "timeout", "request deadline reached", cut_by_deadline=True)
+        return AttemptResult(False, "connect_error", redact(str(exc)))
 
 
 async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailure:
