@@ -1,4 +1,5 @@
-"""`modelrouter serve | check-config | mock-provider` (also `python -m modelrouter ...`)."""
+"""`modelrouter serve | check-config | mock-provider | bench | keys` (also
+`python -m modelrouter ...`)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def _workers(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from modelrouter.bench import add_bench_arguments, run_bench  # noqa: PLC0415
     from modelrouter.mock import add_mock_arguments  # noqa: PLC0415
+    from modelrouter.tenants.command import add_keys_arguments, run_keys  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="modelrouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="load a deployment; report req/s and latency")
     add_bench_arguments(bench)
     bench.set_defaults(func=run_bench)
+    keys = commands.add_parser("keys", help="create, list, show, revoke, rotate virtual keys")
+    add_keys_arguments(keys)
+    keys.set_defaults(func=run_keys)
     return parser
 
 

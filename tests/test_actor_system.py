@@ -275,3 +275,71 @@ def test_web_reads_no_attribute_of_the_actor_side_behind_the_facade() -> None:
         and node.value.attr == "system"
     ]
     assert not found, f"web reads the system's insides: {found}"
+
+
+# -- the control path: one hop to stop an attempt, one owner of a relay's end ----------------------
+async def test_a_client_leaving_stops_its_attempt_with_its_routing_task(mock: Mock) -> None:
+    """The attempt runs in the request's routing task: once that task has ended, the attempt
+    has ended too, its ticket given back, with no further task or message to wait for."""
+    system = await _system(mock, "tokens=50,token_delay=0.05")
+    try:
+        relay = _route(system, stream=True)
+        events = await asyncio.wait_for(relay.take(), 5)
+        while not any(type(e) is Chunk for e in events):
+            events += await asyncio.wait_for(relay.take(), 5)
+        groq = system.router.providers["groq"]
+        assert groq.view().in_flight == 1
+        (task,) = system.router.tasks
+        relay.close()  # the client went away
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        assert groq.view().in_flight == 0, "the attempt ended with its routing task"
+        assert groq.status() == "ok", "a client leaving says nothing about the provider"
+    finally:
+        await system.close()
+
+
+def test_a_relay_has_one_end_and_says_so_when_ended_twice() -> None:
+    from modelrouter.actors.relay import RelayFinished
+
+    relay = Relay()
+    relay.finish(Done())
+    with pytest.raises(RelayFinished):
+        relay.finish(Failed(502, "upstream_error", "late"))
+
+
+def test_a_relay_runs_every_close_callback_it_was_given() -> None:
+    relay = Relay()
+    heard: list[str] = []
+    relay.on_close(lambda: heard.append("cache"))
+    relay.on_close(lambda: heard.append("router"))
+    relay.close()
+    assert heard == ["cache", "router"]
+    relay.on_close(lambda: heard.append("late"))
+    assert heard == ["cache", "router", "late"], "a callback given after the close runs at once"
+
+
+async def test_admissions_to_one_provider_wait_on_the_rate_budget_together(mock: Mock) -> None:
+    """The rate script is awaited outside the provider's step: while one request waits on the
+    shared state (a Redis round trip), the next is admitted and waits beside it, instead of
+    queueing behind it (one admission per round trip per provider)."""
+    system = await _system(mock, GROQ_RATE_LIMIT="1000")
+    state, original = system.state, system.state.acquire_rate
+    waiting: list[str] = []
+    everyone = asyncio.Event()
+
+    async def slow_rate(key: str, per_minute: int) -> Any:
+        waiting.append(key)
+        if len(waiting) == 8:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), 2)  # a round trip that needs the others
+        return await original(key, per_minute)
+
+    state.acquire_rate = slow_rate  # type: ignore[method-assign]
+    try:
+        relays = [_route(system) for _ in range(8)]
+        answers = [await _drain(relay) for relay in relays]
+        assert len(waiting) == 8
+        assert all(type(events[-1]) is Done for events in answers)
+    finally:
+        await system.close()

@@ -216,16 +216,16 @@ async def test_crashed_provider_actor_is_restarted_and_keeps_serving(
 ) -> None:
     client = await gateway(**two_providers(mock))
     groq = client.app[RUNTIME].system.router.providers["groq"]
-    original = type(groq)._finished
+    original = type(groq)._finish
     calls = {"n": 0}
 
-    async def crash_once(self: Any, message: Any) -> None:
+    def crash_once(self: Any, ticket: Any, result: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("bug in outcome handling")
-        await original(self, message)
+        original(self, ticket, result)
 
-    monkeypatch.setattr(type(groq), "_finished", crash_once)
+    monkeypatch.setattr(type(groq), "_finish", crash_once)
     for _ in range(3):
         response = await client.post("/chat", json=USER)
         assert response.status == 200
@@ -240,10 +240,10 @@ async def test_provider_given_up_by_its_supervisor_is_down_and_ready_says_so(
     client = await gateway(PROVIDER_ORDER="ollama", OLLAMA_BASE_URL=mock.url)
     ollama = client.app[RUNTIME].system.router.providers["ollama"]
 
-    async def always_crash(self: Any, message: Any) -> None:
+    def always_crash(self: Any, ticket: Any, result: Any) -> None:
         raise RuntimeError("persistent bug")
 
-    monkeypatch.setattr(type(ollama), "_finished", always_crash)
+    monkeypatch.setattr(type(ollama), "_finish", always_crash)
     for _ in range(8):
         await client.post("/chat", json=USER)
         if ollama.down:

@@ -197,6 +197,15 @@ class Actor(Generic[M]):
         else:
             future.set_result(result)
 
+    def crash(self, exc: BaseException) -> None:
+        """A synchronous step failed as a tell would: stop the loop and let whoever watches
+        the actor decide (its supervisor restarts it, state reloaded by `on_start`)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()  # a cancelled loop reports no crash of its own (`_loop_ended`)
+        if self.on_crash is not None and not self._stopped:
+            self.on_crash(self, exc)
+
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stopped:
             return

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 
-from modelrouter.actors.base import ActorStopped, MailboxFull
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
 from modelrouter.actors.planning import Candidate
-from modelrouter.actors.provider import DOWN_RETRY_AFTER
 from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
 
@@ -74,25 +73,20 @@ class Fallback:
             self.attempts + 1,
             force,
         )
-        try:
-            admission: Admission = await candidate.actor.ask(
-                attempt, timeout=max(0.001, route.deadline - self.loop.time())
-            )
-        except ActorStopped:
-            self.rejections.append((candidate, Admission("down", retry_after=DOWN_RETRY_AFTER)))
+        actor = candidate.actor
+        # Cancelled with this task (the client left): the attempt stops with it, in one hop.
+        result = await actor.attempt(attempt, admitted=partial(self._admitted, actor.name))
+        if type(result) is Admission:
+            self.rejections.append((candidate, result))
             return None
-        except (MailboxFull, TimeoutError):
-            self.rejections.append((candidate, Admission("saturated", retry_after=1.0)))
-            return None
-        if admission.result is None:
-            self.rejections.append((candidate, admission))
-            return None
+        assert isinstance(result, AttemptResult)
+        return self._judge(actor.name, result)
+
+    def _admitted(self, provider: str) -> None:
         self.attempts += 1
-        if self.falling_over is not None:  # counted now that the next attempt really started
-            self._count_fallback(*self.falling_over, candidate.actor.name)
+        if self.falling_over is not None:  # counted now that the next attempt really starts
+            self._count_fallback(*self.falling_over, provider)
             self.falling_over = None
-        # Cancelled with this task (the client left): the provider then stops the attempt.
-        return self._judge(candidate.actor.name, await admission.result)
 
     def _judge(self, provider: str, result: AttemptResult) -> Done | Failed | None:
         if result.ok:
@@ -128,19 +122,25 @@ class Fallback:
             if all(r.reason in TIMEOUT_REASONS for _, r in self.failures):
                 message = self.redact(f"every provider timed out: {details}")
                 return Failed(504, "timeout", message, retryable=False)
+            if all(r.reason == "rate_limited" for _, r in self.failures):
+                # Every provider tried said 429: a retry helps, after the shortest wait given.
+                return self._rate_limited(f"every provider is rate limited: {details}")
             if all(r.reason == "model_not_found" for _, r in self.failures):
                 message = self.redact(f"no provider has the model: {details}")
                 return Failed(404, "model_not_found", message, param="model", retryable=False)
             message = self.redact(f"every provider failed: {details}")
             return Failed(502, "upstream_error", message, retryable=False)
-        limited = [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
-        if limited:
-            wait = min(limited)
-            self.metrics.rejected_all_providers.inc()
-            return Failed(
-                429, "rate_limited", "every provider is out of rate budget", wait, retryable=True
-            )
+        if any(a.rejection == "rate_limited" for _, a in self.rejections):
+            return self._rate_limited("every provider is out of rate budget")
         wait = min((a.retry_after for _, a in self.rejections), default=1.0)
         states = ", ".join(f"{c.actor.name}: {a.rejection}" for c, a in self.rejections)
         message = f"no provider can take the request ({states})"
         return Failed(503, "unavailable", message, wait, retryable=True)
+
+    def _rate_limited(self, message: str) -> Failed:
+        """A 429 with the shortest wait any provider gave (its Retry-After, or its budget's)."""
+        waits = [r.retry_after for _, r in self.failures if r.retry_after is not None]
+        waits += [a.retry_after for _, a in self.rejections if a.rejection == "rate_limited"]
+        self.metrics.rejected_all_providers.inc()
+        wait = min(waits, default=1.0)
+        return Failed(429, "rate_limited", self.redact(message), wait, retryable=True)

@@ -1,12 +1,11 @@
 """Messages between the router and the provider actors, and what the system is asked to route.
 
-Messages are frozen and carry no live objects of the actor side (no actor, no job). A request's
-`Relay` travels with it: it is where the upstream job writes the answer, the reply channel.
+Messages are frozen and carry no live objects of the actor side (no actor, no task). A request's
+`Relay` travels with it: it is where the attempt writes the answer, the reply channel.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 import msgspec
@@ -30,7 +29,7 @@ class Route(msgspec.Struct, frozen=True):
 
 
 class Attempt(msgspec.Struct, frozen=True):
-    """router -> provider (ask): admit one attempt and, if admitted, start its upstream job."""
+    """router -> provider: admit one attempt and, if admitted, run it (in the router's task)."""
 
     request: ChatRequest
     model: str
@@ -54,19 +53,10 @@ class AttemptResult(msgspec.Struct, frozen=True):
 
 
 class Admission(msgspec.Struct, frozen=True):
-    """provider -> router: `result` resolves when the attempt ends; None when rejected.
-    Cancelling `result` (the router giving up: the client left) stops the attempt."""
+    """provider -> router: the attempt was not admitted, and why."""
 
-    rejection: Rejection | None = None
+    rejection: Rejection
     retry_after: float = 0.0
-    result: asyncio.Future[AttemptResult] | None = None
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """upstream job -> its provider actor (system message): the attempt ended."""
-
-    ticket: int
-    result: AttemptResult | None  # None: cancelled (client gone), says nothing about health
 
 
 class HealthChanged(msgspec.Struct, frozen=True):

@@ -1,32 +1,36 @@
-"""ProviderActor: owns one provider's health, rate budget and in-flight attempts.
+"""ProviderActor: owns one provider's health, its tickets (attempts in flight) and its rate key.
 
-Admission happens in its loop (so the checks and the budget decrement are one step); the upstream
-call then runs as a job in the actor's own aiojobs scheduler and reports back with an `Outcome`.
+Its steps never await. Admission (down, blacklist, half-open probe, saturation) and the end of
+an attempt (success, failure, blacklist) are synchronous methods: each runs to completion in
+one go, so no other step can interleave, and no mailbox is needed to serialise them. What must
+await is done outside a step: the shared rate budget (an atomic script of the state, awaited in
+the request's task, so admissions to one provider never queue behind one another's round trip)
+and the upstream call itself (in the request's routing task, so cancelling the request cancels
+the attempt in one hop). The actor's loop keeps what is asynchronous and must stay ordered:
+writing its health to the shared state, and adopting other replicas' changes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from functools import partial
 from itertools import count
 from typing import Any
 
-import aiojobs
 import msgspec
 import structlog
 
 from modelrouter.actors.base import Actor
 from modelrouter.actors.health import Health
-from modelrouter.actors.messages import Admission, Attempt, AttemptResult, HealthChanged, Outcome
+from modelrouter.actors.messages import Admission, Attempt, AttemptResult, HealthChanged
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
-from modelrouter.observability import CURRENT_REQUEST_ID, Metrics
+from modelrouter.observability import Metrics
 from modelrouter.state import HealthRecord, SharedState
+from modelrouter.transport import PoolFull
 
 log = structlog.get_logger("modelrouter.provider")
 DOWN_RETRY_AFTER = 30.0  # a provider given up by its supervisor: what a client is told to wait
@@ -45,10 +49,16 @@ class Flush(msgspec.Struct, frozen=True):
     """An ask that returns once every message posted before it was handled."""
 
 
+class Publish(msgspec.Struct, frozen=True):
+    """Write this provider's health to the shared state (its latest, whenever the loop gets
+    to it: a burst of changes is written once)."""
+
+
 FLUSH = Flush()
+PUBLISH = Publish()
 
 
-class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
+class ProviderActor(Actor[HealthChanged | Publish | Flush]):
     def __init__(
         self,
         provider: ProviderSettings,
@@ -70,11 +80,13 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
         self.on_change = on_change  # told of every change of this provider's state
         self.health = Health()
         self.down = False  # its supervisor gave up restarting it
-        self.scheduler = aiojobs.Scheduler(limit=None, pending_limit=1, close_timeout=1.0)
         self._tickets: dict[int, _Ticket] = {}
         self._ids = count(1)
-        self._closing: set[asyncio.Task[None]] = set()
+        self._unpublished = False
         self._rate_key = f"rpm:{provider.name}"
+        self._rate_limit = provider.rate_limit
+        # An attempt holds at most one connection: tickets bound the pool too.
+        self._max_attempts = min(provider.max_concurrency, provider.max_connections)
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
 
     # -- what others may read: a frozen copy -------------------------------------------------
@@ -106,7 +118,7 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
         if self.on_change is not None:
             self.on_change(self.view())
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loop: what awaits, in order -----------------------------------------------------
     async def on_start(self) -> None:
         self._adopt(await self.state.load_health(self.name))
         self.health.probe_in_flight = any(t.probe for t in self._tickets.values())
@@ -121,115 +133,126 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
             record = msgspec.structs.replace(record, blacklisted_until=ceiling)
         self.health.load(record)
 
-    async def handle(self, message: Attempt | Outcome | HealthChanged | Flush) -> Any:
-        if type(message) is Outcome:
-            await self._finished(message)
-            return None
-        if type(message) is HealthChanged:
+    async def handle(self, message: HealthChanged | Publish | Flush) -> Any:
+        if type(message) is Publish:
+            if self._unpublished:
+                self._unpublished = False
+                await self.state.save_health(self.name, self.health.record())
+        elif type(message) is HealthChanged:
             # Another replica's view (pushed by the shared state): adopt it, no round trip.
             self._adopt(message.record)
             self._changed()
-            return None
-        if type(message) is Flush:
-            return None
-        assert isinstance(message, Attempt)
-        return await self._admit(message)
+        elif type(message) is not Flush:
+            raise TypeError(f"{self.name}: not a message of mine: {type(message).__name__}")
+        return None
 
-    def orphaned(self, result: Any) -> None:
-        if isinstance(result, Admission) and result.result is not None:
-            result.result.cancel()  # nobody waits for this attempt any more: stop it
+    def _publish(self) -> None:
+        self._changed()
+        self._unpublished = True
+        self.tell_system(PUBLISH)
 
-    async def _admit(self, attempt: Attempt) -> Admission:
-        now = time.time()
+    # -- one attempt ---------------------------------------------------------------------------
+    async def attempt(
+        self, attempt: Attempt, *, admitted: Callable[[], object] | None = None
+    ) -> AttemptResult | Admission:
+        """Admit `attempt`, take its rate budget and run it, in the caller's task. A rejection
+        is an `Admission`; otherwise the attempt's result, which this provider's health has
+        taken into account once, however the attempt ended (cancellation included).
+        `admitted` is called once the attempt has been admitted and is about to start."""
+        ticket = self._admit(attempt)
+        if type(ticket) is Admission:
+            return ticket
+        assert isinstance(ticket, int)
+        result: AttemptResult | None = None
+        try:
+            if self._rate_limit > 0:
+                budget = await self.state.acquire_rate(self._rate_key, self._rate_limit)
+                self._m.set_budget(budget.remaining)
+                if not budget.allowed:
+                    self._m.rate_rejected.inc()
+                    return Admission("rate_limited", retry_after=budget.retry_after)
+            if admitted is not None:
+                admitted()
+            result = await self._call(attempt)
+        except PoolFull:  # cannot happen while tickets bound connections; if it does, no blame
+            return Admission("saturated", retry_after=1.0)
+        else:
+            return result
+        finally:
+            try:
+                self._finish(ticket, result)
+            except Exception as exc:  # noqa: BLE001 - as a tell's error: the actor crashes
+                self.crash(exc)
+
+    def _admit(self, attempt: Attempt) -> int | Admission:
+        """The synchronous step: take a ticket, or say why not."""
         health = self.health
         if self.down:
             return Admission("down", retry_after=DOWN_RETRY_AFTER)
-        if now < health.blacklisted_until and not attempt.force:
-            return Admission("blacklisted", retry_after=health.blacklisted_until - now)
+        if not attempt.force:
+            now = time.time()
+            if now < health.blacklisted_until:
+                return Admission("blacklisted", retry_after=health.blacklisted_until - now)
         probe = health.failures > 0
         if probe and health.probe_in_flight and not attempt.force:
             return Admission("half_open", retry_after=1.0)
-        if len(self._tickets) >= self.provider.max_concurrency:
+        if len(self._tickets) >= self._max_attempts:
             return Admission("saturated", retry_after=1.0)
-        budget = await self.state.acquire_rate(self._rate_key, self.provider.rate_limit)
-        self._m.set_budget(budget.remaining)
-        if not budget.allowed:
-            self._m.rate_rejected.inc()
-            return Admission("rate_limited", retry_after=budget.retry_after)
-        ticket_id = next(self._ids)
-        self._tickets[ticket_id] = _Ticket(health.epoch, probe, attempt.request_id)
+        ticket = next(self._ids)
+        self._tickets[ticket] = _Ticket(health.epoch, probe, attempt.request_id)
         health.probe_in_flight |= probe
-        result: asyncio.Future[AttemptResult] = self._loop().create_future()
-        job = await self.scheduler.spawn(self._call(ticket_id, attempt, result))
-        result.add_done_callback(partial(self._abandoned, job))
-        return Admission(result=result)
+        return ticket
 
-    def _abandoned(self, job: aiojobs.Job[None], result: asyncio.Future[AttemptResult]) -> None:
-        """The router cancelled the result (its request is gone): close the attempt's job."""
-        if result.cancelled() and not job.closed:
-            closing = self._loop().create_task(job.close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
-
-    async def _call(
-        self, ticket: int, attempt: Attempt, result: asyncio.Future[AttemptResult]
-    ) -> None:
-        # This job's task was created from the actor loop: the handler's contextvars are not here.
-        CURRENT_REQUEST_ID.set(attempt.request_id)
-        outcome: AttemptResult | None = None
+    async def _call(self, attempt: Attempt) -> AttemptResult:
         started = time.perf_counter()
         try:
-            outcome = await run_attempt(
+            result = await run_attempt(
                 self.upstream,
                 attempt,
                 loop=self._loop(),
                 provider_timeout=self.settings.provider_timeout,
                 first_chunk_timeout=self.settings.first_chunk_timeout,
+                connect_timeout=self.settings.connect_timeout,
             )
-        except ClientGone:
-            pass
+        except (ClientGone, PoolFull):
+            raise
         except Exception as exc:
             log.exception("attempt_crashed", provider=self.name)
-            outcome = AttemptResult(False, "bad_response", f"internal error: {type(exc).__name__}")
-        finally:
-            if outcome is not None:  # a cancelled attempt says nothing about upstream latency
-                latency = self._m.upstream_ok if outcome.ok else self._m.upstream_error
-                latency.observe(time.perf_counter() - started)
-            self.tell_system(Outcome(ticket, outcome))
-            if not result.done():
-                if outcome is None:
-                    result.cancel()
-                else:
-                    result.set_result(outcome)
+            result = AttemptResult(False, "bad_response", f"internal error: {type(exc).__name__}")
+        # A cancelled attempt (no result) says nothing about upstream latency.
+        latency = self._m.upstream_ok if result.ok else self._m.upstream_error
+        latency.observe(time.perf_counter() - started)
+        return result
 
-    async def _finished(self, message: Outcome) -> None:
-        ticket = self._tickets.pop(message.ticket, None)
+    def _finish(self, ticket_id: int, result: AttemptResult | None) -> None:
+        """The synchronous step at an attempt's end; `result` None: it was cancelled, refused
+        its budget or the client left, which says nothing about the provider."""
+        ticket = self._tickets.pop(ticket_id, None)
         if ticket is None:
             return
         health = self.health
         if ticket.probe:
             health.probe_in_flight = False
-        outcome = message.result
-        if outcome is None:
-            return  # cancelled: says nothing about the provider
-        if outcome.ok:
+        if result is None:
+            return
+        if result.ok:
             self._m.success.inc()
             if ticket.epoch == health.epoch and health.succeed():
                 log.info("provider_recovered", provider=self.name, request_id=ticket.request_id)
-                await self._publish()
+                self._publish()
             return
-        if outcome.reason is None:
+        if result.reason is None:
             return  # the client's request was wrong, not the provider
-        self._m.failures[outcome.reason].inc()
-        if outcome.cut_by_deadline or outcome.reason == "model_not_found":
+        self._m.failures[result.reason].inc()
+        if result.cut_by_deadline or result.reason == "model_not_found":
             return  # the request ran out of time, or wants a model this provider lacks
-        await self._blacklist(ticket, outcome)
+        self._blacklist(ticket, result)
 
-    async def _blacklist(self, ticket: _Ticket, outcome: AttemptResult) -> None:
+    def _blacklist(self, ticket: _Ticket, result: AttemptResult) -> None:
         health = self.health
         now = time.time()
         maximum = self.settings.backoff_max_seconds
-        retry_after = outcome.retry_after
+        retry_after = result.retry_after
         if retry_after is not None and retry_after > maximum:
             # An upstream may ask for any wait; a blacklist never outlasts BACKOFF_MAX_SECONDS.
             log.warning(
@@ -243,11 +266,11 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
         if ticket.epoch != health.epoch:
             if retry_after:
                 health.extend(now, retry_after)
-                await self._publish()
+                self._publish()
             return
-        assert outcome.reason is not None
+        assert result.reason is not None
         delay = health.fail(
-            outcome.reason,
+            result.reason,
             now,
             base=self.settings.backoff_base_seconds,
             maximum=maximum,
@@ -257,22 +280,16 @@ class ProviderActor(Actor[Attempt | Outcome | HealthChanged | Flush]):
             "provider_blacklisted",
             provider=self.name,
             request_id=ticket.request_id,
-            reason=outcome.reason,
+            reason=result.reason,
             failures=health.failures,
             seconds=round(delay, 3),
-            detail=outcome.message,
+            detail=result.message,
         )
-        await self._publish()
-
-    async def _publish(self) -> None:
-        await self.state.save_health(self.name, self.health.record())
-        self._changed()
+        self._publish()
 
     async def close(self, *, settle: float = 1.0) -> None:
-        """Stop the attempts still running, record how they ended, then stop the loop."""
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
-        await self.scheduler.close()  # each job ends and tells its Outcome
+        """Write what is still unwritten, then stop the loop. (Attempts run in their requests'
+        tasks, which the router ends before it closes its providers.)"""
         if self.running:
             with contextlib.suppress(Exception):  # a loop too busy or crashed: stop anyway
                 await self.ask(FLUSH, timeout=settle)

@@ -14,6 +14,10 @@ from collections.abc import Callable
 from modelrouter.events import Answering, CacheStatus, Done, Event, Failed
 
 
+class RelayFinished(RuntimeError):
+    """A relay was ended twice: two writers think they own its end."""
+
+
 class ClientGone(Exception):
     """The reader closed the relay (the client disconnected or the handler gave up)."""
 
@@ -24,6 +28,7 @@ class Relay:
         "_events",
         "_finished",
         "_loop",
+        "_more_on_close",
         "_on_close",
         "_reader",
         "_writer",
@@ -47,6 +52,7 @@ class Relay:
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
         self._on_close: Callable[[], object] | None = None
+        self._more_on_close: list[Callable[[], object]] | None = None  # rare: made when needed
         self._closed = False
         self._finished = False
 
@@ -78,20 +84,26 @@ class Relay:
         self._events.append(event)
 
     def finish(self, event: Done | Failed) -> None:
-        """Queue the terminal event (never blocks; the bound excludes it). Only the first
-        terminal event counts."""
+        """Queue the terminal event (never blocks; the bound excludes it). One owner writes
+        it, once: a second end is a bug, and says so."""
         if self._finished:
-            return
+            raise RelayFinished(f"already ended; {type(event).__name__} is a second end")
         self._finished = True
         self._events.append(event)
         self._wake_reader()
 
     def on_close(self, callback: Callable[[], object]) -> None:
-        """Run `callback` when the reader goes away before the end (it cancels the writer)."""
+        """Run `callback` when the reader goes away before the end (it cancels the writer).
+        Callbacks run in the order given (a relay handed on, e.g. by the cache to the router,
+        keeps its first owner's callback)."""
         if self._closed:
             callback()
-        else:
+        elif self._on_close is None:
             self._on_close = callback
+        elif self._more_on_close is None:
+            self._more_on_close = [callback]
+        else:
+            self._more_on_close.append(callback)
 
     @property
     def closed(self) -> bool:
@@ -120,6 +132,9 @@ class Relay:
         callback, self._on_close = self._on_close, None
         if callback is not None and not self._finished:
             callback()
+            for more in self._more_on_close or ():
+                more()
+        self._more_on_close = None
 
     def _wake_reader(self) -> None:
         reader = self._reader

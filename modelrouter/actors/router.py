@@ -19,9 +19,10 @@ from modelrouter.actors.fallback import Fallback
 from modelrouter.actors.messages import Route
 from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
+from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
-from modelrouter.events import Failed
+from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
 
 log = structlog.get_logger("modelrouter.router")
@@ -105,25 +106,33 @@ class RouterSupervisor:
                 self._spawn(route)
 
     async def _route(self, route: Route) -> None:
+        """The one place that ends the route's relay (once), however the request ends."""
+        relay = route.relay
+        try:
+            ending = await self._answer(route)
+        except ClientGone:
+            return  # the reader is gone: nobody to tell
+        except asyncio.CancelledError:
+            # The client left (its relay closed), or a hard close: then its reader hears why.
+            if not relay.closed:
+                relay.finish(self._ending)
+            raise
+        relay.finish(ending)
+
+    async def _answer(self, route: Route) -> Done | Failed:
         try:
             candidates = plan(route.request, self.order, self.providers, self.aliases)
             fallback = Fallback(
                 route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
             )
-            route.relay.finish(await fallback.run())
+            return await fallback.run()
         except PlanError as exc:
-            route.relay.finish(
-                Failed(exc.status, exc.type, str(exc), param=exc.param, retryable=False)
-            )
-        except asyncio.CancelledError:
+            return Failed(exc.status, exc.type, str(exc), param=exc.param, retryable=False)
+        except (asyncio.CancelledError, ClientGone):
             raise
         except Exception:  # a bug in planning or fallback must answer the client, not hang it
             log.exception("routing_crashed")
-            route.relay.finish(Failed(502, "internal_error", "the router failed on this request"))
-        finally:
-            # However this task ends (a hard close cancels it), the reader is answered: a
-            # whole-answer reader needs no timer of its own. A no-op when already finished.
-            route.relay.finish(self._ending)
+            return Failed(502, "internal_error", "the router failed on this request")
 
     def _loop_(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None

@@ -1,7 +1,14 @@
 """One attempt against one provider: the HTTP call, its deadlines, and the events it relays.
 
-Runs as a job in the provider actor's scheduler. It returns an `AttemptResult` for every ending
-except cancellation, so a provider failure is data, never an unhandled exception.
+Runs in the request's routing task. It returns an `AttemptResult` for every ending except
+cancellation and the client leaving (`ClientGone`), so a provider failure is data, never an
+unhandled exception. It writes the answer's events into the request's relay, never its end: the
+routing task ends the relay, once.
+
+Its timers measure the provider, never the client: while the relay is full (the client reads
+slowly) the attempt waits with only the request's deadline running, and the provider's window
+starts again once the client has made room. Between chunks, only data counts as progress: a
+stream that sends nothing but SSE comments stalls like one that sends nothing.
 """
 
 from __future__ import annotations
@@ -25,15 +32,16 @@ from modelrouter.providers import Adapter, parse_retry_after
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.transport import BadResponse, Pool, Response
+from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("finish_reason", "first_chunk", "usage")
+    __slots__ = ("finish_reason", "first_chunk", "usage", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, window: float) -> None:
+        self.window = window  # PROVIDER_TIMEOUT: the longest stall between chunks
         self.first_chunk = False
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
@@ -58,11 +66,17 @@ async def run_attempt(
     *,
     provider_timeout: float,
     first_chunk_timeout: float,
+    connect_timeout: float,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> AttemptResult:
+    """One attempt, its timers in phases: opening a connection (TCP, proxy, TLS) within
+    `connect_timeout` (`connect_error`), the first chunk within `first_chunk_timeout` of the
+    request written (a whole answer: `provider_timeout`), then `provider_timeout` between
+    chunks; each cut to the request's deadline, whose expiry blames no provider. PoolFull
+    (every allowed connection busy) goes to the caller: the attempt never started."""
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
-    progress = _Progress()
+    progress = _Progress(provider_timeout)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
@@ -72,8 +86,14 @@ async def run_attempt(
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+        pool = upstream.pool
+        conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
+        if type(conn) is AttemptResult:
+            return conn
+        assert isinstance(conn, Connection)
+        # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            response = await upstream.pool.request(upstream.head, body, extra)
+            response = await pool.exchange(conn, upstream.head, body, extra)
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -83,24 +103,17 @@ async def run_attempt(
                         response=response,
                         attempt=attempt,
                         timer=timer,
-                        provider_timeout=provider_timeout,
                         progress=progress,
                     )
                 else:
-                    await _read_whole(adapter, response, attempt.relay, progress)
+                    await _read_whole(adapter, response, attempt, timer, progress)
             finally:
                 response.release()
     except TimeoutError:
         # Whether the request's own deadline was the one that fired: the timer's time says it
         # (the loop's clock may read a hair short of it, timers fire to the millisecond).
         cut = timer is not None and timer.when >= attempt.deadline
-        if attempt.stream and not progress.first_chunk and not cut:
-            window = f"first chunk not received within {first_chunk_timeout:g}s"
-            return AttemptResult(False, "first_chunk_timeout", window)
-        what = "request deadline reached" if cut else f"no data for {provider_timeout:g}s"
-        return AttemptResult(
-            False, "timeout", what, cut_by_deadline=cut, emitted=progress.first_chunk
-        )
+        return _timed_out(attempt, progress, cut=cut, first_chunk_timeout=first_chunk_timeout)
     except UpstreamFailure as failure:
         # Upstream text may echo the credential it received: redact it where it enters.
         return AttemptResult(
@@ -117,12 +130,30 @@ async def run_attempt(
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
-    finish_reason = progress.finish_reason or "stop"
-    # A complete answer is final whatever the router decides next, so end the relay here: the
-    # reader gets the last chunk and the end in one wake-up, one hop sooner. (The router's own
-    # `finish` afterwards is a no-op.)
-    attempt.relay.finish(Done(finish_reason))
-    return AttemptResult(True, finish_reason=finish_reason)
+    return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+
+
+def _timed_out(
+    attempt: Attempt, progress: _Progress, *, cut: bool, first_chunk_timeout: float
+) -> AttemptResult:
+    if attempt.stream and not progress.first_chunk and not cut:
+        window = f"first chunk not received within {first_chunk_timeout:g}s"
+        return AttemptResult(False, "first_chunk_timeout", window)
+    what = "request deadline reached" if cut else f"no data for {progress.window:g}s"
+    return AttemptResult(False, "timeout", what, cut_by_deadline=cut, emitted=progress.first_chunk)
+
+
+async def _connect(
+    pool: Pool, left: float, connect_timeout: float, redact: Redactor
+) -> Connection | AttemptResult:
+    """A connection from the pool within the connect window (cut to the `left` seconds of the
+    request), or why not."""
+    try:
+        return await pool.checkout(connect_timeout=min(connect_timeout, left))
+    except ConnectTimeout as exc:
+        if left <= connect_timeout:  # the request's deadline, not the provider, ran out
+            return AttemptResult(False, "timeout", "request deadline reached", cut_by_deadline=True)
+        return AttemptResult(False, "connect_error", redact(str(exc)))
 
 
 async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailure:
@@ -135,16 +166,28 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
 
 
 async def _read_whole(
-    adapter: Adapter, response: Response, relay: Relay, progress: _Progress
+    adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
     events: list[Event] = [Chunk(completion.text)] if completion.text else []
     events += completion.tool_calls
     events.append(completion.usage)
+    relay = attempt.relay
     for event in events:
         if not relay.offer(event):
-            await relay.put(event)
+            await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
+
+
+async def _wait_for_client(
+    relay: Relay, event: Event, timer: Deadline, deadline: float, window: float
+) -> None:
+    """The relay is full: wait until the client has made room, with only the request's
+    deadline running, then give the provider `window` seconds again (0: none needed)."""
+    timer.reschedule(deadline)  # later: only noted, no timer re-armed
+    await relay.put(event)
+    if window:
+        timer.reschedule(min(asyncio.get_running_loop().time() + window, deadline))
 
 
 async def _pump_stream(
@@ -153,42 +196,48 @@ async def _pump_stream(
     response: Response,
     attempt: Attempt,
     timer: Deadline,
-    provider_timeout: float,
     progress: _Progress,
 ) -> None:
     loop = asyncio.get_running_loop()
+    provider_timeout = progress.window
     framer = adapter.framer()
     map_chunk = adapter.map_chunk
     relay = attempt.relay
     deadline = attempt.deadline
     async for data in response.iter_body():
-        for payload in framer.feed(data):
-            if await _relay_events(map_chunk(payload), progress, relay):
+        payloads = framer.feed(data)
+        for payload in payloads:
+            if await _relay_events(map_chunk(payload), progress, relay, timer, deadline):
                 return
-        if progress.first_chunk:  # from here on, only a stall between chunks times out
+        # Only data moves the stall window on: comments (`: ping`) do not, and neither does
+        # anything before the first chunk (the first-chunk window runs until then).
+        if payloads and progress.first_chunk:
             timer.reschedule(min(loop.time() + provider_timeout, deadline))
     for payload in framer.finish():
-        if await _relay_events(map_chunk(payload), progress, relay):
+        if await _relay_events(map_chunk(payload), progress, relay, timer, deadline):
             return
     raise bad_response("stream ended before its end marker")
 
 
-async def _relay_events(events: list[Event], progress: _Progress, relay: Relay) -> bool:
+async def _relay_events(
+    events: list[Event], progress: _Progress, relay: Relay, timer: Deadline, deadline: float
+) -> bool:
     """Relay text and tool-call pieces; keep usage and finish reason for the end. True at Done."""
     for event in events:
         kind = type(event)
         if kind is Chunk or kind is ToolCallDelta:
             progress.first_chunk = True
             if not relay.offer(event):
-                await relay.put(event)
+                await _wait_for_client(relay, event, timer, deadline, progress.window)
         elif isinstance(event, Usage):
             progress.usage = event if progress.usage is None else progress.usage.merge(event)
         elif isinstance(event, Finish):
             progress.finish_reason = event.reason
         elif isinstance(event, Done):
             progress.finish_reason = progress.finish_reason or event.finish_reason
-            if progress.usage is not None and not relay.offer(progress.usage):
-                await relay.put(progress.usage)
+            usage = progress.usage
+            if usage is not None and not relay.offer(usage):
+                await _wait_for_client(relay, usage, timer, deadline, 0.0)
             return True
     return False
 

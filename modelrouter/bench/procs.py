@@ -34,10 +34,17 @@ def wait_listening(port: int, *, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def child(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
-    """Run `python -m modelrouter <args>` until the block ends; yields its pid."""
+def child(
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    module: str = "modelrouter",
+) -> Iterator[int]:
+    """Run `python -m <module> <args>` until the block ends, once it listens on `port`;
+    yields its pid."""
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "modelrouter", *args],
+        [sys.executable, "-m", module, *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

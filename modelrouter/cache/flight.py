@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from modelrouter.actors.relay import ClientGone, Relay
+from modelrouter.actors.relay import ClientGone, Relay, RelayFinished
 from modelrouter.cache.codec import event_size
 from modelrouter.events import Answering, CacheStatus, Chunk, Done, Event, Failed, ToolCallDelta
 from modelrouter.schemas import ChatRequest
@@ -184,7 +184,7 @@ class Flight(Relay):
 
     def finish(self, event: Done | Failed) -> None:
         if self._finished:
-            return
+            raise RelayFinished(f"flight already ended; {type(event).__name__} is a second end")
         self._finished = True
         alone = type(event) is Failed and not self.emitted and not shared_failure(event)
         for member in list(self.members):

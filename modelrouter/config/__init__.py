@@ -8,6 +8,7 @@
 
 from modelrouter.config.load import load_settings, variables
 from modelrouter.config.masking import describe, mask, mask_url, secrets_of
+from modelrouter.config.prices import Price
 from modelrouter.config.reader import is_loopback
 from modelrouter.config.structs import (
     DEFAULT_ORDER,
@@ -21,6 +22,7 @@ from modelrouter.config.structs import (
     ProviderSettings,
     RedisSettings,
     Settings,
+    TenantSettings,
     UpstreamSettings,
 )
 
@@ -32,10 +34,12 @@ __all__ = [
     "CacheSettings",
     "ConfigError",
     "HistorySettings",
+    "Price",
     "ProviderDefaults",
     "ProviderSettings",
     "RedisSettings",
     "Settings",
+    "TenantSettings",
     "UpstreamSettings",
     "describe",
     "is_loopback",

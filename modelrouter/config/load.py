@@ -20,6 +20,7 @@ from modelrouter.config.network import (
     provider_proxy,
     proxy,
 )
+from modelrouter.config.prices import read_prices
 from modelrouter.config.reader import Reader, bounded, flag, is_loopback, port, split
 from modelrouter.config.structs import (
     DATABASE_SCHEMES,
@@ -32,6 +33,7 @@ from modelrouter.config.structs import (
     ProviderSettings,
     RedisSettings,
     Settings,
+    TenantSettings,
     UpstreamSettings,
 )
 
@@ -65,6 +67,9 @@ def _providers(
             max_concurrency=reader.integer(
                 f"{prefix}_MAX_CONCURRENCY", _PROVIDER.max_concurrency, minimum=1
             ),
+            max_connections=reader.integer(
+                f"{prefix}_MAX_CONNECTIONS", _PROVIDER.max_connections, minimum=1
+            ),
             proxy=provider_proxy(reader, f"{prefix}_PROXY"),
             ca_bundle=ca_file(reader, f"{prefix}_CA_BUNDLE"),
         )
@@ -91,6 +96,11 @@ _REDIS: Final = RedisSettings()
 _PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
 _CACHE: Final = CacheSettings()
 _HISTORY: Final = HistorySettings()
+_TENANTS: Final = TenantSettings()
+MIN_ADMIN_KEY_CHARS: Final = 16  # an admin key mints client keys: no short, guessable ones
+VIRTUAL_KEY_PREFIX: Final = (
+    "mr-"  # modelrouter.tenants.secrets.PREFIX (config imports nothing above it)
+)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +139,9 @@ def _load(r: Reader) -> Settings:
         upstream=_upstream(r),
         provider_timeout=r.number("PROVIDER_TIMEOUT", d.provider_timeout, minimum=0.001),
         first_chunk_timeout=r.number("FIRST_CHUNK_TIMEOUT", d.first_chunk_timeout, minimum=0.001),
+        connect_timeout=r.seconds(
+            "CONNECT_TIMEOUT", d.connect_timeout, minimum=0.001, maximum=3600
+        ),
         max_operation_timeout=r.number(
             "MAX_OPERATION_TIMEOUT", d.max_operation_timeout, minimum=0.001
         ),
@@ -165,6 +178,7 @@ def _load(r: Reader) -> Settings:
         cache=_cache(r),
         database_url=r.raw("DATABASE_URL"),
         history=_history(r),
+        tenants=_tenants(r),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
@@ -174,6 +188,8 @@ def _load(r: Reader) -> Settings:
         checked_url(r, "DATABASE_URL", settings.database_url, tuple(sorted(DATABASE_SCHEMES)))
     if settings.stream_lease_renew >= settings.stream_lease_ttl:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
+    if set(settings.tenants.admin_keys) & set(settings.api_keys):
+        r.problems.append("ADMIN_API_KEY and API_KEY share a key: an admin key is not a client key")
     if not settings.api_keys and not is_loopback(settings.host):
         r.problems.append(
             f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
@@ -218,7 +234,9 @@ def _cache(r: Reader) -> CacheSettings:
 def _history(r: Reader) -> HistorySettings:
     d = _HISTORY
     rule = "a flag (1/0, true/false)"
-    history = HistorySettings(
+    # A HISTORY_QUEUE_ROWS below HISTORY_BATCH_ROWS is accepted: the writer's batch is then
+    # the whole queue (setting the bound alone must not require lowering the batch too).
+    return HistorySettings(
         store_content=r.get("HISTORY_STORE_CONTENT", d.store_content, flag, rule),
         flush_seconds=r.number("HISTORY_FLUSH_SECONDS", d.flush_seconds, minimum=0.01),
         batch_rows=r.integer("HISTORY_BATCH_ROWS", d.batch_rows, minimum=1),
@@ -226,9 +244,31 @@ def _history(r: Reader) -> HistorySettings:
         retention_days=r.integer("HISTORY_RETENTION_DAYS", d.retention_days),
         pool_size=r.integer("HISTORY_POOL_SIZE", d.pool_size, minimum=1),
     )
-    if history.batch_rows > history.queue_rows:
-        r.problems.append("HISTORY_BATCH_ROWS must be <= HISTORY_QUEUE_ROWS")
-    return history
+
+
+def _tenants(r: Reader) -> TenantSettings:
+    d = _TENANTS
+    admin_keys = split(r.raw("ADMIN_API_KEY") or "")
+    for index, key in enumerate(admin_keys, 1):
+        if len(key) < MIN_ADMIN_KEY_CHARS or not key.isascii() or not key.isprintable():
+            r.problems.append(
+                f"ADMIN_API_KEY: key {index} must be at least {MIN_ADMIN_KEY_CHARS} printable "
+                "ASCII characters (value not shown)"
+            )
+        elif key.startswith(VIRTUAL_KEY_PREFIX):  # then no virtual key can ever be one
+            r.problems.append(
+                f"ADMIN_API_KEY: key {index} starts with {VIRTUAL_KEY_PREFIX!r}, the prefix of "
+                "virtual (client) keys: an admin key is not a client key"
+            )
+    prices_file, prices = read_prices(r, "PRICES_FILE")
+    return TenantSettings(
+        admin_keys=admin_keys,
+        key_cache_seconds=r.seconds(
+            "KEY_CACHE_SECONDS", d.key_cache_seconds, minimum=0.1, maximum=3600
+        ),
+        prices_file=prices_file,
+        prices=prices,
+    )
 
 
 def _upstream(r: Reader) -> UpstreamSettings:

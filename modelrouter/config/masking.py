@@ -46,6 +46,7 @@ def describe(settings: Settings) -> dict[str, object]:
     data["api_keys"] = [mask(k) for k in settings.api_keys]
     data["redis_url"] = mask_url(settings.redis_url)
     data["database_url"] = mask_url(settings.database_url)
+    data["tenants"]["admin_keys"] = [mask(k) for k in settings.tenants.admin_keys]
     data["state_backend"] = "redis" if settings.redis_url else "memory"
     for provider in data["providers"]:
         provider["api_key"] = mask(provider["api_key"])
@@ -59,7 +60,7 @@ def describe(settings: Settings) -> dict[str, object]:
 
 def secrets_of(settings: Settings) -> list[str]:
     """Every configured secret, for the log redaction processor."""
-    found = list(settings.api_keys)
+    found = list(settings.api_keys) + list(settings.tenants.admin_keys)
     found += [p.api_key for p in settings.providers if p.api_key]
     if settings.redis_url:
         found += _url_passwords(settings.redis_url)

@@ -10,6 +10,7 @@ from typing import Final, Literal
 import msgspec
 
 from modelrouter.aliases import ModelAlias
+from modelrouter.config.prices import Price
 
 AdapterKind = Literal["openai", "ollama", "anthropic"]
 
@@ -51,6 +52,7 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     api_key: str | None
     rate_limit: int  # requests per minute; 0 means unlimited
     max_concurrency: int = 256  # <PROVIDER>_MAX_CONCURRENCY: attempts in flight
+    max_connections: int = 256  # <PROVIDER>_MAX_CONNECTIONS: upstream sockets, active and idle
     proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
     ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
 
@@ -106,6 +108,15 @@ class HistorySettings(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int = 4  # HISTORY_POOL_SIZE: connections to PostgreSQL per process
 
 
+class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Virtual keys, their admin API and prices (see modelrouter.tenants)."""
+
+    admin_keys: tuple[str, ...] = ()  # ADMIN_API_KEY: the keys of /admin/*, and of nothing else
+    key_cache_seconds: float = 30.0  # KEY_CACHE_SECONDS: a replica re-reads a known key this late
+    prices_file: str | None = None  # PRICES_FILE: JSON prices extending the bundled table
+    prices: dict[str, Price] = {}  # what PRICES_FILE holds, read and checked at start-up
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -115,6 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream: UpstreamSettings = UpstreamSettings()
     provider_timeout: float = 30.0
     first_chunk_timeout: float = 3.0
+    connect_timeout: float = 5.0  # CONNECT_TIMEOUT: TCP connect, proxy CONNECT and TLS handshake
     max_operation_timeout: float = 120.0
     backoff_base_seconds: float = 5.0
     backoff_max_seconds: float = 300.0
@@ -138,6 +150,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     database_url: str | None = None  # DATABASE_URL: history on when set
     history: HistorySettings = HistorySettings()
+    tenants: TenantSettings = TenantSettings()
 
     @property
     def auth_enabled(self) -> bool:

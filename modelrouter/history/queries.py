@@ -8,19 +8,44 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import msgspec
 
-from modelrouter.history.records import shown
+from modelrouter.history.records import BIGINT_MAX, HistoryRecord, shown
 from modelrouter.history.schema import TABLE
 
-MAX_LIMIT = 200
+MAX_LIMIT: Final = 200
+MAX_TEXT: Final = 256  # a text filter (provider, model) or request id longer than this: a 400
+Cursor = tuple[datetime, int]  # the (created_at, id) of the last record of a page
 
 
 class BadCursor(ValueError):
     pass
+
+
+class BadQuery(ValueError):
+    """A value the database could not compare (one the route's checks let through)."""
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be compared with a text column, or None: PostgreSQL's text holds
+    no NUL (the query would fail, not match nothing)."""
+    if "\x00" in value:
+        return "holds a NUL character"
+    if len(value) > MAX_TEXT:
+        return f"is longer than {MAX_TEXT} characters"
+    return None
+
+
+def in_range(when: datetime) -> bool:
+    """Whether an aware time is one the database driver can send (it sends UTC)."""
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 class Filters(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,18 +61,28 @@ def encode_cursor(created_at: datetime, row_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
+def decode_cursor(cursor: str) -> Cursor:
+    """The cursor's (time, id), checked as this server writes them: a cursor is opaque, and
+    one that fails a check was not given by this server."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, row_id = raw.partition("|")
-        return datetime.fromisoformat(when), int(row_id)
+        decoded = datetime.fromisoformat(when), int(row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadCursor("cursor is not one this server gave") from None
+        decoded = None
+    if (
+        decoded is None
+        or decoded[0].tzinfo is None
+        or not in_range(decoded[0])
+        or not 1 <= decoded[1] <= BIGINT_MAX  # a bigserial
+    ):
+        raise BadCursor("cursor is not one this server gave")
+    return decoded
 
 
 async def page(
-    conn: Any, client: str, filters: Filters, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+    conn: Any, client: str, filters: Filters, *, limit: int, cursor: Cursor | None
+) -> tuple[list[HistoryRecord], str | None]:
     """One page of `client`'s records and the cursor of the next (None: this is the last)."""
     where = ["client_id = $1"]
     args: list[Any] = [client]
@@ -67,8 +102,7 @@ async def page(
     if filters.status is not None:
         match("status = ?", filters.status)
     if cursor is not None:
-        when, row_id = decode_cursor(cursor)
-        args += [when, row_id]
+        args += cursor
         where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     sql = (
@@ -82,7 +116,7 @@ async def page(
     return [shown(row) for row in rows], following
 
 
-async def one(conn: Any, client: str, request_id: str) -> dict[str, Any] | None:
+async def one(conn: Any, client: str, request_id: str) -> HistoryRecord | None:
     """`client`'s latest record of `request_id` (a client may reuse its X-Request-ID)."""
     row = await conn.fetchrow(
         f"SELECT * FROM {TABLE} WHERE client_id = $1 AND request_id = $2"  # noqa: S608

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -48,13 +49,85 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
     answer: str | None
 
 
-_decode_json = msgspec.json.Decoder().decode
+# What PostgreSQL cannot hold, and what is stored instead: text never holds NUL (nor does
+# jsonb hold its JSON escape), and a bigint holds 64 bits. A count past 2^63 (an upstream's
+# garbage) is kept at the limit rather than costing the whole row.
+NUL_STAND_IN: Final = "\ufffd"  # the Unicode replacement character
+BIGINT_MIN: Final = -(2**63)
+BIGINT_MAX: Final = 2**63 - 1
+_TEXT: Final = (
+    "request_id", "client_id", "route", "provider", "model", "error_type", "cache", "answer",
+)  # fmt: skip
+_COUNTS: Final = ("prompt_tokens", "completion_tokens")
+# `\u0000` in JSON text, unless its backslash is itself escaped (`\\u0000` is text, not a NUL).
+_JSON_NUL: Final = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def shown(row: Any) -> dict[str, Any]:
-    """A database row as the API's JSON object (the client id is the caller's own: left out)."""
-    out = {name: row[name] for name in COLUMNS if name not in ("client_id", "messages")}
-    out["created_at"] = row["created_at"].isoformat(timespec="milliseconds")
+def storable(record: Record) -> Record:
+    """`record` with what the database cannot hold replaced (the same object when nothing is:
+    the usual case costs a few scans for a NUL byte)."""
+    changes: dict[str, Any] = {}
+    for name in _TEXT:
+        value = getattr(record, name)
+        if value is not None and "\x00" in value:
+            changes[name] = value.replace("\x00", NUL_STAND_IN)
+    if record.messages is not None and "\\u0000" in record.messages:
+        changes["messages"] = _JSON_NUL.sub(r"\1\\ufffd", record.messages)
+    for name in _COUNTS:
+        value = getattr(record, name)
+        if value is not None and not BIGINT_MIN <= value <= BIGINT_MAX:
+            changes[name] = min(max(value, BIGINT_MIN), BIGINT_MAX)
+    return msgspec.structs.replace(record, **changes) if changes else record
+
+
+class HistoryRecord(msgspec.Struct, frozen=True):
+    """A record as `GET /v1/history` shows it: its row without the client id (the caller's
+    own), `created_at` in ISO 8601 with milliseconds and zone, and the messages as JSON."""
+
+    request_id: str
+    created_at: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+    route: str
+    provider: str | None
+    model: str | None
+    attempts: int
+    status: int
+    error_type: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float
+    ttfb_ms: float | None
+    cache: str | None
+    answer: str | None
+    # Stored as jsonb and sent on as the database gives it (never decoded here).
+    messages: (
+        Annotated[
+            msgspec.Raw,
+            msgspec.Meta(
+                extra_json_schema={"type": "array", "items": {"type": "object"}},
+                description="The request's messages (null with HISTORY_STORE_CONTENT=false)",
+            ),
+        ]
+        | None
+    )
+
+
+def shown(row: Any) -> HistoryRecord:
+    """A database row as the API shows it."""
     messages = row["messages"]
-    out["messages"] = None if messages is None else _decode_json(messages)
-    return out
+    return HistoryRecord(
+        request_id=row["request_id"],
+        created_at=row["created_at"].isoformat(timespec="milliseconds"),
+        route=row["route"],
+        provider=row["provider"],
+        model=row["model"],
+        attempts=row["attempts"],
+        status=row["status"],
+        error_type=row["error_type"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        latency_ms=row["latency_ms"],
+        ttfb_ms=row["ttfb_ms"],
+        cache=row["cache"],
+        answer=row["answer"],
+        messages=None if messages is None else msgspec.Raw(messages),
+    )

@@ -40,24 +40,39 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (created_at);
         """,
     ),
+    # Token counts past 2^31 (an upstream's usage) failed the whole batch they were in. This
+    # rewrites the table under an exclusive lock: on a large history it takes a while (the
+    # writer gives migrations their own, longer timeout), and reads wait meanwhile.
+    (
+        2,
+        f"""
+        ALTER TABLE {TABLE}
+            ALTER COLUMN prompt_tokens TYPE bigint,
+            ALTER COLUMN completion_tokens TYPE bigint;
+        """,
+    ),
 )
 LATEST: Final = MIGRATIONS[-1][0]
 
 
-async def migrate(conn: Any) -> list[int]:
-    """Apply the migrations this database lacks; returns the versions applied now."""
+async def migrate(conn: Any, *, timeout: float = 600.0) -> list[int]:
+    """Apply the migrations this database lacks; returns the versions applied now.
+
+    `timeout` bounds each statement, in place of the pool's (meant for reads): waiting for
+    another replica's migration, or rewriting a large table, takes longer than a query."""
     applied: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_ID)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_ID, timeout=timeout)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS modelrouter_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            timeout=timeout,
         )
         done = {row[0] for row in await conn.fetch("SELECT version FROM modelrouter_schema")}
         for version, sql in MIGRATIONS:
             if version in done:
                 continue
-            await conn.execute(sql)
+            await conn.execute(sql, timeout=timeout)
             await conn.execute("INSERT INTO modelrouter_schema (version) VALUES ($1)", version)
             applied.append(version)
     return applied

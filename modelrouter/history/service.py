@@ -8,7 +8,7 @@ import asyncpg
 
 from modelrouter.config import HistorySettings
 from modelrouter.history import queries
-from modelrouter.history.records import Record
+from modelrouter.history.records import HistoryRecord, Record
 from modelrouter.history.writer import HistoryWriter, State
 from modelrouter.observability import Metrics
 
@@ -51,12 +51,20 @@ class History:
         await self.writer.close(timeout=timeout)
         self.pool.terminate()
 
+    # The route checks its parameters first; a value that still fails to compare is the
+    # query's fault (BadQuery: a 400), never the database being away (a retryable 503).
     async def page(
-        self, client: str, filters: queries.Filters, *, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        async with self.pool.acquire(timeout=self.read_timeout) as conn:
-            return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
+        self, client: str, filters: queries.Filters, *, limit: int, cursor: queries.Cursor | None
+    ) -> tuple[list[HistoryRecord], str | None]:
+        try:
+            async with self.pool.acquire(timeout=self.read_timeout) as conn:
+                return await queries.page(conn, client, filters, limit=limit, cursor=cursor)
+        except asyncpg.DataError:
+            raise queries.BadQuery("a filter is not one the history can compare") from None
 
-    async def one(self, client: str, request_id: str) -> dict[str, Any] | None:
-        async with self.pool.acquire(timeout=self.read_timeout) as conn:
-            return await queries.one(conn, client, request_id)
+    async def one(self, client: str, request_id: str) -> HistoryRecord | None:
+        try:
+            async with self.pool.acquire(timeout=self.read_timeout) as conn:
+                return await queries.one(conn, client, request_id)
+        except asyncpg.DataError:
+            raise queries.BadQuery("the request id is not one the history can compare") from None

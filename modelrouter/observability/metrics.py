@@ -296,6 +296,12 @@ class Metrics:
             "Request records dropped (oldest first) because the history queue was full",
             registry=r,
         )
+        self.history_rejected = Counter(
+            "modelrouter_history_rejected",
+            "Request records dropped because the history database refused a value in them "
+            "(the rest of their batch was written)",
+            registry=r,
+        )
         self.history_errors = Counter(
             "modelrouter_history_errors",
             "History database operations that failed (migrate: connect and schema, write, purge)",

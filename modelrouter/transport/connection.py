@@ -51,8 +51,10 @@ class Connection(asyncio.Protocol):
         "encoding",
         "idle_since",
         "keep_alive",
+        "lent",
         "loop",
         "parser",
+        "reused_at",
         "status",
         "transport",
     )
@@ -64,6 +66,8 @@ class Connection(asyncio.Protocol):
         self._reader: asyncio.Future[None] | None = None
         self._error: Exception | None = None
         self.idle_since = 0.0
+        self.lent = False  # checked out of its pool: counted as active until given back
+        self.reused_at = -1.0  # when last taken from its pool's idle list; never: -1
         self._reset()
 
     def _reset(self) -> None:
@@ -177,7 +181,8 @@ class Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         self._reset()
-        assert self.transport is not None
+        if self.transport is None:  # closed since it was checked out: nothing was written
+            raise ConnectionLost("connection closed before the request was written")
         self.transport.write(data)
 
     async def headers(self) -> list[tuple[bytes, bytes]]:

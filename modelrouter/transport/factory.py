@@ -27,7 +27,8 @@ def open_pool(provider: ProviderSettings, settings: Settings, *, url: str) -> Po
         )
     pool = Pool(
         url,
-        max_idle=provider.max_concurrency,
+        max_connections=provider.max_connections,
+        connect_timeout=settings.connect_timeout,
         ssl_context=context,
         proxy=proxy,
         max_body=upstream.max_body_bytes,

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import ssl
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from modelrouter.config import UpstreamSettings
-from modelrouter.transport.connection import Connection
+
+if TYPE_CHECKING:
+    from modelrouter.transport.dial import Step
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 MAX_REPLY_HEAD = 16 * 1024  # a CONNECT reply's head; the proxy's own answer, never a body
@@ -142,24 +143,19 @@ class _Handshake(asyncio.Protocol):
             self.reply.set_exception(ProxyError("proxy closed the connection during CONNECT"))
 
 
-async def open_tunnel(
-    proxy: Proxy, host: str, port: int, ssl_context: ssl.SSLContext
-) -> Connection:
-    """A TLS connection to `host:port` through a CONNECT tunnel opened by `proxy`."""
+async def open_tunnel(proxy: Proxy, host: str, port: int, *, step: Step) -> asyncio.Transport:
+    """A tunnel to `host:port` opened by `proxy` with CONNECT: the raw transport, ready for
+    the TLS handshake (the caller's next phase). `step` names the phase as it goes."""
     loop = asyncio.get_running_loop()
     transport, handshake = await proxy.connect(lambda: _Handshake(loop))
+    step.name = f"CONNECT through proxy {proxy.label}"
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    conn = Connection()
     try:
         await _establish(proxy, transport, handshake, authority)
-        tls = await loop.start_tls(transport, conn, ssl_context, server_hostname=host)
     except BaseException:
         transport.close()
         raise
-    if tls is None:  # only when the transport closed meanwhile
-        raise ProxyError(f"proxy {proxy.label} closed the tunnel to {authority}")
-    conn.connection_made(tls)
-    return conn
+    return transport
 
 
 async def _establish(

@@ -52,16 +52,14 @@ class Answer(msgspec.Struct):
     answering: Answering
 
 
+def deadline_of(runtime: Runtime) -> float:
+    """The request's one deadline (loop time): every attempt's windows are cut to it."""
+    return runtime.loop.time() + runtime.settings.max_operation_timeout
+
+
 def route(
-    request: web.Request,
-    runtime: Runtime,
-    chat: ChatRequest,
-    *,
-    stream: bool,
-    deadline: float | None = None,
+    request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool, deadline: float
 ) -> Relay:
-    if deadline is None:
-        deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
     if runtime.capture:  # the history keeps what was asked
         request[SUMMARY].chat = chat
     try:
@@ -84,7 +82,7 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
     it), and ends the relay however it ends itself."""
-    relay = route(request, runtime, chat, stream=False)
+    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
     summary = request[SUMMARY]
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
@@ -121,7 +119,7 @@ async def serve_stream(
     """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
     that call upstream: one the cache answers (a stored answer, or an identical request's in
     flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
-    deadline = runtime.loop.time() + runtime.settings.max_operation_timeout
+    deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
     relay: Relay | None = None
     if runtime.capture:
@@ -130,14 +128,14 @@ async def serve_stream(
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
             try:
-                return await _relay_stream(request, runtime, relay, fmt)
+                return await _relay_stream(request, runtime, relay, fmt, deadline)
             except GoneAlone:  # the call it joined failed before answering
                 relay.close()
                 relay = _join(request, runtime, chat, deadline)  # another may have started
         if relay is None:
             relay = await _lead(request, runtime, chat, deadline, slot)
         try:
-            return await _relay_stream(request, runtime, relay, fmt)
+            return await _relay_stream(request, runtime, relay, fmt, deadline)
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
     finally:
@@ -213,16 +211,14 @@ async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
 
 
 async def _relay_stream(
-    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat
+    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat, deadline: float
 ) -> web.StreamResponse:
     summary = request[SUMMARY]
     response = web.StreamResponse(headers=HEADERS)
-    # One guard for the whole stream (the router ends it by the request's deadline), not a
-    # timer per batch of chunks.
-    loop = runtime.loop
-    guard = loop.time() + runtime.settings.max_operation_timeout + DEADLINE_GRACE
+    # One guard for the whole stream, a grace past the request's deadline by which the router
+    # ends it: it fires only if the router failed to (a bug), not a timer per batch of chunks.
     try:
-        with Deadline(loop, guard):
+        with Deadline(runtime.loop, deadline + DEADLINE_GRACE):
             events = await _first_events(request, relay)
             answering = summary.answering or NOBODY
             await _start_stream(request, runtime, response, answering)

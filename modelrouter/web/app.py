@@ -6,7 +6,7 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics
-from modelrouter.web import chat, health, history, openai_api, openapi
+from modelrouter.web import admin, chat, health, history, openai_api, openapi
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
@@ -23,6 +23,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         accounting.drain()
 
     app.on_cleanup.append(account_the_rest)
+    app.cleanup_ctx.append(admin.keys_ctx)  # virtual keys (DATABASE_URL): closed last
     # The history closes after the actor system (cleanup runs in reverse): it gets the rows
     # of the requests that the system's close ended.
     app.cleanup_ctx.append(history.history_ctx)
@@ -38,4 +39,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.document)
+    if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
+        admin.add_routes(app)
     return app

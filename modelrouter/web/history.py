@@ -2,26 +2,50 @@
 history's lifetime in the app (`history_ctx`, `HISTORY`).
 
 Each client key sees the records of its own requests only (by the key's id, a hash). With no
-API_KEY set there is one client, `anonymous`, and it sees every record (the gateway then
-serves on loopback only). Without DATABASE_URL both answer 404.
+API_KEY set there is one client, `anonymous` (the gateway then serves on loopback only): it
+sees the records of requests made without a key, none written under a client key. Without
+DATABASE_URL both answer 404.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from aiohttp import web
 
 from modelrouter.errors import ApiError, bad_request
-from modelrouter.history import DB_ERRORS, MAX_LIMIT, BadCursor, Filters, History
+from modelrouter.history import (
+    DB_ERRORS,
+    MAX_LIMIT,
+    BadCursor,
+    BadQuery,
+    Filters,
+    History,
+    HistoryRecord,
+    decode_cursor,
+    in_range,
+    text_problem,
+)
 from modelrouter.schemas import json_encoder
 from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.auth import check_auth
 from modelrouter.web.runtime import METRICS, RUNTIME, SETTINGS
 
 HISTORY = web.AppKey("history", History)
+
+
+class HistoryPage(msgspec.Struct, frozen=True):
+    """`GET /v1/history`: a page of records, newest first; `next_cursor` (null on the last
+    page) is the `cursor` parameter of the next."""
+
+    object: Literal["list"]
+    data: list[HistoryRecord]
+    next_cursor: str | None
+
+
 DEFAULT_LIMIT = 50
 CLOSE_TIMEOUT = 5.0  # shutdown waits this long at most to write the rows still queued
 
@@ -61,12 +85,14 @@ def _unavailable() -> ApiError:
     )
 
 
+# Every parameter is checked before the database is asked: one it cannot compare (a NUL, a
+# time or id out of its range) is the client's 400, never a "database not answering" 503.
 def _time(query: Any, name: str) -> datetime | None:
     value = query.get(name)
     if value is None:
         return None
     try:
-        if value.replace(".", "", 1).isdigit():
+        if value.isascii() and value.replace(".", "", 1).isdigit():
             return datetime.fromtimestamp(float(value), UTC)
         when = datetime.fromisoformat(value)
     except (ValueError, OverflowError, OSError):
@@ -74,6 +100,8 @@ def _time(query: Any, name: str) -> datetime | None:
         raise bad_request(message, param=name) from None
     if when.tzinfo is None:
         raise bad_request(f"`{name}` needs a time zone (e.g. Z)", param=name)
+    if not in_range(when):
+        raise bad_request(f"`{name}` is out of range (years 1 to 9999, in UTC)", param=name)
     return when
 
 
@@ -81,9 +109,24 @@ def _int(query: Any, name: str, default: int | None, low: int, high: int) -> int
     value = query.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise bad_request(f"`{name}` must be an integer from {low} to {high}", param=name)
     return int(value)
+
+
+def _text(value: str | None, name: str) -> str | None:
+    problem = None if value is None else text_problem(value)
+    if problem is not None:
+        raise bad_request(f"`{name}` {problem}", param=name)
+    return value
+
+
+def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    try:
+        return None if value is None else decode_cursor(value)
+    except BadCursor as exc:
+        raise bad_request(str(exc), param="cursor") from None
 
 
 async def list_history(request: web.Request) -> web.Response:
@@ -92,28 +135,30 @@ async def list_history(request: web.Request) -> web.Response:
     filters = Filters(
         since=_time(query, "since"),
         until=_time(query, "until"),
-        provider=query.get("provider"),
-        model=query.get("model"),
+        provider=_text(query.get("provider"), "provider"),
+        model=_text(query.get("model"), "model"),
         status=_int(query, "status", None, 100, 599),
     )
     limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    cursor = _cursor(query.get("cursor"))
     try:
-        records, cursor = await history.page(
-            client, filters, limit=limit, cursor=query.get("cursor")
-        )
-    except BadCursor as exc:
-        raise bad_request(str(exc), param="cursor") from None
+        records, following = await history.page(client, filters, limit=limit, cursor=cursor)
+    except BadQuery as exc:
+        raise bad_request(str(exc)) from None
     except DB_ERRORS:
         raise _unavailable() from None
-    body = {"object": "list", "data": records, "next_cursor": cursor}
-    return web.Response(body=json_encoder.encode(body), content_type="application/json")
+    body = json_encoder.encode(HistoryPage("list", records, following))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_history(request: web.Request) -> web.Response:
     history, client = _history(request)
-    request_id = request.match_info["request_id"]
+    request_id = _text(request.match_info["request_id"], "request_id")
+    assert request_id is not None
     try:
         found = await history.one(client, request_id)
+    except BadQuery as exc:
+        raise bad_request(str(exc), param="request_id") from None
     except DB_ERRORS:
         raise _unavailable() from None
     if found is None:  # another client's request looks exactly like an unknown one

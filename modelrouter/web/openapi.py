@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from modelrouter import __version__
+from modelrouter.history import MAX_LIMIT, MAX_TEXT
 from modelrouter.schemas import (
     MAX_MESSAGES,
     ChatRequest,
@@ -23,7 +24,9 @@ from modelrouter.schemas import (
     FunctionCall,
     ToolCall,
 )
+from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.web.health import Health, Ready
+from modelrouter.web.history import HistoryPage
 from modelrouter.web.runtime import SETTINGS
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
@@ -135,6 +138,13 @@ _TYPES: tuple[Any, ...] = (
     Model,
     Health,
     Ready,
+    HistoryPage,
+    NewKey,
+    KeyPatch,
+    Rotation,
+    KeyInfo,
+    CreatedKey,
+    KeyPage,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -167,8 +177,35 @@ def _errors(statuses: tuple[int, ...], envelope: str) -> dict[str, Any]:
     return {str(s): _answer(f"error {s}", _json(envelope)) for s in statuses}
 
 
-def _path_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_parameter(name: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", **schema}}
+
+
+def _query_parameter(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _history_parameters() -> list[dict[str, Any]]:
+    """`GET /v1/history`'s filters (a value outside these rules is a 400 naming it)."""
+    time = "ISO 8601 with a zone (e.g. Z), or epoch seconds"
+    text = {"type": "string", "maxLength": MAX_TEXT}
+    return [
+        _query_parameter("since", f"records at or after this time: {time}", type="string"),
+        _query_parameter("until", f"records before this time: {time}", type="string"),
+        _query_parameter("provider", "this provider's records only (no NUL)", **text),
+        _query_parameter("model", "this model's records only (no NUL)", **text),
+        _query_parameter(
+            "status", "this HTTP status only", type="integer", minimum=100, maximum=599
+        ),
+        _query_parameter("limit", "records per page", type="integer", minimum=1, maximum=MAX_LIMIT),
+        _query_parameter("cursor", "the previous page's `next_cursor`", type="string"),
+    ]
 
 
 def _operation(
@@ -191,6 +228,90 @@ def _operation(
     return operation
 
 
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}]
+ADMIN_ERRORS = (400, 401, 404, 503)  # 404: also every /admin path while ADMIN_API_KEY is unset
+
+
+def _admin(operation: dict[str, Any], *, body_required: bool = True) -> dict[str, Any]:
+    """An /admin operation: opened by a key of ADMIN_API_KEY, and by nothing else."""
+    operation["security"] = ADMIN_SECURITY
+    if "requestBody" in operation:
+        operation["requestBody"]["required"] = body_required
+    return operation
+
+
+def _admin_paths() -> dict[str, Any]:
+    key_id = _path_parameter("key_id")
+    errors = _errors(ADMIN_ERRORS, "ErrorEnvelope")
+    conflict = _errors((409,), "ErrorEnvelope")
+    too_large = _errors((413,), "ErrorEnvelope")
+    info = {"200": _answer("the key", _json("KeyInfo"))}
+    query = [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+        },
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "team", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+    return {
+        "/admin/keys": {
+            "post": _admin(
+                _operation(
+                    "Create a virtual key; its secret is in this answer only",
+                    {"201": _answer("the key and its secret", _json("CreatedKey"))}
+                    | errors
+                    | conflict
+                    | too_large,
+                    body="NewKey",
+                )
+            ),
+            "get": _admin(
+                _operation(
+                    "The virtual keys, newest first, in pages (never a secret)",
+                    {"200": _answer("a page", _json("KeyPage"))} | errors,
+                    parameters=query,
+                )
+            ),
+        },
+        "/admin/keys/{key_id}": {
+            "get": _admin(_operation("One virtual key", info | errors, parameters=[key_id])),
+            "patch": _admin(
+                _operation(
+                    "Change a key's settings (the fields given; null clears one)",
+                    info | errors | conflict | too_large,
+                    body="KeyPatch",
+                    parameters=[key_id],
+                )
+            ),
+            "delete": _admin(
+                _operation(
+                    "Revoke a key (its row stays, for history and spend)",
+                    info | errors,
+                    parameters=[key_id],
+                )
+            ),
+        },
+        "/admin/keys/{key_id}/rotate": {
+            "post": _admin(
+                _operation(
+                    "A new secret for the key, in this answer only; the old one works "
+                    "`grace_seconds` more",
+                    {"200": _answer("the key and its new secret", _json("CreatedKey"))}
+                    | errors
+                    | conflict
+                    | too_large,
+                    body="Rotation",
+                    parameters=[key_id],
+                ),
+                body_required=False,
+            )
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     # A stream's schema describes each of its events (`message` events, an `error` one).
     event = {
@@ -203,7 +324,9 @@ def _paths() -> dict[str, Any]:
     seed_errors = _errors(SEED_ERRORS, "ErrorEnvelope")
     openai_errors = _errors(OPENAI_ERRORS, "OpenAIErrorEnvelope")
     completion = _json("ChatCompletion") | sse
-    request_id_parameter = _path_parameter("request_id")
+    request_id_parameter = _path_parameter("request_id", maxLength=MAX_TEXT)
+    # 503: the history database does not answer (retry); 404: history off (no DATABASE_URL).
+    history_errors = _errors((400, 401, 404, 503), "OpenAIErrorEnvelope")
     model_parameter = _path_parameter("model")
     return {
         "/chat": {
@@ -246,15 +369,14 @@ def _paths() -> dict[str, Any]:
         "/v1/history": {
             "get": _operation(
                 "This client key's finished requests, newest first (DATABASE_URL)",
-                {"200": _answer("a page", {"application/json": {"schema": {"type": "object"}}})}
-                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+                {"200": _answer("a page", _json("HistoryPage"))} | history_errors,
+                parameters=_history_parameters(),
             )
         },
         "/v1/history/{request_id}": {
             "get": _operation(
                 "One finished request of this client key's (DATABASE_URL)",
-                {"200": _answer("the record", {"application/json": {"schema": {"type": "object"}}})}
-                | _errors((400, 401, 404), "OpenAIErrorEnvelope"),
+                {"200": _answer("the record", _json("HistoryRecord"))} | history_errors,
                 parameters=[request_id_parameter],
             )
         },
@@ -289,7 +411,7 @@ def _paths() -> dict[str, Any]:
                 public=True,
             )
         },
-    }
+    } | _admin_paths()
 
 
 def openapi_document(*, auth: bool) -> dict[str, Any]:
@@ -306,13 +428,18 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
         "paths": _paths(),
         "components": {"schemas": components},
     }
+    schemes: dict[str, Any] = {
+        "admin": {"type": "http", "scheme": "bearer", "description": "a key of ADMIN_API_KEY"}
+    }
     if auth:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
         document["security"] = [{"bearer": []}]
-    else:  # no API_KEY: nothing to send (loopback only)
+    else:  # no API_KEY: nothing to send (loopback only), but /admin still needs its key
         for path in document["paths"].values():
             for operation in path.values():
-                operation.pop("security", None)
+                if operation.get("security") != ADMIN_SECURITY:
+                    operation.pop("security", None)
+    document["components"]["securitySchemes"] = schemes
     return document
 
 

@@ -2,7 +2,8 @@
 
 A script maps the request's number (0-based, counted over the server's whole life) to actions:
 bytes to write, a float to sleep that many seconds, or CLOSE to end the connection. The server
-records what it received, on which connection, from which peer, so tests can assert reuse.
+records what it received, on which connection, from which peer, so tests can assert reuse, and
+lets a test wait for the moment a connection ends (`ended`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class ScriptedServer:
         self.refused = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ends: dict[int, asyncio.Event] = {}
+
+    async def ended(self, connection: int) -> None:
+        """Return once connection number `connection` (1-based, in accept order) has ended."""
+        await self._ends.setdefault(connection, asyncio.Event()).wait()
 
     @property
     def port(self) -> int:
@@ -123,6 +129,7 @@ class ScriptedServer:
         assert task is not None
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")[0]
+        number = 0  # this connection's, once accepted
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -146,6 +153,8 @@ class ScriptedServer:
         finally:
             writer.close()
             self._tasks.discard(task)
+            if number:
+                self._ends.setdefault(number, asyncio.Event()).set()
 
     @staticmethod
     async def _act(actions: Sequence[Action], writer: asyncio.StreamWriter) -> bool:

@@ -1,15 +1,12 @@
 """History in the real PostgreSQL on 127.0.0.1:5432: rows for successes and failures, read back
 through the API by their own client only, and requests unaffected while the database is away.
 
-Each test gets a database of its own, created here and dropped at the end.
+Each test gets a database of its own, created and dropped by `tests/history/conftest.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,63 +15,18 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from modelrouter.config import HistorySettings, load_settings
-from modelrouter.history.records import Record
 from modelrouter.history.schema import LATEST, migrate
 from modelrouter.history.writer import HistoryWriter
 from modelrouter.observability import Metrics
 from modelrouter.web import create_app
 from modelrouter.web.runtime import key_id
 from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
+from tests.history.conftest import admin, count_rows, record, rows, wait_rows
 from tests.scrape import scrape
 
-SERVER = os.environ.get("MODELROUTER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 KEY_A, KEY_B = "client-key-aaaa-0001", "client-key-bbbb-0002"
 AS_A = {"Authorization": f"Bearer {KEY_A}"}
 AS_B = {"Authorization": f"Bearer {KEY_B}"}
-
-
-async def admin() -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(f"{SERVER}/postgres", timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is needed on {SERVER} (trust auth, user postgres): {exc!r}")
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    """The URL of a fresh database, dropped afterwards."""
-    name = f"mrtest_{uuid.uuid4().hex[:12]}"
-    conn = await admin()
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        yield f"{SERVER}/{name}"
-        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-async def rows(url: str, sql: str = "SELECT * FROM modelrouter_requests ORDER BY id") -> list[Any]:
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
-async def count_rows(url: str) -> int:
-    try:
-        return len(await rows(url))
-    except asyncpg.UndefinedTableError:
-        return 0
-
-
-async def wait_rows(url: str, n: int, *, timeout: float = 5.0) -> list[Any]:
-    async def enough() -> bool:
-        return await count_rows(url) >= n
-
-    await wait_until(enough, timeout=timeout)
-    return await rows(url)
 
 
 def env(mock: Mock, url: str, **extra: str) -> dict[str, str]:
@@ -286,7 +238,7 @@ async def test_rows_still_queued_are_written_at_shutdown(mock: Mock, database: s
     )
     app = create_app(settings)
     async with TestServer(app) as server, TestClient(server) as client:
-        await wait_until(lambda: _migrated(database))
+        await wait_until(lambda: _written_once(client))  # the flush after the migration
         for _ in range(3):
             assert (await client.post("/chat", json=USER)).status == 200
         await asyncio.sleep(0.05)
@@ -294,12 +246,10 @@ async def test_rows_still_queued_are_written_at_shutdown(mock: Mock, database: s
     assert await count_rows(database) == 3
 
 
-async def _migrated(url: str) -> bool:
-    try:
-        await rows(url, "SELECT 1 FROM modelrouter_requests")
-    except asyncpg.UndefinedTableError:
-        return False
-    return True
+async def _written_once(client: TestClient[Any, Any]) -> bool:
+    """Whether the writer migrated and flushed (then it waits HISTORY_FLUSH_SECONDS): a
+    request sent between the migration and that flush would be written at once."""
+    return bool((await (await client.get("/health")).json())["history"] == "ok")
 
 
 # -- migrations, the queue, retention ------------------------------------------------------------
@@ -314,27 +264,6 @@ async def test_migrations_are_applied_once_even_when_replicas_start_at_once(data
     finally:
         for conn in conns:
             await conn.close()
-
-
-def record(n: int, *, days_old: float = 0) -> Record:
-    return Record(
-        f"r{n}",
-        datetime.now(UTC) - timedelta(days=days_old),
-        "anonymous",
-        "/chat",
-        "groq",
-        "m",
-        1,
-        200,
-        None,
-        1,
-        2,
-        3.0,
-        3.0,
-        None,
-        None,
-        None,
-    )
 
 
 class DownPool:
@@ -381,8 +310,7 @@ def test_the_database_password_is_masked_and_redacted_and_bad_values_are_listed(
         load_settings(
             {
                 "DATABASE_URL": "mysql://db/mr",
-                "HISTORY_BATCH_ROWS": "50",
-                "HISTORY_QUEUE_ROWS": "10",
+                "HISTORY_BATCH_ROWS": "0",
                 "HISTORY_STORE_CONTENT": "maybe",
                 "CACHE_MAX_BYTES": "2048",
                 "CACHE_MAX_VALUE_BYTES": "4096",

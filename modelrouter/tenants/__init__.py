@@ -1,0 +1,47 @@
+"""Tenants: virtual keys (their secrets, the store in PostgreSQL), prices and cost.
+
+- `secrets`: `new_secret`, `well_formed` (no I/O), `hash_secret`;
+- `keys`: the key's settings as the admin API takes them, and `Key` as the store returns it;
+- `store`: `KeyStore`, create/list/get/patch/revoke/rotate and `lookup_by_hash`;
+- `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`.
+
+`web/admin.py` is its HTTP face; `modelrouter keys ...` its command line.
+"""
+
+from modelrouter.tenants.keys import CreatedKey, Key, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
+from modelrouter.tenants.prices import PriceTable, TokenUsage, bundled, cost, price_table
+from modelrouter.tenants.rows import BadCursor
+from modelrouter.tenants.secrets import hash_secret, new_secret, well_formed
+from modelrouter.tenants.store import (
+    DB_ERRORS,
+    BadKey,
+    KeyChange,
+    KeyRevoked,
+    KeyStore,
+    NameTaken,
+)
+
+__all__ = [
+    "DB_ERRORS",
+    "BadCursor",
+    "BadKey",
+    "CreatedKey",
+    "Key",
+    "KeyChange",
+    "KeyInfo",
+    "KeyPage",
+    "KeyPatch",
+    "KeyRevoked",
+    "KeyStore",
+    "NameTaken",
+    "NewKey",
+    "PriceTable",
+    "Rotation",
+    "TokenUsage",
+    "bundled",
+    "cost",
+    "hash_secret",
+    "new_secret",
+    "price_table",
+    "well_formed",
+]
