@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from modelrouter.answer_redaction import PASS_THROUGH, SecretText
 from modelrouter.redact import REDACTED, Redactor
+from tests.conftest import GROQ_KEY, Gateway, Mock, two_providers
 
 KEY = "gsk_Q7fX2mZp9LwR4tYv8NbK"
 
@@ -160,3 +161,23 @@ def test_a_secret_inside_a_longer_one_waits_until_the_longer_one_is_decided() ->
     assert stream.feed("x abcdef") == "x "  # "cdef" is whole, but "abcdefgh" may follow
     assert stream.feed("gh y") == f"{REDACTED} y"
     assert stream.feed(" abcdef!") == f" ab{REDACTED}!"
+
+
+# -- through the gateway: what a client receives ---------------------------------------------------
+async def test_a_provider_echoing_its_key_reaches_the_client_redacted(
+    gateway: Gateway, mock: Mock
+) -> None:
+    """The mock echoes the prompt word by word, so the key arrives cut across chunks."""
+    client = await gateway(**two_providers(mock, groq="echo=1"))
+    body = {"messages": [{"role": "user", "content": f"my key is {GROQ_KEY} ok"}]}
+    whole = await client.post("/chat", json=body)
+    text = (await whole.json())["text"]
+    assert GROQ_KEY not in text
+    assert "[REDACTED]" in text
+    assert text.endswith("ok")
+    stream = await client.post("/stream", json=body)
+    raw = await stream.text()
+    assert GROQ_KEY not in raw
+    assert "[REDACTED]" in raw
+    v1 = await client.post("/v1/chat/completions", json={**body, "model": "auto", "stream": True})
+    assert GROQ_KEY not in await v1.text()

@@ -17,6 +17,7 @@ import asyncio
 
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
+from modelrouter.answer_redaction import PASS_THROUGH, AnswerStream
 from modelrouter.deadline import Deadline
 from modelrouter.events import (
     Answering,
@@ -38,10 +39,11 @@ from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool,
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("finish_reason", "first_chunk", "usage", "window")
+    __slots__ = ("answer", "finish_reason", "first_chunk", "usage", "window")
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, answer: AnswerStream = PASS_THROUGH) -> None:
         self.window = window  # PROVIDER_TIMEOUT: the longest stall between chunks
+        self.answer = answer  # the answer's text, redacted of the configured secrets
         self.first_chunk = False
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
@@ -76,11 +78,11 @@ async def run_attempt(
     (every allowed connection busy) goes to the caller: the attempt never started."""
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
-    progress = _Progress(provider_timeout)
+    redact = upstream.redact
+    progress = _Progress(provider_timeout, redact.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
-    redact = upstream.redact
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     timer: Deadline | None = None
     try:
@@ -106,7 +108,7 @@ async def run_attempt(
                         progress=progress,
                     )
                 else:
-                    await _read_whole(adapter, response, attempt, timer, progress)
+                    await _read_whole(adapter, response, attempt, timer, progress, redact=redact)
             finally:
                 response.release()
     except TimeoutError:
@@ -166,11 +168,18 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
 
 
 async def _read_whole(
-    adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
+    adapter: Adapter,
+    response: Response,
+    attempt: Attempt,
+    timer: Deadline,
+    progress: _Progress,
+    *,
+    redact: Redactor,
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
-    events: list[Event] = [Chunk(completion.text)] if completion.text else []
+    text = redact.answer(completion.text) if completion.text else ""
+    events: list[Event] = [Chunk(text)] if text else []
     events += completion.tool_calls
     events.append(completion.usage)
     relay = attempt.relay
@@ -223,18 +232,30 @@ async def _relay_events(
     events: list[Event], progress: _Progress, relay: Relay, timer: Deadline, deadline: float
 ) -> bool:
     """Relay text and tool-call pieces; keep usage and finish reason for the end. True at Done."""
+    answer = progress.answer
     for event in events:
         kind = type(event)
         if kind is Chunk or kind is ToolCallDelta:
+            out = event
+            if kind is Chunk and answer is not PASS_THROUGH:
+                text = answer.feed(event.text)  # type: ignore[union-attr]
+                if not text:
+                    continue  # held back: it may be the start of a secret
+                out = Chunk(text)
             progress.first_chunk = True
-            if not relay.offer(event):
-                await _wait_for_client(relay, event, timer, deadline, progress.window)
+            if not relay.offer(out):
+                await _wait_for_client(relay, out, timer, deadline, progress.window)
         elif isinstance(event, Usage):
             progress.usage = event if progress.usage is None else progress.usage.merge(event)
         elif isinstance(event, Finish):
             progress.finish_reason = event.reason
         elif isinstance(event, Done):
             progress.finish_reason = progress.finish_reason or event.finish_reason
+            rest = answer.flush()
+            if rest:
+                progress.first_chunk = True
+                if not relay.offer(Chunk(rest)):
+                    await _wait_for_client(relay, Chunk(rest), timer, deadline, 0.0)
             usage = progress.usage
             if usage is not None and not relay.offer(usage):
                 await _wait_for_client(relay, usage, timer, deadline, 0.0)
