@@ -16,8 +16,12 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
+from modelrouter.actors.upstream import MAX_HEADS, Upstream
 from modelrouter.config import ProviderSettings, load_settings
 from modelrouter.mock.gemini import SIGNATURE
+from modelrouter.providers import build_adapter
+from modelrouter.redact import Redactor
+from modelrouter.transport import Pool
 from modelrouter.web import create_app
 from tests.conftest import CLIENT_KEY, Mock
 
@@ -265,3 +269,46 @@ async def test_a_rejected_key_is_never_shown_to_the_client(
     text = caught.value.response.text
     assert AZURE_KEY not in text
     assert GEMINI_KEY not in text
+
+
+def upstream_of(kind: str) -> Upstream:
+    settings = ProviderSettings(
+        name=kind,
+        kind=kind,  # type: ignore[arg-type]
+        base_url="http://upstream.test:8080",
+        model="configured",
+        api_key="k",
+        rate_limit=0,
+    )
+    adapter = build_adapter(settings)
+    return Upstream(adapter, Pool(adapter.url), Redactor([]))
+
+
+def request_line(head: bytes) -> bytes:
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_one_request_head_serves_every_model_of_a_provider_with_one_url() -> None:
+    upstream = upstream_of("openai")
+    assert upstream.head_for("a", True) is upstream.head_for("b", False) is upstream.head
+
+
+def test_the_request_line_names_the_model_and_method_where_the_path_holds_them() -> None:
+    upstream = upstream_of("gemini")
+    assert request_line(upstream.head_for("gemini-2.5-pro", True)) == (
+        b"POST /v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse HTTP/1.1"
+    )
+    assert request_line(upstream.head_for("gemini-2.5-pro", False)) == (
+        b"POST /v1beta/models/gemini-2.5-pro:generateContent HTTP/1.1"
+    )
+    assert b"x-goog-api-key: k\r\n" in upstream.head_for("m", True)
+
+
+def test_request_heads_kept_per_model_are_bounded() -> None:
+    upstream = upstream_of("azure")
+    for number in range(MAX_HEADS * 2):
+        head = upstream.head_for(f"deployment-{number}", True)
+        assert request_line(head).startswith(
+            f"POST /openai/deployments/deployment-{number}/".encode()
+        )
+    assert len(upstream._heads) == MAX_HEADS
