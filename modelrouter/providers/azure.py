@@ -3,7 +3,8 @@
 - Dated API versions (https://learn.microsoft.com/en-us/azure/ai-services/openai/reference):
   `POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...` with the
   key in an `api-key` header; the deployment (our model name) is in the path. The default
-  version is `DEFAULT_API_VERSION`, the GA release of 2024-10-21.
+  version is `DEFAULT_API_VERSION`, the GA release of 2024-10-21, the first GA one whose spec
+  has `stream_options` (older ones refuse it).
 - `api_version: v1` (https://learn.microsoft.com/azure/ai-foundry/openai/api-version-lifecycle):
   `POST {endpoint}/openai/v1/chat/completions`, no `api-version` query, the deployment name as
   the body's `model`.
@@ -12,9 +13,8 @@
   (https://learn.microsoft.com/en-us/azure/ai-services/openai/concepts/content-filter), a
   client error like any 400. A deployment that does not exist is a 404 with
   `code: DeploymentNotFound`: another deployment of the group may serve the model.
-- A 429 carries `retry-after-ms` beside `Retry-After`
-  (https://learn.microsoft.com/en-us/microsoft-cloud/dev/dev-proxy/concepts/azure-openai-429-token-rate-limit);
-  the milliseconds are the finer of the two.
+- A 429 may say how long to wait in `retry-after-ms` beside `Retry-After` (OpenAI's own SDKs
+  read it first, `_parse_retry_after_header` in openai-python); the milliseconds are the finer.
 """
 
 from __future__ import annotations

@@ -1,28 +1,28 @@
 """Google Gemini's native API: `generateContent`, and `streamGenerateContent?alt=sse` (SSE).
 
-Following https://ai.google.dev/api/generate-content (the request, `GenerateContentResponse`,
-`FinishReason`, `UsageMetadata`), https://ai.google.dev/gemini-api/docs/function-calling,
-https://ai.google.dev/gemini-api/docs/thought-signatures and
-https://ai.google.dev/gemini-api/docs/troubleshooting (error statuses):
+Sources: https://ai.google.dev/api (the `x-goog-api-key` header, the two methods),
+https://ai.google.dev/api/rest/v1beta/models/generateContent and .../streamGenerateContent (the
+request: contents, tools, toolConfig, systemInstruction, generationConfig; a stream of
+GenerateContentResponse), the FinishReason values as listed for Vertex AI
+(https://cloud.google.com/vertex-ai/generative-ai/docs/reference/nodejs/latest/vertexai/finishreason),
+UsageMetadata and FunctionDeclaration as the Gen AI SDK documents them
+(https://googleapis.github.io/js-genai/release_docs/classes/types.GenerateContentResponseUsageMetadata.html,
+.../interfaces/types.FunctionDeclaration.html), https://ai.google.dev/gemini-api/docs/thought-signatures
+and https://ai.google.dev/gemini-api/docs/troubleshooting (error statuses).
 
 - `POST {base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`,
   the key in `x-goog-api-key`. The model and the method are in the path: no `model` or `stream`
-  in the body.
-- Leading system messages become `systemInstruction`; `assistant` is the role `model`; a tool
-  result is a `functionResponse` part (by function name) in a `user` turn; tools are
-  `functionDeclarations` with their JSON Schema as `parametersJsonSchema`.
-- Sampling goes in `generationConfig` (temperature, topP, maxOutputTokens, stopSequences, seed,
-  presencePenalty, frequencyPenalty, responseMimeType, responseJsonSchema).
+  in the body (request side: `gemini_request`).
 - A stream has no end marker: its last chunk carries the candidate's `finishReason`, which ends
-  it here. A function call arrives whole, in one part; the finish reason after a call is STOP,
-  said here as `tool_calls`.
+  it here. A call is a `functionCall` part; the finish reason after a call is STOP, said here as
+  `tool_calls`. Thought summaries (`thought: true` parts) are not relayed.
+- `promptTokenCount` already holds `cachedContentTokenCount`; thoughts are output.
 - A prompt the safety system blocks has no candidate but `promptFeedback.blockReason`: a client
   error (400), as for an HTTP 400. An invalid key is a 400 with reason API_KEY_INVALID, and
   FAILED_PRECONDITION (no free tier in the region, billing off) or 402 (prepaid credit spent)
   are the deployment's configuration: `auth_error`. A 429's wait may be in the body's RetryInfo.
 - Gemini 3 wants each call's `thoughtSignature` back with the call (else a 400). It travels in the
-  tool call's id (`<id>__thought__<signature, URL-safe>`), which OpenAI clients send back as is;
-  a call without one (made by another provider) gets the documented placeholder.
+  tool call's id (`<id>__thought__<signature, URL-safe>`), which OpenAI clients send back as is.
 """
 
 from __future__ import annotations

@@ -1,5 +1,13 @@
 """Gemini's request side: a `ChatRequest` as a `GenerateContentRequest` body, and what in a
-request Gemini cannot take (see the sources in `modelrouter.providers.gemini`)."""
+request Gemini cannot take (sources in `modelrouter.providers.gemini`).
+
+Leading system messages become `systemInstruction` (a part each); `assistant` is the role
+`model`; a tool result is a `functionResponse` part, named by its call's function, with the text
+as `output`; the results of one turn's calls share one `user` turn; tools are
+`functionDeclarations` whose JSON Schema goes as `parametersJsonSchema`. A call going back gets
+the thought signature its id carries, or, when no call of the turn has one (another provider
+made them), Google's placeholder on the first: Gemini 3 checks the first call of each step.
+"""
 
 from __future__ import annotations
 
