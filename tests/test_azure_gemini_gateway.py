@@ -288,9 +288,9 @@ def request_line(head: bytes) -> bytes:
     return head.split(b"\r\n", 1)[0]
 
 
-def test_one_request_head_serves_every_model_of_a_provider_with_one_url() -> None:
-    upstream = upstream_of("openai")
-    assert upstream.head_for("a", True) is upstream.head_for("b", False) is upstream.head
+def test_only_adapters_whose_path_names_the_model_need_a_head_per_model() -> None:
+    assert not upstream_of("openai").adapter.model_in_path
+    assert upstream_of("gemini").adapter.model_in_path
 
 
 def test_the_request_line_names_the_model_and_method_where_the_path_holds_them() -> None:

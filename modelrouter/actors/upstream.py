@@ -64,10 +64,9 @@ class Upstream:
         self._heads: dict[tuple[str, bool], bytes] = {}
 
     def head_for(self, model: str, stream: bool) -> bytes:
-        """The request head for `model`: the one head, unless the adapter's path names the
-        model; then encoded once per model and mode (a bounded few: clients choose models)."""
-        if not self.adapter.model_in_path:
-            return self.head
+        """The request head for `model`, when the adapter's path names the model (else `head`
+        serves every request): encoded once per model and mode, a bounded few kept (clients
+        choose the models)."""
         head = self._heads.get((model, stream))
         if head is None:
             path = self.adapter.path(model, stream=stream)
@@ -98,7 +97,9 @@ async def run_attempt(
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
         body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            head = upstream.head_for(attempt.model, attempt.stream)
+            head = upstream.head
+            if adapter.model_in_path:
+                head = upstream.head_for(attempt.model, attempt.stream)
             response = await upstream.pool.request(head, body, extra)
             try:
                 if response.status >= 300:
