@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -396,6 +397,137 @@ def _text(arguments: dict[str, Any]) -> str:
     return json.dumps(arguments)
 
 
+# --- Azure OpenAI: OpenAI's body and stream, Azure's filter annotations and error codes ---------
+# https://learn.microsoft.com/en-us/azure/ai-services/openai/reference and
+# https://learn.microsoft.com/en-us/azure/ai-services/openai/concepts/content-filter: a stream
+# opens with a chunk of prompt filter results and no choices; choices carry filter results.
+
+_AZURE_FILTERS = {"hate": {"filtered": False, "severity": "safe"}}
+
+
+def _azure_response(text: str, usage: Usage) -> bytes:
+    body = json.loads(_openai_response(text, usage))
+    body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _AZURE_FILTERS}]
+    body["choices"][0]["content_filter_results"] = _AZURE_FILTERS
+    return _json(body)
+
+
+def _azure_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
+    prompt = {"prompt_index": 0, "content_filter_results": _AZURE_FILTERS}
+    first = _json({"id": "", "object": "", "choices": [], "prompt_filter_results": [prompt]})
+    return [first, *_openai_payloads(pieces, usage)]
+
+
+def _azure_error(code: str, message: str) -> bytes:
+    return _json({"error": {"code": code, "message": message}})
+
+
+# --- Gemini generateContent / streamGenerateContent?alt=sse ------------------------------------
+# https://ai.google.dev/api/generate-content: a stream is GenerateContentResponse chunks, the
+# last with the candidate's finishReason; calls come whole in functionCall parts.
+
+SIGNATURE = "c2lnbmF0dXJlLW9mLXRoZS1jYWxs+/8="  # base64 with the characters URLs change
+
+
+def _gemini_usage(usage: Usage) -> dict[str, int]:
+    return {
+        "promptTokenCount": usage.prompt_tokens,
+        "candidatesTokenCount": usage.completion_tokens,
+        "totalTokenCount": usage.total_tokens,
+    }
+
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]], finish: str | None = None, usage: Usage | None = None
+) -> bytes:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    body: dict[str, Any] = {"candidates": [candidate], "responseId": "resp-1"}
+    if usage is not None:
+        body["usageMetadata"] = _gemini_usage(usage)
+    return _json({**body, "modelVersion": "gemini-2.5-flash"})
+
+
+def _gemini_response(text: str, usage: Usage) -> bytes:
+    return _gemini_chunk([{"text": text}], "STOP", usage)
+
+
+def _gemini_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
+    *first, last = pieces
+    return [
+        *(_gemini_chunk([{"text": piece}]) for piece in first),
+        _gemini_chunk([{"text": last}], "STOP", usage),
+    ]
+
+
+def _gemini_error(code: int, status: str, message: str) -> bytes:
+    return _json({"error": {"code": code, "message": message, "status": status}})
+
+
+def _gemini_options(body: dict[str, Any]) -> dict[str, Any]:
+    config = body.get("generationConfig", {})
+    return {
+        "max_tokens": config.get("maxOutputTokens"),
+        "temperature": config.get("temperature"),
+        "top_p": config.get("topP"),
+        "stop": config.get("stopSequences"),
+    }
+
+
+def _gemini_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    system = body.get("systemInstruction", {"parts": []})["parts"]
+    roles = {"user": "user", "model": "assistant"}
+    return [
+        *({"role": "system", "content": part["text"]} for part in system),
+        *(
+            {"role": roles[turn["role"]], "content": "".join(p["text"] for p in turn["parts"])}
+            for turn in body["contents"]
+        ),
+    ]
+
+
+def _gemini_target(adapter: Adapter, body: dict[str, Any], model: str, stream: bool) -> Any:
+    """The model and the stream flag as Gemini reads them: from the path, not the body."""
+    assert "model" not in body
+    assert "stream" not in body
+    name, _, method = adapter.path(model, stream=stream).removeprefix("/").partition(":")
+    assert method in ("generateContent", "streamGenerateContent?alt=sse")
+    return urllib.parse.unquote(name), method.startswith("stream")
+
+
+def _gemini_call(i: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": arguments}}
+    return {**part, "thoughtSignature": SIGNATURE} if i == 0 else part
+
+
+def _gemini_tool_response(calls: list[tuple[str, dict[str, Any]]]) -> bytes:
+    parts = [_gemini_call(i, n, a) for i, (n, a) in enumerate(calls)]
+    return _gemini_chunk(parts, "STOP", USAGE)
+
+
+def _gemini_tool_payloads(calls: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    """Each call in a chunk of its own (the calls are numbered across the stream)."""
+    chunks = [_gemini_chunk([_gemini_call(i, n, a)]) for i, (n, a) in enumerate(calls)]
+    return [*chunks, _gemini_chunk([{"text": ""}], "STOP", USAGE)]
+
+
+def _gemini_tool_turns(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    turns: list[tuple[Any, ...]] = []
+    for turn in body["contents"]:
+        for part in turn["parts"]:
+            if "functionCall" in part:
+                turns.append(("call", part["functionCall"]["name"], part["functionCall"]["args"]))
+            elif "functionResponse" in part:
+                turns.append(("result", part["functionResponse"]["response"]["output"]))
+    return turns
+
+
+def _gemini_finish(reason: str) -> tuple[bytes, list[bytes]]:
+    whole = _gemini_chunk([{"text": "x"}], reason, USAGE)
+    return whole, [_gemini_chunk([{"text": "x"}]), _gemini_chunk([{"text": ""}], reason, USAGE)]
+
+
 # --- The per-adapter samples -------------------------------------------------------------------
 
 
@@ -413,6 +545,11 @@ class Wire:
     options: Callable[[dict[str, Any]], dict[str, Any]]  # sampling options, in our names
     auth: Callable[[str], dict[str, str]] = lambda key: {"Authorization": f"Bearer {key}"}
     conversation: Callable[[dict[str, Any]], list[Any]] = lambda body: body["messages"]
+    # The model and the stream flag a mapped request asks for (adapter, body, model, stream).
+    target: Callable[[Adapter, dict[str, Any], str, bool], Any] = lambda _a, body, _m, _s: (
+        body["model"],
+        body["stream"],
+    )
     default_max_tokens: int | None = None  # sent when the request sets none
     # Tool calls: a whole answer and a stream calling CALLS; the history's tool turns read back
     # from a mapped request as ("call", name, arguments) and ("result", content).
@@ -578,6 +715,90 @@ WIRE: dict[str, Wire] = {
             _anthropic_error("billing_error", "There's an issue with your billing."),
         ),
     ),
+    "azure": Wire(
+        path="/openai/deployments",  # then /{deployment}/chat/completions?api-version=...
+        response=_azure_response,
+        payloads=_azure_payloads,
+        frame=_sse,
+        error_body=lambda message: _azure_error("BadRequest", message),
+        stream_errors=lambda message: [
+            (_json({"error": {"message": message, "type": "server_error"}}), "server_error"),
+            (_azure_error("429", message), "rate_limited"),
+        ],
+        malformed=lambda: [*GENERIC_MALFORMED, b'{"choices": "nope"}'],
+        options=_openai_options,
+        auth=lambda key: {"api-key": key},
+        finish_reasons=(
+            ("stop", "stop"),
+            ("length", "length"),
+            ("tool_calls", "tool_calls"),
+            ("content_filter", "content_filter"),
+        ),
+        # A resource without that deployment: another deployment of the group may have it.
+        missing_model=(
+            404,
+            _azure_error(
+                "DeploymentNotFound",
+                "The API deployment for this resource does not exist. If you created the "
+                "deployment within the last 5 minutes, please wait a moment and try again.",
+            ),
+        ),
+        missing_model_reason="model_not_found",
+    ),
+    "gemini": Wire(
+        path="/v1beta/models",  # then /{model}:generateContent or :streamGenerateContent?alt=sse
+        response=_gemini_response,
+        payloads=_gemini_payloads,
+        frame=_sse,
+        error_body=lambda message: _gemini_error(400, "INVALID_ARGUMENT", message),
+        stream_errors=lambda message: [
+            (_gemini_error(500, "INTERNAL", message), "server_error"),
+            (_gemini_error(503, "UNAVAILABLE", message), "server_error"),
+            (_gemini_error(429, "RESOURCE_EXHAUSTED", message), "rate_limited"),
+        ],
+        malformed=lambda: [
+            *GENERIC_MALFORMED,
+            b'{"candidates": "nope"}',
+            b'{"candidates": [{"content": {"parts": [{"text": 5}]}}]}',
+            b'{"candidates": [{"content": {"parts": [{"functionCall": {"args": []}}]}}]}',
+            b'{"candidates": [], "usageMetadata": {"promptTokenCount": "many"}}',
+        ],
+        options=_gemini_options,
+        auth=lambda key: {"x-goog-api-key": key},
+        conversation=_gemini_conversation,
+        target=_gemini_target,
+        tool_response=_gemini_tool_response,
+        tool_payloads=_gemini_tool_payloads,
+        tool_turns=_gemini_tool_turns,
+        tools=lambda body: [
+            d["name"] for tool in body["tools"] for d in tool["functionDeclarations"]
+        ],
+        finish_reasons=(
+            ("STOP", "stop"),
+            ("MAX_TOKENS", "length"),
+            ("SAFETY", "content_filter"),
+            ("RECITATION", "content_filter"),
+            ("BLOCKLIST", "content_filter"),
+            ("PROHIBITED_CONTENT", "content_filter"),
+            ("SPII", "content_filter"),
+            ("LANGUAGE", "stop"),
+            ("OTHER", "stop"),
+            ("MALFORMED_FUNCTION_CALL", "stop"),
+            ("SOMETHING_NEW", "stop"),
+        ),
+        finish=_gemini_finish,
+        # The model list is Google's: a name it lacks is the client's (or config's) mistake.
+        missing_model=(
+            404,
+            _gemini_error(
+                404,
+                "NOT_FOUND",
+                "models/gemini-9 is not found for API version v1beta, or is not supported for "
+                "generateContent. Call ListModels to see the list of available models and their "
+                "supported methods.",
+            ),
+        ),
+    ),
 }
 
 
@@ -631,14 +852,17 @@ def events_of(adapter: Adapter, payloads: list[bytes]) -> list[Event]:
 
 
 def run_stream(adapter: Adapter, data: bytes, step: int | None = None) -> list[Event]:
-    """Feed `data` through the adapter's framer in reads of `step` bytes, mapping each payload."""
+    """Feed `data` through the adapter's framer in reads of `step` bytes, mapping each payload
+    with the adapter's mapper for one stream, as an upstream attempt does."""
     framer = adapter.framer()
+    map_chunk = adapter.stream_mapper()
     step = step or max(len(data), 1)
     events: list[Event] = []
     for start in range(0, len(data), step):
-        events += events_of(adapter, framer.feed(data[start : start + step]))
-    events += events_of(adapter, framer.finish())
-    return events
+        events += [
+            e for payload in framer.feed(data[start : start + step]) for e in map_chunk(payload)
+        ]
+    return events + [event for payload in framer.finish() for event in map_chunk(payload)]
 
 
 def as_list(stop: str | list[str] | None) -> list[str] | None:
@@ -722,12 +946,11 @@ def test_map_request_is_json_with_model_messages_and_stream_flag(
     adapter: Adapter, wire: Wire, stream: bool
 ) -> None:
     body = json.loads(adapter.map_request(request_of(), "chosen-model", stream=stream))
-    assert body["model"] == "chosen-model"
+    assert wire.target(adapter, body, "chosen-model", stream) == ("chosen-model", stream)
     assert wire.conversation(body) == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hello — 🙂"},
     ]
-    assert body["stream"] is stream
 
 
 @pytest.mark.parametrize("stop", ["END", ["END", "\n\n"]])

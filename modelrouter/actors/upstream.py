@@ -29,7 +29,7 @@ from modelrouter.events import (
     UpstreamFailure,
     Usage,
 )
-from modelrouter.providers import Adapter, parse_retry_after
+from modelrouter.providers import Adapter
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
@@ -49,17 +49,33 @@ class _Progress:
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
 
+MAX_HEADS = 64  # request heads kept per provider whose path names the model (Azure, Gemini)
+
+
 class Upstream:
     """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
     and the redactor that cleans what the upstream says before anyone else reads it."""
 
-    __slots__ = ("adapter", "head", "pool", "redact")
+    __slots__ = ("_heads", "adapter", "head", "pool", "redact")
 
     def __init__(self, adapter: Adapter, pool: Pool, redact: Redactor) -> None:
         self.adapter = adapter
         self.pool = pool
         self.redact = redact
         self.head = pool.header_block("POST", "", adapter.headers)
+        self._heads: dict[tuple[str, bool], bytes] = {}
+
+    def head_for(self, model: str, stream: bool) -> bytes:
+        """The request head for `model`, when the adapter's path names the model (else `head`
+        serves every request): encoded once per model and mode, a bounded few kept (clients
+        choose the models)."""
+        head = self._heads.get((model, stream))
+        if head is None:
+            path = self.adapter.path(model, stream=stream)
+            head = self.pool.header_block("POST", path, self.adapter.headers)
+            if len(self._heads) < MAX_HEADS:
+                self._heads[model, stream] = head
+        return head
 
 
 async def run_attempt(
@@ -95,7 +111,10 @@ async def run_attempt(
         assert isinstance(conn, Connection)
         # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            response = await pool.exchange(conn, upstream.head, body, extra)
+            head = upstream.head
+            if adapter.model_in_path:
+                head = upstream.head_for(attempt.model, attempt.stream)
+            response = await pool.exchange(conn, head, body, extra)
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -163,7 +182,7 @@ async def _status_failure(adapter: Adapter, response: Response) -> UpstreamFailu
         body = await response.read(MAX_ERROR_BODY)
     except (OSError, BadResponse):
         body = b""
-    retry_after = parse_retry_after(response.header("retry-after"))
+    retry_after = adapter.retry_after(response.header)
     return adapter.failure(response.status, body, retry_after, response.redirect_host())
 
 
@@ -210,7 +229,7 @@ async def _pump_stream(
     loop = asyncio.get_running_loop()
     provider_timeout = progress.window
     framer = adapter.framer()
-    map_chunk = adapter.map_chunk
+    map_chunk = adapter.stream_mapper()
     relay = attempt.relay
     deadline = attempt.deadline
     async for data in response.iter_body():

@@ -12,7 +12,7 @@ import msgspec
 from modelrouter.aliases import ModelAlias
 from modelrouter.config.prices import Price
 
-AdapterKind = Literal["openai", "ollama", "anthropic"]
+AdapterKind = Literal["openai", "ollama", "anthropic", "azure", "gemini"]
 
 
 class ProviderDefaults(msgspec.Struct, frozen=True):
@@ -55,6 +55,9 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     max_connections: int = 256  # <PROVIDER>_MAX_CONNECTIONS: upstream sockets, active and idle
     proxy: str | None = None  # <PROVIDER>_PROXY: None follows HTTP(S)_PROXY/NO_PROXY, "" direct
     ca_bundle: str | None = None  # <PROVIDER>_CA_BUNDLE: the CAs this provider is verified with
+    # kind azure: the `api-version` query; "v1" takes the /openai/v1 paths, None the adapter's
+    # default (providers/azure.py). Set by the routing file; no environment variable reads it.
+    api_version: str | None = None
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):

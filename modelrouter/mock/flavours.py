@@ -1,4 +1,5 @@
-"""Wire shapes of the three provider flavours: OpenAI, Ollama native, Anthropic Messages.
+"""Wire shapes of the provider flavours: OpenAI, Ollama native, Anthropic Messages (Azure and
+Gemini in their own modules).
 
 Each flavour turns a reply (a list of tokens) into a JSON body or into pre-encoded
 stream bytes. Per-token events are built from a template encoded once per request.
@@ -67,8 +68,14 @@ class Flavour(ABC):
     malformed_body: ClassVar[bytes] = b'{"id": "mock-malformed", "choices": [{"message": '
     malformed_line: ClassVar[bytes]
 
-    def parse(self, body: dict[str, Any]) -> ChatRequest:
+    def parse(self, body: dict[str, Any], target: str = "") -> ChatRequest:  # noqa: ARG002
+        """The request's body read as a chat; `target` (path and query, still encoded) matters
+        to flavours whose path names the model or the method."""
         return parse_chat(body, stream_default=self.stream_default)
+
+    def retry_headers(self, value: str) -> dict[str, str]:
+        """The headers that ask a client to wait, given the `retry_after` fault's value."""
+        return {"Retry-After": value}
 
     @abstractmethod
     def error_body(self, status: int, message: str) -> bytes: ...

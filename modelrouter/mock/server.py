@@ -1,4 +1,5 @@
-"""The mock LLM provider: an aiohttp app serving OpenAI, Ollama and Anthropic flavours.
+"""The mock LLM provider: an aiohttp app serving OpenAI, Ollama, Anthropic, Azure OpenAI and
+Gemini flavours.
 
 Every provider route also exists behind ``/x/<spec>/``: the spec's faults override the
 defaults for that one request (``/x/status=500/v1/chat/completions``). Test endpoints:
@@ -18,8 +19,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from modelrouter.mock.azure import AZURE
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args
 from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
+from modelrouter.mock.gemini import GEMINI
 from modelrouter.mock.state import MockState
 from modelrouter.mock.stream import HOLD_SECONDS, Streamer, abort, close, pause
 from modelrouter.mock.text import DEFAULT_MODEL, TOOL_ARGUMENTS, ChatRequest, tokens_for
@@ -89,7 +92,7 @@ def _error(
 ) -> web.Response:
     if faults.echo_auth:
         message += _received_credentials(request)
-    headers = {"Retry-After": faults.retry_after} if faults.retry_after else None
+    headers = flavour.retry_headers(faults.retry_after) if faults.retry_after else None
     return web.Response(
         status=status,
         reason=_reason(status),
@@ -102,7 +105,7 @@ def _error(
 def _received_credentials(request: web.Request) -> str:
     seen = [
         f"{name}: {request.headers[name]}"
-        for name in ("Authorization", "x-api-key")
+        for name in ("Authorization", "x-api-key", "api-key", "x-goog-api-key")
         if name in request.headers
     ]
     return f" (received {'; '.join(seen) if seen else 'no credentials'})"
@@ -123,7 +126,7 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         body: Any = _decode(await request.read())
     except msgspec.DecodeError:
         body = None
-    state.record(request.rel_url.raw_path, request.headers, body)
+    state.record(request.rel_url.raw_path_qs, request.headers, body)
     try:
         faults = state.faults(spec)
     except ValueError as exc:
@@ -134,7 +137,7 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
     if not isinstance(body, dict):
         return _error(request, flavour, faults, 400, "request body must be a JSON object")
     try:
-        chat = flavour.parse(body)
+        chat = flavour.parse(body, request.rel_url.raw_path_qs)
     except ValueError as exc:
         return _error(request, flavour, faults, 400, f"invalid chat request: {exc}")
     reply = _reply(flavour, chat, faults)
@@ -268,6 +271,9 @@ def create_mock_app(defaults: Faults | None = None) -> web.Application:
         ("POST", "/v1/chat/completions", _chat_handler(OPENAI)),
         ("POST", "/api/chat", _chat_handler(OLLAMA)),
         ("POST", "/v1/messages", _chat_handler(ANTHROPIC)),
+        ("POST", "/openai/deployments/{deployment}/chat/completions", _chat_handler(AZURE)),
+        ("POST", "/openai/v1/chat/completions", _chat_handler(AZURE)),
+        ("POST", "/v1beta/models/{call}", _chat_handler(GEMINI)),
         ("GET", "/v1/models", _listing_handler(OPENAI, _OPENAI_MODELS)),
         ("GET", "/api/tags", _listing_handler(OLLAMA, _OLLAMA_TAGS)),
     ]

@@ -8,7 +8,14 @@ from typing import Any
 
 from modelrouter.mock.faults import Faults, parse_spec
 
-RECORDED_HEADERS = ("X-Request-ID", "Authorization", "x-api-key", "anthropic-version")
+RECORDED_HEADERS = (
+    "X-Request-ID",
+    "Authorization",
+    "x-api-key",
+    "anthropic-version",
+    "api-key",
+    "x-goog-api-key",
+)
 RECENT_LIMIT = 100
 _SPEC_CACHE_LIMIT = 1024
 

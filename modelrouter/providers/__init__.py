@@ -2,6 +2,7 @@
 
 from modelrouter.config import ProviderSettings
 from modelrouter.providers.anthropic import AnthropicAdapter
+from modelrouter.providers.azure import AzureAdapter
 from modelrouter.providers.base import (
     Adapter,
     Completion,
@@ -10,6 +11,7 @@ from modelrouter.providers.base import (
     parse_retry_after,
     requested_features,
 )
+from modelrouter.providers.gemini import GeminiAdapter
 from modelrouter.providers.ollama import OllamaAdapter
 from modelrouter.providers.openai_compat import OpenAICompatAdapter
 
@@ -17,6 +19,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAICompatAdapter,
     "ollama": OllamaAdapter,
     "anthropic": AnthropicAdapter,
+    "azure": AzureAdapter,
+    "gemini": GeminiAdapter,
 }
 
 
@@ -28,7 +32,9 @@ __all__ = [
     "ADAPTERS",
     "Adapter",
     "AnthropicAdapter",
+    "AzureAdapter",
     "Completion",
+    "GeminiAdapter",
     "OllamaAdapter",
     "OpenAICompatAdapter",
     "Refusal",

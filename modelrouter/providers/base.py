@@ -81,6 +81,10 @@ class Adapter(ABC):
 
     framing: ClassVar[Literal["sse", "ndjson"]]
     capabilities: ClassVar[frozenset[str]] = frozenset()  # names from FEATURES it honours
+    # Whether the request target depends on the model and the stream flag (`path`): most
+    # providers have one URL, so the request head is encoded once; Azure puts the deployment
+    # in the path, Gemini the model and the method.
+    model_in_path: bool = False
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
@@ -114,6 +118,20 @@ class Adapter(ABC):
         """The human part of an upstream error body, where its shape is known (overridden);
         None: the body is shown as it is."""
         return None
+
+    def path(self, model: str, *, stream: bool) -> str:  # noqa: ARG002 - one signature for all
+        """What follows `url`'s path in the request target, for adapters with `model_in_path`
+        (percent-encoded here: a model name is the client's text)."""
+        return ""
+
+    def stream_mapper(self) -> Callable[[bytes], list[Event]]:
+        """`map_chunk` for one stream: an adapter whose events depend on earlier payloads of
+        the same stream (Gemini numbers tool calls across them) returns a fresh one per stream."""
+        return self.map_chunk
+
+    def retry_after(self, header: Callable[[str], str | None]) -> float | None:
+        """Seconds the upstream asks to wait, from the headers of a non-2xx answer."""
+        return parse_retry_after(header("retry-after"))
 
     def error_message(self, body: bytes) -> str:
         """The human part of an upstream error body (else the body), redacted before it is

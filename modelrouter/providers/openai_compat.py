@@ -82,6 +82,17 @@ def _usage(usage: _Usage | None) -> Usage | None:
     return None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens)
 
 
+def error_code(body: bytes) -> str | None:
+    """The `code` of an error body, as text (None when the body is not one)."""
+    try:
+        error = _decode_error(body).error
+    except ValueError:
+        return None
+    if isinstance(error, str) or error.code is None:
+        return None
+    return str(error.code)
+
+
 RATE_LIMIT_MARKERS = frozenset({"rate_limit_exceeded", "rate_limit_error", "429", 429})
 
 
