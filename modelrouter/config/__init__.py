@@ -23,6 +23,8 @@ from modelrouter.config.structs import (
     RedisSettings,
     Settings,
     TenantSettings,
+    TraceSampler,
+    TracingSettings,
     UpstreamSettings,
 )
 
@@ -40,6 +42,8 @@ __all__ = [
     "RedisSettings",
     "Settings",
     "TenantSettings",
+    "TraceSampler",
+    "TracingSettings",
     "UpstreamSettings",
     "describe",
     "is_loopback",

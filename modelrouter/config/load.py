@@ -36,6 +36,7 @@ from modelrouter.config.structs import (
     TenantSettings,
     UpstreamSettings,
 )
+from modelrouter.config.tracing import read_tracing
 
 
 def _providers(
@@ -72,6 +73,9 @@ def _providers(
             ),
             proxy=provider_proxy(reader, f"{prefix}_PROXY"),
             ca_bundle=ca_file(reader, f"{prefix}_CA_BUNDLE"),
+            propagate_trace=reader.get(
+                f"{prefix}_PROPAGATE_TRACE", _PROVIDER.propagate_trace, flag, FLAG_RULE
+            ),
         )
         check_provider_headers(reader, prefix, settings)
         if defaults.needs_key and key is None:
@@ -97,6 +101,7 @@ _PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
 _CACHE: Final = CacheSettings()
 _HISTORY: Final = HistorySettings()
 _TENANTS: Final = TenantSettings()
+FLAG_RULE: Final = "a flag (1/0, true/false)"
 MIN_ADMIN_KEY_CHARS: Final = 16  # an admin key mints client keys: no short, guessable ones
 VIRTUAL_KEY_PREFIX: Final = (
     "mr-"  # modelrouter.tenants.secrets.PREFIX (config imports nothing above it)
@@ -179,6 +184,7 @@ def _load(r: Reader) -> Settings:
         database_url=r.raw("DATABASE_URL"),
         history=_history(r),
         tenants=_tenants(r),
+        tracing=read_tracing(r),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")

@@ -52,6 +52,9 @@ def describe(settings: Settings) -> dict[str, object]:
         provider["api_key"] = mask(provider["api_key"])
         provider["base_url"] = mask_url(provider["base_url"])
         provider["proxy"] = mask_url(provider["proxy"])
+    tracing = data["tracing"]
+    tracing["endpoint"] = mask_url(tracing["endpoint"])
+    tracing["headers"] = [[name, mask(value)] for name, value in settings.tracing.headers]
     upstream = data["upstream"]
     upstream["http_proxy"] = mask_url(upstream["http_proxy"])
     upstream["https_proxy"] = mask_url(upstream["https_proxy"])
@@ -69,6 +72,12 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [secret for url in urls if "@" in url for secret in _basic_secrets(url)]
     if settings.database_url:
         found += _url_passwords(settings.database_url)
+    # A header's whole value, and its credential alone ("Bearer <token>": the token).
+    values = [value for _, value in settings.tracing.headers]
+    found += values + [value.rsplit(" ", 1)[-1] for value in values if " " in value]
+    endpoint = settings.tracing.endpoint or ""
+    if "@" in endpoint:
+        found += _basic_secrets(endpoint)
     return found
 
 

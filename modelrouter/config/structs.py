@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import msgspec
 
@@ -58,6 +58,8 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     # kind azure: the `api-version` query; "v1" takes the /openai/v1 paths, None the adapter's
     # default (providers/azure.py). Set by the routing file; no environment variable reads it.
     api_version: str | None = None
+    # <PROVIDER>_PROPAGATE_TRACE: each attempt's span context goes upstream as `traceparent`
+    propagate_trace: bool = True
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,6 +122,34 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     prices: dict[str, Price] = {}  # what PRICES_FILE holds, read and checked at start-up
 
 
+TraceSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+TRACE_SAMPLERS: Final[tuple[TraceSampler, ...]] = get_args(TraceSampler)
+
+
+class TracingSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenTelemetry traces (see modelrouter.observability.tracing), off unless an endpoint is
+    set. The variables are OpenTelemetry's standard ones, read here like every other."""
+
+    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces
+    endpoint: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # OTEL_EXPORTER_OTLP_HEADERS: secrets, masked
+    sampler: TraceSampler = "parentbased_always_on"  # OTEL_TRACES_SAMPLER
+    sampler_arg: float = 1.0  # OTEL_TRACES_SAMPLER_ARG: the ratio of the *traceidratio samplers
+    service_name: str = "modelrouter"  # OTEL_SERVICE_NAME
+    capture_content: bool = False  # OTEL_CAPTURE_CONTENT: prompts in spans (else never)
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -154,6 +184,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None  # DATABASE_URL: history on when set
     history: HistorySettings = HistorySettings()
     tenants: TenantSettings = TenantSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def auth_enabled(self) -> bool:
