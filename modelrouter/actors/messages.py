@@ -11,7 +11,7 @@ from typing import Literal
 import msgspec
 
 from modelrouter.actors.relay import Relay
-from modelrouter.events import FailureReason
+from modelrouter.events import FailureReason, Usage
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord
 
@@ -50,6 +50,7 @@ class AttemptResult(msgspec.Struct, frozen=True):
     cut_by_deadline: bool = False
     finish_reason: str | None = None
     emitted: bool = False  # text or a tool call reached the relay: no fallback after this
+    usage: Usage | None = None  # what a successful attempt's upstream counted (for its span)
 
 
 class Admission(msgspec.Struct, frozen=True):

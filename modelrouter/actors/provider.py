@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from itertools import count
 from typing import Any
 
@@ -28,7 +28,7 @@ from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
-from modelrouter.observability import Metrics
+from modelrouter.observability import Metrics, tracing
 from modelrouter.state import HealthRecord, SharedState
 from modelrouter.transport import PoolFull
 
@@ -206,14 +206,10 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
     async def _call(self, attempt: Attempt) -> AttemptResult:
         started = time.perf_counter()
         try:
-            result = await run_attempt(
-                self.upstream,
-                attempt,
-                loop=self._loop(),
-                provider_timeout=self.settings.provider_timeout,
-                first_chunk_timeout=self.settings.first_chunk_timeout,
-                connect_timeout=self.settings.connect_timeout,
-            )
+            if tracing.ENABLED:
+                result = await self._traced(attempt)
+            else:
+                result = await self._request(attempt, b"")
         except (ClientGone, PoolFull):
             raise
         except Exception as exc:
@@ -222,6 +218,41 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         # A cancelled attempt (no result) says nothing about upstream latency.
         latency = self._m.upstream_ok if result.ok else self._m.upstream_error
         latency.observe(time.perf_counter() - started)
+        return result
+
+    def _request(self, attempt: Attempt, traceparent: bytes) -> Coroutine[Any, Any, AttemptResult]:
+        return run_attempt(
+            self.upstream,
+            attempt,
+            loop=self._loop(),
+            provider_timeout=self.settings.provider_timeout,
+            first_chunk_timeout=self.settings.first_chunk_timeout,
+            connect_timeout=self.settings.connect_timeout,
+            traceparent=traceparent,
+        )
+
+    async def _traced(self, attempt: Attempt) -> AttemptResult:
+        """The attempt in its span, whose context goes upstream unless this provider says not."""
+        span = tracing.attempt_span(
+            provider=self.name,
+            deployment=self.name,
+            model=attempt.model,
+            number=attempt.number,
+            stream=attempt.stream,
+            propagate=self.provider.propagate_trace,
+            messages=attempt.request.messages,
+        )
+        try:
+            result = await self._request(attempt, span.traceparent)
+        except BaseException as exc:
+            span.abandon(exc)
+            raise
+        span.end(
+            ok=result.ok,
+            reason=result.reason,
+            finish_reason=result.finish_reason,
+            usage=result.usage,
+        )
         return result
 
     def _finish(self, ticket_id: int, result: AttemptResult | None) -> None:

@@ -86,12 +86,14 @@ async def run_attempt(
     first_chunk_timeout: float,
     connect_timeout: float,
     loop: asyncio.AbstractEventLoop | None = None,
+    traceparent: bytes = b"",
 ) -> AttemptResult:
     """One attempt, its timers in phases: opening a connection (TCP, proxy, TLS) within
     `connect_timeout` (`connect_error`), the first chunk within `first_chunk_timeout` of the
     request written (a whole answer: `provider_timeout`), then `provider_timeout` between
     chunks; each cut to the request's deadline, whose expiry blames no provider. PoolFull
-    (every allowed connection busy) goes to the caller: the attempt never started."""
+    (every allowed connection busy) goes to the caller: the attempt never started.
+    `traceparent`: the attempt span's header line, sent upstream (b"": none)."""
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
     redact = upstream.redact
@@ -99,6 +101,8 @@ async def run_attempt(
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
+    if traceparent:
+        extra += traceparent
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     timer: Deadline | None = None
     try:
@@ -151,7 +155,7 @@ async def run_attempt(
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
-    return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+    return AttemptResult(True, finish_reason=progress.finish_reason or "stop", usage=progress.usage)
 
 
 def _timed_out(
@@ -197,6 +201,7 @@ async def _read_whole(
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
+    progress.usage = completion.usage
     text = redact.answer(completion.text) if completion.text else ""
     events: list[Event] = [Chunk(text)] if text else []
     events += completion.tool_calls

@@ -15,6 +15,7 @@ RECORDED_HEADERS = (
     "anthropic-version",
     "api-key",
     "x-goog-api-key",
+    "traceparent",  # the gateway's attempt span, when it traces
 )
 RECENT_LIMIT = 100
 _SPEC_CACHE_LIMIT = 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from modelrouter.config import Settings
-from modelrouter.observability import Metrics
+from modelrouter.observability import Metrics, tracing
 from modelrouter.web import admin, chat, health, history, openai_api, openapi
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
@@ -23,6 +23,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         accounting.drain()
 
     app.on_cleanup.append(account_the_rest)
+    if settings.tracing.enabled:  # first in, last out: it exports the spans of the last requests
+        app.cleanup_ctx.append(tracing.lifetime(settings.tracing))
     app.cleanup_ctx.append(admin.keys_ctx)  # virtual keys (DATABASE_URL): closed last
     # The history closes after the actor system (cleanup runs in reverse): it gets the rows
     # of the requests that the system's close ended.

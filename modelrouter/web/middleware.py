@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from modelrouter.errors import ApiError
-from modelrouter.observability import CURRENT_REQUEST_ID
+from modelrouter.observability import CURRENT_REQUEST_ID, tracing
 from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.errors import (
     OPENAI_ERRORS,
@@ -65,6 +65,11 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     quiet = route in QUIET_ROUTES
     status = 500
     token = CURRENT_REQUEST_ID.set(request_id)
+    span = None
+    if tracing.ENABLED and not quiet:  # probes and scrapes are not traced
+        span = tracing.server_span(
+            request.headers, method=request.method, route=route, request_id=request_id
+        )
     log.debug("request_started", route=route, method=request.method)
     try:
         try:
@@ -91,6 +96,8 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         seconds = time.perf_counter() - started
         request.app[ACCOUNTING].add(request, route, status, seconds, quiet)
         CURRENT_REQUEST_ID.reset(token)
+        if span is not None:
+            span.end(status)
 
 
 async def _send(request: web.Request, response: web.StreamResponse) -> int:

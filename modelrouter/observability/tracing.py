@@ -1,0 +1,279 @@
+"""OpenTelemetry traces: a SERVER span per request, a CLIENT span per provider attempt.
+
+Off unless an OTLP endpoint is configured (`TracingSettings.enabled`). Off, the request path
+pays one read of the module flag `ENABLED` per hook (read as `tracing.ENABLED`, never imported
+by name: `start` and `stop` change it) and nothing else: no span objects, no context lookups.
+
+On, the front middleware opens the request's server span as a child of the caller's
+`traceparent` and makes it current, so the routing task (which copies the request's context
+when it is created) opens each attempt's span under it. An attempt's span context goes upstream
+as `traceparent` (unless its provider says not to), so the provider's spans are children of the
+attempt, not siblings of it. Spans are exported in batches by the SDK's worker thread, off the
+event loop; a full queue drops spans rather than wait.
+
+Prompts are put in spans only with `capture_content` (OTEL_CAPTURE_CONTENT=true); answers never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from modelrouter import __version__
+from modelrouter.config import TracingSettings
+from modelrouter.events import Usage
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+ENABLED = False  # the one flag the request path reads (set by `start`, cleared by `stop`)
+SCOPE: Final = "modelrouter"
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+# An attempt that ended by an exception: its outcome by the exception's type name (this layer
+# imports nothing of the actors').
+_RAISED: Final = {
+    "CancelledError": "cancelled",
+    "ClientGone": "client_gone",
+    "PoolFull": "saturated",
+}
+
+
+class _Tracing:
+    __slots__ = ("capture", "provider", "tracer")
+
+    def __init__(self, provider: TracerProvider, *, capture: bool) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer(SCOPE, __version__)
+        self.capture = capture
+
+
+_tracing: _Tracing | None = None
+
+
+def sampler_of(settings: TracingSettings) -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER names, with OTEL_TRACES_SAMPLER_ARG as its ratio."""
+    from opentelemetry.sdk.trace import sampling  # noqa: PLC0415 - the SDK loads only when on
+
+    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
+    root: Sampler = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+    }[settings.sampler.removeprefix("parentbased_")]
+    return sampling.ParentBased(root) if settings.sampler.startswith("parentbased_") else root
+
+
+def start(
+    settings: TracingSettings,
+    *,
+    max_queue_size: int = 2048,
+    max_export_batch_size: int = 512,
+    schedule_delay: float = 1.0,
+    export_timeout: float = 10.0,
+    exporter: SpanExporter | None = None,
+) -> None:
+    """Start exporting to `settings.endpoint` (or to `exporter`): at most `max_queue_size`
+    spans wait (then new ones are dropped), sent `max_export_batch_size` at a time at least
+    every `schedule_delay` seconds, each export given `export_timeout` seconds. One tracing per
+    process: the flag is the process's."""
+    global _tracing, ENABLED  # noqa: PLW0603 - the process's one tracing, read on the hot path
+    # The SDK and the exporter (requests, protobuf) load only when tracing is on.
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    if _tracing is not None:
+        raise RuntimeError("tracing is already started in this process")
+    if exporter is None:
+        exporter = _otlp_exporter(settings, timeout=export_timeout)
+    resource = Resource({"service.name": settings.service_name, "service.version": __version__})
+    provider = TracerProvider(
+        sampler=sampler_of(settings), resource=resource, shutdown_on_exit=False
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_export_batch_size,
+            schedule_delay_millis=schedule_delay * 1000,
+            export_timeout_millis=export_timeout * 1000,
+        )
+    )
+    _tracing = _Tracing(provider, capture=settings.capture_content)
+    ENABLED = True
+
+
+def _otlp_exporter(settings: TracingSettings, *, timeout: float) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
+    assert settings.endpoint is not None
+    return OTLPSpanExporter(
+        endpoint=settings.endpoint,
+        headers=dict(settings.headers),
+        timeout=timeout,
+        compression=Compression.Gzip,
+    )
+
+
+async def flush(*, timeout: float = 5.0) -> bool:
+    """Export every ended span now (in a thread: the exporter blocks); False if not in time."""
+    tracing = _tracing
+    if tracing is None:
+        return True
+    millis = int(timeout * 1000)
+    return await asyncio.to_thread(tracing.provider.force_flush, millis)
+
+
+async def stop() -> None:
+    """Stop tracing: no new spans, the ended ones exported (in a thread, bounded by the
+    exporter's timeout)."""
+    global _tracing, ENABLED
+    tracing, _tracing, ENABLED = _tracing, None, False
+    if tracing is not None:
+        await asyncio.to_thread(tracing.provider.shutdown)
+
+
+def lifetime(settings: TracingSettings) -> Callable[[object], AsyncIterator[None]]:
+    """A `cleanup_ctx` for the app: tracing for the app's lifetime."""
+
+    async def tracing_ctx(_: object) -> AsyncIterator[None]:
+        start(settings)
+        try:
+            yield
+        finally:
+            await stop()
+
+    return tracing_ctx
+
+
+# -- the request's span ------------------------------------------------------------------------
+class ServerSpan:
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: trace.Span, token: object) -> None:
+        self.span = span
+        self.token = token
+
+    def end(self, status: int) -> None:
+        """End the span with the response's status, and make the caller's context current
+        again (in the task that opened it)."""
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+        span.end()
+        otel_context.detach(self.token)  # type: ignore[arg-type]
+
+
+def server_span(
+    headers: Mapping[str, str], *, method: str, route: str, request_id: str
+) -> ServerSpan:
+    """Open the request's span, a child of the caller's `traceparent` when it sent one, and
+    make it current (the routing task copies it). Only when `ENABLED`."""
+    assert _tracing is not None
+    parent = _PROPAGATOR.extract(headers)
+    span = _tracing.tracer.start_span(f"{method} {route}", parent, trace.SpanKind.SERVER)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "http.request.method": method,
+                "http.route": route,
+                "modelrouter.request_id": request_id,
+            }
+        )
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    return ServerSpan(span, token)
+
+
+# -- an attempt's span -------------------------------------------------------------------------
+class AttemptSpan:
+    __slots__ = ("span", "traceparent")
+
+    def __init__(self, span: trace.Span, traceparent: bytes) -> None:
+        self.span = span
+        self.traceparent = traceparent  # the header line for the upstream request, or b""
+
+    def end(
+        self,
+        *,
+        ok: bool,
+        reason: str | None,
+        finish_reason: str | None,
+        usage: Usage | None,
+    ) -> None:
+        """End with the attempt's result: `ok`, or its failure `reason` (None: the upstream
+        rejected the request itself)."""
+        span = self.span
+        if span.is_recording():
+            outcome = "ok" if ok else reason or "invalid_request"
+            span.set_attribute("modelrouter.attempt.outcome", outcome)
+            if usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            if finish_reason is not None:
+                span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
+            if not ok:
+                span.set_attribute("error.type", outcome)
+                span.set_status(trace.StatusCode.ERROR)
+        span.end()
+
+    def abandon(self, exc: BaseException) -> None:
+        """End an attempt that raised (cancelled, the client gone, a crash)."""
+        span = self.span
+        if span.is_recording():
+            outcome = _RAISED.get(type(exc).__name__, "error")
+            span.set_attribute("modelrouter.attempt.outcome", outcome)
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(trace.StatusCode.ERROR)
+        span.end()
+
+
+def attempt_span(
+    *,
+    provider: str,
+    deployment: str,
+    model: str,
+    number: int,
+    stream: bool,
+    propagate: bool,
+    messages: object,
+) -> AttemptSpan:
+    """Open an attempt's CLIENT span under the current (the request's) span. Only when
+    `ENABLED`. `messages` go into the span only with content capture on."""
+    tracing = _tracing
+    assert tracing is not None
+    span = tracing.tracer.start_span(f"chat {model}", kind=trace.SpanKind.CLIENT)
+    if span.is_recording():  # a span sampled out gets no attributes at all
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                # The adapters do not read the model an upstream names in its answer.
+                "gen_ai.response.model": model,
+                "modelrouter.deployment": deployment,
+                "modelrouter.attempt.number": number,
+                "modelrouter.stream": stream,
+            }
+        )
+        if tracing.capture:
+            span.set_attribute("gen_ai.input.messages", msgspec.json.encode(messages).decode())
+    header = b""
+    if propagate:
+        ctx = span.get_span_context()
+        header = (
+            f"traceparent: 00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}\r\n"
+        ).encode()
+    return AttemptSpan(span, header)

@@ -1,0 +1,224 @@
+"""OpenTelemetry traces through the gateway: an OTLP/HTTP receiver on 127.0.0.1 decodes what the
+gateway exports with the official `opentelemetry-proto` messages; the mock provider records the
+`traceparent` each attempt sent."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from modelrouter.observability import tracing
+from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+GROQ_MODEL = "llama-3.3-70b-versatile"
+OPENROUTER_MODEL = "meta-llama/llama-3.3-70b-instruct"
+
+
+class Receiver:
+    """An OTLP/HTTP traces endpoint: every span it was sent, decoded."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.spans: list[Span] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if body[:2] == b"\x1f\x8b":  # the gateway's exporter compresses with gzip
+            body = gzip.decompress(body)
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(body)
+        self.headers.append(dict(request.headers))
+        for resource in message.resource_spans:
+            for scope in resource.scope_spans:
+                self.spans.extend(scope.spans)
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    def named(self, name: str) -> list[Span]:
+        return [span for span in self.spans if span.name == name]
+
+    async def wait_for(self, *names: str) -> None:
+        """Until a span of each name has arrived (spans end just after the response is sent)."""
+
+        async def arrived() -> bool:
+            await tracing.flush()
+            return all(self.named(name) for name in names)
+
+        await wait_until(arrived, timeout=5.0)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    port = free_port()
+    found = Receiver(f"http://127.0.0.1:{port}")
+    app = web.Application()
+    app.router.add_post("/v1/traces", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield found
+    await runner.cleanup()
+
+
+def attributes(span: Span) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in span.attributes:
+        value = item.value
+        kind = value.WhichOneof("value")
+        if kind == "array_value":
+            found[item.key] = [getattr(v, v.WhichOneof("value")) for v in value.array_value.values]
+        else:
+            found[item.key] = getattr(value, kind) if kind else None
+    return found
+
+
+def traceparent_parent(header: str) -> tuple[str, str]:
+    """(trace id, parent span id) of a `traceparent` header."""
+    version, trace_id, span_id, _flags = header.split("-")
+    assert version == "00"
+    return trace_id, span_id
+
+
+async def test_fallback_is_traced_as_two_attempts_under_the_callers_span(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(
+        **two_providers(mock, groq="status=500"),
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_HEADERS="x-api-key=otlp-secret-0123456789",
+    )
+    response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
+    assert response.status == 200, await response.text()
+    await receiver.wait_for("POST /chat", f"chat {GROQ_MODEL}", f"chat {OPENROUTER_MODEL}")
+
+    [server] = receiver.named("POST /chat")
+    assert server.kind == Span.SPAN_KIND_SERVER
+    assert server.trace_id.hex() == CALLER_TRACE
+    assert server.parent_span_id.hex() == CALLER_SPAN
+    assert attributes(server)["http.response.status_code"] == 200
+
+    [failed] = receiver.named(f"chat {GROQ_MODEL}")
+    [answered] = receiver.named(f"chat {OPENROUTER_MODEL}")
+    for span in (failed, answered):
+        assert span.kind == Span.SPAN_KIND_CLIENT
+        assert span.trace_id.hex() == CALLER_TRACE
+        assert span.parent_span_id == server.span_id
+    failed_attributes = attributes(failed)
+    assert failed_attributes["modelrouter.attempt.number"] == 1
+    assert failed_attributes["gen_ai.operation.name"] == "chat"
+    assert failed_attributes["gen_ai.provider.name"] == "groq"
+    assert failed_attributes["gen_ai.request.model"] == GROQ_MODEL
+    assert failed_attributes["modelrouter.deployment"] == "groq"
+    assert failed_attributes["modelrouter.attempt.outcome"] == "server_error"
+    assert failed.status.code == failed.status.STATUS_CODE_ERROR
+    found = attributes(answered)
+    assert found["gen_ai.operation.name"] == "chat"
+    assert found["gen_ai.provider.name"] == "openrouter"
+    assert found["gen_ai.request.model"] == OPENROUTER_MODEL
+    assert found["gen_ai.response.model"] == OPENROUTER_MODEL
+    assert found["modelrouter.deployment"] == "openrouter"
+    assert found["modelrouter.attempt.outcome"] == "ok"
+    assert found["modelrouter.attempt.number"] == 2
+    assert found["gen_ai.response.finish_reasons"] == ["stop"]
+    assert found["gen_ai.usage.input_tokens"] > 0
+    assert found["gen_ai.usage.output_tokens"] > 0
+    # The exporter sent the configured headers; the receiver is the only one to see them.
+    assert receiver.headers[0]["x-api-key"] == "otlp-secret-0123456789"
+
+    # Each upstream request carried its own attempt's span as parent, not the caller's.
+    sent = {
+        r["path"].split("/")[2] if r["path"].startswith("/x/") else "": r["headers"]["traceparent"]
+        for r in await mock.received()
+    }
+    assert traceparent_parent(sent["status=500"]) == (CALLER_TRACE, failed.span_id.hex())
+    assert traceparent_parent(sent[""]) == (CALLER_TRACE, answered.span_id.hex())
+
+
+async def test_a_request_without_traceparent_starts_a_trace(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    response = await client.post("/stream", json=USER)
+    assert response.status == 200
+    await response.read()
+    await receiver.wait_for("POST /stream", f"chat {GROQ_MODEL}")
+    [server] = receiver.named("POST /stream")
+    [attempt] = receiver.named(f"chat {GROQ_MODEL}")
+    assert server.parent_span_id == b""
+    assert attempt.parent_span_id == server.span_id
+    found = attributes(attempt)
+    assert found["modelrouter.attempt.outcome"] == "ok"
+    assert found["modelrouter.stream"] is True
+
+
+async def test_propagate_trace_false_keeps_traceparent_from_that_provider(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(
+        **two_providers(mock),
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        GROQ_PROPAGATE_TRACE="false",
+    )
+    response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
+    assert response.status == 200
+    await receiver.wait_for(f"chat {GROQ_MODEL}")  # traced all the same
+    [request] = await mock.received()
+    assert "traceparent" not in request["headers"]
+
+
+async def test_prompts_stay_out_of_spans_unless_content_capture_is_on(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    assert (await client.post("/chat", json=USER)).status == 200
+    await receiver.wait_for("POST /chat", f"chat {GROQ_MODEL}")
+    assert all("hello there" not in str(attributes(span)) for span in receiver.spans)
+    await client.close()  # the app's cleanup stops this process's tracing
+
+    receiver.spans.clear()
+    client = await gateway(
+        **two_providers(mock),
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_CAPTURE_CONTENT="true",
+    )
+    assert (await client.post("/chat", json=USER)).status == 200
+    await receiver.wait_for(f"chat {GROQ_MODEL}")
+    [attempt] = receiver.named(f"chat {GROQ_MODEL}")
+    assert "hello there" in attributes(attempt)["gen_ai.input.messages"]
+
+
+async def test_tracing_off_opens_no_span_and_sends_no_traceparent(
+    mock: Mock, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a span was opened with tracing off")
+
+    monkeypatch.setattr(tracing, "server_span", refuse)
+    monkeypatch.setattr(tracing, "attempt_span", refuse)
+    client = await gateway(**two_providers(mock))
+    assert not tracing.ENABLED
+    response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
+    assert response.status == 200
+    [request] = await mock.received()
+    assert "traceparent" not in request["headers"]
+
+
+async def test_probes_are_not_traced(receiver: Receiver, gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    assert (await client.get("/health")).status == 200
+    assert (await client.get("/v1/models")).status == 200
+    await receiver.wait_for("GET /v1/models")
+    assert not receiver.named("GET /health")
