@@ -5,6 +5,7 @@ gateway exports with the official `opentelemetry-proto` messages; the mock provi
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from modelrouter.config import ConfigError, describe, load_settings, secrets_of
 from modelrouter.observability import tracing
 from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
 
@@ -222,3 +224,102 @@ async def test_probes_are_not_traced(receiver: Receiver, gateway: Gateway, mock:
     assert (await client.get("/v1/models")).status == 200
     await receiver.wait_for("GET /v1/models")
     assert not receiver.named("GET /health")
+
+
+def test_network_policy_lets_traces_out_to_an_otlp_collector() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "deploy/k8s/base/networkpolicy.yaml"
+    policy = yaml.safe_load(path.read_text())
+    ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 4318 in ports  # OTLP/HTTP; 443 (a collector behind HTTPS) is there for the providers
+    assert 443 in ports
+
+
+async def test_a_sampled_out_request_exports_nothing_and_still_sends_traceparent(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(
+        **two_providers(mock),
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_TRACES_SAMPLER="always_off",
+    )
+    response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
+    assert response.status == 200
+    assert await tracing.flush()
+    assert receiver.spans == []
+    [request] = await mock.received()
+    trace_id, _span_id = traceparent_parent(request["headers"]["traceparent"])
+    assert trace_id == CALLER_TRACE
+    assert request["headers"]["traceparent"].endswith("-00")  # not sampled: upstream knows
+
+
+def test_traces_endpoint_is_the_base_one_with_the_signal_path_unless_given() -> None:
+    base = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"})
+    assert base.tracing.endpoint == "http://collector:4318/v1/traces"
+    assert base.tracing.enabled
+    both = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/otlp",
+        }
+    )
+    assert both.tracing.endpoint == "https://traces.example/otlp"
+    assert not load_settings({}).tracing.enabled
+
+
+def test_bad_tracing_settings_are_all_reported_at_start_up() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://collector:4317",
+                "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key",
+                "OTEL_TRACES_SAMPLER": "sometimes",
+                "OTEL_TRACES_SAMPLER_ARG": "1.5",
+                "OTEL_CAPTURE_CONTENT": "maybe",
+                "GROQ_PROPAGATE_TRACE": "perhaps",
+            }
+        )
+    problems = "\n".join(caught.value.problems)
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_TRACES_SAMPLER=",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_CAPTURE_CONTENT",
+        "GROQ_PROPAGATE_TRACE",
+    ):
+        assert name in problems
+
+
+def test_otlp_headers_are_masked_when_shown_and_redacted_from_logs() -> None:
+    token = "otlp-token-0123456789abcdef"
+    settings = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{token},x-team=blue-team-key",
+        }
+    )
+    assert settings.tracing.headers == (
+        ("Authorization", f"Bearer {token}"),
+        ("x-team", "blue-team-key"),
+    )
+    assert token not in json.dumps(describe(settings))
+    assert "blue-team-key" not in json.dumps(describe(settings))
+    assert {f"Bearer {token}", token, "blue-team-key"} <= set(secrets_of(settings))
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "decides"),
+    [
+        ("always_on", 1.0, "AlwaysOnSampler"),
+        ("traceidratio", 0.01, "TraceIdRatioBased{0.01}"),
+        ("parentbased_traceidratio", 0.01, "ParentBased{root:TraceIdRatioBased{0.01}"),
+        ("parentbased_always_off", 1.0, "ParentBased{root:AlwaysOffSampler"),
+    ],
+)
+def test_the_sampler_is_the_one_named(name: str, arg: float, decides: str) -> None:
+    settings = load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": str(arg)})
+    assert tracing.sampler_of(settings.tracing).get_description().startswith(decides)
