@@ -77,7 +77,7 @@ def start(
     max_queue_size: int = 2048,
     max_export_batch_size: int = 512,
     schedule_delay: float = 1.0,
-    export_timeout: float = 10.0,
+    export_timeout: float = 5.0,
     exporter: SpanExporter | None = None,
 ) -> None:
     """Start exporting to `settings.endpoint` (or to `exporter`): at most `max_queue_size`
