@@ -19,6 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from modelrouter.config import ConfigError, describe, load_settings, secrets_of
 from modelrouter.observability import tracing
+from modelrouter.observability.sampling import Sampling, parse_traceparent
 from tests.conftest import USER, Gateway, Mock, free_port, two_providers, wait_until
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -312,14 +313,42 @@ def test_otlp_headers_are_masked_when_shown_and_redacted_from_logs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "arg", "decides"),
+    ("name", "arg", "parent", "kept"),
     [
-        ("always_on", 1.0, "AlwaysOnSampler"),
-        ("traceidratio", 0.01, "TraceIdRatioBased{0.01}"),
-        ("parentbased_traceidratio", 0.01, "ParentBased{root:TraceIdRatioBased{0.01}"),
-        ("parentbased_always_off", 1.0, "ParentBased{root:AlwaysOffSampler"),
+        ("always_on", "1.0", None, True),
+        ("always_off", "1.0", None, False),
+        ("always_off", "1.0", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", False),
+        ("parentbased_always_off", "1.0", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", True),
+        ("parentbased_always_on", "1.0", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00", False),
+        ("parentbased_traceidratio", "0", None, False),
+        ("parentbased_traceidratio", "1", None, True),
+        ("traceidratio", "0.5", f"00-{'0' * 16}{'f' * 16}-{CALLER_SPAN}-01", False),
+        ("traceidratio", "0.5", f"00-{'f' * 16}{'0' * 15}1-{CALLER_SPAN}-00", True),
     ],
 )
-def test_the_sampler_is_the_one_named(name: str, arg: float, decides: str) -> None:
-    settings = load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": str(arg)})
-    assert tracing.sampler_of(settings.tracing).get_description().startswith(decides)
+def test_the_sampler_decides_as_its_name_says(
+    name: str, arg: str, parent: str | None, kept: bool
+) -> None:
+    settings = load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg})
+    assert Sampling(settings.tracing)(parse_traceparent(parent)) is kept
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01",  # version ff is invalid
+        f"00-{'0' * 32}-{CALLER_SPAN}-01",  # all-zero trace id
+        f"00-{CALLER_TRACE}-{'0' * 16}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01-extra",  # version 00 has exactly four fields
+        f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01",  # lower-case hex only
+    ],
+)
+def test_an_invalid_traceparent_starts_a_new_trace(header: str) -> None:
+    assert parse_traceparent(header) is None
+
+
+def test_a_later_traceparent_version_is_read_for_its_known_fields() -> None:
+    parent = parse_traceparent(f"01-{CALLER_TRACE}-{CALLER_SPAN}-01-what-comes-next")
+    assert parent == (int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), True)

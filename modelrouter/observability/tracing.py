@@ -18,23 +18,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Final
 
 import msgspec
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from modelrouter import __version__
 from modelrouter.config import TracingSettings
 from modelrouter.events import Usage
+from modelrouter.observability.sampling import (
+    Sampling,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    traceparent_line,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.sdk.trace.sampling import Sampler
 
 ENABLED = False  # the one flag the request path reads (set by `start`, cleared by `stop`)
+# The request's trace, set by the front for the request's task and copied by its routing task:
+# its recording server span, or the trace id of a request sampled out (nothing recorded).
+_CURRENT: ContextVar[trace.Span | int | None] = ContextVar("modelrouter_trace", default=None)
 SCOPE: Final = "modelrouter"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 # An attempt that ended by an exception: its outcome by the exception's type name (this layer
@@ -47,28 +56,16 @@ _RAISED: Final = {
 
 
 class _Tracing:
-    __slots__ = ("capture", "provider", "tracer")
+    __slots__ = ("capture", "provider", "sample", "tracer")
 
-    def __init__(self, provider: TracerProvider, *, capture: bool) -> None:
+    def __init__(self, provider: TracerProvider, settings: TracingSettings) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer(SCOPE, __version__)
-        self.capture = capture
+        self.sample = Sampling(settings)
+        self.capture = settings.capture_content
 
 
 _tracing: _Tracing | None = None
-
-
-def sampler_of(settings: TracingSettings) -> Sampler:
-    """The sampler OTEL_TRACES_SAMPLER names, with OTEL_TRACES_SAMPLER_ARG as its ratio."""
-    from opentelemetry.sdk.trace import sampling  # noqa: PLC0415 - the SDK loads only when on
-
-    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
-    root: Sampler = {
-        "always_on": sampling.ALWAYS_ON,
-        "always_off": sampling.ALWAYS_OFF,
-        "traceidratio": ratio,
-    }[settings.sampler.removeprefix("parentbased_")]
-    return sampling.ParentBased(root) if settings.sampler.startswith("parentbased_") else root
 
 
 def start(
@@ -89,15 +86,15 @@ def start(
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: PLC0415
 
     if _tracing is not None:
         raise RuntimeError("tracing is already started in this process")
     if exporter is None:
         exporter = _otlp_exporter(settings, timeout=export_timeout)
     resource = Resource({"service.name": settings.service_name, "service.version": __version__})
-    provider = TracerProvider(
-        sampler=sampler_of(settings), resource=resource, shutdown_on_exit=False
-    )
+    # The decision is taken before the SDK is called (`Sampling`): what it is given, it keeps.
+    provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(
         BatchSpanProcessor(
             exporter,
@@ -107,7 +104,7 @@ def start(
             export_timeout_millis=export_timeout * 1000,
         )
     )
-    _tracing = _Tracing(provider, capture=settings.capture_content)
+    _tracing = _Tracing(provider, settings)
     ENABLED = True
 
 
@@ -161,48 +158,53 @@ def lifetime(settings: TracingSettings) -> Callable[[object], AsyncIterator[None
 class ServerSpan:
     __slots__ = ("span", "token")
 
-    def __init__(self, span: trace.Span, token: object) -> None:
-        self.span = span
+    def __init__(self, span: trace.Span | None, token: Token[trace.Span | int | None]) -> None:
+        self.span = span  # None: sampled out
         self.token = token
 
     def end(self, status: int) -> None:
-        """End the span with the response's status, and make the caller's context current
-        again (in the task that opened it)."""
+        """End the span with the response's status; the request's trace is no longer current
+        (called in the task that opened it)."""
+        _CURRENT.reset(self.token)
         span = self.span
-        if span.is_recording():
+        if span is not None:
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(trace.StatusCode.ERROR)
-        span.end()
-        otel_context.detach(self.token)  # type: ignore[arg-type]
+            span.end()
 
 
 def server_span(
     headers: Mapping[str, str], *, method: str, route: str, request_id: str
 ) -> ServerSpan:
     """Open the request's span, a child of the caller's `traceparent` when it sent one, and
-    make it current (the routing task copies it). Only when `ENABLED`."""
-    assert _tracing is not None
-    parent = _PROPAGATOR.extract(headers)
-    span = _tracing.tracer.start_span(f"{method} {route}", parent, trace.SpanKind.SERVER)
-    if span.is_recording():
-        span.set_attributes(
-            {
-                "http.request.method": method,
-                "http.route": route,
-                "modelrouter.request_id": request_id,
-            }
-        )
-    token = otel_context.attach(trace.set_span_in_context(span, parent))
-    return ServerSpan(span, token)
+    make it the request's trace (the routing task copies it). A request sampled out gets no
+    span, only its trace id (the caller's, or a new one) for the attempts' `traceparent`.
+    Only when `ENABLED`."""
+    tracing = _tracing
+    assert tracing is not None
+    parent = parse_traceparent(headers.get("traceparent"))
+    if not tracing.sample(parent):
+        trace_id = parent.trace_id if parent is not None else new_trace_id()
+        return ServerSpan(None, _CURRENT.set(trace_id))
+    context = _PROPAGATOR.extract(headers) if parent is not None else None  # with tracestate
+    span = tracing.tracer.start_span(f"{method} {route}", context, trace.SpanKind.SERVER)
+    span.set_attributes(
+        {
+            "http.request.method": method,
+            "http.route": route,
+            "modelrouter.request_id": request_id,
+        }
+    )
+    return ServerSpan(span, _CURRENT.set(span))
 
 
 # -- an attempt's span -------------------------------------------------------------------------
 class AttemptSpan:
     __slots__ = ("span", "traceparent")
 
-    def __init__(self, span: trace.Span, traceparent: bytes) -> None:
-        self.span = span
+    def __init__(self, span: trace.Span | None, traceparent: bytes) -> None:
+        self.span = span  # None: the request is not recorded
         self.traceparent = traceparent  # the header line for the upstream request, or b""
 
     def end(
@@ -216,28 +218,33 @@ class AttemptSpan:
         """End with the attempt's result: `ok`, or its failure `reason` (None: the upstream
         rejected the request itself)."""
         span = self.span
-        if span.is_recording():
-            outcome = "ok" if ok else reason or "invalid_request"
-            span.set_attribute("modelrouter.attempt.outcome", outcome)
-            if usage is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-            if finish_reason is not None:
-                span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
-            if not ok:
-                span.set_attribute("error.type", outcome)
-                span.set_status(trace.StatusCode.ERROR)
+        if span is None:
+            return
+        outcome = "ok" if ok else reason or "invalid_request"
+        span.set_attribute("modelrouter.attempt.outcome", outcome)
+        if usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if finish_reason is not None:
+            span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
+        if not ok:
+            span.set_attribute("error.type", outcome)
+            span.set_status(trace.StatusCode.ERROR)
         span.end()
 
     def abandon(self, exc: BaseException) -> None:
         """End an attempt that raised (cancelled, the client gone, a crash)."""
         span = self.span
-        if span.is_recording():
-            outcome = _RAISED.get(type(exc).__name__, "error")
-            span.set_attribute("modelrouter.attempt.outcome", outcome)
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(trace.StatusCode.ERROR)
+        if span is None:
+            return
+        outcome = _RAISED.get(type(exc).__name__, "error")
+        span.set_attribute("modelrouter.attempt.outcome", outcome)
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(trace.StatusCode.ERROR)
         span.end()
+
+
+_UNTRACED: Final = AttemptSpan(None, b"")
 
 
 def attempt_span(
@@ -250,30 +257,37 @@ def attempt_span(
     propagate: bool,
     messages: object,
 ) -> AttemptSpan:
-    """Open an attempt's CLIENT span under the current (the request's) span. Only when
-    `ENABLED`. `messages` go into the span only with content capture on."""
+    """Open an attempt's CLIENT span under the request's span. Only when `ENABLED`.
+    `messages` go into the span only with content capture on. A request sampled out gets no
+    span; its provider still gets a `traceparent` (not sampled), so it records nothing either."""
     tracing = _tracing
     assert tracing is not None
-    span = tracing.tracer.start_span(f"chat {model}", kind=trace.SpanKind.CLIENT)
-    if span.is_recording():  # a span sampled out gets no attributes at all
-        span.set_attributes(
-            {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": provider,
-                "gen_ai.request.model": model,
-                # The adapters do not read the model an upstream names in its answer.
-                "gen_ai.response.model": model,
-                "modelrouter.deployment": deployment,
-                "modelrouter.attempt.number": number,
-                "modelrouter.stream": stream,
-            }
-        )
-        if tracing.capture:
-            span.set_attribute("gen_ai.input.messages", msgspec.json.encode(messages).decode())
+    current = _CURRENT.get()
+    if current is None:  # not under a traced request
+        return _UNTRACED
+    if type(current) is int:
+        header = traceparent_line(current, new_span_id(), sampled=False) if propagate else b""
+        return AttemptSpan(None, header)
+    assert isinstance(current, trace.Span)
+    span = tracing.tracer.start_span(
+        f"chat {model}", trace.set_span_in_context(current), trace.SpanKind.CLIENT
+    )
+    span.set_attributes(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            # The adapters do not read the model an upstream names in its answer.
+            "gen_ai.response.model": model,
+            "modelrouter.deployment": deployment,
+            "modelrouter.attempt.number": number,
+            "modelrouter.stream": stream,
+        }
+    )
+    if tracing.capture:
+        span.set_attribute("gen_ai.input.messages", msgspec.json.encode(messages).decode())
     header = b""
     if propagate:
         ctx = span.get_span_context()
-        header = (
-            f"traceparent: 00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}\r\n"
-        ).encode()
+        header = traceparent_line(ctx.trace_id, ctx.span_id, sampled=True)
     return AttemptSpan(span, header)
