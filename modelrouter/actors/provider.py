@@ -231,8 +231,9 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             traceparent=traceparent,
         )
 
-    async def _traced(self, attempt: Attempt) -> AttemptResult:
-        """The attempt in its span, whose context goes upstream unless this provider says not."""
+    def _traced(self, attempt: Attempt) -> Coroutine[Any, Any, AttemptResult]:
+        """The attempt under its span, whose context goes upstream unless this provider says
+        not. A request sampled out has no span: only the header goes (no coroutine added)."""
         span = tracing.attempt_span(
             provider=self.name,
             deployment=self.name,
@@ -242,6 +243,11 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             propagate=self.provider.propagate_trace,
             messages=attempt.request.messages,
         )
+        if span.span is None:
+            return self._request(attempt, span.traceparent)
+        return self._recorded(attempt, span)
+
+    async def _recorded(self, attempt: Attempt, span: tracing.AttemptSpan) -> AttemptResult:
         try:
             result = await self._request(attempt, span.traceparent)
         except BaseException as exc:

@@ -77,5 +77,8 @@ def new_span_id() -> int:
 
 def traceparent_line(trace_id: int, span_id: int, *, sampled: bool) -> bytes:
     """The `traceparent` header line for an upstream request."""
-    flags = "01" if sampled else "00"
-    return f"traceparent: 00-{trace_id:032x}-{span_id:016x}-{flags}\r\n".encode()
+    return (_SAMPLED if sampled else _NOT_SAMPLED) % (trace_id, span_id)
+
+
+_SAMPLED: Final = b"traceparent: 00-%032x-%016x-01\r\n"
+_NOT_SAMPLED: Final = b"traceparent: 00-%032x-%016x-00\r\n"

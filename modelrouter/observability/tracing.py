@@ -188,13 +188,13 @@ def server_span(
         trace_id = parent.trace_id if parent is not None else new_trace_id()
         return ServerSpan(None, _CURRENT.set(trace_id))
     context = _PROPAGATOR.extract(headers) if parent is not None else None  # with tracestate
-    span = tracing.tracer.start_span(f"{method} {route}", context, trace.SpanKind.SERVER)
-    span.set_attributes(
-        {
-            "http.request.method": method,
-            "http.route": route,
-            "modelrouter.request_id": request_id,
-        }
+    attributes = {
+        "http.request.method": method,
+        "http.route": route,
+        "modelrouter.request_id": request_id,
+    }
+    span = tracing.tracer.start_span(
+        f"{method} {route}", context, trace.SpanKind.SERVER, attributes
     )
     return ServerSpan(span, _CURRENT.set(span))
 
@@ -221,15 +221,16 @@ class AttemptSpan:
         if span is None:
             return
         outcome = "ok" if ok else reason or "invalid_request"
-        span.set_attribute("modelrouter.attempt.outcome", outcome)
+        found: dict[str, str | int | tuple[str, ...]] = {"modelrouter.attempt.outcome": outcome}
         if usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            found["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            found["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if finish_reason is not None:
-            span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
+            found["gen_ai.response.finish_reasons"] = (finish_reason,)
         if not ok:
-            span.set_attribute("error.type", outcome)
+            found["error.type"] = outcome
             span.set_status(trace.StatusCode.ERROR)
+        span.set_attributes(found)
         span.end()
 
     def abandon(self, exc: BaseException) -> None:
@@ -269,23 +270,21 @@ def attempt_span(
         header = traceparent_line(current, new_span_id(), sampled=False) if propagate else b""
         return AttemptSpan(None, header)
     assert isinstance(current, trace.Span)
-    span = tracing.tracer.start_span(
-        f"chat {model}", trace.set_span_in_context(current), trace.SpanKind.CLIENT
-    )
-    span.set_attributes(
-        {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-            # The adapters do not read the model an upstream names in its answer.
-            "gen_ai.response.model": model,
-            "modelrouter.deployment": deployment,
-            "modelrouter.attempt.number": number,
-            "modelrouter.stream": stream,
-        }
-    )
+    attributes: dict[str, str | int | bool] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        # The adapters do not read the model an upstream names in its answer.
+        "gen_ai.response.model": model,
+        "modelrouter.deployment": deployment,
+        "modelrouter.attempt.number": number,
+        "modelrouter.stream": stream,
+    }
     if tracing.capture:
-        span.set_attribute("gen_ai.input.messages", msgspec.json.encode(messages).decode())
+        attributes["gen_ai.input.messages"] = msgspec.json.encode(messages).decode()
+    span = tracing.tracer.start_span(
+        f"chat {model}", trace.set_span_in_context(current), trace.SpanKind.CLIENT, attributes
+    )
     header = b""
     if propagate:
         ctx = span.get_span_context()
