@@ -239,14 +239,20 @@ def test_network_policy_lets_traces_out_to_an_otlp_collector() -> None:
     assert 443 in ports
 
 
-async def test_a_sampled_out_request_exports_nothing_and_still_sends_traceparent(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+async def test_a_sampled_out_request_creates_no_span_and_still_sends_traceparent(
+    mock: Mock, receiver: Receiver, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await gateway(
         **two_providers(mock),
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_TRACES_SAMPLER="always_off",
     )
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the SDK was asked for a span of a request sampled out")
+
+    assert tracing._tracing is not None
+    monkeypatch.setattr(tracing._tracing.tracer, "start_span", refuse)
     response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
     assert response.status == 200
     assert await tracing.flush()
