@@ -131,11 +131,13 @@ async def run_attempt(
             finally:
                 response.release()
     except TimeoutError:
+        _leave_usage(attempt.relay, progress)
         # Whether the request's own deadline was the one that fired: the timer's time says it
         # (the loop's clock may read a hair short of it, timers fire to the millisecond).
         cut = timer is not None and timer.when >= attempt.deadline
         return _timed_out(attempt, progress, cut=cut, first_chunk_timeout=first_chunk_timeout)
     except UpstreamFailure as failure:
+        _leave_usage(attempt.relay, progress)
         # Upstream text may echo the credential it received: redact it where it enters.
         return AttemptResult(
             False,
@@ -146,12 +148,23 @@ async def run_attempt(
             emitted=progress.first_chunk,
         )
     except (BadResponse, FramingError) as exc:
+        _leave_usage(attempt.relay, progress)
         message = redact(_describe(exc))
         return AttemptResult(False, "bad_response", message, emitted=progress.first_chunk)
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
+        _leave_usage(attempt.relay, progress)
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
     return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+
+
+def _leave_usage(relay: Relay, progress: _Progress) -> None:
+    """A stream cut after its first chunk: the usage its provider gave so far (Anthropic's
+    prompt tokens come first) goes to the client's side, which bills from it. Never waits: a
+    full relay or a gone reader gets none (the stream is then billed from an estimate)."""
+    usage = progress.usage
+    if usage is not None and progress.first_chunk and not relay.closed:
+        relay.offer(usage)
 
 
 def _timed_out(
