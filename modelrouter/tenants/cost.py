@@ -39,13 +39,18 @@ FREE: Final = Charge(0)  # a cache hit: no provider was called
 
 
 def token_usage(usage: Usage) -> TokenUsage:
-    """The usage event's tokens by how each is billed."""
+    """The usage event's tokens by how each is billed: none negative, and no kind counted
+    beyond its total (whatever an upstream sent)."""
+    prompt, completion = max(usage.prompt_tokens, 0), max(usage.completion_tokens, 0)
+    cached = min(max(usage.cached_input, 0), prompt)
+    write = min(max(usage.cache_write, 0), prompt - cached)
+    reasoning = min(max(usage.reasoning, 0), completion)
     return TokenUsage(
-        input=usage.input,
-        cached_input=min(usage.cached_input, usage.prompt_tokens),
-        cache_write=min(usage.cache_write, max(usage.prompt_tokens - usage.cached_input, 0)),
-        output=usage.output,
-        reasoning=min(usage.reasoning, usage.completion_tokens),
+        input=prompt - cached - write,
+        cached_input=cached,
+        cache_write=write,
+        output=completion - reasoning,
+        reasoning=reasoning,
     )
 
 

@@ -45,6 +45,12 @@ def test_kinds_larger_than_their_totals_never_bill_more_than_the_totals() -> Non
     assert tokens.output + tokens.reasoning == 5
 
 
+def test_negative_counts_from_an_upstream_never_make_a_negative_cost() -> None:
+    for usage in (Usage(-5, -3), Usage(-5, 2, cached_input=1), Usage(3, 2, reasoning=-4)):
+        assert PRICING.charge("openai", "gpt-4.1", usage).nanos >= 0
+    assert PRICING.charge("openai", "gpt-4.1", Usage(-5, 2, cached_input=1)).nanos == 2 * 8000
+
+
 def test_an_unpriced_model_costs_nothing_and_says_so() -> None:
     assert PRICING.charge("openai", "gpt-unknown", Usage(10, 10)) == Charge(0, priced=False)
     assert PRICING.charge("openai", "gpt-unknown", Usage(10, 10)) == Charge(0, priced=False)
