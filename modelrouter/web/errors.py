@@ -62,8 +62,16 @@ def openai_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
+# OpenAI's words for a bad key. Some clients read them, not only the status: litellm takes an
+# error whose body says `invalid_request_error` without this phrase for a bad request
+# (BadRequestError), whatever its status; with it, a 401 is its AuthenticationError.
+OPENAI_BAD_KEY = "Incorrect API key provided"
+
+
 def openai_error(status: int, type_: str, message: str, param: str | None) -> dict[str, Any]:
     code = _OPENAI_CODES.get(type_, type_)
+    if status == 401 and not message.startswith(OPENAI_BAD_KEY):
+        message = f"{OPENAI_BAD_KEY}: {message}"  # the key itself is never repeated
     return {"message": message, "type": openai_type(status), "param": param, "code": code}
 
 
