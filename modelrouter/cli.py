@@ -40,13 +40,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secrets=secrets_of(settings),
         delay=settings.log_flush_seconds or None,
     )
-    if args.workers > 1:
-        from modelrouter.workers import run_workers  # noqa: PLC0415
+    from modelrouter.web.server import StartError, run  # noqa: PLC0415 - keeps check-config light
+    from modelrouter.workers import DRAIN_SIGNAL, HURRY_SIGNAL, run_workers  # noqa: PLC0415
 
-        return run_workers(settings, args.workers)
-    from modelrouter.web.server import run  # noqa: PLC0415 - keeps check-config light
-
-    run(settings, reuse_port=args.reuse_port)
+    try:
+        if args.workers > 1:
+            return run_workers(settings, args.workers)
+        told = (DRAIN_SIGNAL, HURRY_SIGNAL) if args.worker else None
+        run(settings, reuse_port=args.worker, told=told)
+    except StartError as exc:
+        print(f"modelrouter: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (SO_REUSEPORT); more than 1 needs REDIS_URL",
     )
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # One of the processes of `serve --workers N` (modelrouter.workers): SO_REUSEPORT, and told
+    # by its parent when to drain.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
     check = commands.add_parser("check-config", help="validate and print the configuration")
     check.set_defaults(func=_cmd_check_config)

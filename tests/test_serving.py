@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +22,7 @@ from structlog.testing import capture_logs
 
 from modelrouter.config import load_settings
 from modelrouter.web.connections import MIN_CONNECTIONS, LogLimiter, connection_limit
-from modelrouter.web.server import serve
+from modelrouter.web.server import Signals, serve
 from tests.conftest import GROQ_KEY, OPENROUTER_KEY, USER, Mock, free_port, parse_sse
 from tests.scrape import Page
 
@@ -288,34 +293,70 @@ async def test_a_client_gone_while_its_answer_is_written_is_a_499_not_an_error()
     assert not [line for line in logs if line["log_level"] == "error"]
 
 
-def test_a_second_signal_to_serve_workers_reaches_every_worker() -> None:
-    """`serve --workers N`: the first SIGTERM starts each worker's drain; a second one must
-    reach the workers too, or their drain would not end at once."""
-    import os
-    import signal
-    import subprocess
-    import sys
+WORKER = """
+import signal, sys, time
+def said(word):
+    def on(signum, frame):
+        print(word, flush=True)
+        if word == "hurry": sys.exit(0)
+    return on
+signal.signal(signal.SIGUSR1, said("drain"))
+signal.signal(signal.SIGUSR2, said("hurry"))
+signal.signal(signal.SIGTERM, said("sigterm"))
+print("up", flush=True)
+while True: time.sleep(0.02)
+"""
 
+
+def _next_line(proc: subprocess.Popen[bytes]) -> bytes:
+    """The worker's next line (b"" if none comes: the test fails rather than hangs)."""
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 10)
+    return proc.stdout.readline() if readable else b""
+
+
+def test_the_worker_pool_tells_its_workers_to_drain_at_once_then_to_hurry() -> None:
+    """`serve --workers N`: the parent tells each worker from its signal handler (not after its
+    next poll, while /ready still says 200), with signals that name the step: never a SIGTERM,
+    which a worker that got the group's own SIGTERM would count as its second."""
     from modelrouter.workers import WorkerPool
 
-    script = (
-        "import signal, sys, time\n"
-        "seen = []\n"
-        "def on(signum, frame):\n"
-        "    seen.append(signum)\n"
-        "    print(len(seen), flush=True)\n"
-        "    if len(seen) == 2: sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, on)\n"
-        "print('up', flush=True)\n"
-        "while True: time.sleep(0.02)\n"
-    )
-    pool = WorkerPool([sys.executable, "-c", script], dict(os.environ), 1, stop_timeout=5)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    pool = WorkerPool([sys.executable, "-c", WORKER], dict(os.environ), 1, stop_timeout=5)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE)
     pool.procs = [proc]
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"up\n"
-    pool._stop(signal.SIGTERM, None)  # the first: the pool stops, and forwards it itself
-    proc.send_signal(signal.SIGTERM)
-    assert proc.stdout.readline() == b"1\n"
-    pool._stop(signal.SIGTERM, None)  # the second: forwarded at once
-    assert proc.wait(timeout=5) == 0
+    try:
+        assert _next_line(proc) == b"up\n"
+        pool._stop(signal.SIGTERM, None)  # the first: drain, told before the handler returns
+        assert _next_line(proc) == b"drain\n"
+        pool._stop(signal.SIGINT, None)  # any later one: hurry
+        assert _next_line(proc) == b"hurry\n"
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_group_signal_and_the_parents_drain_are_one_graceful_shutdown() -> None:
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    signals = Signals(stop, hurry)
+    signals.signalled()  # SIGTERM to the process group: this worker got it...
+    signals.drain()  # ...and its parent passed it on
+    assert stop.is_set()
+    assert not hurry.is_set()
+    signals.drain()  # told twice: still the same drain
+    assert not hurry.is_set()
+    with capture_logs() as logs:
+        signals.signalled()  # a second signal, later: hurry
+    assert hurry.is_set()
+    assert [line["event"] for line in logs] == ["shutdown_hurried"]
+
+
+async def test_the_parents_drain_first_leaves_the_workers_own_signal_a_first_one() -> None:
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    signals = Signals(stop, hurry)
+    signals.drain()  # the parent was faster than the group's signal to this worker
+    signals.signalled()
+    assert stop.is_set()
+    assert not hurry.is_set()
+    signals.hurry()  # the parent's second
+    assert hurry.is_set()
