@@ -189,6 +189,95 @@ async def test_a_parser_error_is_a_json_400_and_one_warning(server: Server) -> N
     assert "exc_info" not in warnings[0]
 
 
+def with_headers(request: bytes, *headers: bytes) -> bytes:
+    return request.replace(b"Host: x\r\n", b"Host: x\r\n" + b"".join(h + b"\r\n" for h in headers))
+
+
+def head_of(response: bytes) -> dict[str, str]:
+    lines = response.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+    return {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/chat", {"type", "message", "request_id"}),
+        ("/v1/chat/completions", {"message", "type", "param", "code"}),
+        ("/nowhere", {"type", "message", "request_id"}),
+    ],
+)
+async def test_an_unknown_expectation_is_a_json_417_in_the_routes_format_echoing_nothing(
+    server: Server, path: str, fields: set[str]
+) -> None:
+    running = await server()
+    request = with_headers(
+        post(path, b"{}"), b"Expect: marker-<b>", b"X-Request-ID: given-id-1", b"Connection: close"
+    )
+    response = await running.exchange(request)
+    assert status_of(response) == 417
+    head = head_of(response)
+    assert head["content-type"] == "application/json"
+    assert head["x-request-id"] == "given-id-1"
+    assert b"marker" not in response
+    assert set(body_of(response)["error"]) == fields
+    page = await running.metrics()  # counted as any other answer
+    assert page.total("modelrouter_requests_total", status="417") == 1
+
+
+async def test_expect_100_continue_still_gets_its_interim_answer(server: Server) -> None:
+    running = await server()
+    body = json.dumps(USER).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(with_headers(post("/chat", b"", length=len(body)), b"Expect: 100-continue"))
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert status_of(head) == 200
+
+
+# What aiohttp would answer on its own, each as a raw request whose "marker" must not come back.
+DEFAULT_ANSWERS = {
+    "unknown route": (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-A: marker\r\n\r\n", 404),
+    "wrong method": (b"DELETE /chat HTTP/1.1\r\nHost: x\r\nX-A: marker\r\n\r\n", 405),
+    "unknown expectation": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: marker\r\n\r\n",
+        417,
+    ),
+    "body too large": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"800\r\n"  # 2048 bytes, above MAX_BODY_BYTES
+        + (b"marker" * 342)[:2048]
+        + b"\r\n0\r\n\r\n",
+        413,
+    ),
+    "bad header byte": (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: marker\x01\r\n\r\n", 400),
+    "bad method": (b"M@RKER /health HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "bad chunking": (
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nmarker\r\n",
+        400,
+    ),
+    "line too long": (b"GET /" + b"marker" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(DEFAULT_ANSWERS))
+async def test_every_answer_aiohttp_would_give_is_our_json_error_with_a_request_id(
+    server: Server, case: str
+) -> None:
+    running = await server(MAX_BODY_BYTES="1024")
+    request, status = DEFAULT_ANSWERS[case]
+    response = await running.exchange(with_headers(request, b"Connection: close"))
+    assert status_of(response) == status
+    head = head_of(response)
+    assert head["content-type"] == "application/json"
+    assert head["x-request-id"]
+    assert body_of(response)["error"]["message"]
+    assert b"marker" not in response.lower()
+
+
 async def test_a_body_that_does_not_decompress_is_a_400(server: Server) -> None:
     running = await server()
     request = post("/chat", b"not gzip at all").replace(

@@ -16,6 +16,8 @@ one byte would stay open for as long as the client likes. Here:
   while a client holds thousands of idle connections.
 - A request the HTTP parser rejects is one rate-limited WARNING line (no traceback: a client
   could flood the log with them) and a JSON 400 that echoes nothing the client sent.
+- What aiohttp answers before any middleware runs (an `Expect` it does not know: a plain-text
+  417 quoting the header) goes through the front middleware too: our JSON, a request id.
 
 This extends aiohttp's `RequestHandler` (the `web_protocol` module); the fault suite's raw-socket
 tests pin the behaviour, so an aiohttp release that changes those internals fails them loudly.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -37,7 +39,7 @@ from modelrouter.config import Settings
 from modelrouter.errors import ApiError
 from modelrouter.observability import Metrics
 from modelrouter.web.errors import SEED_ERRORS, error_response
-from modelrouter.web.middleware import new_request_id
+from modelrouter.web.middleware import Handler, front, new_request_id
 
 log = structlog.get_logger("modelrouter.connections")
 # Descriptors kept aside from MAX_CONNECTIONS' default besides upstream and Redis connections:
@@ -280,12 +282,20 @@ class GuardedHandler(RequestHandler):
         return response
 
 
+def _raising(exc: web.HTTPException) -> Handler:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        raise exc
+
+    return handler
+
+
 class GuardedServer(web.Server):
     """aiohttp's `Server`, making `GuardedHandler`s."""
 
     def __init__(self, made: web.Server, guard: Guard) -> None:
+        self._app_handler = made.request_handler
         super().__init__(
-            made.request_handler,
+            self._handle,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
@@ -299,6 +309,15 @@ class GuardedServer(web.Server):
         if self.guard.draining:  # answered with `Connection: close`: the client moves on
             message = message._replace(should_close=True)
         return self._app_request(message, *args)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._app_handler(request)
+        except web.HTTPException as exc:
+            # Raised before any middleware ran: aiohttp checks an `Expect` header first (a
+            # plain-text 417 that quotes it). Answered by the front middleware like any error:
+            # our format, a request id, counted.
+            return await front(cast(web.Request, request), _raising(exc))
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)

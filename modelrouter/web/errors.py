@@ -22,6 +22,7 @@ _HTTP_TYPES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
+    417: "expectation_failed",
 }
 
 
@@ -102,6 +103,8 @@ def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:
         message = f"Invalid URL ({where})"
     elif exc.status == 405:
         message = f"Invalid method for URL ({where}); allowed: {', '.join(allow)}"
+    elif exc.status == 417:  # aiohttp's own text quotes the header
+        message = "the Expect header is not supported (only Expect: 100-continue is)"
     else:
         message = exc.reason
     return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), message, allow=allow)
