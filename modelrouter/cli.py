@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import msgspec
 
 from modelrouter.config import ConfigError, Settings, describe, load_settings, secrets_of
+from modelrouter.internals import IncompatibleRelease
 from modelrouter.observability import configure_logging
 
 
@@ -44,14 +45,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from modelrouter.workers import DRAIN_SIGNAL, HURRY_SIGNAL, run_workers  # noqa: PLC0415
 
     try:
+        _check_internals()
         if args.workers > 1:
             return run_workers(settings, args.workers)
         told = (DRAIN_SIGNAL, HURRY_SIGNAL) if args.worker else None
         run(settings, reuse_port=args.worker, told=told)
-    except StartError as exc:
+    except (StartError, IncompatibleRelease) as exc:
         print(f"modelrouter: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_internals() -> None:
+    """The dependencies' private internals that the gateway relies on are there (internals.py)."""
+    from modelrouter.state import wire  # noqa: PLC0415
+    from modelrouter.web import connections  # noqa: PLC0415
+
+    connections.check_internals()
+    wire.check_internals()
 
 
 def _cmd_check_config(_: argparse.Namespace) -> int:

@@ -19,8 +19,9 @@ one byte would stay open for as long as the client likes. Here:
 - What aiohttp answers before any middleware runs (an `Expect` it does not know: a plain-text
   417 quoting the header) goes through the front middleware too: our JSON, a request id.
 
-This extends aiohttp's `RequestHandler` (the `web_protocol` module); the fault suite's raw-socket
-tests pin the behaviour, so an aiohttp release that changes those internals fails them loudly.
+This extends aiohttp's `RequestHandler` (the `web_protocol` module) and `Server`: pyproject.toml
+bounds aiohttp to the minor releases tested, `check_internals` (run by `serve` at start-up) finds
+what a release lacks, and the fault suite's raw-socket tests pin the behaviour.
 """
 
 from __future__ import annotations
@@ -33,19 +34,53 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from modelrouter.config import Settings
 from modelrouter.errors import ApiError
+from modelrouter.internals import require
 from modelrouter.observability import Metrics
 from modelrouter.web.errors import SEED_ERRORS, error_response
 from modelrouter.web.middleware import Handler, front, new_request_id
 
 log = structlog.get_logger("modelrouter.connections")
+# What this module uses of aiohttp beyond its public API (`check_internals`).
+HANDLER_INTERNALS = (
+    "_force_close",
+    "_lingering_time",
+    "_loop",
+    "_manager",
+    "_messages",
+    "_process_keepalive",
+    "_request_count",
+    "_request_in_progress",
+    "_waiter",
+)
+SERVER_INTERNALS = ("_connections", "_kwargs", "_loop")
+RUNNER_INTERNALS = ("_make_server",)
 # Descriptors kept aside from MAX_CONNECTIONS' default besides upstream and Redis connections:
 # the listening sockets, the event loop's own, log files, a scrape or two.
 RESERVED_DESCRIPTORS = 64
 MIN_CONNECTIONS = 16
+
+
+def check_internals() -> None:
+    """IncompatibleRelease when the installed aiohttp lacks what this module uses of its
+    internals (a Server's attributes are set by its __init__: one is made, on a loop of its own
+    that never runs)."""
+    require("aiohttp", RequestHandler, HANDLER_INTERNALS)
+    require("aiohttp", web.AppRunner, RUNNER_INTERNALS)
+    require("aiohttp", RawRequestMessage, ("_replace",))
+    loop = asyncio.new_event_loop()
+    try:
+        require("aiohttp", web.Server(_never_called, loop=loop), SERVER_INTERNALS)
+    finally:
+        loop.close()
+
+
+async def _never_called(_: web.BaseRequest) -> web.StreamResponse:  # pragma: no cover
+    raise AssertionError
 
 
 def connection_limit(settings: Settings, *, descriptors: int | None = None) -> int:
