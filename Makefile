@@ -44,8 +44,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
+# make bench BENCH_ARGS="--redis --redis-delay-ms 1 --rounds 5 --scenario 'chat, 64'"
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m modelrouter.bench.suite
+	$(PY) -m modelrouter.bench.suite $(BENCH_ARGS)
 
 # A/B against another revision (default: the parent commit), interleaved in the same rounds.
 BASE ?= HEAD~1

@@ -328,8 +328,18 @@ def test_the_connection_cap_defaults_to_what_descriptors_leave() -> None:
     settings = load_settings({"PROVIDER_ORDER": "groq", "GROQ_API_KEY": "k"})
     # 1024 descriptors: 64 kept aside, 256 for groq's connections.
     assert connection_limit(settings, descriptors=1024) == 1024 - 64 - 256
-    many = load_settings(
+    capped = load_settings(
         {"PROVIDER_ORDER": "groq", "GROQ_API_KEY": "k", "GROQ_MAX_CONCURRENCY": "9999"}
+    )
+    # the lower of MAX_CONCURRENCY and MAX_CONNECTIONS (256) bounds groq's connections
+    assert connection_limit(capped, descriptors=1024) == 1024 - 64 - 256
+    many = load_settings(
+        {
+            "PROVIDER_ORDER": "groq",
+            "GROQ_API_KEY": "k",
+            "GROQ_MAX_CONCURRENCY": "9999",
+            "GROQ_MAX_CONNECTIONS": "9999",
+        }
     )
     assert connection_limit(many, descriptors=1024) == (1024 - 64) // 2  # one upstream each
     assert connection_limit(settings, descriptors=40) == MIN_CONNECTIONS

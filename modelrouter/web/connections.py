@@ -85,7 +85,8 @@ async def _never_called(_: web.BaseRequest) -> web.StreamResponse:  # pragma: no
 
 def connection_limit(settings: Settings, *, descriptors: int | None = None) -> int:
     """MAX_CONNECTIONS, or what RLIMIT_NOFILE leaves once Redis' connections and the
-    upstream ones are set aside: <PROVIDER>_MAX_CONCURRENCY each (a pool never holds more), but
+    upstream ones are set aside: <PROVIDER>_MAX_CONCURRENCY or _MAX_CONNECTIONS each, the lower
+    (a provider never holds more), but
     no more than one per client connection (a request uses one upstream connection at a time)."""
     if settings.max_connections is not None:
         return settings.max_connections
@@ -93,7 +94,8 @@ def connection_limit(settings: Settings, *, descriptors: int | None = None) -> i
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     redis = settings.redis.max_connections + 2 if settings.redis_url else 0  # + pub/sub, probe
     left = descriptors - RESERVED_DESCRIPTORS - redis
-    upstream = min(sum(p.max_concurrency for p in settings.providers), max(left, 0) // 2)
+    pools = sum(min(p.max_concurrency, p.max_connections) for p in settings.providers)
+    upstream = min(pools, max(left, 0) // 2)
     return max(MIN_CONNECTIONS, left - upstream)
 
 
