@@ -156,6 +156,10 @@ async def test_a_stream_cut_mid_way_is_billed_from_an_estimate(
     assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt, completion)
     assert line["usage_estimated"] is True
     assert line["cost_usd"] == dollars(prompt * 590 + completion * 790)
+    page = await scrape(client)  # the spend has it; the tokens providers reported do not
+    spent = page.value("modelrouter_spend_usd_total", provider="groq", model=GROQ_MODEL)
+    assert spent == (prompt * 590 + completion * 790) / 1e9
+    assert page.total("modelrouter_tokens_total", provider="groq") == 0
 
 
 async def test_a_cut_anthropic_stream_bills_the_prompt_tokens_its_provider_gave(

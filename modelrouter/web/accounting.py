@@ -102,7 +102,9 @@ def _finished(
         provider = answering.provider
         fields.update(provider=provider, model=answering.model, attempts=answering.attempt)
         if usage is not None:
-            if summary.cache != "hit":  # a replayed answer cost the provider nothing
+            # A replayed answer cost the provider nothing; an estimate is not what a provider
+            # reported (its cost is counted, in the spend).
+            if summary.cache != "hit" and not usage.estimated:
                 metrics.count_usage(provider, usage)
             fields.update(
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
