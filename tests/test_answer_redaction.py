@@ -189,13 +189,13 @@ def test_an_answer_is_redacted_of_what_its_upstream_received_and_nothing_else() 
     settings = load_settings(
         {
             "API_KEY": "client-key-0001",
-            "PROVIDER_ORDER": "groq",
+            "PROVIDER_ORDER": "groq,openrouter",
             "GROQ_API_KEY": GROQ_KEY,
-            "GROQ_BASE_URL": "https://user:pa55word@api.example.com/v1",
+            "OPENROUTER_BASE_URL": "https://user:pa55word@api.example.com/v1",
         }
     )
-    (groq,) = settings.providers
-    secrets = upstream_secrets(groq)
-    assert GROQ_KEY in secrets
-    assert "pa55word" in secrets
+    groq, openrouter = settings.providers
+    assert upstream_secrets(groq) == [GROQ_KEY]
+    assert "pa55word" in upstream_secrets(openrouter)
+    secrets = upstream_secrets(groq) + upstream_secrets(openrouter)
     assert "client-key-0001" not in secrets, "a client key never reaches an upstream"
