@@ -189,13 +189,13 @@ def test_an_answer_is_redacted_of_what_its_upstream_received_and_nothing_else() 
     settings = load_settings(
         {
             "API_KEY": "client-key-0001",
-            "PROVIDER_ORDER": "groq,openrouter",
+            "PROVIDER_ORDER": "groq,ollama",
             "GROQ_API_KEY": GROQ_KEY,
-            "OPENROUTER_BASE_URL": "https://user:pa55word@api.example.com/v1",
+            "OLLAMA_BASE_URL": "http://user:pa55word@127.0.0.1:11434",
         }
     )
-    groq, openrouter = settings.providers
+    groq, ollama = settings.providers
     assert upstream_secrets(groq) == [GROQ_KEY]
-    assert "pa55word" in upstream_secrets(openrouter)
-    secrets = upstream_secrets(groq) + upstream_secrets(openrouter)
+    assert "pa55word" in upstream_secrets(ollama)
+    secrets = upstream_secrets(groq) + upstream_secrets(ollama)
     assert "client-key-0001" not in secrets, "a client key never reaches an upstream"
