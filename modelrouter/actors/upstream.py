@@ -54,14 +54,19 @@ MAX_HEADS = 64  # request heads kept per provider whose path names the model (Az
 
 class Upstream:
     """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
-    and the redactor that cleans what the upstream says before anyone else reads it."""
+    the redactor that cleans what the upstream says (errors) before anyone else reads it, and
+    the one that takes this upstream's own credentials out of its answers (`answers`: only
+    what it received from us could it echo, so only that is held back at chunk boundaries)."""
 
-    __slots__ = ("_heads", "adapter", "head", "pool", "redact")
+    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact")
 
-    def __init__(self, adapter: Adapter, pool: Pool, redact: Redactor) -> None:
+    def __init__(
+        self, adapter: Adapter, pool: Pool, redact: Redactor, answers: Redactor | None = None
+    ) -> None:
         self.adapter = adapter
         self.pool = pool
         self.redact = redact
+        self.answers = answers if answers is not None else Redactor()
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
 
@@ -95,7 +100,8 @@ async def run_attempt(
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
     redact = upstream.redact
-    progress = _Progress(provider_timeout, redact.stream() if attempt.stream else PASS_THROUGH)
+    answers = upstream.answers
+    progress = _Progress(provider_timeout, answers.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
@@ -127,7 +133,7 @@ async def run_attempt(
                         progress=progress,
                     )
                 else:
-                    await _read_whole(adapter, response, attempt, timer, progress, redact=redact)
+                    await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
             finally:
                 response.release()
     except TimeoutError:
@@ -206,11 +212,11 @@ async def _read_whole(
     timer: Deadline,
     progress: _Progress,
     *,
-    redact: Redactor,
+    answers: Redactor,
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
-    text = redact.answer(completion.text) if completion.text else ""
+    text = answers.answer(completion.text) if completion.text else ""
     events: list[Event] = [Chunk(text)] if text else []
     events += completion.tool_calls
     events.append(completion.usage)
