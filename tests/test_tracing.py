@@ -239,13 +239,13 @@ def test_network_policy_lets_traces_out_to_an_otlp_collector() -> None:
     assert 443 in ports
 
 
-async def test_a_sampled_out_request_creates_no_span_and_still_sends_traceparent(
+async def test_a_sampled_out_request_creates_no_span_and_passes_the_callers_traceparent_on(
     mock: Mock, receiver: Receiver, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await gateway(
         **two_providers(mock),
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_TRACES_SAMPLER="always_off",
+        OTEL_TRACES_SAMPLER="parentbased_always_on",
     )
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -253,14 +253,30 @@ async def test_a_sampled_out_request_creates_no_span_and_still_sends_traceparent
 
     assert tracing._tracing is not None
     monkeypatch.setattr(tracing._tracing.tracer, "start_span", refuse)
-    response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
+    not_sampled = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    response = await client.post("/chat", json=USER, headers={"traceparent": not_sampled})
     assert response.status == 200
     assert await tracing.flush()
     assert receiver.spans == []
     [request] = await mock.received()
-    trace_id, _span_id = traceparent_parent(request["headers"]["traceparent"])
-    assert trace_id == CALLER_TRACE
-    assert request["headers"]["traceparent"].endswith("-00")  # not sampled: upstream knows
+    # The gateway's spans are not recorded: the provider's hang under the caller's span, and
+    # the flag tells it not to record either.
+    assert request["headers"]["traceparent"] == not_sampled
+
+
+async def test_a_sampled_out_request_without_traceparent_sends_none(
+    mock: Mock, receiver: Receiver, gateway: Gateway
+) -> None:
+    client = await gateway(
+        **two_providers(mock),
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_TRACES_SAMPLER="always_off",
+    )
+    assert (await client.post("/chat", json=USER)).status == 200
+    assert await tracing.flush()
+    assert receiver.spans == []
+    [request] = await mock.received()
+    assert "traceparent" not in request["headers"]
 
 
 def test_traces_endpoint_is_the_base_one_with_the_signal_path_unless_given() -> None:
@@ -336,7 +352,7 @@ def test_the_sampler_decides_as_its_name_says(
     name: str, arg: str, parent: str | None, kept: bool
 ) -> None:
     settings = load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg})
-    assert Sampling(settings.tracing)(parse_traceparent(parent)) is kept
+    assert Sampling(settings.tracing).keep(parse_traceparent(parent)) is kept
 
 
 @pytest.mark.parametrize(
@@ -357,4 +373,9 @@ def test_an_invalid_traceparent_starts_a_new_trace(header: str) -> None:
 
 def test_a_later_traceparent_version_is_read_for_its_known_fields() -> None:
     parent = parse_traceparent(f"01-{CALLER_TRACE}-{CALLER_SPAN}-01-what-comes-next")
-    assert parent == (int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), True)
+    assert parent is not None
+    assert (parent.trace_id, parent.span_id, parent.sampled) == (
+        int(CALLER_TRACE, 16),
+        int(CALLER_SPAN, 16),
+        True,
+    )

@@ -233,7 +233,13 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
 
     def _traced(self, attempt: Attempt) -> Coroutine[Any, Any, AttemptResult]:
         """The attempt under its span, whose context goes upstream unless this provider says
-        not. A request sampled out has no span: only the header goes (no coroutine added)."""
+        not. A request not recorded has no span: at most a header goes (no coroutine added)."""
+        header = tracing.unrecorded(propagate=self.provider.propagate_trace)
+        if header is not None:
+            return self._request(attempt, header)
+        return self._recorded(attempt)
+
+    async def _recorded(self, attempt: Attempt) -> AttemptResult:
         span = tracing.attempt_span(
             provider=self.name,
             deployment=self.name,
@@ -243,11 +249,6 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             propagate=self.provider.propagate_trace,
             messages=attempt.request.messages,
         )
-        if span.span is None:
-            return self._request(attempt, span.traceparent)
-        return self._recorded(attempt, span)
-
-    async def _recorded(self, attempt: Attempt, span: tracing.AttemptSpan) -> AttemptResult:
         try:
             result = await self._request(attempt, span.traceparent)
         except BaseException as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Final, NamedTuple
+from typing import Final
 
 from modelrouter.config import TracingSettings
 
@@ -20,12 +20,32 @@ _TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-(
 _LOW_64: Final = (1 << 64) - 1
 
 
-class Parent(NamedTuple):
-    """The caller's span, from its `traceparent` header."""
+class Parent:
+    """The caller's span, from its `traceparent` header: its fields as sent (lower-case hex),
+    turned into numbers only when asked (most requests only pass them on)."""
 
-    trace_id: int
-    span_id: int
-    sampled: bool
+    __slots__ = ("flags", "span_hex", "trace_hex")
+
+    def __init__(self, trace_hex: str, span_hex: str, flags: str) -> None:
+        self.trace_hex = trace_hex
+        self.span_hex = span_hex
+        self.flags = flags
+
+    @property
+    def trace_id(self) -> int:
+        return int(self.trace_hex, 16)
+
+    @property
+    def span_id(self) -> int:
+        return int(self.span_hex, 16)
+
+    @property
+    def sampled(self) -> bool:
+        return bool(int(self.flags, 16) & 1)
+
+
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
 
 
 def parse_traceparent(value: str | None) -> Parent | None:
@@ -38,10 +58,9 @@ def parse_traceparent(value: str | None) -> Parent | None:
     version, trace_hex, span_hex, flags, rest = found.groups()
     if version == "ff" or (version == "00" and rest):
         return None
-    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
-    if not trace_id or not span_id:
+    if trace_hex == _ZERO_TRACE or span_hex == _ZERO_SPAN:
         return None
-    return Parent(trace_id, span_id, bool(int(flags, 16) & 1))
+    return Parent(trace_hex, span_hex, flags)
 
 
 class Sampling:
@@ -59,7 +78,7 @@ class Sampling:
         # As the SDK's TraceIdRatioBased: the low 64 bits of the trace id below a bound.
         self._bound = round(self._ratio * (1 << 64))
 
-    def __call__(self, parent: Parent | None) -> bool:
+    def keep(self, parent: Parent | None) -> bool:
         if parent is None:
             return random.random() < self._ratio  # noqa: S311 - sampling, not a secret
         if self._parent_based:
@@ -67,18 +86,13 @@ class Sampling:
         return (parent.trace_id & _LOW_64) < self._bound
 
 
-def new_trace_id() -> int:
-    return random.getrandbits(128) or 1  # never the invalid all-zero id
+def passed_on(parent: Parent) -> bytes:
+    """A sampled-out request's `traceparent` line for its attempts: the caller's, as it came
+    (rebuilt from the checked fields). The gateway's spans are not recorded, so the provider's
+    spans hang under the caller's span; and no id is generated for spans nobody sees."""
+    return f"traceparent: 00-{parent.trace_hex}-{parent.span_hex}-{parent.flags}\r\n".encode()
 
 
-def new_span_id() -> int:
-    return random.getrandbits(64) or 1
-
-
-def traceparent_line(trace_id: int, span_id: int, *, sampled: bool) -> bytes:
-    """The `traceparent` header line for an upstream request."""
-    return (_SAMPLED if sampled else _NOT_SAMPLED) % (trace_id, span_id)
-
-
-_SAMPLED: Final = b"traceparent: 00-%032x-%016x-01\r\n"
-_NOT_SAMPLED: Final = b"traceparent: 00-%032x-%016x-00\r\n"
+def traceparent_line(trace_id: int, span_id: int) -> bytes:
+    """The `traceparent` header line of a recorded (sampled) attempt."""
+    return b"traceparent: 00-%032x-%016x-01\r\n" % (trace_id, span_id)

@@ -30,9 +30,8 @@ from modelrouter.config import TracingSettings
 from modelrouter.events import Usage
 from modelrouter.observability.sampling import (
     Sampling,
-    new_span_id,
-    new_trace_id,
     parse_traceparent,
+    passed_on,
     traceparent_line,
 )
 
@@ -42,8 +41,9 @@ if TYPE_CHECKING:
 
 ENABLED = False  # the one flag the request path reads (set by `start`, cleared by `stop`)
 # The request's trace, set by the front for the request's task and copied by its routing task:
-# its recording server span, or the trace id of a request sampled out (nothing recorded).
-_CURRENT: ContextVar[trace.Span | int | None] = ContextVar("modelrouter_trace", default=None)
+# its recording server span, or for a request sampled out (nothing recorded) that came with a
+# `traceparent`, the line its attempts pass on. Unset: nothing to record, no header to send.
+_CURRENT: ContextVar[trace.Span | bytes | None] = ContextVar("modelrouter_trace", default=None)
 SCOPE: Final = "modelrouter"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 # An attempt that ended by an exception: its outcome by the exception's type name (this layer
@@ -56,12 +56,12 @@ _RAISED: Final = {
 
 
 class _Tracing:
-    __slots__ = ("capture", "provider", "sample", "tracer")
+    __slots__ = ("capture", "provider", "sampling", "tracer")
 
     def __init__(self, provider: TracerProvider, settings: TracingSettings) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer(SCOPE, __version__)
-        self.sample = Sampling(settings)
+        self.sampling = Sampling(settings)
         self.capture = settings.capture_content
 
 
@@ -158,7 +158,7 @@ def lifetime(settings: TracingSettings) -> Callable[[object], AsyncIterator[None
 class ServerSpan:
     __slots__ = ("span", "token")
 
-    def __init__(self, span: trace.Span | None, token: Token[trace.Span | int | None]) -> None:
+    def __init__(self, span: trace.Span | None, token: Token[trace.Span | bytes | None]) -> None:
         self.span = span  # None: sampled out
         self.token = token
 
@@ -176,17 +176,17 @@ class ServerSpan:
 
 def server_span(
     headers: Mapping[str, str], *, method: str, route: str, request_id: str
-) -> ServerSpan:
+) -> ServerSpan | None:
     """Open the request's span, a child of the caller's `traceparent` when it sent one, and
     make it the request's trace (the routing task copies it). A request sampled out gets no
-    span, only its trace id (the caller's, or a new one) for the attempts' `traceparent`.
+    span; if it came with a `traceparent`, its attempts pass that on (None: nothing to end).
     Only when `ENABLED`."""
     tracing = _tracing
     assert tracing is not None
-    parent = parse_traceparent(headers.get("traceparent"))
-    if not tracing.sample(parent):
-        trace_id = parent.trace_id if parent is not None else new_trace_id()
-        return ServerSpan(None, _CURRENT.set(trace_id))
+    header = headers.get("traceparent")
+    parent = parse_traceparent(header) if header is not None else None
+    if not tracing.sampling.keep(parent):
+        return None if parent is None else ServerSpan(None, _CURRENT.set(passed_on(parent)))
     context = _PROPAGATOR.extract(headers) if parent is not None else None  # with tracestate
     attributes = {
         "http.request.method": method,
@@ -203,8 +203,8 @@ def server_span(
 class AttemptSpan:
     __slots__ = ("span", "traceparent")
 
-    def __init__(self, span: trace.Span | None, traceparent: bytes) -> None:
-        self.span = span  # None: the request is not recorded
+    def __init__(self, span: trace.Span, traceparent: bytes) -> None:
+        self.span = span
         self.traceparent = traceparent  # the header line for the upstream request, or b""
 
     def end(
@@ -218,8 +218,6 @@ class AttemptSpan:
         """End with the attempt's result: `ok`, or its failure `reason` (None: the upstream
         rejected the request itself)."""
         span = self.span
-        if span is None:
-            return
         outcome = "ok" if ok else reason or "invalid_request"
         found: dict[str, str | int | tuple[str, ...]] = {"modelrouter.attempt.outcome": outcome}
         if usage is not None:
@@ -236,8 +234,6 @@ class AttemptSpan:
     def abandon(self, exc: BaseException) -> None:
         """End an attempt that raised (cancelled, the client gone, a crash)."""
         span = self.span
-        if span is None:
-            return
         outcome = _RAISED.get(type(exc).__name__, "error")
         span.set_attribute("modelrouter.attempt.outcome", outcome)
         span.set_attribute("error.type", type(exc).__name__)
@@ -245,7 +241,16 @@ class AttemptSpan:
         span.end()
 
 
-_UNTRACED: Final = AttemptSpan(None, b"")
+def unrecorded(*, propagate: bool) -> bytes | None:
+    """For an attempt of a request that is not recorded, the `traceparent` line it sends
+    (b"": none); None when the request is recorded: then open its span (`attempt_span`).
+    Only when `ENABLED`; the cheap question asked first, so sampled-out attempts pay little."""
+    current = _CURRENT.get()
+    if current is None:
+        return b""
+    if type(current) is bytes:
+        return current if propagate else b""
+    return None
 
 
 def attempt_span(
@@ -258,17 +263,11 @@ def attempt_span(
     propagate: bool,
     messages: object,
 ) -> AttemptSpan:
-    """Open an attempt's CLIENT span under the request's span. Only when `ENABLED`.
-    `messages` go into the span only with content capture on. A request sampled out gets no
-    span; its provider still gets a `traceparent` (not sampled), so it records nothing either."""
+    """Open an attempt's CLIENT span under the request's recorded span (`unrecorded` said
+    None). `messages` go into the span only with content capture on."""
     tracing = _tracing
     assert tracing is not None
     current = _CURRENT.get()
-    if current is None:  # not under a traced request
-        return _UNTRACED
-    if type(current) is int:
-        header = traceparent_line(current, new_span_id(), sampled=False) if propagate else b""
-        return AttemptSpan(None, header)
     assert isinstance(current, trace.Span)
     attributes: dict[str, str | int | bool] = {
         "gen_ai.operation.name": "chat",
@@ -288,5 +287,5 @@ def attempt_span(
     header = b""
     if propagate:
         ctx = span.get_span_context()
-        header = traceparent_line(ctx.trace_id, ctx.span_id, sampled=True)
+        header = traceparent_line(ctx.trace_id, ctx.span_id)
     return AttemptSpan(span, header)
