@@ -14,6 +14,7 @@ stream that sends nothing but SSE comments stalls like one that sends nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
@@ -39,12 +40,16 @@ from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool,
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("answer", "finish_reason", "first_chunk", "usage", "window")
+    __slots__ = (
+        "answer", "finish_reason", "first_byte", "first_chunk", "usage", "window", "written"
+    )
 
     def __init__(self, window: float, answer: AnswerStream = PASS_THROUGH) -> None:
         self.window = window  # PROVIDER_TIMEOUT: the longest stall between chunks
         self.answer = answer  # the answer's text, redacted of the configured secrets
         self.first_chunk = False
+        self.written = 0.0  # perf_counter when the request was written
+        self.first_byte: float | None = None  # seconds from written to the first chunk or head
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
@@ -114,7 +119,10 @@ async def run_attempt(
             head = upstream.head
             if adapter.model_in_path:
                 head = upstream.head_for(attempt.model, attempt.stream)
+            progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
+            if not attempt.stream:  # a whole answer's head comes when the answer is ready
+                progress.first_byte = time.perf_counter() - progress.written
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -151,7 +159,9 @@ async def run_attempt(
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
-    return AttemptResult(True, finish_reason=progress.finish_reason or "stop")
+    return AttemptResult(
+        True, finish_reason=progress.finish_reason or "stop", first_byte=progress.first_byte
+    )
 
 
 def _timed_out(
@@ -261,7 +271,9 @@ async def _relay_events(
                 if not text:
                     continue  # held back: it may be the start of a secret
                 out = Chunk(text)
-            progress.first_chunk = True
+            if not progress.first_chunk:
+                progress.first_chunk = True
+                progress.first_byte = time.perf_counter() - progress.written
             if not relay.offer(out):
                 await _wait_for_client(relay, out, timer, deadline, progress.window)
         elif isinstance(event, Usage):
