@@ -49,8 +49,9 @@ D = TypeVar("D")
 def read_deployment(
     source: Source, node: Node, index: int, *, default_rpm: int
 ) -> ProviderSettings | None:
-    """The deployment at `node`, or None when anything in it is wrong (each problem noted)."""
-    before = len(source.problems)
+    """The deployment at `node` and whether it is sound (each problem noted); None when it
+    is not even a mapping. An unsound one is still returned, so that the rest of the file is
+    checked against what it meant (its name, the groups it serves)."""
     fields = source.fields(
         node, f"deployments[{index}]", allowed=DEPLOYMENT_KEYS, required=_REQUIRED
     )
@@ -93,7 +94,7 @@ def read_deployment(
             f"{what}: base_url carries user:password and api_key is set too: "
             "keep one (credentials in the URL are sent as Basic auth)",
         )
-    return settings if len(source.problems) == before else None
+    return settings
 
 
 def _name(source: Source, node: Node | None, index: int) -> str | None:

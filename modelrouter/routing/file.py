@@ -54,10 +54,10 @@ def _compose(path: str, source: Source) -> Node | None:
         with open(path, "rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        source.problems.append(f"MODELROUTER_CONFIG={path!r} cannot be read ({exc.strerror})")
+        source.whole(f"MODELROUTER_CONFIG={path!r} cannot be read ({exc.strerror})")
         return None
     if len(data) > MAX_FILE_BYTES:
-        source.problems.append(f"MODELROUTER_CONFIG={path!r} is over {MAX_FILE_BYTES} bytes")
+        source.whole(f"MODELROUTER_CONFIG={path!r} is over {MAX_FILE_BYTES} bytes")
         return None
     try:
         root = yaml.compose(data, Loader=yaml.SafeLoader)
@@ -65,10 +65,10 @@ def _compose(path: str, source: Source) -> Node | None:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         what = getattr(exc, "problem", None) or str(exc)
-        source.problems.append(f"{path}{line}: not valid YAML: {what}")
+        source.whole(f"{path}{line}: not valid YAML: {what}")
         return None
     if root is None:
-        source.problems.append(f"{path}:1: the file is empty (it needs deployments:)")
+        source.whole(f"{path}:1: the file is empty (it needs deployments:)")
     return root
 
 
@@ -86,7 +86,7 @@ def _deployments(source: Source, node: Node | None, default_rpm: int) -> list[Pr
         deployment = read_deployment(source, item, index, default_rpm=default_rpm)
         if deployment is None:
             continue
-        if deployment.name in names:
+        if deployment.name and deployment.name in names:
             source.problem(item, f"deployment {deployment.name!r} is declared twice")
             continue
         names.add(deployment.name)

@@ -29,10 +29,21 @@ class Source:
     def __init__(self, path: str, env: Mapping[str, str]) -> None:
         self.path = path
         self.env = env
-        self.problems: list[str] = []
+        self._found: list[tuple[int, str]] = []
+        self._other: list[str] = []  # about the file as a whole (it cannot be read...)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, in the file's line order."""
+        lines = sorted(self._found, key=lambda found: found[0])
+        return self._other + [f"{self.path}:{line}: {message}" for line, message in lines]
 
     def problem(self, node: Node, message: str) -> None:
-        self.problems.append(f"{self.path}:{node.start_mark.line + 1}: {message}")
+        self._found.append((node.start_mark.line + 1, message))
+
+    def whole(self, message: str) -> None:
+        """A problem of the whole file (no line)."""
+        self._other.append(message)
 
     def fields(
         self, node: Node, what: str, *, allowed: frozenset[str], required: frozenset[str]
