@@ -41,7 +41,13 @@ class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
     __slots__ = (
-        "answer", "finish_reason", "first_byte", "first_chunk", "usage", "window", "written"
+        "answer",
+        "finish_reason",
+        "first_byte",
+        "first_chunk",
+        "usage",
+        "window",
+        "written",
     )
 
     def __init__(self, window: float, answer: AnswerStream = PASS_THROUGH) -> None:

@@ -17,7 +17,7 @@ from modelrouter.config import Strategy
 if TYPE_CHECKING:
     from modelrouter.routing.candidate import Candidate
 
-EXPLORE: Final = 0.05  # the `latency` share that goes first to a random deployment
+EXPLORE: Final = 0.02  # the `latency` share that goes first to a random deployment
 # Every strategy takes the group's members and whether the request streams (only `latency`
 # tells the two apart).
 Order = Callable[["Sequence[Candidate]", bool], "list[Candidate]"]

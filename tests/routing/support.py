@@ -7,12 +7,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from modelrouter.config import Settings
 from modelrouter.routing import load_settings
-from modelrouter.web import create_app
 from tests.conftest import CLIENT_KEY
 
 # No environment provider is enabled (groq has no key): only the file's deployments serve.
@@ -28,16 +26,3 @@ def write(path: Path, text: str) -> str:
 def settings_from(tmp_path: Path, text: str, **env: str) -> Settings:
     path = write(tmp_path / "router.yaml", text)
     return load_settings(BASE_ENV | {"MODELROUTER_CONFIG": path} | env)
-
-
-@pytest.fixture
-def file_gateway(aiohttp_client: Any, tmp_path: Path) -> FileGateway:
-    """Start a gateway on a routing file (its text) and extra environment variables."""
-
-    async def start(text: str, **env: str) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(
-            create_app(settings_from(tmp_path, text, **env))
-        )
-        return client
-
-    return start

@@ -104,7 +104,11 @@ def test_a_routing_file_declares_deployments_and_groups_over_the_environment(
 ) -> None:
     settings = settings_from(tmp_path, GOOD, **SECRETS)
     groq_a, az = settings.providers
-    assert (groq_a.name, groq_a.kind, groq_a.base_url) == ("groq-a", "openai", "http://127.0.0.1:9/v1")
+    assert (groq_a.name, groq_a.kind, groq_a.base_url) == (
+        "groq-a",
+        "openai",
+        "http://127.0.0.1:9/v1",
+    )
     assert groq_a.api_key == SECRETS["GROQ_KEY_A"]
     assert (groq_a.models, groq_a.model, groq_a.rate_limit, groq_a.weight) == (
         {"fast": "llama-3.1-8b-instant"},
@@ -178,7 +182,9 @@ def test_a_key_given_twice_is_a_problem_not_silently_the_last(tmp_path: Path) ->
     text = GOOD.replace("    weight: 3\n", "    weight: 3\n    weight: 1\n")
     with pytest.raises(ConfigError) as raised:
         settings_from(tmp_path, text, **SECRETS)
-    assert raised.value.problems == [f"{tmp_path}/router.yaml:9: deployments[0]: 'weight' is given twice"]
+    assert raised.value.problems == [
+        f"{tmp_path}/router.yaml:9: deployments[0]: 'weight' is given twice"
+    ]
 
 
 def test_a_bad_secret_from_the_environment_is_refused_without_being_shown(tmp_path: Path) -> None:
@@ -191,7 +197,9 @@ def test_a_bad_secret_from_the_environment_is_refused_without_being_shown(tmp_pa
 
 
 def test_variables_fill_numbers_and_flags_as_yaml_reads_them(tmp_path: Path) -> None:
-    text = GOOD.replace("rpm: 30", "rpm: ${RPM}").replace("stream_options: false", "stream_options: ${SO}")
+    text = GOOD.replace("rpm: 30", "rpm: ${RPM}").replace(
+        "stream_options: false", "stream_options: ${SO}"
+    )
     settings = settings_from(tmp_path, text, RPM="7", SO="true", **SECRETS)
     assert settings.providers[0].rate_limit == 7
     assert settings.providers[1].stream_options is True
@@ -207,7 +215,9 @@ def test_file_secrets_are_masked_and_redacted(tmp_path: Path) -> None:
 
 def test_a_group_named_like_an_alias_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
-        settings_from(tmp_path, GOOD, MODEL_ALIASES="fast=ollama", PROVIDER_ORDER="ollama", **SECRETS)
+        settings_from(
+            tmp_path, GOOD, MODEL_ALIASES="fast=ollama", PROVIDER_ORDER="ollama", **SECRETS
+        )
     assert raised.value.problems == [
         "model group 'fast' of MODELROUTER_CONFIG is also an alias in MODEL_ALIASES: rename one"
     ]
