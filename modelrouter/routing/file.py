@@ -18,9 +18,16 @@ from modelrouter.routing.deployment import DEPLOYMENT_KEYS, GROUP_NAME, read_dep
 from modelrouter.routing.nodes import Node, Source
 
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
-_TOP: Final = frozenset({"deployments", "models", "default_model"})
-_GROUP: Final = frozenset({"strategy", "fallbacks"})
-__all__ = ["DEPLOYMENT_KEYS", "GROUP_NAME", "RoutingFile", "read_routing_file"]
+TOP_KEYS: Final = frozenset({"deployments", "models", "default_model"})
+GROUP_KEYS: Final = frozenset({"strategy", "fallbacks"})
+__all__ = [
+    "DEPLOYMENT_KEYS",
+    "GROUP_KEYS",
+    "GROUP_NAME",
+    "TOP_KEYS",
+    "RoutingFile",
+    "read_routing_file",
+]
 
 
 class RoutingFile(msgspec.Struct, frozen=True):
@@ -37,7 +44,7 @@ def read_routing_file(
     root = _compose(path, source)
     if root is None:
         return None, source.problems
-    top = source.fields(root, "the file", allowed=_TOP, required=frozenset({"deployments"}))
+    top = source.fields(root, "the file", allowed=TOP_KEYS, required=frozenset({"deployments"}))
     if top is None:
         return None, source.problems
     deployments = _deployments(source, top.get("deployments"), default_rpm)
@@ -111,7 +118,7 @@ def _groups(source: Source, node: Node | None, served: dict[str, None]) -> dict[
         if name not in served:
             source.problem(key, f"{what} is served by no deployment (list it in one's models)")
             continue
-        fields = source.fields(value, what, allowed=_GROUP, required=frozenset())
+        fields = source.fields(value, what, allowed=GROUP_KEYS, required=frozenset())
         if fields is None:
             continue
         strategy = _strategy(source, fields.get("strategy"), what)

@@ -258,3 +258,16 @@ def test_check_config_lists_every_file_problem(
         assert main(["check-config"]) == 2
     err = capsys.readouterr().err
     assert err.count(f"{tmp_path}/router.yaml:") == len(BAD_PROBLEMS)
+
+
+def test_every_key_of_the_file_is_documented() -> None:
+    from modelrouter.config import ADAPTER_KINDS, STRATEGIES
+    from modelrouter.routing.deployment import DEPLOYMENT_KEYS
+    from modelrouter.routing.file import GROUP_KEYS, TOP_KEYS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "routing.md").read_text()
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| `")}
+    for key in sorted(TOP_KEYS | GROUP_KEYS | DEPLOYMENT_KEYS | set(STRATEGIES)):
+        assert f"`{key}`" in rows or f"`{key}` (default)" in rows, key
+    for kind in ADAPTER_KINDS:
+        assert f"`{kind}`" in text, kind
