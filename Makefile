@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test e2e soak lint bench bench-ab bench-instructions bench-streams clean
+.PHONY: run test e2e soak lint bench bench-ab bench-instructions bench-streams clean tools tools-e2e
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,12 +14,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m modelrouter serve
 
-test: $(STAMP)
+# The system tools the tests drive (tinyproxy, redis-server and redis-cli, promtool; nginx for
+# e2e): installed when missing as root, else named with the one command that installs them.
+# First, so that a missing tool stops `make test` before anything else runs.
+tools:
+	bash scripts/system-tools.sh test
+
+tools-e2e:
+	bash scripts/system-tools.sh e2e
+
+test: tools $(STAMP)
 	$(PY) -m pytest --cov=modelrouter --cov-report=term --cov-fail-under=85
 
-# nginx (apt-get install nginx) in front of two gateway processes sharing the Redis on
-# 127.0.0.1:6379 (db 12; MODELROUTER_E2E_REDIS_URL to use another), with deploy/nginx/modelrouter.conf.
-e2e: $(STAMP)
+# nginx in front of two gateway processes sharing the Redis on 127.0.0.1:6379 (db 12;
+# MODELROUTER_E2E_REDIS_URL to use another), with deploy/nginx/modelrouter.conf.
+e2e: tools-e2e $(STAMP)
 	$(PY) -m pytest -m e2e tests/e2e
 
 # A minute of mixed traffic, random faults and disconnects against one gateway process; then
@@ -35,8 +44,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
+# make bench BENCH_ARGS="--redis --redis-delay-ms 1 --rounds 5 --scenario 'chat, 64'"
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m modelrouter.bench.suite
+	$(PY) -m modelrouter.bench.suite $(BENCH_ARGS)
 
 # A/B against another revision (default: the parent commit), interleaved in the same rounds.
 BASE ?= HEAD~1

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import msgspec
 
 from modelrouter.config import ConfigError, Settings, describe, secrets_of
+from modelrouter.internals import IncompatibleRelease
 from modelrouter.observability import configure_logging
 from modelrouter.routing import load_settings
 
@@ -42,14 +43,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secrets=secrets_of(settings),
         delay=settings.log_flush_seconds or None,
     )
-    if args.workers > 1:
-        from modelrouter.workers import run_workers  # noqa: PLC0415
+    from modelrouter.web.server import StartError, run  # noqa: PLC0415 - keeps check-config light
+    from modelrouter.workers import DRAIN_SIGNAL, HURRY_SIGNAL, run_workers  # noqa: PLC0415
 
-        return run_workers(settings, args.workers)
-    from modelrouter.web.server import run  # noqa: PLC0415 - keeps check-config light
-
-    run(settings, reuse_port=args.reuse_port)
+    try:
+        _check_internals()
+        if args.workers > 1:
+            return run_workers(settings, args.workers)
+        told = (DRAIN_SIGNAL, HURRY_SIGNAL) if args.worker else None
+        run(settings, reuse_port=args.worker, told=told)
+    except (StartError, IncompatibleRelease) as exc:
+        print(f"modelrouter: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_internals() -> None:
+    """The dependencies' private internals that the gateway relies on are there (internals.py)."""
+    from modelrouter.state import wire  # noqa: PLC0415
+    from modelrouter.web import connections  # noqa: PLC0415
+
+    connections.check_internals()
+    wire.check_internals()
 
 
 def _cmd_check_config(_: argparse.Namespace) -> int:
@@ -92,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (SO_REUSEPORT); more than 1 needs REDIS_URL",
     )
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # One of the processes of `serve --workers N` (modelrouter.workers): SO_REUSEPORT, and told
+    # by its parent when to drain.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
     check = commands.add_parser("check-config", help="validate and print the configuration")
     check.set_defaults(func=_cmd_check_config)

@@ -7,7 +7,11 @@ REDIS_URL. Metrics: PROMETHEUS_MULTIPROC_DIR is pointed at a fresh temporary dir
 any worker's /metrics shows the sum over all of them.
 
 This parent only supervises: it restarts a worker that dies (at most `max_restarts` within
-`window` seconds, then it stops everything and exits 1) and forwards SIGTERM/SIGINT.
+`window` seconds, then it stops everything and exits 1) and passes SIGTERM/SIGINT on, as
+DRAIN_SIGNAL then HURRY_SIGNAL. Not as SIGTERM: a signal sent to the whole process group
+(systemd's default, Ctrl-C in a terminal) also reaches every worker itself, and a forwarded copy
+would be each worker's second signal, which cuts its drain short. The two signals name a state,
+not a count, so a worker told to drain twice still drains once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,8 +32,11 @@ import structlog
 from modelrouter.config import Settings
 from modelrouter.observability.multiprocess import ENV as METRICS_DIR_ENV
 from modelrouter.observability.multiprocess import mark_dead
+from modelrouter.web.server import listen_error
 
 log = structlog.get_logger("modelrouter.workers")
+DRAIN_SIGNAL = signal.SIGUSR1  # parent -> worker: start the graceful shutdown
+HURRY_SIGNAL = signal.SIGUSR2  # parent -> worker: end the drain and the wait now
 
 
 class WorkerPool:
@@ -59,12 +67,17 @@ class WorkerPool:
         log.info("worker_started", pid=proc.pid)
         return proc
 
-    def _stop(self, signum: int, _frame: FrameType | None) -> None:
-        if self._stopping:  # a second signal: the workers end their drain at once too
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.send_signal(signum)
+    def _stop(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: the workers are told from here, at once (their /ready answers 503
+        now, not after the next poll); the first signal drains, any later one hurries."""
+        told = HURRY_SIGNAL if self._stopping else DRAIN_SIGNAL
         self._stopping = True
+        self._tell(told)
+
+    def _tell(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,9 +110,7 @@ class WorkerPool:
         return True
 
     def _terminate(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        self._tell(DRAIN_SIGNAL)  # again, or first when the workers keep dying: the same drain
         deadline = time.monotonic() + self.stop_timeout
         for proc in self.procs:
             try:
@@ -110,11 +121,30 @@ class WorkerPool:
         log.info("workers_stopped")
 
 
+def check_port(settings: Settings) -> None:
+    """StartError now, once, when the workers could not listen (a port in use): not a failure
+    in each worker, restarted until the pool gives up."""
+    try:
+        found = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:  # bound, never listening
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the workers
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise listen_error(settings, exc) from None
+
+
 def run_workers(settings: Settings, count: int) -> int:
-    """Run `count` workers on settings.host:settings.port until SIGTERM/SIGINT."""
+    """Run `count` workers on settings.host:settings.port until SIGTERM/SIGINT; StartError
+    when they could not listen."""
+    check_port(settings)
     with tempfile.TemporaryDirectory(prefix="modelrouter-metrics-") as metrics_dir:
         env = dict(os.environ) | {METRICS_DIR_ENV: metrics_dir}
-        command = [sys.executable, "-m", "modelrouter", "serve", "--reuse-port"]
+        # --worker (hidden): SO_REUSEPORT, and the two signals above (cli.py).
+        command = [sys.executable, "-m", "modelrouter", "serve", "--worker"]
         command += ["--host", settings.host, "--port", str(settings.port)]
         # A worker ends within DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS and its close grace.
         stop_timeout = settings.drain_seconds + settings.shutdown_timeout + 5.0

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -101,6 +102,29 @@ def test_serve_starts_with_no_configuration_and_stops_on_sigterm() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_in_use_is_one_line_and_exit_1(workers: int) -> None:
+    # --workers 2 needs a REDIS_URL; the parent finds the port taken before anything uses it.
+    env = clean_env(REDIS_URL="redis://127.0.0.1:1/0") if workers > 1 else clean_env()
+    command = [sys.executable, "-m", "modelrouter", "serve", "--workers", str(workers)]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*command, "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("modelrouter:")]
+    assert ours == [f"modelrouter: cannot listen on 127.0.0.1:{port}: address already in use"]
 
 
 def test_mock_provider_command_serves_requests() -> None:

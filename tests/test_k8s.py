@@ -185,8 +185,23 @@ def test_the_secret_template_holds_no_secret_and_is_the_one_the_pods_read() -> N
         e["secretRef"]["name"] for e in container(kustomize(BASE))["envFrom"] if "secretRef" in e
     ]
     assert refs == [secret["metadata"]["name"]]
-    assert {"API_KEY", "REDIS_URL"} <= set(secret["stringData"])
-    assert "REDIS_URL" not in config(kustomize(BASE)), "its password makes REDIS_URL a secret"
+    assert {"API_KEY", "REDIS_URL", "DATABASE_URL"} <= set(secret["stringData"])
+    for url in STORES:
+        assert url not in config(kustomize(BASE)), f"its password makes {url} a secret"
+
+
+# The stores the gateway connects to, by the setting that names them, with their default port.
+STORES = {"REDIS_URL": 6379, "DATABASE_URL": 5432}
+
+
+@BUILDS
+def test_the_pods_may_reach_every_store_the_secret_names(directory: Path) -> None:
+    (secret,) = load_all(SECRET_TEMPLATE)
+    egress = one(kustomize(directory), "NetworkPolicy")["spec"]["egress"]
+    allowed = {p["port"] for rule in egress for p in rule["ports"] if p["protocol"] == "TCP"}
+    for url, port in STORES.items():
+        assert url in secret["stringData"], f"the Secret template lacks {url}"
+        assert port in allowed, f"no egress to {url}'s default port {port}"
 
 
 @BUILDS

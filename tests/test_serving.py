@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +22,7 @@ from structlog.testing import capture_logs
 
 from modelrouter.config import load_settings
 from modelrouter.web.connections import MIN_CONNECTIONS, LogLimiter, connection_limit
-from modelrouter.web.server import serve
+from modelrouter.web.server import Signals, serve
 from tests.conftest import GROQ_KEY, OPENROUTER_KEY, USER, Mock, free_port, parse_sse
 from tests.scrape import Page
 
@@ -184,6 +189,95 @@ async def test_a_parser_error_is_a_json_400_and_one_warning(server: Server) -> N
     assert "exc_info" not in warnings[0]
 
 
+def with_headers(request: bytes, *headers: bytes) -> bytes:
+    return request.replace(b"Host: x\r\n", b"Host: x\r\n" + b"".join(h + b"\r\n" for h in headers))
+
+
+def head_of(response: bytes) -> dict[str, str]:
+    lines = response.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+    return {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/chat", {"type", "message", "request_id"}),
+        ("/v1/chat/completions", {"message", "type", "param", "code"}),
+        ("/nowhere", {"type", "message", "request_id"}),
+    ],
+)
+async def test_an_unknown_expectation_is_a_json_417_in_the_routes_format_echoing_nothing(
+    server: Server, path: str, fields: set[str]
+) -> None:
+    running = await server()
+    request = with_headers(
+        post(path, b"{}"), b"Expect: marker-<b>", b"X-Request-ID: given-id-1", b"Connection: close"
+    )
+    response = await running.exchange(request)
+    assert status_of(response) == 417
+    head = head_of(response)
+    assert head["content-type"] == "application/json"
+    assert head["x-request-id"] == "given-id-1"
+    assert b"marker" not in response
+    assert set(body_of(response)["error"]) == fields
+    page = await running.metrics()  # counted as any other answer
+    assert page.total("modelrouter_requests_total", status="417") == 1
+
+
+async def test_expect_100_continue_still_gets_its_interim_answer(server: Server) -> None:
+    running = await server()
+    body = json.dumps(USER).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(with_headers(post("/chat", b"", length=len(body)), b"Expect: 100-continue"))
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert status_of(head) == 200
+
+
+# What aiohttp would answer on its own, each as a raw request whose "marker" must not come back.
+DEFAULT_ANSWERS = {
+    "unknown route": (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-A: marker\r\n\r\n", 404),
+    "wrong method": (b"DELETE /chat HTTP/1.1\r\nHost: x\r\nX-A: marker\r\n\r\n", 405),
+    "unknown expectation": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: marker\r\n\r\n",
+        417,
+    ),
+    "body too large": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"800\r\n"  # 2048 bytes, above MAX_BODY_BYTES
+        + (b"marker" * 342)[:2048]
+        + b"\r\n0\r\n\r\n",
+        413,
+    ),
+    "bad header byte": (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: marker\x01\r\n\r\n", 400),
+    "bad method": (b"M@RKER /health HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "bad chunking": (
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nmarker\r\n",
+        400,
+    ),
+    "line too long": (b"GET /" + b"marker" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(DEFAULT_ANSWERS))
+async def test_every_answer_aiohttp_would_give_is_our_json_error_with_a_request_id(
+    server: Server, case: str
+) -> None:
+    running = await server(MAX_BODY_BYTES="1024")
+    request, status = DEFAULT_ANSWERS[case]
+    response = await running.exchange(with_headers(request, b"Connection: close"))
+    assert status_of(response) == status
+    head = head_of(response)
+    assert head["content-type"] == "application/json"
+    assert head["x-request-id"]
+    assert body_of(response)["error"]["message"]
+    assert b"marker" not in response.lower()
+
+
 async def test_a_body_that_does_not_decompress_is_a_400(server: Server) -> None:
     running = await server()
     request = post("/chat", b"not gzip at all").replace(
@@ -234,8 +328,18 @@ def test_the_connection_cap_defaults_to_what_descriptors_leave() -> None:
     settings = load_settings({"PROVIDER_ORDER": "groq", "GROQ_API_KEY": "k"})
     # 1024 descriptors: 64 kept aside, 256 for groq's connections.
     assert connection_limit(settings, descriptors=1024) == 1024 - 64 - 256
-    many = load_settings(
+    capped = load_settings(
         {"PROVIDER_ORDER": "groq", "GROQ_API_KEY": "k", "GROQ_MAX_CONCURRENCY": "9999"}
+    )
+    # the lower of MAX_CONCURRENCY and MAX_CONNECTIONS (256) bounds groq's connections
+    assert connection_limit(capped, descriptors=1024) == 1024 - 64 - 256
+    many = load_settings(
+        {
+            "PROVIDER_ORDER": "groq",
+            "GROQ_API_KEY": "k",
+            "GROQ_MAX_CONCURRENCY": "9999",
+            "GROQ_MAX_CONNECTIONS": "9999",
+        }
     )
     assert connection_limit(many, descriptors=1024) == (1024 - 64) // 2  # one upstream each
     assert connection_limit(settings, descriptors=40) == MIN_CONNECTIONS
@@ -288,34 +392,70 @@ async def test_a_client_gone_while_its_answer_is_written_is_a_499_not_an_error()
     assert not [line for line in logs if line["log_level"] == "error"]
 
 
-def test_a_second_signal_to_serve_workers_reaches_every_worker() -> None:
-    """`serve --workers N`: the first SIGTERM starts each worker's drain; a second one must
-    reach the workers too, or their drain would not end at once."""
-    import os
-    import signal
-    import subprocess
-    import sys
+WORKER = """
+import signal, sys, time
+def said(word):
+    def on(signum, frame):
+        print(word, flush=True)
+        if word == "hurry": sys.exit(0)
+    return on
+signal.signal(signal.SIGUSR1, said("drain"))
+signal.signal(signal.SIGUSR2, said("hurry"))
+signal.signal(signal.SIGTERM, said("sigterm"))
+print("up", flush=True)
+while True: time.sleep(0.02)
+"""
 
+
+def _next_line(proc: subprocess.Popen[bytes]) -> bytes:
+    """The worker's next line (b"" if none comes: the test fails rather than hangs)."""
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 10)
+    return proc.stdout.readline() if readable else b""
+
+
+def test_the_worker_pool_tells_its_workers_to_drain_at_once_then_to_hurry() -> None:
+    """`serve --workers N`: the parent tells each worker from its signal handler (not after its
+    next poll, while /ready still says 200), with signals that name the step: never a SIGTERM,
+    which a worker that got the group's own SIGTERM would count as its second."""
     from modelrouter.workers import WorkerPool
 
-    script = (
-        "import signal, sys, time\n"
-        "seen = []\n"
-        "def on(signum, frame):\n"
-        "    seen.append(signum)\n"
-        "    print(len(seen), flush=True)\n"
-        "    if len(seen) == 2: sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, on)\n"
-        "print('up', flush=True)\n"
-        "while True: time.sleep(0.02)\n"
-    )
-    pool = WorkerPool([sys.executable, "-c", script], dict(os.environ), 1, stop_timeout=5)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    pool = WorkerPool([sys.executable, "-c", WORKER], dict(os.environ), 1, stop_timeout=5)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE)
     pool.procs = [proc]
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"up\n"
-    pool._stop(signal.SIGTERM, None)  # the first: the pool stops, and forwards it itself
-    proc.send_signal(signal.SIGTERM)
-    assert proc.stdout.readline() == b"1\n"
-    pool._stop(signal.SIGTERM, None)  # the second: forwarded at once
-    assert proc.wait(timeout=5) == 0
+    try:
+        assert _next_line(proc) == b"up\n"
+        pool._stop(signal.SIGTERM, None)  # the first: drain, told before the handler returns
+        assert _next_line(proc) == b"drain\n"
+        pool._stop(signal.SIGINT, None)  # any later one: hurry
+        assert _next_line(proc) == b"hurry\n"
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_group_signal_and_the_parents_drain_are_one_graceful_shutdown() -> None:
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    signals = Signals(stop, hurry)
+    signals.signalled()  # SIGTERM to the process group: this worker got it...
+    signals.drain()  # ...and its parent passed it on
+    assert stop.is_set()
+    assert not hurry.is_set()
+    signals.drain()  # told twice: still the same drain
+    assert not hurry.is_set()
+    with capture_logs() as logs:
+        signals.signalled()  # a second signal, later: hurry
+    assert hurry.is_set()
+    assert [line["event"] for line in logs] == ["shutdown_hurried"]
+
+
+async def test_the_parents_drain_first_leaves_the_workers_own_signal_a_first_one() -> None:
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    signals = Signals(stop, hurry)
+    signals.drain()  # the parent was faster than the group's signal to this worker
+    signals.signalled()
+    assert stop.is_set()
+    assert not hurry.is_set()
+    signals.hurry()  # the parent's second
+    assert hurry.is_set()

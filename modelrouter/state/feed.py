@@ -56,6 +56,11 @@ class HealthFeed:
             self._listen(pubsub), name="redis-health-feed"
         )
 
+    @property
+    def listening(self) -> bool:
+        """Subscribed, and the connection has not been lost since."""
+        return self._task is not None and not self._task.done()
+
     async def _listen(self, pubsub: Any) -> None:
         try:
             async for message in pubsub.listen():

@@ -191,8 +191,12 @@ class RedisState:
                 wait = min(wait * 2, 5.0)
                 continue
             await self.refetch_health()
-            outside_requests(log.info, "redis_health_feed_restored")
-            return
+            # Restored only if nothing failed meanwhile: the limits may have gone local while
+            # this waited (the way back then subscribes again and says `redis_recovered`), or the
+            # channel may have been lost again (`_feed_lost` left that to this task: go round).
+            if self._breaker.up and self._feed.listening:
+                outside_requests(log.info, "redis_health_feed_restored")
+                return
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self._fast.reset(exc)  # a silent server costs this connection, not a queue

@@ -16,6 +16,8 @@ arrive on the connection's transport, are handed back in order.
   dropped and every waiting caller fails with `InDoubt` (it may have run). No timer per call.
 - redis-py still makes the connection (TLS, AUTH, SELECT, CLIENT SETNAME, Sentinel's lookup of
   the master); everything off the request path (health, pub/sub) still goes through the client.
+  The wire then takes the connection's transport from its private `_writer`: pyproject.toml
+  bounds redis-py to the minor releases tested, and `check_internals` runs at start-up.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from typing import Any, Final, Protocol
 
 import hiredis
 from redis import exceptions as rx
+from redis.asyncio import Connection, ConnectionPool
+
+from modelrouter.internals import require
 
 _INCOMPLETE: Final = object()
 # hiredis' stub types its argument as a 1-tuple; it takes any tuple of str, bytes and numbers.
@@ -45,6 +50,14 @@ _ERRORS: Final[dict[str, type[rx.RedisError]]] = {
     "NOPERM": rx.NoPermissionError,
     "OOM": rx.OutOfMemoryError,
 }
+
+
+def check_internals() -> None:
+    """IncompatibleRelease when the installed redis-py lacks what `Wire._connect` takes from
+    it: a pool's `make_connection`, and the asyncio StreamWriter a connection keeps in `_writer`
+    (set by its __init__, so looked for on one that is never connected)."""
+    require("redis", ConnectionPool, ("make_connection",))
+    require("redis", Connection(), ("_writer",))
 
 
 def reply_error(text: str) -> rx.RedisError:

@@ -16,9 +16,12 @@ one byte would stay open for as long as the client likes. Here:
   while a client holds thousands of idle connections.
 - A request the HTTP parser rejects is one rate-limited WARNING line (no traceback: a client
   could flood the log with them) and a JSON 400 that echoes nothing the client sent.
+- What aiohttp answers before any middleware runs (an `Expect` it does not know: a plain-text
+  417 quoting the header) goes through the front middleware too: our JSON, a request id.
 
-This extends aiohttp's `RequestHandler` (the `web_protocol` module); the fault suite's raw-socket
-tests pin the behaviour, so an aiohttp release that changes those internals fails them loudly.
+This extends aiohttp's `RequestHandler` (the `web_protocol` module) and `Server`: pyproject.toml
+bounds aiohttp to the minor releases tested, `check_internals` (run by `serve` at start-up) finds
+what a release lacks, and the fault suite's raw-socket tests pin the behaviour.
 """
 
 from __future__ import annotations
@@ -26,29 +29,64 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from modelrouter.config import Settings
 from modelrouter.errors import ApiError
+from modelrouter.internals import require
 from modelrouter.observability import Metrics
 from modelrouter.web.errors import SEED_ERRORS, error_response
-from modelrouter.web.middleware import new_request_id
+from modelrouter.web.middleware import Handler, front, new_request_id
 
 log = structlog.get_logger("modelrouter.connections")
+# What this module uses of aiohttp beyond its public API (`check_internals`).
+HANDLER_INTERNALS = (
+    "_force_close",
+    "_lingering_time",
+    "_loop",
+    "_manager",
+    "_messages",
+    "_process_keepalive",
+    "_request_count",
+    "_request_in_progress",
+    "_waiter",
+)
+SERVER_INTERNALS = ("_connections", "_kwargs", "_loop")
+RUNNER_INTERNALS = ("_make_server",)
 # Descriptors kept aside from MAX_CONNECTIONS' default besides upstream and Redis connections:
 # the listening sockets, the event loop's own, log files, a scrape or two.
 RESERVED_DESCRIPTORS = 64
 MIN_CONNECTIONS = 16
 
 
+def check_internals() -> None:
+    """IncompatibleRelease when the installed aiohttp lacks what this module uses of its
+    internals (a Server's attributes are set by its __init__: one is made, on a loop of its own
+    that never runs)."""
+    require("aiohttp", RequestHandler, HANDLER_INTERNALS)
+    require("aiohttp", web.AppRunner, RUNNER_INTERNALS)
+    require("aiohttp", RawRequestMessage, ("_replace",))
+    loop = asyncio.new_event_loop()
+    try:
+        require("aiohttp", web.Server(_never_called, loop=loop), SERVER_INTERNALS)
+    finally:
+        loop.close()
+
+
+async def _never_called(_: web.BaseRequest) -> web.StreamResponse:  # pragma: no cover
+    raise AssertionError
+
+
 def connection_limit(settings: Settings, *, descriptors: int | None = None) -> int:
     """MAX_CONNECTIONS, or what RLIMIT_NOFILE leaves once Redis' connections and the
-    upstream ones are set aside: <PROVIDER>_MAX_CONCURRENCY each (a pool never holds more), but
+    upstream ones are set aside: <PROVIDER>_MAX_CONCURRENCY or _MAX_CONNECTIONS each, the lower
+    (a provider never holds more), but
     no more than one per client connection (a request uses one upstream connection at a time)."""
     if settings.max_connections is not None:
         return settings.max_connections
@@ -56,7 +94,8 @@ def connection_limit(settings: Settings, *, descriptors: int | None = None) -> i
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     redis = settings.redis.max_connections + 2 if settings.redis_url else 0  # + pub/sub, probe
     left = descriptors - RESERVED_DESCRIPTORS - redis
-    upstream = min(sum(p.max_concurrency for p in settings.providers), max(left, 0) // 2)
+    pools = sum(min(p.max_concurrency, p.max_connections) for p in settings.providers)
+    upstream = min(pools, max(left, 0) // 2)
     return max(MIN_CONNECTIONS, left - upstream)
 
 
@@ -280,12 +319,20 @@ class GuardedHandler(RequestHandler):
         return response
 
 
+def _raising(exc: web.HTTPException) -> Handler:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        raise exc
+
+    return handler
+
+
 class GuardedServer(web.Server):
     """aiohttp's `Server`, making `GuardedHandler`s."""
 
     def __init__(self, made: web.Server, guard: Guard) -> None:
+        self._app_handler = made.request_handler
         super().__init__(
-            made.request_handler,
+            self._handle,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
@@ -299,6 +346,15 @@ class GuardedServer(web.Server):
         if self.guard.draining:  # answered with `Connection: close`: the client moves on
             message = message._replace(should_close=True)
         return self._app_request(message, *args)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._app_handler(request)
+        except web.HTTPException as exc:
+            # Raised before any middleware ran: aiohttp checks an `Expect` header first (a
+            # plain-text 417 that quotes it). Answered by the front middleware like any error:
+            # our format, a request id, counted.
+            return await front(cast(web.Request, request), _raising(exc))
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)

@@ -22,6 +22,7 @@ _HTTP_TYPES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
+    417: "expectation_failed",
 }
 
 
@@ -62,8 +63,16 @@ def openai_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
+# OpenAI's words for a bad key. Some clients read them, not only the status: litellm takes an
+# error whose body says `invalid_request_error` without this phrase for a bad request
+# (BadRequestError), whatever its status; with it, a 401 is its AuthenticationError.
+OPENAI_BAD_KEY = "Incorrect API key provided"
+
+
 def openai_error(status: int, type_: str, message: str, param: str | None) -> dict[str, Any]:
     code = _OPENAI_CODES.get(type_, type_)
+    if status == 401 and not message.startswith(OPENAI_BAD_KEY):
+        message = f"{OPENAI_BAD_KEY}: {message}"  # the key itself is never repeated
     return {"message": message, "type": openai_type(status), "param": param, "code": code}
 
 
@@ -94,6 +103,8 @@ def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:
         message = f"Invalid URL ({where})"
     elif exc.status == 405:
         message = f"Invalid method for URL ({where}); allowed: {', '.join(allow)}"
+    elif exc.status == 417:  # aiohttp's own text quotes the header
+        message = "the Expect header is not supported (only Expect: 100-continue is)"
     else:
         message = exc.reason
     return ApiError(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), message, allow=allow)

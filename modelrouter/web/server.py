@@ -8,7 +8,10 @@ After SIGTERM (or SIGINT):
 3. Whatever still runs is ended by the router with a retryable `shutdown` error (a stream ends
    with `event: error`; a whole answer not yet sent is a 503), its slots and leases released.
 4. The app's resources close; the process exits 0.
-A second signal skips what is left of steps 1 and 2. The whole takes at most DRAIN_SECONDS +
+A second signal skips what is left of steps 1 and 2. A worker of `serve --workers N` is also
+told by its parent, with signals that name the step (drain, hurry) instead of counting: one
+signal sent to the whole process group reaches the worker twice (itself, and through the parent)
+and is still one graceful shutdown. The whole takes at most DRAIN_SECONDS +
 SHUTDOWN_TIMEOUT_SECONDS + about CLOSE_GRACE * 2: that must fit the orchestrator's grace period
 (Kubernetes' `terminationGracePeriodSeconds`).
 """
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import signal
+import socket
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -34,6 +40,22 @@ CLOSE_GRACE = 1.0  # after the shutdown error, for handlers to write it and rele
 POLL_SECONDS = 0.05  # how often the shutdown looks for requests still in flight
 
 
+class StartError(Exception):
+    """The gateway cannot start (a port in use, a dependency it cannot work with): one line for
+    the operator, no traceback."""
+
+
+def listen_error(settings: Settings, exc: OSError) -> StartError:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    # The errno's own words: the event loop's message repeats the address, as a tuple.
+    number = exc.errno
+    if number is not None and not isinstance(exc, socket.gaierror):
+        reason = os.strerror(number)
+    else:  # a name that does not resolve: the resolver's words
+        reason = exc.strerror or str(exc)
+    return StartError(f"cannot listen on {host}:{settings.port}: {reason[:1].lower()}{reason[1:]}")
+
+
 async def serve(
     settings: Settings,
     *,
@@ -41,9 +63,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     hurry: asyncio.Event | None = None,
     reuse_port: bool = False,
+    told: tuple[int, int] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down; a second signal
-    (or `hurry`) shortens the drain and the wait for requests in flight."""
+    (or `hurry`) shortens the drain and the wait for requests in flight. `told`: the signals
+    (drain, hurry) of a supervising parent (`serve --workers`). StartError if it cannot listen."""
     app = create_app(settings)
     guard = Guard(settings, app[METRICS], max_connections=connection_limit(settings))
     # handler_cancellation: a client that disconnects cancels its handler, and so its upstream call.
@@ -60,7 +84,11 @@ async def serve(
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port or None
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # in use, not ours to bind, no such address
+        await runner.cleanup()
+        raise listen_error(settings, exc) from None
     log.info("config", **describe(settings))
     if not settings.auth_enabled:
         log.warning(
@@ -78,7 +106,7 @@ async def serve(
     )
     stop = stop or asyncio.Event()
     hurry = hurry or asyncio.Event()
-    _on_signals(stop, hurry)
+    Signals(stop, hurry).install(told)
     if ready is not None:
         ready.set()
     try:
@@ -87,20 +115,44 @@ async def serve(
         await _shut_down(runner, settings, hurry)
 
 
-def _on_signals(stop: asyncio.Event, hurry: asyncio.Event) -> None:
-    """The first SIGTERM/SIGINT starts the shutdown, the next one hurries it."""
+class Signals:
+    """The first SIGTERM/SIGINT this process receives starts the shutdown, any later one hurries
+    it. A parent's `drain` and `hurry` set that state whatever came before: they count for
+    nothing, so the parent passing on the signal that this process also got is no second one."""
 
-    def on_signal() -> None:
-        if stop.is_set():
-            if not hurry.is_set():
-                log.warning("shutdown_hurried")
-            hurry.set()
-        stop.set()
+    __slots__ = ("_hurry", "_stop", "received")
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_signal)
+    def __init__(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+        self._stop = stop
+        self._hurry = hurry
+        self.received = 0  # SIGTERM/SIGINT only
+
+    def signalled(self) -> None:
+        self.received += 1
+        if self.received > 1:
+            self.hurry()
+        self._stop.set()
+
+    def drain(self) -> None:
+        self._stop.set()
+
+    def hurry(self) -> None:
+        if not self._hurry.is_set():
+            log.warning("shutdown_hurried")
+        self._hurry.set()
+        self._stop.set()
+
+    def install(self, told: tuple[int, int] | None = None) -> None:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGINT: self.signalled,
+            signal.SIGTERM: self.signalled,
+        }
+        if told is not None:
+            handlers |= dict(zip(told, (self.drain, self.hurry), strict=True))
+        loop = asyncio.get_running_loop()
+        for sig, handler in handlers.items():
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, handler)
 
 
 async def _shut_down(runner: GuardedRunner, settings: Settings, hurry: asyncio.Event) -> None:
@@ -149,11 +201,15 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run(settings: Settings, *, reuse_port: bool = False) -> None:
+def run(
+    settings: Settings, *, reuse_port: bool = False, told: tuple[int, int] | None = None
+) -> None:
+    """Serve until stopped (see `serve`); StartError if the gateway cannot start."""
     raise_open_files_limit()
+    main = serve(settings, reuse_port=reuse_port, told=told)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
     except ImportError:  # pragma: no cover
-        asyncio.run(serve(settings, reuse_port=reuse_port))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings, reuse_port=reuse_port))
+        uvloop.run(main)

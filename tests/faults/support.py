@@ -203,11 +203,9 @@ class Leaks:
             # an upstream socket not idle in a pool is one nobody will close
             "upstream sockets not in a pool": upstream
             - page.total("modelrouter_upstream_idle_connections"),
-            # Each provider's job scheduler (aiojobs) starts one watcher task at its first
-            # attempt and keeps it: that many above the level measured before any attempt.
+            # Attempts run in their requests' tasks: none may outlive its request.
             "tasks over the idle level": (page.value("modelrouter_event_loop_tasks") or 0)
-            - baseline
-            - len(health["providers"]),
+            - baseline,
         }
 
     @property

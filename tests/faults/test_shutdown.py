@@ -6,18 +6,23 @@ drains, and end what it cannot finish with a retryable `shutdown` error."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
 
 from modelrouter.mock.text import reply_tokens
-from tests.conftest import cut_stream_error, parse_sse, wait_until
+from tests.conftest import cut_stream_error, free_port, parse_sse, wait_until
 from tests.faults.conftest import Gateways
 from tests.faults.support import (
     AUTH,
+    ROOT,
     USER,
     GatewayProcess,
     MockProcess,
@@ -25,6 +30,7 @@ from tests.faults.support import (
     fault_env,
     session,
 )
+from tests.shared_state.support import RedisServer, gateway_env
 
 GRACE = 3.0  # beyond DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS: the close grace and start-up noise
 
@@ -225,3 +231,59 @@ async def test_a_second_signal_ends_the_drain_at_once(
     assert cut_stream_error(await stream.rest())["type"] == "shutdown"
     assert await exit_code(gateway, GRACE) == 0
     assert time.monotonic() - started < GRACE
+
+
+class WorkerGroup(GatewayProcess):
+    """`serve --workers 2` in a process group of its own, as systemd and a terminal run it."""
+
+    # Its own process (a session of its own), so not Replica.__init__.
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.baseline_tasks = 0.0
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the test
+        command = [sys.executable, "-m", "modelrouter", "serve", "--workers", "2"]
+        self.proc = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=gateway_env(**env),
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.proc.pid, signum)
+
+    async def both_listening(self) -> None:
+        async def listening() -> bool:
+            lines = self.log_lines()
+            return sum(line.get("message") == "listening" for line in lines) == 2
+
+        await wait_until(listening, timeout=20)
+
+
+@pytest.mark.redis
+async def test_one_sigterm_to_the_process_group_of_serve_workers_is_one_graceful_shutdown(
+    mock: MockProcess,
+) -> None:
+    """systemd's default (and Ctrl-C's SIGINT) signals every process of the group: each worker
+    gets the signal itself and through its parent, and must still drain, letting its stream
+    finish, rather than take the second copy for an operator's hurry."""
+    redis_server = RedisServer().start()
+    group = WorkerGroup(shutdown_env(mock, "token_delay=0.1,tokens=20", REDIS_URL=redis_server.url))
+    try:
+        await group.both_listening()
+        stream = await OpenStream(group).start()
+        group.signal_group(signal.SIGTERM)
+        events = await stream.rest()
+        assert chunks(events) == reply_tokens(20)
+        assert events[-1] == ("message", "[DONE]")
+        assert await exit_code(group, GRACE) == 0
+        assert "shutdown_hurried" not in [line.get("message") for line in group.log_lines()]
+    finally:
+        if group.proc.poll() is None:
+            group.signal_group(signal.SIGKILL)
+            group.proc.wait()
+        group.log.close()
+        redis_server.kill()
