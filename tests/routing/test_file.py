@@ -271,3 +271,62 @@ def test_every_key_of_the_file_is_documented() -> None:
         assert f"`{key}`" in rows or f"`{key}` (default)" in rows, key
     for kind in ADAPTER_KINDS:
         assert f"`{kind}`" in text, kind
+
+
+ONE = """
+deployments:
+  - name: one
+    kind: {kind}
+    base_url: {url}
+    models: {{fast: m}}
+    api_key: k-0001
+    {key}: {value}
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "key", "value", "expected"),
+    [
+        ("openai", "http://h", "proxy", "socks5://p:1080", "proxy must be an http:// proxy"),
+        ("openai", "http://h", "ca_bundle", "/nonexistent.pem", "ca_bundle='/nonexistent.pem' is"),
+        ("azure", "http://h", "api_version", "'2024 10'", "api_version '2024 10' is not a version"),
+        ("openai", "http://h", "max_connections", "0", "max_connections must be an integer >= 1"),
+        ("openai", "http://h", "rpm", "1.5", "rpm must be an integer >= 0"),
+        ("openai", "http://h", "weight", "heavy", "weight must be a number > 0"),
+        ("openai", "http://h", "connect_timeout", ".inf", "connect_timeout must be a number"),
+        ("openai", "http://u:p@h", "rpm", "1", "base_url carries user:password and api_key"),
+        ("openai", "http://h:0", "rpm", "1", "base_url is not a valid URL"),
+    ],
+)
+def test_each_deployment_value_is_checked_where_it_is_written(
+    tmp_path: Path, kind: str, url: str, key: str, value: str, expected: str
+) -> None:
+    text = ONE.format(kind=kind, url=url, key=key, value=value)
+    with pytest.raises(ConfigError) as raised:
+        settings_from(tmp_path, text)
+    (problem,) = raised.value.problems
+    assert expected in problem, problem
+    # The value's line; a clash of two values, at the deployment's; the URL's, at its own.
+    line = 2 if "carries" in expected else 4 if "URL" in expected else 7
+    assert problem.startswith(f"{tmp_path}/router.yaml:{line}: "), problem
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ("{}", "models is empty"),
+        ("{a/b: m}", "model group 'a/b' must be letters"),
+        ("{auto: m}", "model group 'auto' must be letters"),
+        ('{fast: "m\\u0007"}', "models.fast has a control character"),
+        ("[fast]", "models must be a mapping"),
+    ],
+)
+def test_a_deployments_models_are_group_names_to_upstream_models(
+    tmp_path: Path, models: str, expected: str
+) -> None:
+    text = ONE.format(kind="openai", url="http://h", key="rpm", value="1").replace(
+        "{fast: m}", models
+    )
+    with pytest.raises(ConfigError) as raised:
+        settings_from(tmp_path, text)
+    assert any(expected in p for p in raised.value.problems), raised.value.problems
