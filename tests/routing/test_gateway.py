@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from modelrouter.mock import start_mock
 from modelrouter.mock.faults import Faults
@@ -186,3 +187,20 @@ async def test_stream_options_false_sends_streams_without_the_field(
     assert response.status == 200
     await response.read()
     assert "stream_options" not in (await mock.received())[-1]["body"]
+
+
+async def test_a_file_deployments_key_never_reaches_logs_or_clients(
+    file_gateway: FileGateway, mock: Mock
+) -> None:
+    secret = "sk-file-deployment-secret-0042"
+    text = group_file("ordered", [mock.base("status=500,echo_auth=true")]).replace(
+        "    rpm: 0\n", "    rpm: 0\n    api_key: ${LEAKY_KEY}\n"
+    )
+    client = await file_gateway(text, LEAKY_KEY=secret)
+    with capture_logs() as logs:
+        response = await client.post("/chat", json={**USER, "model": "fast"}, headers=AUTH)
+        body = await response.text()
+    assert response.status == 502
+    assert "received Authorization" in body, "the upstream did echo it"
+    assert secret not in body
+    assert secret not in repr(logs)
