@@ -49,9 +49,9 @@ D = TypeVar("D")
 def read_deployment(
     source: Source, node: Node, index: int, *, default_rpm: int
 ) -> ProviderSettings | None:
-    """The deployment at `node` and whether it is sound (each problem noted); None when it
-    is not even a mapping. An unsound one is still returned, so that the rest of the file is
-    checked against what it meant (its name, the groups it serves)."""
+    """The deployment at `node`, each problem noted in `source`; None when it is not even a
+    mapping. One with problems is still returned, so that the rest of the file is checked
+    against what it meant (its name, the groups it serves); the file is refused anyway."""
     fields = source.fields(
         node, f"deployments[{index}]", allowed=DEPLOYMENT_KEYS, required=_REQUIRED
     )
