@@ -76,6 +76,9 @@ class ActorSystem:
         self.state = state if state is not None else create_state(settings, metrics)
         self._listeners: list[HealthListener] = []
         self._pools: list[Pool] = []
+        # The deployments a `latency` group ranks: only their attempts are timed.
+        latency = {g.name for g in settings.model_groups if g.strategy == "latency"}
+        self._timed = {p.name for p in settings.providers if latency.intersection(p.models)}
         actors = [self._provider(p) for p in settings.providers]
         self.router = RouterSupervisor(
             actors,
@@ -102,7 +105,7 @@ class ActorSystem:
         self._pools.append(pool)
         return ProviderActor(
             provider,
-            Upstream(adapter, pool, self.redactor),
+            Upstream(adapter, pool, self.redactor, timed=provider.name in self._timed),
             settings=self.settings,
             state=self.state,
             metrics=self.metrics,

@@ -54,8 +54,8 @@ class _Progress:
         self.window = window  # PROVIDER_TIMEOUT: the longest stall between chunks
         self.answer = answer  # the answer's text, redacted of the configured secrets
         self.first_chunk = False
-        self.written = 0.0  # perf_counter when the request was written
-        self.first_byte: float | None = None  # seconds from written to the first chunk or head
+        self.written = 0.0  # perf_counter when the request was written; 0: not timed
+        self.first_byte: float | None = None  # seconds from written to the first event or head
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
@@ -65,14 +65,19 @@ MAX_HEADS = 64  # request heads kept per provider whose path names the model (Az
 
 class Upstream:
     """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
-    and the redactor that cleans what the upstream says before anyone else reads it."""
+    and the redactor that cleans what the upstream says before anyone else reads it. `timed`:
+    its attempts measure their time to first byte (a deployment some `latency` group ranks;
+    others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "head", "pool", "redact")
+    __slots__ = ("_heads", "adapter", "head", "pool", "redact", "timed")
 
-    def __init__(self, adapter: Adapter, pool: Pool, redact: Redactor) -> None:
+    def __init__(
+        self, adapter: Adapter, pool: Pool, redact: Redactor, *, timed: bool = False
+    ) -> None:
         self.adapter = adapter
         self.pool = pool
         self.redact = redact
+        self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
 
@@ -125,9 +130,10 @@ async def run_attempt(
             head = upstream.head
             if adapter.model_in_path:
                 head = upstream.head_for(attempt.model, attempt.stream)
-            progress.written = time.perf_counter()
+            if upstream.timed:
+                progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
-            if not attempt.stream:  # a whole answer's head comes when the answer is ready
+            if progress.written and not attempt.stream:  # a whole answer's head: when ready
                 progress.first_byte = time.perf_counter() - progress.written
             try:
                 if response.status >= 300:
@@ -248,8 +254,12 @@ async def _pump_stream(
     map_chunk = adapter.stream_mapper()
     relay = attempt.relay
     deadline = attempt.deadline
+    timed = progress.written > 0.0  # time the first event (comments such as `: ping` are not)
     async for data in response.iter_body():
         payloads = framer.feed(data)
+        if timed and payloads:
+            progress.first_byte = time.perf_counter() - progress.written
+            timed = False
         for payload in payloads:
             if await _relay_events(map_chunk(payload), progress, relay, timer, deadline):
                 return
@@ -277,9 +287,7 @@ async def _relay_events(
                 if not text:
                     continue  # held back: it may be the start of a secret
                 out = Chunk(text)
-            if not progress.first_chunk:
-                progress.first_chunk = True
-                progress.first_byte = time.perf_counter() - progress.written
+            progress.first_chunk = True
             if not relay.offer(out):
                 await _wait_for_client(relay, out, timer, deadline, progress.window)
         elif isinstance(event, Usage):

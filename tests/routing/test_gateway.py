@@ -24,8 +24,9 @@ from tests.routing.support import FileGateway
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 
-async def served_by(client: TestClient[Any, Any], model: str, path: str = "/chat") -> str:
-    response = await client.post(path, json={**USER, "model": model}, headers=AUTH)
+async def served_by(client: TestClient[Any, Any], model: str, *, stream: bool = False) -> str:
+    body = {**USER, "model": model, "stream": stream}
+    response = await client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert response.status == 200, await response.text()
     await response.read()
     return response.headers["x-modelrouter-provider"]
@@ -66,6 +67,17 @@ async def test_latency_routes_to_the_fastest_and_moves_when_it_slows(
     three_mocks[0][0].app[STATE].defaults = Faults(first_delay=0.3)
     counts = Counter([await served_by(client, "fast") for _ in range(100)])
     assert counts["d1"] >= 90, counts
+
+
+async def test_latency_times_streams_to_their_first_event(
+    file_gateway: FileGateway, mock: Mock
+) -> None:
+    urls = [mock.base("first_delay=0.15"), mock.base("first_delay=0.01")]
+    client = await file_gateway(group_file("latency", urls))
+    warm = [await served_by(client, "fast", stream=True) for _ in range(2)]
+    assert warm == ["d0", "d1"], "each is measured once first, in file order"
+    counts = Counter([await served_by(client, "fast", stream=True) for _ in range(20)])
+    assert counts["d1"] >= 17, counts
 
 
 async def test_least_busy_spreads_concurrent_streams_within_one(
