@@ -36,6 +36,7 @@ class Group:
         self.fallbacks = fallbacks
 
     def order(self, strategies: Strategies, stream: bool) -> list[Candidate]:
+        """A new list: the caller may extend it."""
         if len(self.members) < 2:
             return list(self.members)
         return strategies.order(self.strategy)(self.members, stream)

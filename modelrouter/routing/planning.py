@@ -121,11 +121,11 @@ class Planner:
     def _walk(self, group: Group, *, stream: bool, ordered: bool) -> list[Candidate]:
         """The group's members in strategy order, then each fallback group's (a deployment
         serving the same model twice is tried once)."""
-        found: list[Candidate] = []
-        for name in (group.name, *group.fallbacks):
-            member = self.groups[name]
-            members = member.members if ordered else member.order(self.strategies, stream)
-            found += [c for c in members if c not in found]
+        found = list(group.members) if ordered else group.order(self.strategies, stream)
+        for name in group.fallbacks:
+            fallback = self.groups[name]
+            more = fallback.members if ordered else fallback.order(self.strategies, stream)
+            found += [c for c in more if c not in found]
         return found
 
     def _named(

@@ -31,16 +31,16 @@ class Strategies:
         self.rng = rng or random.Random()  # noqa: S311 - load spreading, not security
         self.explore = explore
         self._turns = count()
-
-    def order(self, strategy: Strategy) -> Order:
-        orders: dict[Strategy, Order] = {
+        self._orders: dict[Strategy, Order] = {
             "ordered": _as_given,
             "cost": _as_given,  # the group's members are sorted by price once, when built
             "weighted": self.weighted,
             "least-busy": self.least_busy,
             "latency": self.latency,
         }
-        return orders[strategy]
+
+    def order(self, strategy: Strategy) -> Order:
+        return self._orders[strategy]
 
     def weighted(self, members: Sequence[Candidate], stream: bool) -> list[Candidate]:  # noqa: ARG002
         """A random order where each deployment comes first with probability weight / total
