@@ -33,7 +33,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if settings is None:
             raise ConfigError(problems)
         return settings
-    default_rpm = settings.rate_limit_requests_per_minute if settings is not None else 60
+    # The environment's RATE_LIMIT_REQUESTS_PER_MINUTE, or its default when it was wrong.
+    default_rpm = (settings or Settings()).rate_limit_requests_per_minute
     routing, found = read_routing_file(path, env, default_rpm=default_rpm)
     problems += found
     if settings is not None and routing is not None:
