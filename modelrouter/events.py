@@ -67,20 +67,42 @@ class Finish(msgspec.Struct, frozen=True, gc=False):
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):
-    """Token counts. An adapter may report them in several cumulative pieces (Anthropic sends
-    input tokens first, output tokens last); `merge` keeps the largest count of each kind."""
+    """Token counts. `prompt_tokens` and `completion_tokens` are the seed's totals: the prompt
+    with its cache reads and writes, the completion with its reasoning. The kinds billed apart
+    are given beside them (`input` and `output` are what is left). An adapter may report usage
+    in several cumulative pieces (Anthropic sends input tokens first, output tokens last);
+    `merge` keeps the largest count of each kind. `estimated`: counted here from the text
+    relayed, the provider having said nothing (a stream cut or abandoned)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_input: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write: int = 0  # of prompt_tokens: written to the provider's prompt cache
+    reasoning: int = 0  # of completion_tokens: the model's reasoning, billed as output
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def input(self) -> int:
+        """Prompt tokens at the input price (neither read from nor written to a cache)."""
+        return max(self.prompt_tokens - self.cached_input - self.cache_write, 0)
+
+    @property
+    def output(self) -> int:
+        """Completion tokens other than reasoning."""
+        return max(self.completion_tokens - self.reasoning, 0)
+
     def merge(self, other: Usage) -> Usage:
         return Usage(
             max(self.prompt_tokens, other.prompt_tokens),
             max(self.completion_tokens, other.completion_tokens),
+            max(self.cached_input, other.cached_input),
+            max(self.cache_write, other.cache_write),
+            max(self.reasoning, other.reasoning),
+            self.estimated or other.estimated,
         )
 
 

@@ -85,6 +85,7 @@ class ProviderMeta(msgspec.Struct, frozen=True):
     tokens_total: int
     tokens_prompt: int
     tokens_completion: int
+    cost_usd: float | None = None  # modelrouter's: the usage at the price table's prices
 
 
 class ChatResponse(msgspec.Struct, frozen=True):

@@ -34,6 +34,10 @@ from modelrouter.schemas import ChatRequest, chat_request_decoder
 PIECES = ["Hel", "lo, ", "wörld ", "🙂", ' "quoted"\n', "and\ttabs", " — done."]
 TEXT = "".join(PIECES)
 USAGE = Usage(prompt_tokens=11, completion_tokens=7)
+# Every kind at once: 120 prompt tokens of which 80 read from a cache and 10 written to it, 45
+# completion tokens of which 20 reasoning.
+USAGE_KINDS = Usage(120, 45, cached_input=80, cache_write=10, reasoning=20)
+KINDS = ("cached_input", "cache_write", "reasoning")
 API_KEY = "test-key-0123456789abcdef"
 BASE_URL = "http://upstream.test:8080/v1"
 
@@ -58,13 +62,24 @@ def _openai_response(text: str, usage: Usage) -> bytes:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            },
+            "usage": _openai_usage(usage),
         }
     )
+
+
+def _openai_usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage: the totals include the cached and the reasoning tokens, and the details
+    say how many (sent only when there are some, as most servers do)."""
+    body: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_input:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_input, "audio_tokens": 0}
+    if usage.reasoning:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return body
 
 
 def _openai_delta(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
@@ -78,10 +93,7 @@ def _openai_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
             "id": "chatcmpl-1",
             "object": "chat.completion.chunk",
             "choices": [],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-            },
+            "usage": _openai_usage(usage),
         }
     )
     return [
@@ -170,12 +182,21 @@ def _anthropic_message(content: list[dict[str, Any]], usage: Usage, stop: str | 
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": usage.prompt_tokens,
-                "output_tokens": usage.completion_tokens,
-            },
+            "usage": _anthropic_usage(usage),
         }
     )
+
+
+def _anthropic_usage(usage: Usage) -> dict[str, Any]:
+    """Anthropic's usage: `input_tokens` excludes the cache's reads and writes."""
+    body: dict[str, Any] = {
+        "input_tokens": usage.prompt_tokens - usage.cached_input - usage.cache_write,
+        "output_tokens": usage.completion_tokens,
+    }
+    if usage.cached_input or usage.cache_write:
+        body["cache_read_input_tokens"] = usage.cached_input
+        body["cache_creation_input_tokens"] = usage.cache_write
+    return body
 
 
 def _anthropic_response(text: str, usage: Usage) -> bytes:
@@ -188,7 +209,8 @@ def _anthropic_delta(piece: str) -> bytes:
 
 
 def _anthropic_payloads(pieces: list[str], usage: Usage) -> list[bytes]:
-    start = json.loads(_anthropic_message([], Usage(usage.prompt_tokens, 1), None))
+    opening = msgspec.structs.replace(usage, completion_tokens=1, reasoning=0)
+    start = json.loads(_anthropic_message([], opening, None))
     message_delta = {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
@@ -430,11 +452,18 @@ SIGNATURE = "c2lnbmF0dXJlLW9mLXRoZS1jYWxs+/8="  # base64 with the characters URL
 
 
 def _gemini_usage(usage: Usage) -> dict[str, int]:
-    return {
+    """Gemini's usage: `promptTokenCount` includes `cachedContentTokenCount`; thoughts are
+    counted apart from the candidates."""
+    body = {
         "promptTokenCount": usage.prompt_tokens,
-        "candidatesTokenCount": usage.completion_tokens,
+        "candidatesTokenCount": usage.completion_tokens - usage.reasoning,
         "totalTokenCount": usage.total_tokens,
     }
+    if usage.cached_input:
+        body["cachedContentTokenCount"] = usage.cached_input
+    if usage.reasoning:
+        body["thoughtsTokenCount"] = usage.reasoning
+    return body
 
 
 def _gemini_chunk(
@@ -568,6 +597,8 @@ class Wire:
     missing_model_reason: str | None = None
     # How the provider says its account's billing is exhausted (None: it has no billing).
     billing_exhausted: tuple[int, bytes] | None = None
+    # The usage kinds, beyond the totals, that the provider counts apart (Usage's names).
+    usage_kinds: frozenset[str] = frozenset({"cached_input", "reasoning"})
 
 
 # OpenAI's answer once the account has no credit left: a 429 that no wait cures.
@@ -645,6 +676,7 @@ WIRE: dict[str, Wire] = {
     ),
     "ollama": Wire(
         path="/api/chat",
+        usage_kinds=frozenset(),  # /api/chat counts no cache and no reasoning apart
         response=_ollama_response,
         payloads=_ollama_payloads,
         frame=_ndjson,
@@ -674,6 +706,7 @@ WIRE: dict[str, Wire] = {
     ),
     "anthropic": Wire(
         path="/v1/messages",
+        usage_kinds=frozenset({"cached_input", "cache_write"}),  # thinking is output
         response=_anthropic_response,
         payloads=_anthropic_payloads,
         frame=_named_sse,
@@ -993,6 +1026,28 @@ def test_map_response_accepts_an_empty_answer(adapter: Adapter, wire: Wire) -> N
     completion = adapter.map_response(wire.response("", Usage(3, 0)))
     assert completion.text == ""
     assert completion.usage == Usage(3, 0)
+
+
+def kinds_counted(wire: Wire, usage: Usage) -> Usage:
+    """`usage` as a provider that counts only `wire.usage_kinds` apart reports it: the other
+    kinds are in the totals, at the input or output price."""
+    missing = {kind: 0 for kind in KINDS if kind not in wire.usage_kinds}
+    return msgspec.structs.replace(usage, **missing)
+
+
+def test_map_response_keeps_each_usage_kind_apart(adapter: Adapter, wire: Wire) -> None:
+    expected = kinds_counted(wire, USAGE_KINDS)
+    usage = adapter.map_response(wire.response(TEXT, expected)).usage
+    assert usage == expected
+    assert (usage.prompt_tokens, usage.completion_tokens) == (120, 45)  # the seed's totals
+    assert usage.input == 120 - expected.cached_input - expected.cache_write
+    assert usage.output == 45 - expected.reasoning
+
+
+def test_stream_keeps_each_usage_kind_apart(adapter: Adapter, wire: Wire) -> None:
+    expected = kinds_counted(wire, USAGE_KINDS)
+    events = run_stream(adapter, wire.frame(wire.payloads(PIECES, expected)))
+    assert merged_usage(events) == expected
 
 
 @pytest.mark.parametrize("step", [1, 3, 7, None], ids=["every-1", "every-3", "every-7", "whole"])
@@ -1469,7 +1524,9 @@ def test_anthropic_stop_reasons_become_openai_finish_reasons(stop: str, finish: 
 def test_anthropic_prompt_tokens_include_cached_input() -> None:
     usage = {"input_tokens": 5, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 20}
     start = _json({"type": "message_start", "message": {"content": [], "usage": usage}})
-    assert anthropic().map_chunk(start) == [Usage(35, 0)]
+    [found] = anthropic().map_chunk(start)
+    assert found == Usage(35, 0, cached_input=20, cache_write=10)
+    assert found.input == 5
 
 
 def test_anthropic_ignores_pings_and_event_kinds_it_does_not_know() -> None:
@@ -2014,3 +2071,15 @@ def test_anthropic_sends_text_before_the_tool_calls_of_one_turn() -> None:
         {"type": "text", "text": "Let me look."},
         {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
     ]
+
+
+def test_openai_usage_details_that_are_null_or_too_large_count_within_their_totals() -> None:
+    adapter = openai()
+    body = json.loads(_openai_response("x", USAGE))
+    body["usage"] |= {"prompt_tokens_details": None, "completion_tokens_details": None}
+    assert adapter.map_response(_json(body)).usage == USAGE
+    body["usage"] |= {
+        "prompt_tokens_details": {"cached_tokens": 50},  # more than prompt_tokens (11)
+        "completion_tokens_details": {"reasoning_tokens": None},
+    }
+    assert adapter.map_response(_json(body)).usage == Usage(11, 7, cached_input=11)

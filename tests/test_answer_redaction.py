@@ -181,3 +181,21 @@ async def test_a_provider_echoing_its_key_reaches_the_client_redacted(
     assert "[REDACTED]" in raw
     v1 = await client.post("/v1/chat/completions", json={**body, "model": "auto", "stream": True})
     assert GROQ_KEY not in await v1.text()
+
+
+def test_an_answer_is_redacted_of_what_its_upstream_received_and_nothing_else() -> None:
+    from modelrouter.config import load_settings, upstream_secrets
+
+    settings = load_settings(
+        {
+            "API_KEY": "client-key-0001",
+            "PROVIDER_ORDER": "groq,ollama",
+            "GROQ_API_KEY": GROQ_KEY,
+            "OLLAMA_BASE_URL": "http://user:pa55word@127.0.0.1:11434",
+        }
+    )
+    groq, ollama = settings.providers
+    assert upstream_secrets(groq) == [GROQ_KEY]
+    assert "pa55word" in upstream_secrets(ollama)
+    secrets = upstream_secrets(groq) + upstream_secrets(ollama)
+    assert "client-key-0001" not in secrets, "a client key never reaches an upstream"

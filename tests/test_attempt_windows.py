@@ -51,9 +51,9 @@ async def test_a_slow_reader_is_not_a_stalled_provider(gateway: Gateway, mock: M
     upstream = await upstream_of(gateway, **two_providers(mock, groq="tokens=400"))
     relay = Relay(maxsize=4)
     running = asyncio.create_task(
-        attempt(upstream, relay, provider_timeout=0.1, first_chunk_timeout=0.2)
+        attempt(upstream, relay, provider_timeout=0.3, first_chunk_timeout=1.0)
     )
-    await asyncio.sleep(0.5)  # the client reads nothing for five provider windows
+    await asyncio.sleep(1.5)  # the client reads nothing for five provider windows
     assert not running.done(), "the attempt gave up while only the client was slow"
     texts: list[str] = []
     while not running.done():
@@ -71,13 +71,13 @@ async def test_a_slow_reader_blacklists_no_provider_through_the_gateway(
     """The probe of the issue, in small: a stream the client pauses reading for longer than
     PROVIDER_TIMEOUT ends whole, and the provider stays healthy."""
     env = two_providers(
-        mock, groq="tokens=20000", PROVIDER_TIMEOUT="0.2", FIRST_CHUNK_TIMEOUT="0.3"
+        mock, groq="tokens=20000", PROVIDER_TIMEOUT="0.5", FIRST_CHUNK_TIMEOUT="1.5"
     )
     client = await gateway(**env)
     response = await client.post("/stream", json=USER)
     assert response.status == 200
     first = await response.content.read(64)
-    await asyncio.sleep(1.0)  # the client pauses: every buffer on the way fills
+    await asyncio.sleep(2.5)  # the client pauses: every buffer on the way fills
     body = first + await response.content.read()
     events = parse_sse(body.decode())
     assert events[-1] == ("message", "[DONE]")

@@ -341,7 +341,8 @@ def test_usage_counts_thoughts_as_output_and_cached_input_once() -> None:
     completion = adapter("gemini").map_response(
         msgspec.json.encode({**body, "usageMetadata": usage})
     )
-    assert completion.usage == Usage(prompt_tokens=105, completion_tokens=50)
+    assert completion.usage == Usage(105, 50, cached_input=60, reasoning=30)
+    assert (completion.usage.input, completion.usage.output) == (45, 20)
 
 
 def test_running_usage_in_every_chunk_ends_as_the_last_figures() -> None:

@@ -73,6 +73,15 @@ async def test_a_repeated_request_is_a_hit_with_no_upstream_call(
     assert second.headers["x-modelrouter-cache"] == "hit"
     one, two = await first.json(), await second.json()
     assert one.pop("request_id") != two.pop("request_id")
+    # A hit costs nothing: no provider was called.
+    assert (one["provider_meta"].pop("cost_usd"), two["provider_meta"].pop("cost_usd")) == (
+        7.5e-06,
+        0,
+    )
+    assert (first.headers["x-modelrouter-cost-usd"], second.headers["x-modelrouter-cost-usd"]) == (
+        "0.0000075",
+        "0",
+    )
     assert one == two  # same text, provider, model, tokens and attempts
     assert await mock.count() == 1
     counts = await cache_counts(client)
@@ -89,6 +98,7 @@ async def test_the_openai_api_hits_too_and_a_hit_counts_no_provider_tokens(
     assert response.headers["x-modelrouter-cache"] == "hit"
     second = await response.json()
     assert second["choices"] == first["choices"]
+    assert (first["usage"].pop("cost_usd"), second["usage"].pop("cost_usd")) == (7.5e-06, 0)
     assert second["usage"] == first["usage"]
     assert await mock.count() == 1
     page = await scrape(client)
@@ -229,7 +239,10 @@ async def test_a_streamed_replay_is_identical_to_the_original(gateway: Gateway, 
     assert first.headers["x-modelrouter-cache"] == "miss"
     assert second.headers["x-modelrouter-cache"] == "hit"
     events = openai_stream_normalised(await first.text())
-    assert openai_stream_normalised(await second.text()) == events
+    replayed = openai_stream_normalised(await second.text())
+    costs = (events[-2][1]["usage"].pop("cost_usd"), replayed[-2][1]["usage"].pop("cost_usd"))
+    assert costs == (7.5e-06, 0)  # the replay cost nothing
+    assert replayed == events
     assert events[-1] == ("message", "[DONE]")
     assert events[-2][1]["usage"]["completion_tokens"] == 8
     assert await mock.count() == 2

@@ -21,8 +21,16 @@ async def test_chat_answers_in_the_seed_format(gateway: Gateway, mock: Mock) -> 
     assert body["text"] == MOCK_TEXT
     assert body["provider"] == "groq"
     assert body["model"] == "llama-3.3-70b-versatile"
-    assert body["provider_meta"] == {"tokens_total": 10, "tokens_prompt": 2, "tokens_completion": 8}
+    # The seed's three counts, and the cost (modelrouter's): 2 and 8 tokens at Groq's bundled
+    # price for the model, $0.59 and $0.79 per million.
+    assert body["provider_meta"] == {
+        "tokens_total": 10,
+        "tokens_prompt": 2,
+        "tokens_completion": 8,
+        "cost_usd": 7.5e-06,
+    }
     assert response.headers["x-modelrouter-provider"] == "groq"
+    assert response.headers["x-modelrouter-cost-usd"] == "0.0000075"
     sent = (await mock.received())[-1]
     assert sent["body"]["max_tokens"] == 200
     assert sent["body"]["temperature"] == 0.7

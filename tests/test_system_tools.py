@@ -106,7 +106,7 @@ def test_make_test_checks_the_system_tools_before_anything_else_and_ci_uses_the_
     if make is None:
         pytest.skip("make is not installed")
     dry = subprocess.run(
-        [make, "-n", "test"],
+        [make, "-n", "--no-print-directory", "test"],  # run under `make test` too
         cwd=ROOT,
         capture_output=True,
         text=True,

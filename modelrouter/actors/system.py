@@ -33,7 +33,7 @@ from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSuper
 from modelrouter.actors.upstream import Upstream
 from modelrouter.actors.views import ProviderView, SystemView
 from modelrouter.cache import ALONE, USE_CACHE, CachePolicy, build_cache
-from modelrouter.config import ProviderSettings, Settings, secrets_of
+from modelrouter.config import ProviderSettings, Settings, secrets_of, upstream_secrets
 from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
@@ -105,7 +105,13 @@ class ActorSystem:
         self._pools.append(pool)
         return ProviderActor(
             provider,
-            Upstream(adapter, pool, self.redactor, timed=provider.name in self._timed),
+            Upstream(
+                adapter,
+                pool,
+                self.redactor,
+                Redactor(upstream_secrets(provider)),
+                timed=provider.name in self._timed,
+            ),
             settings=self.settings,
             state=self.state,
             metrics=self.metrics,

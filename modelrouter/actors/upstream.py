@@ -65,18 +65,27 @@ MAX_HEADS = 64  # request heads kept per provider whose path names the model (Az
 
 class Upstream:
     """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
-    and the redactor that cleans what the upstream says before anyone else reads it. `timed`:
-    its attempts measure their time to first byte (a deployment some `latency` group ranks;
-    others pay nothing for it)."""
+    the redactor that cleans what the upstream says (errors) before anyone else reads it, and
+    the one that takes this upstream's own credentials out of its answers (`answers`: only
+    what it received from us could it echo, so only that is held back at chunk boundaries).
+    `timed`: its attempts measure their time to first byte (a deployment some `latency` group
+    ranks; others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "head", "pool", "redact", "timed")
+    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact", "timed")
 
     def __init__(
-        self, adapter: Adapter, pool: Pool, redact: Redactor, *, timed: bool = False
+        self,
+        adapter: Adapter,
+        pool: Pool,
+        redact: Redactor,
+        answers: Redactor | None = None,
+        *,
+        timed: bool = False,
     ) -> None:
         self.adapter = adapter
         self.pool = pool
         self.redact = redact
+        self.answers = answers if answers is not None else Redactor()
         self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
@@ -111,7 +120,8 @@ async def run_attempt(
     loop = loop or asyncio.get_running_loop()
     adapter = upstream.adapter
     redact = upstream.redact
-    progress = _Progress(provider_timeout, redact.stream() if attempt.stream else PASS_THROUGH)
+    answers = upstream.answers
+    progress = _Progress(provider_timeout, answers.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
     extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
@@ -147,15 +157,17 @@ async def run_attempt(
                         progress=progress,
                     )
                 else:
-                    await _read_whole(adapter, response, attempt, timer, progress, redact=redact)
+                    await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
             finally:
                 response.release()
     except TimeoutError:
+        _leave_usage(attempt.relay, progress)
         # Whether the request's own deadline was the one that fired: the timer's time says it
         # (the loop's clock may read a hair short of it, timers fire to the millisecond).
         cut = timer is not None and timer.when >= attempt.deadline
         return _timed_out(attempt, progress, cut=cut, first_chunk_timeout=first_chunk_timeout)
     except UpstreamFailure as failure:
+        _leave_usage(attempt.relay, progress)
         # Upstream text may echo the credential it received: redact it where it enters.
         return AttemptResult(
             False,
@@ -166,14 +178,25 @@ async def run_attempt(
             emitted=progress.first_chunk,
         )
     except (BadResponse, FramingError) as exc:
+        _leave_usage(attempt.relay, progress)
         message = redact(_describe(exc))
         return AttemptResult(False, "bad_response", message, emitted=progress.first_chunk)
     except OSError as exc:  # refused, reset, closed mid-answer, TLS failure
+        _leave_usage(attempt.relay, progress)
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
     return AttemptResult(
         True, finish_reason=progress.finish_reason or "stop", first_byte=progress.first_byte
     )
+
+
+def _leave_usage(relay: Relay, progress: _Progress) -> None:
+    """A stream cut after its first chunk: the usage its provider gave so far (Anthropic's
+    prompt tokens come first) goes to the client's side, which bills from it. Never waits: a
+    full relay or a gone reader gets none (the stream is then billed from an estimate)."""
+    usage = progress.usage
+    if usage is not None and progress.first_chunk and not relay.closed:
+        relay.offer(usage)
 
 
 def _timed_out(
@@ -215,11 +238,11 @@ async def _read_whole(
     timer: Deadline,
     progress: _Progress,
     *,
-    redact: Redactor,
+    answers: Redactor,
 ) -> None:
     completion = adapter.map_response(await response.read())
     progress.finish_reason = completion.finish_reason
-    text = redact.answer(completion.text) if completion.text else ""
+    text = answers.answer(completion.text) if completion.text else ""
     events: list[Event] = [Chunk(text)] if text else []
     events += completion.tool_calls
     events.append(completion.usage)

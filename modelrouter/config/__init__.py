@@ -7,7 +7,7 @@
 """
 
 from modelrouter.config.load import load_settings, variables
-from modelrouter.config.masking import describe, mask, mask_url, secrets_of
+from modelrouter.config.masking import describe, mask, mask_url, secrets_of, upstream_secrets
 from modelrouter.config.prices import Price
 from modelrouter.config.reader import is_loopback
 from modelrouter.config.structs import (
@@ -55,5 +55,6 @@ __all__ = [
     "mask",
     "mask_url",
     "secrets_of",
+    "upstream_secrets",
     "variables",
 ]

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from modelrouter.config.structs import Settings
+from modelrouter.config.structs import ProviderSettings, Settings
 
 
 def mask(secret: str | None) -> str | None:
@@ -75,6 +75,15 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [secret for url in urls if "@" in url for secret in _basic_secrets(url)]
     if settings.database_url:
         found += _url_passwords(settings.database_url)
+    return found
+
+
+def upstream_secrets(provider: ProviderSettings) -> list[str]:
+    """What `provider`'s upstream receives from us, so all it could echo in an answer: its key
+    and the credentials in its base URL (a proxy's are the proxy's, not the upstream's)."""
+    found = [provider.api_key] if provider.api_key else []
+    if "@" in provider.base_url:
+        found += _basic_secrets(provider.base_url)
     return found
 
 

@@ -25,6 +25,8 @@ COLUMNS: Final = (
     "cache",
     "messages",
     "answer",
+    "cost_nanos",
+    "usage_estimated",
 )
 
 
@@ -47,6 +49,10 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
     cache: str | None
     messages: str | None
     answer: str | None
+    # The request's cost in nano-dollars (None: no provider answered), and whether its usage
+    # was counted by the gateway (a stream cut before the provider said).
+    cost_nanos: int | None = None
+    usage_estimated: bool | None = None
 
 
 # What PostgreSQL cannot hold, and what is stored instead: text never holds NUL (nor does
@@ -55,10 +61,11 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
 NUL_STAND_IN: Final = "\ufffd"  # the Unicode replacement character
 BIGINT_MIN: Final = -(2**63)
 BIGINT_MAX: Final = 2**63 - 1
+NANOS_PER_USD: Final = 1_000_000_000
 _TEXT: Final = (
     "request_id", "client_id", "route", "provider", "model", "error_type", "cache", "answer",
 )  # fmt: skip
-_COUNTS: Final = ("prompt_tokens", "completion_tokens")
+_COUNTS: Final = ("prompt_tokens", "completion_tokens", "cost_nanos")
 # `\u0000` in JSON text, unless its backslash is itself escaped (`\\u0000` is text, not a NUL).
 _JSON_NUL: Final = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -98,6 +105,8 @@ class HistoryRecord(msgspec.Struct, frozen=True):
     ttfb_ms: float | None
     cache: str | None
     answer: str | None
+    cost_usd: float | None  # the usage at the price table's prices; 0 for a cache hit
+    usage_estimated: bool | None  # the usage was counted by the gateway, not the provider
     # Stored as jsonb and sent on as the database gives it (never decoded here).
     messages: (
         Annotated[
@@ -129,5 +138,7 @@ def shown(row: Any) -> HistoryRecord:
         ttfb_ms=row["ttfb_ms"],
         cache=row["cache"],
         answer=row["answer"],
+        cost_usd=None if row["cost_nanos"] is None else row["cost_nanos"] / NANOS_PER_USD,
+        usage_estimated=row["usage_estimated"],
         messages=None if messages is None else msgspec.Raw(messages),
     )

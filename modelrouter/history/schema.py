@@ -51,6 +51,16 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             ALTER COLUMN completion_tokens TYPE bigint;
         """,
     ),
+    # Each request's cost (integer nano-dollars, the spend counters' figure) and whether its
+    # usage was estimated. Nullable columns without a default: no rewrite of the table.
+    (
+        3,
+        f"""
+        ALTER TABLE {TABLE}
+            ADD COLUMN IF NOT EXISTS cost_nanos bigint,
+            ADD COLUMN IF NOT EXISTS usage_estimated boolean;
+        """,
+    ),
 )
 LATEST: Final = MIGRATIONS[-1][0]
 

@@ -41,6 +41,10 @@ SCOPE_STREAMS: Final = "streams"
 STATE_BACKENDS: Final = ("memory", "redis", "degraded")
 CACHE_RESULTS: Final = ("hit", "miss", "bypass")
 HISTORY_OPS: Final = ("migrate", "write", "purge")
+# Distinct (provider, model) pairs with their own spend series; later ones are counted under
+# model="other". The models are those that answered, but a provider may answer any name.
+MAX_COST_SERIES: Final = 256
+OTHER_MODEL: Final = "other"
 
 
 class ProviderMetrics:
@@ -165,6 +169,19 @@ class Metrics:
             ("provider", "kind"),
             registry=r,
         )
+        self.spend = Counter(
+            "modelrouter_spend_usd",
+            "USD spent at the providers (usage at the price table's prices; cache hits cost 0)",
+            ("provider", "model"),
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "modelrouter_unpriced_requests",
+            "Answered requests whose model has no price (counted as costing 0)",
+            ("provider", "model"),
+            registry=r,
+        )
+        self._cost_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         self.actor_restarts = Counter(
             "modelrouter_actor_restarts",
             "Actor loops restarted by their supervisor",
@@ -351,6 +368,19 @@ class Metrics:
         bound = self.providers.get(provider)
         if bound is not None:
             bound.count_usage(usage)
+
+    def count_cost(self, provider: str, model: str, nanos: int, *, priced: bool) -> None:
+        """One answered request's cost (off the request path: from the accounting's drain)."""
+        children = self._cost_children.get((provider, model))
+        if children is None:
+            label = model if len(self._cost_children) < MAX_COST_SERIES else OTHER_MODEL
+            children = (self.spend.labels(provider, label), self.unpriced.labels(provider, label))
+            if label != OTHER_MODEL:
+                self._cost_children[provider, model] = children
+        if not priced:
+            children[1].inc()
+        elif nanos:
+            children[0].inc(nanos / 1_000_000_000)
 
     def actor_restarted(self, actor: str) -> None:
         self.actor_restarts.labels(actor).inc()

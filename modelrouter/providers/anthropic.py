@@ -60,8 +60,13 @@ class _Usage(msgspec.Struct):
     cache_read_input_tokens: int | None = None
 
     def usage(self) -> Usage:
-        parts = (self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens)
-        return Usage(sum(part or 0 for part in parts), self.output_tokens)
+        """`input_tokens` excludes the cache's reads and writes: the prompt is all three
+        (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching); thinking is
+        part of `output_tokens`, not counted apart."""
+        read = max(self.cache_read_input_tokens or 0, 0)
+        write = max(self.cache_creation_input_tokens or 0, 0)
+        prompt = max(self.input_tokens or 0, 0) + read + write
+        return Usage(prompt, self.output_tokens, cached_input=read, cache_write=write)
 
 
 class _Block(msgspec.Struct):

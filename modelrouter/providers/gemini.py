@@ -87,13 +87,21 @@ class _Candidate(msgspec.Struct, rename="camel"):
 
 class _Usage(msgspec.Struct, rename="camel"):
     prompt_token_count: int = 0  # cachedContentTokenCount is a part of it, not added again
+    cached_content_token_count: int = 0
     tool_use_prompt_token_count: int = 0
     candidates_token_count: int = 0
     thoughts_token_count: int = 0  # billed as output
 
     def usage(self) -> Usage:
         prompt = self.prompt_token_count + self.tool_use_prompt_token_count
-        return Usage(prompt, self.candidates_token_count + self.thoughts_token_count)
+        thoughts = max(self.thoughts_token_count, 0)
+        cached = min(max(self.cached_content_token_count, 0), max(prompt, 0))
+        return Usage(
+            prompt,
+            self.candidates_token_count + thoughts,
+            cached_input=cached,
+            reasoning=thoughts,
+        )
 
 
 class _Feedback(msgspec.Struct, rename="camel"):

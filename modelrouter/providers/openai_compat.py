@@ -29,9 +29,38 @@ class _Error(msgspec.Struct):
     code: str | int | None = None
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0  # of prompt_tokens
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = 0  # of completion_tokens
+
+
 class _Usage(msgspec.Struct):
+    """OpenAI's usage: `prompt_tokens` includes `prompt_tokens_details.cached_tokens`, and
+    `completion_tokens` includes `completion_tokens_details.reasoning_tokens`
+    (https://platform.openai.com/docs/api-reference/chat/object#chat/object-usage)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+    def usage(self) -> Usage:
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        details, done = self.prompt_tokens_details, self.completion_tokens_details
+        if details is None and done is None:  # most servers: the totals alone
+            return Usage(prompt, completion)
+        cached = (details.cached_tokens or 0) if details is not None else 0
+        reasoning = (done.reasoning_tokens or 0) if done is not None else 0
+        # A kind is part of its total: never more than it, whatever a server says.
+        return Usage(
+            prompt,
+            completion,
+            cached_input=min(max(cached, 0), max(prompt, 0)),
+            reasoning=min(max(reasoning, 0), max(completion, 0)),
+        )
 
 
 class _Function(msgspec.Struct):
@@ -77,10 +106,6 @@ def _tool_calls(calls: list[_ToolCall] | None) -> list[ToolCallDelta]:
         index = position if call.index is None else call.index
         out.append(ToolCallDelta(index, call.id, function.name, function.arguments))
     return out
-
-
-def _usage(usage: _Usage | None) -> Usage | None:
-    return None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens)
 
 
 def error_code(body: bytes) -> str | None:
@@ -156,7 +181,7 @@ class OpenAICompatAdapter(Adapter):
             raise bad_response("response has no choices[0].message")
         choice = parsed.choices[0]
         assert choice.message is not None
-        usage = _usage(parsed.usage) or Usage()
+        usage = parsed.usage.usage() if parsed.usage is not None else Usage()
         calls = _tool_calls(choice.message.tool_calls)
         return Completion(choice.message.content or "", usage, choice.finish_reason, calls)
 
@@ -176,7 +201,7 @@ class OpenAICompatAdapter(Adapter):
             if choice.finish_reason:
                 events.append(Finish(choice.finish_reason))
         if parsed.usage is not None:
-            events.append(Usage(parsed.usage.prompt_tokens, parsed.usage.completion_tokens))
+            events.append(parsed.usage.usage())
         return events
 
     def error_text(self, body: bytes) -> str | None:

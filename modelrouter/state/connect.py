@@ -63,7 +63,7 @@ def connect(url: str, settings: RedisSettings, *, name: str | None = None) -> Cl
     scheme = urlsplit(url).scheme
     if scheme.endswith("+sentinel"):
         spec = SentinelUrl(url)
-        sentinel = Sentinel(spec.hosts, **common)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(spec.hosts, **common)  # type: ignore[no-untyped-call,unused-ignore]
         master: Redis = sentinel.master_for(
             spec.master,
             password=spec.password,

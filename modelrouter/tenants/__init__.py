@@ -3,11 +3,14 @@
 - `secrets`: `new_secret`, `well_formed` (no I/O), `hash_secret`;
 - `keys`: the key's settings as the admin API takes them, and `Key` as the store returns it;
 - `store`: `KeyStore`, create/list/get/patch/revoke/rotate and `lookup_by_hash`;
-- `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`.
+- `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`;
+- `cost`: a request's `Charge` (its usage at its price, `Pricing`), and the estimate of a
+  stream's usage when the provider gave none.
 
 `web/admin.py` is its HTTP face; `modelrouter keys ...` its command line.
 """
 
+from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.keys import CreatedKey, Key, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.tenants.prices import PriceTable, TokenUsage, bundled, cost, price_table
 from modelrouter.tenants.rows import BadCursor
@@ -25,6 +28,7 @@ __all__ = [
     "DB_ERRORS",
     "BadCursor",
     "BadKey",
+    "Charge",
     "CreatedKey",
     "Key",
     "KeyChange",
@@ -36,6 +40,7 @@ __all__ = [
     "NameTaken",
     "NewKey",
     "PriceTable",
+    "Pricing",
     "Rotation",
     "TokenUsage",
     "bundled",

@@ -13,9 +13,11 @@ from aiohttp import web
 
 from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
+from modelrouter.tenants.cost import usd_text
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
+MAX_UNPRICED_LOGGED = 1024  # (provider, model) pairs said once each; past that, the metric alone
 # What the history keeps: the answered routes (not probes, listings or history reads), and
 # not requests without a client (401).
 HISTORY_ROUTES = frozenset({"/chat", "/stream", "/v1/chat/completions"})
@@ -35,6 +37,7 @@ class Accounting:
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
         self._due: asyncio.TimerHandle | None = None
         self.history: History | None = None  # set for the app's lifetime when DATABASE_URL is
+        self._unpriced: set[tuple[str, str]] = set()  # said once each in the log
 
     def add(
         self, request: web.Request, route: str, status: int, seconds: float, quiet: bool
@@ -54,6 +57,7 @@ class Accounting:
         for request, route, status, seconds, quiet in pending:
             metrics.observe_request(route, request.method, status, seconds)
             _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
+            self._count_cost(request[SUMMARY])
         history = self.history
         if history is not None:
             # Wall time of arrival, from the monotonic times the requests noted.
@@ -61,6 +65,24 @@ class Accounting:
             for request, route, status, seconds, _ in pending:
                 if route in HISTORY_ROUTES and status != 401:
                     history.add(record(request, route, status, seconds, offset))
+
+    def _count_cost(self, summary: Summary) -> None:
+        """The spend metric, and an unpriced model counted (and said once)."""
+        charge, answering = summary.cost, summary.answering
+        if charge is None or answering is None or summary.cache == "hit":
+            return
+        provider, model = answering.provider, answering.model
+        self.metrics.count_cost(provider, model, charge.nanos, priced=charge.priced)
+        pair = (provider, model)
+        unseen = pair not in self._unpriced and len(self._unpriced) < MAX_UNPRICED_LOGGED
+        if not charge.priced and unseen:
+            self._unpriced.add(pair)
+            log.warning(
+                "model_unpriced",
+                provider=provider,
+                model=model,
+                detail="no price in the table or PRICES_FILE: its requests cost 0",
+            )
 
 
 def _finished(
@@ -80,11 +102,20 @@ def _finished(
         provider = answering.provider
         fields.update(provider=provider, model=answering.model, attempts=answering.attempt)
         if usage is not None:
-            if summary.cache != "hit":  # a replayed answer cost the provider nothing
+            # A replayed answer cost the provider nothing; an estimate is not what a provider
+            # reported (its cost is counted, in the spend).
+            if summary.cache != "hit" and not usage.estimated:
                 metrics.count_usage(provider, usage)
             fields.update(
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
             )
+    cost = summary.cost
+    if cost is not None:
+        fields["cost_usd"] = usd_text(cost.nanos)
+        if not cost.priced:
+            fields["unpriced"] = True
+        if cost.estimated:
+            fields["usage_estimated"] = True
     if summary.error is not None:
         fields["error"] = summary.error
     if summary.cache is not None:
@@ -126,6 +157,8 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
         latency_ms=latency_ms,
         ttfb_ms=ttfb_ms,
         cache=summary.cache,
+        cost_nanos=summary.cost.nanos if summary.cost is not None else None,
+        usage_estimated=summary.cost.estimated if summary.cost is not None else None,
         messages=_encode(chat.messages).decode() if chat is not None else None,
         answer="".join(text) if text is not None else None,
     )

@@ -31,6 +31,7 @@ from modelrouter.events import (
     Usage,
 )
 from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
@@ -40,6 +41,7 @@ from modelrouter.web.sse import HEADERS, StreamFormat
 RELAY_SIZE = 64
 DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards against a bug
 NOBODY = Answering("", "", 0)  # no attempt started (the request failed before any)
+COST_HEADER = "x-modelrouter-cost-usd"
 
 
 class Answer(msgspec.Struct):
@@ -104,6 +106,7 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
                 elif kind is Done:
                     reason = event.finish_reason or "stop"  # type: ignore[union-attr]
                     answering = summary.answering or NOBODY
+                    summary.cost = charge(runtime, summary, answering, usage)
                     if runtime.capture:
                         summary.text = parts
                     return Answer("".join(parts), calls, usage, reason, answering)
@@ -128,19 +131,25 @@ async def serve_stream(
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
             try:
-                return await _relay_stream(request, runtime, relay, fmt, deadline)
+                return await _relay_stream(
+                    request, runtime, relay, fmt, chat=chat, deadline=deadline
+                )
             except GoneAlone:  # the call it joined failed before answering
                 relay.close()
                 relay = _join(request, runtime, chat, deadline)  # another may have started
         if relay is None:
             relay = await _lead(request, runtime, chat, deadline, slot)
         try:
-            return await _relay_stream(request, runtime, relay, fmt, deadline)
+            return await _relay_stream(request, runtime, relay, fmt, chat=chat, deadline=deadline)
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
     finally:
         if relay is not None:
             relay.close()
+        summary = request[SUMMARY]
+        if summary.cost is None and summary.first_byte is not None:
+            # Started, then abandoned by the client or cut by the deadline's guard.
+            summary.cost = stream_charge(runtime, summary, chat, complete=False)
         await slot.release()
 
 
@@ -211,10 +220,17 @@ async def _first_events(request: web.Request, relay: Relay) -> list[Event]:
 
 
 async def _relay_stream(
-    request: web.Request, runtime: Runtime, relay: Relay, fmt: StreamFormat, deadline: float
+    request: web.Request,
+    runtime: Runtime,
+    relay: Relay,
+    fmt: StreamFormat,
+    *,
+    chat: ChatRequest,
+    deadline: float,
 ) -> web.StreamResponse:
     summary = request[SUMMARY]
     response = web.StreamResponse(headers=HEADERS)
+    relayed = 0  # characters of text sent: a stream cut before its usage is billed from them
     # One guard for the whole stream, a grace past the request's deadline by which the router
     # ends it: it fires only if the router failed to (a bug), not a timer per batch of chunks.
     try:
@@ -227,16 +243,22 @@ async def _relay_stream(
                 out: list[bytes] = [head] if head else []
                 head = b""
                 for event in events:
-                    out.append(fmt.event(event))
                     kind = type(event)
-                    if kind is Usage:
+                    if kind is Chunk:
+                        relayed += len(event.text)  # type: ignore[union-attr]
+                    elif kind is Usage:
                         summary.usage = event  # type: ignore[assignment]
                     elif kind is Done or kind is Failed:
                         if kind is Failed:
                             summary.error = event.type  # type: ignore[union-attr]
+                        summary.relayed = relayed
+                        # Before the end is written: the final usage chunk carries the cost.
+                        summary.cost = stream_charge(runtime, summary, chat, complete=kind is Done)
+                        out.append(fmt.event(event))
                         await response.write(b"".join(out))
                         await response.write_eof()
                         return response
+                    out.append(fmt.event(event))
                 data = b"".join(out)
                 if data:
                     await response.write(data)
@@ -247,6 +269,8 @@ async def _relay_stream(
         summary.error = "timeout"
         await response.write(fmt.event(Failed(504, "timeout", "stream deadline passed")))
         return response
+    finally:
+        summary.relayed = relayed
 
 
 async def _start_stream(
@@ -284,8 +308,35 @@ class Capturing:
 
 
 def response_headers(summary: Summary, answering: Answering) -> dict[str, str]:
-    """A whole answer's own headers: who answered, and what the cache did (when on)."""
+    """A whole answer's own headers: who answered, what it cost, and what the cache did (when
+    on). A stream's headers go before its usage is known: its cost is in its final usage."""
     headers = {"x-modelrouter-provider": answering.provider}
+    if summary.cost is not None:
+        headers[COST_HEADER] = usd_text(summary.cost.nanos)
     if summary.cache is not None:
         headers[CACHE_HEADER] = summary.cache
     return headers
+
+
+def charge(runtime: Runtime, summary: Summary, answering: Answering, usage: Usage) -> Charge:
+    """What the request costs: nothing from the cache, else its usage at its price."""
+    if summary.cache == "hit":
+        return FREE
+    return runtime.pricing.charge(answering.provider, answering.model, usage)
+
+
+def stream_charge(
+    runtime: Runtime, summary: Summary, chat: ChatRequest, *, complete: bool
+) -> Charge | None:
+    """A stream's cost, from the usage its provider gave, else (or if the stream did not
+    complete) estimated from its messages and the text relayed; None if no provider
+    answered."""
+    answering = summary.answering
+    if answering is None or not answering.provider:
+        return None
+    if summary.cache == "hit":
+        return FREE
+    usage = summary.usage
+    if usage is None or not complete:
+        usage = summary.usage = estimated_usage(chat, summary.relayed, usage)
+    return runtime.pricing.charge(answering.provider, answering.model, usage)

@@ -13,6 +13,7 @@ from modelrouter.schemas import (
     chat_request_decoder,
     json_encoder,
 )
+from modelrouter.tenants.cost import usd
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.auth import check_auth
 from modelrouter.web.body import read_body
@@ -43,7 +44,13 @@ async def chat(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     answer = await whole_answer(request, runtime, await read_request(request, runtime))
     usage, answering = answer.usage, answer.answering
-    meta = ProviderMeta(usage.total_tokens, usage.prompt_tokens, usage.completion_tokens)
+    cost = request[SUMMARY].cost
+    meta = ProviderMeta(
+        usage.total_tokens,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        None if cost is None else usd(cost.nanos),
+    )
     body = ChatResponse(
         answer.text,
         answering.provider,

@@ -28,7 +28,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     parsed = parse_completion_request(await read_body(request, runtime.settings.max_body_bytes))
     request_id = request[REQUEST_ID]
     if parsed.stream:
-        fmt = OpenAIStream(request_id, include_usage=parsed.include_usage)
+        fmt = OpenAIStream(request_id, include_usage=parsed.include_usage, summary=request[SUMMARY])
         return await serve_stream(request, runtime, parsed.chat, fmt)
     answer = await whole_answer(request, runtime, parsed.chat)
     body = completion_body(
@@ -38,6 +38,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         tool_calls=answer.tool_calls,
         usage=answer.usage,
         finish_reason=answer.finish_reason,
+        cost=request[SUMMARY].cost,
     )
     return web.Response(
         body=body,

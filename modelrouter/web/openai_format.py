@@ -12,7 +12,9 @@ from typing import Any
 import msgspec
 
 from modelrouter.events import Answering, Chunk, Done, Event, Failed, ToolCallDelta, Usage
+from modelrouter.tenants.cost import Charge, usd
 from modelrouter.web.errors import OPENAI_ERRORS
+from modelrouter.web.runtime import Summary
 
 _encode = msgspec.json.Encoder().encode
 _OPEN_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'  # a chunk that does not finish
@@ -22,12 +24,23 @@ def model_id(answering: Answering) -> str:
     return f"{answering.provider}/{answering.model}"
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
-    return {
+def usage_body(usage: Usage, cost: Charge | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; with the request's cost (`cost_usd`, modelrouter's), its cached
+    and reasoning tokens in OpenAI's details, and `estimated` when the gateway counted it."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_input:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_input}
+    if usage.reasoning:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    if cost is not None:
+        body["cost_usd"] = usd(cost.nanos)
+    if usage.estimated:
+        body["estimated"] = True
+    return body
 
 
 class ToolCalls:
@@ -75,6 +88,7 @@ def completion_body(
     tool_calls: list[ToolCallDelta],
     usage: Usage,
     finish_reason: str,
+    cost: Charge | None = None,
 ) -> bytes:
     """A whole `chat.completion`."""
     gathered = ToolCalls()
@@ -92,7 +106,7 @@ def completion_body(
         "system_fingerprint": None,  # OpenAI's field; no fingerprint of the upstream is kept
         "provider": answering.provider,
         "choices": [choice],
-        "usage": usage_body(usage),
+        "usage": usage_body(usage, cost),
     }
     return _encode(body)
 
@@ -100,8 +114,9 @@ def completion_body(
 class OpenAIStream:
     """`chat.completion.chunk` events: the role (with the first tool call, if the answer starts
     with one), content or tool-call deltas, a chunk with the finish reason, the usage chunk if
-    asked for, then `data: [DONE]`. A failure after the first byte is an `event: error` whose
-    data is an OpenAI error object, with no `[DONE]`."""
+    asked for (with the request's cost, read from `summary` where the request's end put it),
+    then `data: [DONE]`. A failure after the first byte is an `event: error` whose data is an
+    OpenAI error object, with no `[DONE]`."""
 
     __slots__ = (
         "_base",
@@ -111,11 +126,15 @@ class OpenAIStream:
         "_usage",
         "include_usage",
         "request_id",
+        "summary",
     )
 
-    def __init__(self, request_id: str, *, include_usage: bool) -> None:
+    def __init__(
+        self, request_id: str, *, include_usage: bool, summary: Summary | None = None
+    ) -> None:
         self.request_id = request_id
         self.include_usage = include_usage
+        self.summary = summary
         self._tool_calls = ToolCalls()
         self._usage = Usage()
         self._base: dict[str, Any] = {}
@@ -169,6 +188,10 @@ class OpenAIStream:
     def _end(self, finish_reason: str) -> bytes:
         out = self._chunk({}, finish_reason)
         if self.include_usage:
-            usage = {**self._base, "choices": [], "usage": usage_body(self._usage)}
-            out += b"data: " + _encode(usage) + b"\n\n"
+            summary = self.summary
+            usage, cost = self._usage, None
+            if summary is not None:  # the request's final usage (maybe estimated) and cost
+                usage, cost = summary.usage or usage, summary.cost
+            final = {**self._base, "choices": [], "usage": usage_body(usage, cost)}
+            out += b"data: " + _encode(final) + b"\n\n"
         return out + b"data: [DONE]\n\n"

@@ -65,10 +65,36 @@ class CompletionRequest(ChatRequest, frozen=True, kw_only=True, forbid_unknown_f
     store: Literal[False] | None = None
 
 
+class PromptDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int
+
+
+class CompletionDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: int
+
+
 class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptDetails | None = None  # when the provider read its cache
+    completion_tokens_details: CompletionDetails | None = None  # when the model reasoned
+    cost_usd: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                description="modelrouter's: the usage at the price table's prices (docs/cost.md)"
+            ),
+        ]
+        | None
+    ) = None
+    estimated: (
+        Annotated[
+            bool,
+            msgspec.Meta(description="counted by the gateway: the provider did not give it whole"),
+        ]
+        | None
+    ) = None
 
 
 class AnswerToolCall(msgspec.Struct, frozen=True):

@@ -14,6 +14,8 @@ from modelrouter.config import Settings
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.cost import Charge, Pricing
+from modelrouter.tenants.prices import price_table
 
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
 
@@ -23,6 +25,7 @@ class Runtime(msgspec.Struct, kw_only=True):
     settings: Settings
     metrics: Metrics
     system: ActorSystem
+    pricing: Pricing
     api_keys: tuple[bytes, ...] = ()
     # Each key's id (a hash, never the key) in `api_keys` order, then ANONYMOUS: indexed by
     # what `check_auth` returns (-1 when auth is off).
@@ -39,8 +42,10 @@ class Summary:
         "cache",
         "chat",
         "client",
+        "cost",
         "error",
         "first_byte",
+        "relayed",
         "started",
         "text",
         "usage",
@@ -56,6 +61,8 @@ class Summary:
         self.first_byte: float | None = None  # seconds to a stream's first byte
         self.chat: ChatRequest | None = None  # with history content on: the request...
         self.text: list[str] | None = None  # ...and the answer's text
+        self.cost: Charge | None = None  # set once, where the request ends (web.answers)
+        self.relayed = 0  # characters of text a stream relayed (its usage's estimate, if need be)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -80,6 +87,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         metrics=metrics,
         system=system,
+        pricing=Pricing(price_table(settings.tenants.prices)),
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         cache=settings.cache.enabled,

@@ -63,13 +63,21 @@ async def test_successes_and_failures_are_written_with_their_figures_and_content
     assert '"hello there"' in good["messages"]
     assert good["error_type"] is None
     assert good["created_at"] > datetime.now(UTC) - timedelta(minutes=1)
+    # The cost the client was told, to the nano-dollar: 2 and 8 tokens at $0.59 and $0.79.
+    assert good["cost_nanos"] == 7500
+    assert ok.headers["x-modelrouter-cost-usd"] == "0.0000075"
+    assert good["usage_estimated"] is False
     streamed = found["req-stream"]
     assert (streamed["route"], streamed["status"]) == ("/stream", 200)
     assert streamed["answer"] == good["answer"]
     assert 0 < streamed["ttfb_ms"] <= streamed["latency_ms"]
+    assert streamed["cost_nanos"] == 7500  # the seed's stream shows no cost; its row has it
     failed = found["req-bad"]
     assert (failed["status"], failed["error_type"]) == (502, "upstream_error")
     assert failed["answer"] is None
+    assert failed["cost_nanos"] is None  # no provider answered: nothing charged
+    status, shown = await history(client, "/req-ok")
+    assert (status, shown["cost_usd"], shown["usage_estimated"]) == (200, 7.5e-06, False)
     assert (await (await client.get("/health")).json())["history"] == "ok"
     page = await scrape(client)
     assert page.value("modelrouter_history_rows_total") == 2
