@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from modelrouter.config import ConfigError, Settings, describe, load_settings, secrets_of
+from modelrouter.config import ConfigError, Settings, describe, secrets_of
 from modelrouter.internals import IncompatibleRelease
 from modelrouter.observability import configure_logging
+from modelrouter.routing import load_settings
 
 
 def _load(overrides: dict[str, str]) -> Settings | None:

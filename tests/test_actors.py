@@ -265,12 +265,12 @@ async def _async(value: bool) -> bool:
 async def test_a_bug_in_planning_answers_the_client_at_once(
     gateway: Gateway, mock: Mock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelrouter.actors import router as router_module
+    from modelrouter.routing import Planner
 
     def broken_plan(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("bug")
 
-    monkeypatch.setattr(router_module, "plan", broken_plan)
+    monkeypatch.setattr(Planner, "plan", broken_plan)
     client = await gateway(**two_providers(mock))
     response = await client.post("/chat", json=USER)
     assert response.status == 502

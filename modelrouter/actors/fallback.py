@@ -13,9 +13,9 @@ from functools import partial
 import structlog
 
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
-from modelrouter.actors.planning import Candidate
 from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
+from modelrouter.routing import Candidate
 
 log = structlog.get_logger("modelrouter.router")
 TIMEOUT_REASONS = frozenset({"timeout", "first_chunk_timeout"})

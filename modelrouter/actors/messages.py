@@ -51,6 +51,9 @@ class AttemptResult(msgspec.Struct, frozen=True):
     finish_reason: str | None = None
     emitted: bool = False  # text or a tool call reached the relay: no fallback after this
     usage: Usage | None = None  # what a successful attempt's upstream counted (for its span)
+    # A timed success's seconds from the request written to its first event (a stream) or to
+    # the response head (a whole answer): the `latency` strategy's measure.
+    first_byte: float | None = None
 
 
 class Admission(msgspec.Struct, frozen=True):

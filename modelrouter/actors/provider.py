@@ -29,6 +29,7 @@ from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import Metrics, tracing
+from modelrouter.routing.latency import Latency
 from modelrouter.state import HealthRecord, SharedState
 from modelrouter.transport import PoolFull
 
@@ -87,11 +88,21 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._rate_limit = provider.rate_limit
         # An attempt holds at most one connection: tickets bound the pool too.
         self._max_attempts = min(provider.max_concurrency, provider.max_connections)
+        # A routing file's deployment may set its own timeouts; else the environment's apply.
+        self._provider_timeout = provider.provider_timeout or settings.provider_timeout
+        self._first_chunk_timeout = provider.first_chunk_timeout or settings.first_chunk_timeout
+        self._connect_timeout = provider.connect_timeout or settings.connect_timeout
+        self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
 
     # -- what others may read: a frozen copy -------------------------------------------------
     def status(self, now: float | None = None) -> ProviderState:
         return "down" if self.down else self.health.state(time.time() if now is None else now)
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts admitted and not yet ended (read by the `least-busy` strategy)."""
+        return len(self._tickets)
 
     def view(self, now: float | None = None) -> ProviderView:
         health = self.health
@@ -218,6 +229,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         # A cancelled attempt (no result) says nothing about upstream latency.
         latency = self._m.upstream_ok if result.ok else self._m.upstream_error
         latency.observe(time.perf_counter() - started)
+        if result.first_byte is not None:
+            self.latency.observe(result.first_byte, stream=attempt.stream)
         return result
 
     def _request(self, attempt: Attempt, traceparent: bytes) -> Coroutine[Any, Any, AttemptResult]:
@@ -225,9 +238,9 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             self.upstream,
             attempt,
             loop=self._loop(),
-            provider_timeout=self.settings.provider_timeout,
-            first_chunk_timeout=self.settings.first_chunk_timeout,
-            connect_timeout=self.settings.connect_timeout,
+            provider_timeout=self._provider_timeout,
+            first_chunk_timeout=self._first_chunk_timeout,
+            connect_timeout=self._connect_timeout,
             traceparent=traceparent,
         )
 

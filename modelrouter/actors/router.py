@@ -17,13 +17,15 @@ import structlog
 
 from modelrouter.actors.fallback import Fallback
 from modelrouter.actors.messages import Route
-from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
+from modelrouter.config import ModelGroup
 from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
+from modelrouter.routing import PlanError, Planner
+from modelrouter.tenants.prices import PriceTable
 
 log = structlog.get_logger("modelrouter.router")
 STOPPED = Failed(503, "unavailable", "the router stopped before answering", 1.0, retryable=True)
@@ -44,14 +46,22 @@ class RouterSupervisor:
         metrics: Metrics,
         redact: Callable[[str], str],
         aliases: tuple[ModelAlias, ...] = (),
+        groups: tuple[ModelGroup, ...] = (),
+        default_model: str | None = None,
+        prices: PriceTable | None = None,
         limit: int = 10_000,
         pending_limit: int = 0,
         max_restarts: int = 5,
         restart_window: float = 60.0,
     ) -> None:
         self.providers = {p.name: p for p in providers}
-        self.order = [p.name for p in providers]
-        self.aliases = {alias.name: alias for alias in aliases}
+        self.planner = Planner(
+            self.providers,
+            aliases=aliases,
+            groups=groups,
+            default_model=default_model,
+            prices=prices,
+        )
         self.metrics = metrics
         self.redact = redact
         self.limit = limit
@@ -121,7 +131,7 @@ class RouterSupervisor:
 
     async def _answer(self, route: Route) -> Done | Failed:
         try:
-            candidates = plan(route.request, self.order, self.providers, self.aliases)
+            candidates = self.planner.plan(route.request, stream=route.stream)
             fallback = Fallback(
                 route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
             )

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from types import TracebackType
 
 from modelrouter.actors.messages import HealthChanged, Route
-from modelrouter.actors.planning import PlanError, plan
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSupervisor
@@ -39,8 +38,10 @@ from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
+from modelrouter.routing import PlanError
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
+from modelrouter.tenants.prices import price_table
 from modelrouter.transport import Pool, open_pool
 
 __all__ = [
@@ -75,9 +76,18 @@ class ActorSystem:
         self.state = state if state is not None else create_state(settings, metrics)
         self._listeners: list[HealthListener] = []
         self._pools: list[Pool] = []
+        # The deployments a `latency` group ranks: only their attempts are timed.
+        latency = {g.name for g in settings.model_groups if g.strategy == "latency"}
+        self._timed = {p.name for p in settings.providers if latency.intersection(p.models)}
         actors = [self._provider(p) for p in settings.providers]
         self.router = RouterSupervisor(
-            actors, metrics=metrics, redact=self.redactor, aliases=settings.model_aliases
+            actors,
+            metrics=metrics,
+            redact=self.redactor,
+            aliases=settings.model_aliases,
+            groups=settings.model_groups,
+            default_model=settings.default_model,
+            prices=price_table(settings.tenants.prices) if settings.model_groups else None,
         )
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +105,13 @@ class ActorSystem:
         self._pools.append(pool)
         return ProviderActor(
             provider,
-            Upstream(adapter, pool, self.redactor, Redactor(upstream_secrets(provider))),
+            Upstream(
+                adapter,
+                pool,
+                self.redactor,
+                Redactor(upstream_secrets(provider)),
+                timed=provider.name in self._timed,
+            ),
             settings=self.settings,
             state=self.state,
             metrics=self.metrics,
@@ -202,9 +218,8 @@ class ActorSystem:
 
     def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
         """The providers and models `request` resolves to, in order (None: it is refused)."""
-        router = self.router
         try:
-            candidates = plan(request, router.order, router.providers, router.aliases)
+            candidates = self.router.planner.chain(request)
         except PlanError:
             return None
         return tuple((c.actor.name, c.model) for c in candidates)

@@ -14,6 +14,7 @@ stream that sends nothing but SSE comments stalls like one that sends nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from modelrouter.actors.messages import Attempt, AttemptResult
 from modelrouter.actors.relay import Relay
@@ -39,12 +40,22 @@ from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool,
 class _Progress:
     """What the attempt has reached, to name the timeout that cut it."""
 
-    __slots__ = ("answer", "finish_reason", "first_chunk", "usage", "window")
+    __slots__ = (
+        "answer",
+        "finish_reason",
+        "first_byte",
+        "first_chunk",
+        "usage",
+        "window",
+        "written",
+    )
 
     def __init__(self, window: float, answer: AnswerStream = PASS_THROUGH) -> None:
         self.window = window  # PROVIDER_TIMEOUT: the longest stall between chunks
         self.answer = answer  # the answer's text, redacted of the configured secrets
         self.first_chunk = False
+        self.written = 0.0  # perf_counter when the request was written; 0: not timed
+        self.first_byte: float | None = None  # seconds from written to the first event or head
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # pieces merged, relayed once when the stream ends
 
@@ -56,17 +67,26 @@ class Upstream:
     """One provider's way out: its adapter, its connection pool, its pre-encoded request head,
     the redactor that cleans what the upstream says (errors) before anyone else reads it, and
     the one that takes this upstream's own credentials out of its answers (`answers`: only
-    what it received from us could it echo, so only that is held back at chunk boundaries)."""
+    what it received from us could it echo, so only that is held back at chunk boundaries).
+    `timed`: its attempts measure their time to first byte (a deployment some `latency` group
+    ranks; others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact")
+    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact", "timed")
 
     def __init__(
-        self, adapter: Adapter, pool: Pool, redact: Redactor, answers: Redactor | None = None
+        self,
+        adapter: Adapter,
+        pool: Pool,
+        redact: Redactor,
+        answers: Redactor | None = None,
+        *,
+        timed: bool = False,
     ) -> None:
         self.adapter = adapter
         self.pool = pool
         self.redact = redact
         self.answers = answers if answers is not None else Redactor()
+        self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
 
@@ -106,9 +126,7 @@ async def run_attempt(
     progress = _Progress(provider_timeout, answers.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
     # The request id passed the front's charset check, so it is safe in a header line.
-    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n"
-    if traceparent:
-        extra += traceparent
+    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n" + traceparent
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     timer: Deadline | None = None
     try:
@@ -124,7 +142,11 @@ async def run_attempt(
             head = upstream.head
             if adapter.model_in_path:
                 head = upstream.head_for(attempt.model, attempt.stream)
+            if upstream.timed:
+                progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
+            if progress.written and not attempt.stream:  # a whole answer's head: when ready
+                progress.first_byte = time.perf_counter() - progress.written
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
@@ -165,7 +187,12 @@ async def run_attempt(
         _leave_usage(attempt.relay, progress)
         message = redact(_describe(exc))
         return AttemptResult(False, "connect_error", message, emitted=progress.first_chunk)
-    return AttemptResult(True, finish_reason=progress.finish_reason or "stop", usage=progress.usage)
+    return AttemptResult(
+        True,
+        finish_reason=progress.finish_reason or "stop",
+        first_byte=progress.first_byte,
+        usage=progress.usage,
+    )
 
 
 def _leave_usage(relay: Relay, progress: _Progress) -> None:
@@ -256,8 +283,12 @@ async def _pump_stream(
     map_chunk = adapter.stream_mapper()
     relay = attempt.relay
     deadline = attempt.deadline
+    timed = progress.written > 0.0  # time the first event (comments such as `: ping` are not)
     async for data in response.iter_body():
         payloads = framer.feed(data)
+        if timed and payloads:
+            progress.first_byte = time.perf_counter() - progress.written
+            timed = False
         for payload in payloads:
             if await _relay_events(map_chunk(payload), progress, relay, timer, deadline):
                 return

@@ -180,6 +180,7 @@ def _load(r: Reader) -> Settings:
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),
+        routing_file=r.raw("MODELROUTER_CONFIG"),  # read by modelrouter.routing.load_settings
         cache=_cache(r),
         database_url=r.raw("DATABASE_URL"),
         history=_history(r),

@@ -48,6 +48,12 @@ def describe(settings: Settings) -> dict[str, object]:
     data["database_url"] = mask_url(settings.database_url)
     data["tenants"]["admin_keys"] = [mask(k) for k in settings.tenants.admin_keys]
     data["state_backend"] = "redis" if settings.redis_url else "memory"
+    if settings.replaced_providers:  # said plainly: an environment provider is not in use
+        data["notes"] = [
+            f"provider {name!r} of the environment is replaced by the routing file's "
+            f"deployment {name!r}"
+            for name in settings.replaced_providers
+        ]
     for provider in data["providers"]:
         provider["api_key"] = mask(provider["api_key"])
         provider["base_url"] = mask_url(provider["base_url"])

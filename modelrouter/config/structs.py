@@ -13,6 +13,9 @@ from modelrouter.aliases import ModelAlias
 from modelrouter.config.prices import Price
 
 AdapterKind = Literal["openai", "ollama", "anthropic", "azure", "gemini"]
+ADAPTER_KINDS: Final[tuple[AdapterKind, ...]] = ("openai", "anthropic", "ollama", "azure", "gemini")
+Strategy = Literal["ordered", "weighted", "least-busy", "latency", "cost"]
+STRATEGIES: Final[tuple[Strategy, ...]] = ("ordered", "weighted", "least-busy", "latency", "cost")
 
 
 class ProviderDefaults(msgspec.Struct, frozen=True):
@@ -58,8 +61,26 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     # kind azure: the `api-version` query; "v1" takes the /openai/v1 paths, None the adapter's
     # default (providers/azure.py). Set by the routing file; no environment variable reads it.
     api_version: str | None = None
+    # Set by the routing file only (docs/routing.md); the defaults are what the environment's
+    # providers have always done.
+    models: dict[str, str] = {}  # the model groups it serves: group name -> upstream model
+    weight: float = 1.0  # its share under the `weighted` strategy
+    provider_timeout: float | None = None  # None: PROVIDER_TIMEOUT
+    first_chunk_timeout: float | None = None  # None: FIRST_CHUNK_TIMEOUT
+    connect_timeout: float | None = None  # None: CONNECT_TIMEOUT
+    stream_options: bool = True  # False: streams ask no `stream_options` (servers that refuse it)
+    from_file: bool = False  # declared in MODELROUTER_CONFIG (rather than by the environment)
     # <PROVIDER>_PROPAGATE_TRACE: each attempt's span context goes upstream as `traceparent`
     propagate_trace: bool = True
+
+
+class ModelGroup(msgspec.Struct, frozen=True):
+    """A name clients ask for, served by every deployment that lists it, walked by `strategy`;
+    then the groups in `fallbacks`, in turn."""
+
+    name: str
+    strategy: Strategy = "ordered"
+    fallbacks: tuple[str, ...] = ()
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +201,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     providers: tuple[ProviderSettings, ...] = ()
     skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
     model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
+    routing_file: str | None = None  # MODELROUTER_CONFIG: the routing file (modelrouter.routing)
+    model_groups: tuple[ModelGroup, ...] = ()  # the routing file's `models:`
+    default_model: str | None = None  # the group `auto` names (the file's `default_model:`)
+    replaced_providers: tuple[str, ...] = ()  # environment providers a file deployment replaced
     cache: CacheSettings = CacheSettings()
     database_url: str | None = None  # DATABASE_URL: history on when set
     history: HistorySettings = HistorySettings()

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from modelrouter.config import ProviderSettings
 from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.base import (
     BILLING_EXHAUSTED,
@@ -153,6 +154,12 @@ class OpenAICompatAdapter(Adapter):
     framing = "sse"
     capabilities = frozenset(FEATURES) - {"n"}  # the gateway relays one choice
 
+    def __init__(self, settings: ProviderSettings) -> None:
+        # A routing file's `stream_options: false`: for servers that refuse the field (some
+        # vLLM and TGI versions, older Azure API versions); their streams then carry no usage.
+        self.stream_options = settings.stream_options
+        super().__init__(settings)
+
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/chat/completions"
 
@@ -161,7 +168,7 @@ class OpenAICompatAdapter(Adapter):
 
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
         body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": stream}
-        if stream:
+        if stream and self.stream_options:
             body["stream_options"] = {"include_usage": True}
         body.update(given(request, _FIELDS))  # the same names upstream: relayed as they came
         return _encode(body)

@@ -57,13 +57,18 @@ def _model_name(name: str) -> bool:
 
 
 def served_models(settings: Settings) -> list[dict[str, object]]:
-    """`auto`, each enabled provider's configured model as `provider/model`, then the aliases."""
+    """`auto`, the routing file's model groups, each enabled provider's configured model as
+    `provider/model` (each group a file deployment serves as `deployment/group`), then the
+    aliases."""
 
     def entry(model_id: str, owner: str) -> dict[str, object]:
         return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
     models = [entry("auto", "modelrouter")]
-    models += [entry(f"{p.name}/{p.model}", p.name) for p in settings.providers]
+    models += [entry(group.name, "modelrouter") for group in settings.model_groups]
+    for p in settings.providers:
+        names = list(p.models) if p.from_file else [p.model]
+        models += [entry(f"{p.name}/{name}", p.name) for name in names]
     models += [entry(alias.name, "modelrouter") for alias in settings.model_aliases]
     return models
 
