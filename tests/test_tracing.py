@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,8 +229,6 @@ async def test_probes_are_not_traced(receiver: Receiver, gateway: Gateway, mock:
 
 
 def test_network_policy_lets_traces_out_to_an_otlp_collector() -> None:
-    from pathlib import Path
-
     import yaml
 
     path = Path(__file__).resolve().parent.parent / "deploy/k8s/base/networkpolicy.yaml"
@@ -379,3 +378,26 @@ def test_a_later_traceparent_version_is_read_for_its_known_fields() -> None:
         int(CALLER_SPAN, 16),
         True,
     )
+
+
+def test_a_routing_file_deployment_can_keep_traceparent_to_itself(tmp_path: Path) -> None:
+    from tests.routing.support import settings_from
+
+    settings = settings_from(
+        tmp_path,
+        """
+        deployments:
+          - name: quiet
+            kind: openai
+            base_url: http://127.0.0.1:9/v1
+            models: {fast: m}
+            propagate_trace: false
+          - name: open
+            kind: openai
+            base_url: http://127.0.0.1:9/v1
+            models: {fast: m}
+        """,
+    )
+    by_name = {p.name: p.propagate_trace for p in settings.providers}
+    assert by_name["quiet"] is False
+    assert by_name["open"] is True

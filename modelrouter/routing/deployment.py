@@ -37,6 +37,7 @@ DEPLOYMENT_KEYS: Final = frozenset(
         "ca_bundle",
         "api_version",
         "stream_options",
+        "propagate_trace",
     }
 )
 _REQUIRED: Final = frozenset({"name", "kind", "base_url", "models"})
@@ -85,6 +86,9 @@ def read_deployment(
         connect_timeout=fields_.timeout("connect_timeout"),
         stream_options=fields_.get(
             "stream_options", boolean, "true or false", _DEFAULT.stream_options
+        ),
+        propagate_trace=fields_.get(
+            "propagate_trace", boolean, "true or false", _DEFAULT.propagate_trace
         ),
         from_file=True,
     )
