@@ -1709,11 +1709,15 @@ def test_a_missing_model_is_classified_as_the_provider_documents_it(
     assert adapter.error_message(body) in failure.message  # the upstream's own words
 
 
+@pytest.mark.parametrize(
+    "billed", sorted(kind for kind, wire in WIRE.items() if wire.billing_exhausted is not None)
+)
 def test_exhausted_billing_is_an_auth_error_and_keeps_the_provider_out_the_longest(
-    adapter: Adapter, wire: Wire
+    billed: str,
 ) -> None:
-    if wire.billing_exhausted is None:
-        pytest.skip("a provider without billing")
+    """Only the kinds whose wire samples carry a billing error (Ollama bills nothing)."""
+    adapter, wire = ADAPTERS[billed](settings_for(billed)), WIRE[billed]
+    assert wire.billing_exhausted is not None
     status, body = wire.billing_exhausted
     failure = adapter.failure(status, body, 2.0)
     assert (failure.reason, failure.status, failure.retry_after) == ("auth_error", status, None)
