@@ -343,3 +343,32 @@ async def test_admissions_to_one_provider_wait_on_the_rate_budget_together(mock:
         assert all(type(events[-1]) is Done for events in answers)
     finally:
         await system.close()
+
+
+async def test_a_queued_route_runs_in_its_own_callers_context(
+    mock: Mock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route that waited for a routing slot is started when another request's task ends:
+    it must run with its own request id (its log lines, its trace), not the one that ended."""
+    from modelrouter.observability import CURRENT_REQUEST_ID
+
+    system = await _system(mock, "first_delay=0.1")
+    system.router.limit, system.router.pending_limit = 1, 1
+    seen: list[str | None] = []
+    answer = type(system.router)._answer
+
+    async def noting(self: Any, route: Any) -> Any:
+        seen.append(CURRENT_REQUEST_ID.get())
+        return await answer(self, route)
+
+    monkeypatch.setattr(type(system.router), "_answer", noting)
+    try:
+        CURRENT_REQUEST_ID.set("first")
+        first = _route(system)
+        CURRENT_REQUEST_ID.set("second")
+        second = _route(system)  # queued: the one slot is taken
+        await _drain(first)
+        await _drain(second)
+        assert seen == ["first", "second"]
+    finally:
+        await system.close()

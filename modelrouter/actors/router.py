@@ -10,6 +10,7 @@ get `timeout` seconds), then hard (the rest are cancelled and their readers told
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable
 
@@ -67,7 +68,8 @@ class RouterSupervisor:
         self.limit = limit
         self.pending_limit = pending_limit
         self.tasks: set[asyncio.Task[None]] = set()
-        self.pending: deque[Route] = deque()
+        # A queued route keeps its caller's context (its request id, its trace), to run in.
+        self.pending: deque[tuple[Route, contextvars.Context]] = deque()
         self.closed = False
         self._ending = STOPPED  # what cancelled requests are told (see close)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,13 +99,13 @@ class RouterSupervisor:
         if len(self.tasks) < self.limit:
             self._spawn(route)
         elif len(self.pending) < self.pending_limit:
-            self.pending.append(route)
+            self.pending.append((route, contextvars.copy_context()))
         else:
             raise Overloaded(f"{self.limit} requests in flight")
 
-    def _spawn(self, route: Route) -> None:
+    def _spawn(self, route: Route, context: contextvars.Context | None = None) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._route(route))
+        task = self._loop.create_task(self._route(route), context=context)
         self.tasks.add(task)
         task.add_done_callback(self._ended)
         route.relay.on_close(task.cancel)  # the client went away: stop routing its request
@@ -111,9 +113,9 @@ class RouterSupervisor:
     def _ended(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         while self.pending and len(self.tasks) < self.limit:
-            route = self.pending.popleft()
+            route, context = self.pending.popleft()
             if not route.relay.closed:
-                self._spawn(route)
+                self._spawn(route, context)
 
     async def _route(self, route: Route) -> None:
         """The one place that ends the route's relay (once), however the request ends."""
@@ -155,7 +157,7 @@ class RouterSupervisor:
         self.closed = True
         self._ending = ending
         while self.pending:
-            self.pending.popleft().relay.finish(ending)
+            self.pending.popleft()[0].relay.finish(ending)
         if self.tasks and timeout > 0:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         for task in self.tasks:
