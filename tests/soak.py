@@ -161,14 +161,15 @@ async def soak(seconds: float, clients: int, seed: int) -> int:
         print(f"soak: gateway pid {gateway.pid}, {clients} clients, {seconds:g} s, seed {seed}")
         warm = await traffic(gateway.url, min(5.0, seconds / 4), clients, seed + 1)
         await settle(gateway, mock, gateway.baseline_tasks)
-        # Both provider schedulers' watcher tasks now exist: the level, tasks included.
+        # The level after the warm-up, tasks included (attempts run in their requests' tasks:
+        # nothing per provider may stay behind).
         baseline_tasks = (await gateway.scrape()).value("modelrouter_event_loop_tasks") or 0
         before = rss_mb(gateway.pid)
         started = time.monotonic()
         statuses = await traffic(gateway.url, seconds, clients, seed)
         took = time.monotonic() - started
         peak = rss_mb(gateway.pid)
-        idle = baseline_tasks - len(PROVIDERS)  # Leaks allows each provider's watcher task
+        idle = baseline_tasks
         leaks = await settle(gateway, mock, idle)
         refused = await all_slots_free(gateway.url)
         leaks = await settle(gateway, mock, idle)
