@@ -24,20 +24,8 @@ from modelrouter.redact import Redactor
 from modelrouter.transport import Pool
 from modelrouter.web import create_app
 from tests.conftest import CLIENT_KEY, Mock
+from tests.test_openai_sdk import MESSAGES, MOCK_TEXT, WEATHER_TOOL
 
-MOCK_TEXT = "Hello from the mock provider.\nSecond line"
-MESSAGES: list[Any] = [
-    {"role": "system", "content": "be brief"},
-    {"role": "user", "content": "hello there"},
-]
-WEATHER_TOOL: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
 AZURE_KEY = "azure-test-secret-key-0001"
 GEMINI_KEY = "AIza-test-secret-gemini-key"
 Start = Callable[..., Awaitable[TestClient[Any, Any]]]
