@@ -15,7 +15,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.tenants.cost import usd
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
-from modelrouter.web.auth import check_auth
+from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
 from modelrouter.web.nesting import check_nesting, deep_parameter
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
@@ -23,7 +23,7 @@ from modelrouter.web.sse import SeedStream
 
 
 async def read_request(request: web.Request, runtime: Runtime) -> ChatRequest:
-    request[SUMMARY].client = runtime.key_ids[check_auth(request, runtime.api_keys)]
+    await authenticate(request, runtime)
     body = await read_body(request, runtime.settings.max_body_bytes)
     try:
         chat = chat_request_decoder.decode(body)

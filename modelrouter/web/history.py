@@ -31,7 +31,7 @@ from modelrouter.history import (
 )
 from modelrouter.schemas import json_encoder
 from modelrouter.web.accounting import ACCOUNTING
-from modelrouter.web.auth import check_auth
+from modelrouter.web.auth import authenticate
 from modelrouter.web.runtime import METRICS, RUNTIME, SETTINGS
 
 HISTORY = web.AppKey("history", History)
@@ -69,10 +69,10 @@ async def history_ctx(app: web.Application) -> AsyncIterator[None]:
         await history.close(timeout=CLOSE_TIMEOUT)
 
 
-def _history(request: web.Request) -> tuple[History, str]:
+async def _history(request: web.Request) -> tuple[History, str]:
     """The history and the caller's client id (after checking its key)."""
     runtime = request.app[RUNTIME]
-    client = runtime.key_ids[check_auth(request, runtime.api_keys)]
+    client = (await authenticate(request, runtime)).client_id
     history = request.app.get(HISTORY)
     if history is None:
         raise ApiError(404, "history_off", "history is off (DATABASE_URL is not set)")
@@ -130,7 +130,7 @@ def _cursor(value: str | None) -> tuple[datetime, int] | None:
 
 
 async def list_history(request: web.Request) -> web.Response:
-    history, client = _history(request)
+    history, client = await _history(request)
     query = request.query
     filters = Filters(
         since=_time(query, "since"),
@@ -152,7 +152,7 @@ async def list_history(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    history, client = _history(request)
+    history, client = await _history(request)
     request_id = _text(request.match_info["request_id"], "request_id")
     assert request_id is not None
     try:

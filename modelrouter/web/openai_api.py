@@ -15,7 +15,7 @@ from modelrouter.config import Settings
 from modelrouter.errors import ApiError
 from modelrouter.schemas import json_encoder
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
-from modelrouter.web.auth import check_auth
+from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
 from modelrouter.web.openai_format import OpenAIStream, completion_body
 from modelrouter.web.openai_request import parse_completion_request
@@ -24,7 +24,7 @@ from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    request[SUMMARY].client = runtime.key_ids[check_auth(request, runtime.api_keys)]
+    await authenticate(request, runtime)
     parsed = parse_completion_request(await read_body(request, runtime.settings.max_body_bytes))
     request_id = request[REQUEST_ID]
     if parsed.stream:
@@ -75,14 +75,14 @@ def served_models(settings: Settings) -> list[dict[str, object]]:
 
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    check_auth(request, runtime.api_keys)
+    await authenticate(request, runtime)
     body = {"object": "list", "data": served_models(runtime.settings)}
     return web.Response(body=json_encoder.encode(body), content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    check_auth(request, runtime.api_keys)
+    await authenticate(request, runtime)
     wanted = request.match_info["model"]
     found = next((m for m in served_models(runtime.settings) if m["id"] == wanted), None)
     provider, _, model = wanted.partition("/")

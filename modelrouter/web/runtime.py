@@ -15,6 +15,7 @@ from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
+from modelrouter.tenants.identity import Identity
 from modelrouter.tenants.prices import price_table
 
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
@@ -30,6 +31,7 @@ class Runtime(msgspec.Struct, kw_only=True):
     # Each key's id (a hash, never the key) in `api_keys` order, then ANONYMOUS: indexed by
     # what `check_auth` returns (-1 when auth is off).
     key_ids: tuple[str, ...] = (ANONYMOUS,)
+    identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
 
@@ -45,6 +47,7 @@ class Summary:
         "cost",
         "error",
         "first_byte",
+        "identity",
         "relayed",
         "started",
         "text",
@@ -56,7 +59,8 @@ class Summary:
         self.answering: Answering | None = None  # the last provider, model and attempt tried
         self.usage: Usage | None = None
         self.error: str | None = None  # the error type, also when a started stream was cut
-        self.client = ANONYMOUS  # the client key's id
+        self.client = ANONYMOUS  # the client key's id (`identity.client_id`)
+        self.identity: Identity | None = None  # set by `web.auth.authenticate`
         self.cache: str | None = None  # hit, miss or bypass, when the cache is on
         self.first_byte: float | None = None  # seconds to a stream's first byte
         self.chat: ChatRequest | None = None  # with history content on: the request...
@@ -90,6 +94,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         pricing=Pricing(price_table(settings.tenants.prices)),
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
+        identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
         cache=settings.cache.enabled,
         capture=settings.database_url is not None and settings.history.store_content,
     )
