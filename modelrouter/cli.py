@@ -15,10 +15,14 @@ from modelrouter.observability import configure_logging
 from modelrouter.routing import load_settings
 
 
-def _load(overrides: dict[str, str]) -> Settings | None:
+def _env(overrides: dict[str, str]) -> dict[str, str]:
     import os  # noqa: PLC0415
 
-    env = dict(os.environ) | {k: v for k, v in overrides.items() if v}
+    return dict(os.environ) | {k: v for k, v in overrides.items() if v}
+
+
+def _load(overrides: dict[str, str]) -> Settings | None:
+    env = _env(overrides)
     try:
         return load_settings(env)
     except ConfigError as exc:
@@ -27,7 +31,12 @@ def _load(overrides: dict[str, str]) -> Settings | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load({"HOST": args.host or "", "PORT": str(args.port or "")})
+    if args.worker:
+        from modelrouter.web.reload import ignore_signals  # noqa: PLC0415
+
+        ignore_signals()  # until it serves: its parent may pass a reload on at any time
+    overrides = {"HOST": args.host or "", "PORT": str(args.port or "")}
+    settings = _load(overrides)
     if settings is None:
         return 2
     if args.workers > 1 and settings.redis_url is None:
@@ -51,7 +60,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return run_workers(settings, args.workers)
         told = (DRAIN_SIGNAL, HURRY_SIGNAL) if args.worker else None
-        run(settings, reuse_port=args.worker, told=told)
+        run(settings, reuse_port=args.worker, told=told, env=_env(overrides))
     except (StartError, IncompatibleRelease) as exc:
         print(f"modelrouter: {exc}", file=sys.stderr)
         return 1

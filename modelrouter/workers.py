@@ -8,9 +8,10 @@ any worker's /metrics shows the sum over all of them.
 
 This parent only supervises: it restarts a worker that dies (at most `max_restarts` within
 `window` seconds, then it stops everything and exits 1) and passes SIGTERM/SIGINT on, as
-DRAIN_SIGNAL then HURRY_SIGNAL. Not as SIGTERM: a signal sent to the whole process group
-(systemd's default, Ctrl-C in a terminal) also reaches every worker itself, and a forwarded copy
-would be each worker's second signal, which cuts its drain short. The two signals name a state,
+DRAIN_SIGNAL then HURRY_SIGNAL, and SIGHUP (reload the routing file) as RELOAD_SIGNAL. Not as
+themselves: a signal sent to the whole process group (systemd's default, Ctrl-C in a
+terminal) also reaches every worker itself, and a forwarded copy would be each worker's second
+signal, which cuts its drain short (or reloads it twice). The two signals name a state,
 not a count, so a worker told to drain twice still drains once.
 """
 
@@ -32,6 +33,7 @@ import structlog
 from modelrouter.config import Settings
 from modelrouter.observability.multiprocess import ENV as METRICS_DIR_ENV
 from modelrouter.observability.multiprocess import mark_dead
+from modelrouter.web.reload import RELOAD_SIGNAL
 from modelrouter.web.server import listen_error
 
 log = structlog.get_logger("modelrouter.workers")
@@ -74,6 +76,13 @@ class WorkerPool:
         self._stopping = True
         self._tell(told)
 
+    def _reload(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGHUP: every worker reloads the routing file, once (a worker leaves SIGHUP to
+        this parent, so one sent to the whole group is still one reload)."""
+        if not self._stopping:
+            log.info("reload_passed_on", workers=len(self.procs))
+            self._tell(RELOAD_SIGNAL)
+
     def _tell(self, signum: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -82,6 +91,7 @@ class WorkerPool:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         self.procs = [self._spawn() for _ in range(self.count)]
         code = 0
         while not self._stopping:

@@ -85,6 +85,13 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._ids = count(1)
         self._unpublished = False
         self._rate_key = f"rpm:{provider.name}"
+        self.latency = Latency()  # recent time to first byte, for the `latency` strategy
+        self._tune(provider)
+
+    def _tune(self, provider: ProviderSettings) -> None:
+        """What the actor takes from its settings, for its attempts from now on."""
+        settings = self.settings
+        self.provider = provider
         self._rate_limit = provider.rate_limit
         # An attempt holds at most one connection: tickets bound the pool too.
         self._max_attempts = min(provider.max_concurrency, provider.max_connections)
@@ -92,8 +99,24 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._provider_timeout = provider.provider_timeout or settings.provider_timeout
         self._first_chunk_timeout = provider.first_chunk_timeout or settings.first_chunk_timeout
         self._connect_timeout = provider.connect_timeout or settings.connect_timeout
-        self.latency = Latency()  # recent time to first byte, for the `latency` strategy
-        self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
+        self._m = self.metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
+
+    def retune(self, provider: ProviderSettings, upstream: Upstream) -> None:
+        """A reload kept this deployment (same name, kind, base URL and key) with other
+        settings: its health, budget key and latency stay; attempts from now on take the new
+        settings and `upstream` (those running finish on the one they started with)."""
+        self.upstream = upstream
+        self.adapter = upstream.adapter
+        self._tune(provider)
+
+    def mark(self) -> int:
+        """A mark of the attempts running now (their ids grow): see `ended_since`."""
+        return next(reversed(self._tickets), 0)
+
+    def ended_since(self, mark: int) -> bool:
+        """Every attempt that was running at `mark` has ended (a reload's drain)."""
+        oldest = next(iter(self._tickets), None)
+        return oldest is None or oldest > mark
 
     # -- what others may read: a frozen copy -------------------------------------------------
     def status(self, now: float | None = None) -> ProviderState:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -88,6 +88,26 @@ class RouterSupervisor:
                 self.supervisor.watch(provider)
                 provider.start()
         await asyncio.gather(*(p.started() for p in self.providers.values()))
+
+    async def adopt(
+        self,
+        providers: list[ProviderActor],
+        planner: Planner,
+        *,
+        retired: Sequence[ProviderActor] = (),
+    ) -> None:
+        """A reload: start the new actors (their state loaded), then plan every request from
+        now on with `planner` over `providers`; a request already planned keeps its
+        candidates. `retired` actors are no longer supervised (the reload closes them)."""
+        fresh = [p for p in providers if not p.running]
+        for provider in fresh:
+            self.supervisor.watch(provider)
+            provider.start()
+        await asyncio.gather(*(p.started() for p in fresh))
+        for provider in retired:
+            self.supervisor.forget(provider)
+        self.providers = {p.name: p for p in providers}
+        self.planner = planner
 
     # -- routing -------------------------------------------------------------------------------
     def route(self, route: Route) -> None:

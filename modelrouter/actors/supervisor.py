@@ -36,6 +36,13 @@ class Supervisor:
         self.children.append(child)
         child.on_crash = self._crashed
 
+    def forget(self, child: Actor[Any]) -> None:
+        """Stop supervising `child` (a deployment a reload removed)."""
+        if child in self.children:
+            self.children.remove(child)
+        child.on_crash = None
+        self._history.pop(child.name, None)
+
     def _crashed(self, child: Actor[Any], exc: BaseException) -> None:
         now = self._clock()
         history = self._history.setdefault(child.name, deque())

@@ -28,6 +28,7 @@ from types import TracebackType
 
 from modelrouter.actors.messages import HealthChanged, Route
 from modelrouter.actors.provider import ProviderActor
+from modelrouter.actors.reconfigure import Plan, Reloaded, drain, plan_reload, timed_deployments
 from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSupervisor
 from modelrouter.actors.upstream import Upstream
@@ -38,7 +39,7 @@ from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
-from modelrouter.routing import PlanError
+from modelrouter.routing import PlanError, Planner
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.tenants.prices import price_table
@@ -77,8 +78,7 @@ class ActorSystem:
         self._listeners: list[HealthListener] = []
         self._pools: list[Pool] = []
         # The deployments a `latency` group ranks: only their attempts are timed.
-        latency = {g.name for g in settings.model_groups if g.strategy == "latency"}
-        self._timed = {p.name for p in settings.providers if latency.intersection(p.models)}
+        self._timed = timed_deployments(settings)
         actors = [self._provider(p) for p in settings.providers]
         self.router = RouterSupervisor(
             actors,
@@ -89,6 +89,8 @@ class ActorSystem:
             default_model=settings.default_model,
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
         )
+        self._reloads: set[asyncio.Task[None]] = set()  # drains of what reloads retired
+        self._held: list[list[str]] = []  # secrets of retired deployments, until drained
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
@@ -100,23 +102,31 @@ class ActorSystem:
         self._lease_ttl = settings.stream_lease_ttl if self.state.leases_expire else math.inf
 
     def _provider(self, provider: ProviderSettings) -> ProviderActor:
-        adapter = build_adapter(provider)
-        pool = open_pool(provider, self.settings, url=adapter.url)  # proxy, CAs, bounds
-        self._pools.append(pool)
         return ProviderActor(
             provider,
-            Upstream(
-                adapter,
-                pool,
-                self.redactor,
-                Redactor(upstream_secrets(provider)),
-                timed=provider.name in self._timed,
-            ),
+            self._upstream(provider),
             settings=self.settings,
             state=self.state,
             metrics=self.metrics,
             on_change=self._health_changed,
         )
+
+    def _upstream(self, provider: ProviderSettings) -> Upstream:
+        adapter = build_adapter(provider)
+        pool = open_pool(provider, self.settings, url=adapter.url)  # proxy, CAs, bounds
+        self._pools.append(pool)
+        return Upstream(
+            adapter,
+            pool,
+            self.redactor,
+            Redactor(upstream_secrets(provider)),
+            timed=provider.name in self._timed,
+        )
+
+    def _retune(self, actor: ProviderActor, provider: ProviderSettings) -> Pool:
+        old = actor.upstream.pool
+        actor.retune(provider, self._upstream(provider))
+        return old
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,7 +153,10 @@ class ActorSystem:
             return
         self._closed = True
         self.running = False
+        for task in self._reloads:
+            task.cancel()
         try:
+            await asyncio.gather(*self._reloads, return_exceptions=True)
             await self.router.close(timeout=timeout, ending=ending)
             await self._slots_back(grace)
             if self.cache is not None:
@@ -153,6 +166,9 @@ class ActorSystem:
             await self.state.close()
         finally:
             REDACTOR.remove(self.secrets)
+            for held in self._held:
+                REDACTOR.remove(held)
+            self._held.clear()
 
     async def _slots_back(self, grace: float) -> None:
         """Wait (bounded) until every stream slot is released: the shared state must still be
@@ -161,6 +177,55 @@ class ActorSystem:
         end = loop.time() + grace
         while self._slots and loop.time() < end:  # noqa: ASYNC110 - only at shutdown
             await asyncio.sleep(0.01)
+
+    # -- reload ------------------------------------------------------------------------------
+    async def reload(self, settings: Settings) -> Reloaded:
+        """Serve `settings`' deployments and groups from now on (the environment's part of
+        the settings is the same: only the routing file changed). Requests already routed
+        finish on what they started with; see modelrouter.actors.reconfigure."""
+        if not self.running or self._closed:
+            raise RuntimeError("the actor system is not running")
+        old_secrets, self.secrets = self.secrets, secrets_of(settings)
+        self.redactor.add(self.secrets)  # before any new deployment can answer
+        REDACTOR.add(self.secrets)
+        self._timed = timed_deployments(settings)
+        self.settings = settings
+        plan = plan_reload(
+            self.router.providers,
+            settings,
+            build=self._provider,
+            retune=self._retune,
+            timed=self._timed,
+        )
+        planner = Planner(
+            {actor.name: actor for actor in plan.actors},
+            aliases=settings.model_aliases,
+            groups=settings.model_groups,
+            default_model=settings.default_model,
+            prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+        )
+        await self.router.adopt(plan.actors, planner, retired=plan.retired)
+        self._held.append(old_secrets)
+        task = asyncio.get_running_loop().create_task(self._retire(plan, old_secrets))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        return plan.report
+
+    async def _retire(self, plan: Plan, secrets: list[str]) -> None:
+        """After the retired attempts end: close what only they used, forget their secrets."""
+        try:
+            await drain(plan.marks, timeout=self.settings.max_operation_timeout)
+        finally:  # cancelled by `close`: what the reload retired is closed all the same
+            pools = [*plan.pools, *(actor.upstream.pool for actor in plan.retired)]
+            for actor in plan.retired:
+                await actor.close()
+            for pool in pools:
+                self._pools.remove(pool)
+                await pool.close()
+            if secrets in self._held:
+                self._held.remove(secrets)
+                self.redactor.remove(secrets)
+                REDACTOR.remove(secrets)
 
     # -- requests ------------------------------------------------------------------------------
     def route(

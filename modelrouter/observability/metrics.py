@@ -188,6 +188,12 @@ class Metrics:
             ("actor",),
             registry=r,
         )
+        self.config_reloads = Counter(
+            "modelrouter_config_reloads",
+            "Reloads of the routing file (SIGHUP, POST /admin/reload) by result",
+            ("result",),  # applied | refused
+            registry=r,
+        )
         self.mailbox_depth = Gauge(
             "modelrouter_actor_mailbox_depth",
             "Messages waiting in an actor's mailbox",

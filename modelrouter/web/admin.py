@@ -73,14 +73,7 @@ def add_routes(app: web.Application) -> None:
 # -- the door ------------------------------------------------------------------------------------
 def _store(request: web.Request) -> KeyStore:
     """The key store, once the caller has shown an admin key."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
-    found = False
-    for key in request.app[SETTINGS].tenants.admin_keys:  # each compared: timing tells nothing
-        found |= hmac.compare_digest(given, key.encode())
-    if not given or not found:
-        raise ApiError(401, "unauthorized", "missing or invalid admin key (Authorization: Bearer)")
+    require_admin(request)
     store = request.app.get(KEYS)
     if store is None:
         raise ApiError(
@@ -90,6 +83,18 @@ def _store(request: web.Request) -> KeyStore:
             retryable=False,
         )
     return store
+
+
+def require_admin(request: web.Request) -> None:
+    """401 unless the caller shows a key of ADMIN_API_KEY (every /admin route asks this)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
+    found = False
+    for key in request.app[SETTINGS].tenants.admin_keys:  # each compared: timing tells nothing
+        found |= hmac.compare_digest(given, key.encode())
+    if not given or not found:
+        raise ApiError(401, "unauthorized", "missing or invalid admin key (Authorization: Bearer)")
 
 
 async def _db(call: Awaitable[T]) -> T:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
-from modelrouter.web import admin, chat, health, history, openai_api, openapi
+from modelrouter.web import admin, chat, health, history, openai_api, openapi, reload
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, env: Mapping[str, str] | None = None
+) -> web.Application:
+    """`env`: what a reload reads the settings from again (default: the process environment)."""
     # aiohttp rejects larger bodies itself; our handler checks Content-Length first for a clear 413.
     app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -30,6 +35,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     # of the requests that the system's close ended.
     app.cleanup_ctx.append(history.history_ctx)
     app.cleanup_ctx.append(runtime_ctx)
+    app[reload.RELOADER] = reload.Reloader(app, reload.default_loader(env))
+    app.cleanup_ctx.append(reload.reloader_ctx)  # a reload in progress ends before the system
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
@@ -43,4 +50,5 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/openapi.json", openapi.document)
     if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
         admin.add_routes(app)
+        app.router.add_post("/admin/reload", reload.admin_reload)
     return app

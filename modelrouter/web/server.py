@@ -24,7 +24,7 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -33,6 +33,7 @@ from modelrouter.actors.system import SHUTDOWN
 from modelrouter.config import Settings, describe
 from modelrouter.web.app import create_app
 from modelrouter.web.connections import Guard, GuardedRunner, GuardedServer, connection_limit
+from modelrouter.web.reload import RELOADER, install_signals
 from modelrouter.web.runtime import METRICS, RUNTIME
 
 log = structlog.get_logger("modelrouter.server")
@@ -64,11 +65,16 @@ async def serve(
     hurry: asyncio.Event | None = None,
     reuse_port: bool = False,
     told: tuple[int, int] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set), then drain and shut down; a second signal
     (or `hurry`) shortens the drain and the wait for requests in flight. `told`: the signals
-    (drain, hurry) of a supervising parent (`serve --workers`). StartError if it cannot listen."""
-    app = create_app(settings)
+    (drain, hurry) of a supervising parent (`serve --workers`). SIGHUP reloads the routing file,
+    read again with `env` (modelrouter.web.reload). StartError if it cannot listen."""
+    app = create_app(settings, env=env)
+    reloader = app[RELOADER]
+    if told is not None:  # a worker: POST /admin/reload tells the parent, which tells all
+        reloader.parent = os.getppid()
     guard = Guard(settings, app[METRICS], max_connections=connection_limit(settings))
     # handler_cancellation: a client that disconnects cancels its handler, and so its upstream call.
     runner = GuardedRunner(
@@ -107,6 +113,7 @@ async def serve(
     stop = stop or asyncio.Event()
     hurry = hurry or asyncio.Event()
     Signals(stop, hurry).install(told)
+    install_signals(reloader, worker=told is not None)
     if ready is not None:
         ready.set()
     try:
@@ -202,11 +209,15 @@ def raise_open_files_limit() -> None:
 
 
 def run(
-    settings: Settings, *, reuse_port: bool = False, told: tuple[int, int] | None = None
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    told: tuple[int, int] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Serve until stopped (see `serve`); StartError if the gateway cannot start."""
     raise_open_files_limit()
-    main = serve(settings, reuse_port=reuse_port, told=told)
+    main = serve(settings, reuse_port=reuse_port, told=told, env=env)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
     except ImportError:  # pragma: no cover

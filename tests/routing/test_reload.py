@@ -1,0 +1,189 @@
+"""Reloading the routing file in a running gateway (in process, against mock deployments):
+new requests take the new file, requests in flight finish on the old one, a kept deployment
+keeps its actor and health, a broken file is refused with its lines and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from modelrouter.routing import load_settings
+from modelrouter.web import create_app
+from modelrouter.web.reload import RELOADER, Refused
+from modelrouter.web.runtime import RUNTIME
+from tests.conftest import USER, Mock, wait_until
+from tests.routing.support import BASE_ENV, write
+from tests.routing.test_gateway import AUTH, group_file, served_by
+from tests.tenants.conftest import ADMIN_KEY, AS_ADMIN
+
+Reloadable = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def reloadable(aiohttp_client: Any, tmp_path: Path) -> Reloadable:
+    """A gateway on tmp_path/router.yaml that reloads from the same environment."""
+
+    async def start(text: str, **env: str) -> TestClient[Any, Any]:
+        path = write(tmp_path / "router.yaml", text)
+        full = BASE_ENV | {"MODELROUTER_CONFIG": path} | env
+        app = create_app(load_settings(full), env=full)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return start
+
+
+def rewrite(tmp_path: Path, text: str) -> None:
+    write(tmp_path / "router.yaml", text)
+
+
+async def test_a_reload_sends_new_requests_to_the_new_file(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base("tokens=2"), mock.base()]))
+    assert await served_by(client, "fast") == "d0"
+    changed = group_file("ordered", [mock.base("tokens=2"), mock.base()]).replace(
+        "strategy: ordered", "strategy: ordered}\n  slow: {strategy: ordered"
+    )
+    changed = changed.replace("models: {fast: mock-model}", "models: {slow: mock-model}", 1)
+    rewrite(tmp_path, changed)
+    report = await client.app[RELOADER].reload()
+    assert report.retuned == ("d0",), "same endpoint, other groups: the actor is kept"
+    assert report.kept == ("d1",)
+    assert await served_by(client, "fast") == "d1", "d0 no longer serves fast"
+    assert await served_by(client, "slow") == "d0"
+    listed = await (await client.get("/v1/models", headers=AUTH)).json()
+    assert [m["id"] for m in listed["data"]] == ["auto", "slow", "fast", "d0/slow", "d1/fast"]
+
+
+async def test_a_kept_deployment_keeps_its_health_and_a_removed_one_leaves(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    failing, good, other = mock.base("status=500"), mock.base(), mock.base("tokens=3")
+    client = await reloadable(group_file("ordered", [failing, good]))
+    system = client.app[RUNTIME].system
+    assert await served_by(client, "fast") == "d1", "d0 failed and is blacklisted"
+    d0 = system.router.providers["d0"]
+    text = group_file("ordered", [failing, other, good]).replace("name: d2", "name: d9")
+    rewrite(tmp_path, text)
+    report = await client.app[RELOADER].reload()
+    assert (report.kept, report.added, report.removed) == (("d0",), ("d1", "d9"), ("d1",))
+    assert system.router.providers["d0"] is d0, "the same actor"
+    assert d0.status() == "blacklisted", "and its blacklist"
+    assert await served_by(client, "fast") == "d1"
+    assert await mock.count("tokens=3") == 1, "the new d1"
+    health = await (await client.get("/health")).json()
+    assert set(health["providers"]) == {"d0", "d1", "d9"}
+    assert await mock.count("status=500") == 1, "still skipped: never called again"
+
+
+async def test_a_request_in_flight_finishes_on_the_deployment_a_reload_removed(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    slow = mock.base("token_delay=0.05,tokens=20")
+    client = await reloadable(group_file("ordered", [slow]))
+    system = client.app[RUNTIME].system
+    old = system.router.providers["d0"]
+    body = {**USER, "model": "fast", "stream": True}
+    response = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert response.status == 200
+    first = await response.content.readline()
+    assert first.startswith(b"data: ")
+    rewrite(tmp_path, group_file("ordered", [mock.base("tokens=2")]).replace("d0", "e0"))
+    report = await client.app[RELOADER].reload()
+    assert report.removed == ("d0",)
+    assert old.running, "draining: its attempt still runs"
+    rest = (await response.read()).decode()
+    assert rest.rstrip().endswith("data: [DONE]"), rest[-200:]
+    assert await served_by(client, "fast") == "e0"
+
+    async def closed() -> bool:
+        return not old.running
+
+    await wait_until(closed)
+
+
+async def test_a_broken_file_is_refused_with_its_lines_and_the_old_routing_stays(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base()]))
+    rewrite(
+        tmp_path,
+        """
+        deployments:
+          - name: d0
+            kind: openai
+            base_url: ftp://nowhere
+            models: {fast: mock-model}
+            weight: -1
+        models:
+          fast: {strategy: fastest}
+        """,
+    )
+    with capture_logs() as logs, pytest.raises(Refused) as refused:
+        await client.app[RELOADER].reload()
+    path = str(tmp_path / "router.yaml")
+    problems = refused.value.problems
+    assert any(p.startswith(f"{path}:4:") and "base_url" in p for p in problems), problems
+    assert any(p.startswith(f"{path}:6:") and "weight" in p for p in problems), problems
+    assert any(p.startswith(f"{path}:8:") and "strategy" in p for p in problems), problems
+    line = next(entry for entry in logs if entry["event"] == "reload_refused")
+    assert line["log_level"] == "error"
+    assert line["problems"] == problems
+    assert await served_by(client, "fast") == "d0", "the old routing serves"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'modelrouter_config_reloads_total{result="refused"} 1.0' in metrics
+
+
+async def test_admin_reload_answers_what_changed_or_every_problem(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base()]), ADMIN_API_KEY=ADMIN_KEY)
+    response = await client.post("/admin/reload", headers=AUTH)
+    assert response.status == 401, "a client key opens no /admin route"
+    rewrite(tmp_path, group_file("ordered", [mock.base(), mock.base("tokens=2")]))
+    response = await client.post("/admin/reload", headers=AS_ADMIN)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["status"] == "reloaded"
+    assert body["deployments"]["added"] == ["d1"]
+    rewrite(tmp_path, "deployments: []\n")
+    response = await client.post("/admin/reload", headers=AS_ADMIN)
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["type"] == "invalid_routing_file"
+    assert "router.yaml:1: deployments: the list is empty" in error["message"]
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    assert len(client.app[RUNTIME].system.router.providers) == 2, "the old file's two stay"
+
+
+async def test_signals_during_a_reload_run_one_more_reload_after_it(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base()]))
+    reloader = client.app[RELOADER]
+    read, load = asyncio.Event(), reloader.load
+
+    def reading() -> Any:
+        read.set()
+        return load()
+
+    reloader.load = reading
+    rewrite(tmp_path, group_file("ordered", [mock.base(), mock.base("tokens=2")]))
+    reloader.signalled()
+    await read.wait()  # the first reload has read the file and is applying it
+    for _ in range(4):
+        reloader.signalled()  # four more while it runs: coalesced into one after it
+
+    async def settled() -> bool:
+        return not reloader.busy
+
+    await wait_until(settled)
+    assert reloader.count == 2
+    assert list(client.app[RUNTIME].system.router.providers) == ["d0", "d1"]
