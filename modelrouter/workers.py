@@ -92,6 +92,9 @@ class WorkerPool:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
+        # Inherited by each worker (the mask survives exec): a reload passed on before the
+        # worker can handle it waits, pending, instead of ending it (see web/reload.py).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
         self.procs = [self._spawn() for _ in range(self.count)]
         code = 0
         while not self._stopping:

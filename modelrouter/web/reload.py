@@ -126,6 +126,20 @@ def default_loader(env: Mapping[str, str] | None) -> Callable[[], Settings]:
     return lambda: load_settings(os.environ if env is None else env)
 
 
+class _Early:
+    """A worker's reload signal that came before it served (it may have read the file before
+    the change): noted, and the reload runs once it serves. A signal is a process's fact."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def note(self, _signum: int, _frame: object) -> None:
+        self.told = True
+
+
+EARLY = _Early()
+
+
 def install_signals(reloader: Reloader, *, worker: bool) -> None:
     """SIGHUP reloads; a worker of `serve --workers` reloads on its parent's RELOAD_SIGNAL
     only, and leaves SIGHUP to the parent (sent to the process group, it reaches both)."""
@@ -133,15 +147,21 @@ def install_signals(reloader: Reloader, *, worker: bool) -> None:
     if worker:
         loop.add_signal_handler(signal.SIGHUP, _passed_on)
         loop.add_signal_handler(RELOAD_SIGNAL, reloader.signalled)
+        if EARLY.told:
+            EARLY.told = False
+            reloader.signalled()
     else:
         loop.add_signal_handler(signal.SIGHUP, reloader.signalled)
 
 
-def ignore_signals() -> None:
-    """A worker, from its first instruction until it serves: a reload signal finds it reading
-    the file anyway, and must not end it (the default action of both)."""
+def early_signals() -> None:
+    """A worker, from its first instruction until it serves: SIGHUP is its parent's to pass
+    on, and a reload signal is noted for later (the default action of both ends a process)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
+    signal.signal(RELOAD_SIGNAL, EARLY.note)
+    # Blocked by the parent since before this process was started (see workers.py): one
+    # that came meanwhile is delivered now, to the handler above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {RELOAD_SIGNAL})
 
 
 def _passed_on() -> None:

@@ -78,8 +78,10 @@ async def fleet() -> AsyncIterator[Fleet]:
     started: list[Replica] = []
     session = aiohttp.ClientSession()
 
-    async def start(env: dict[str, str], count: int = 1, *, workers: int = 1) -> list[Replica]:
-        replicas = [Replica(env, workers=workers) for _ in range(count)]
+    async def start(
+        env: dict[str, str], count: int = 1, *, workers: int = 1, group: bool = False
+    ) -> list[Replica]:
+        replicas = [Replica(env, workers=workers, group=group) for _ in range(count)]
         started.extend(replicas)
         for replica in replicas:
             await replica.ready(session)

@@ -81,7 +81,8 @@ def gateway_env(**extra: str) -> dict[str, str]:
 class Replica:
     """One `python -m modelrouter serve` process; its log goes to a temporary file."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 1, group: bool = False) -> None:
+        """`group`: in a process group of its own (a test may signal the whole group)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
@@ -89,7 +90,12 @@ class Replica:
         if workers > 1:
             command += ["--workers", str(workers)]
         self.proc = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=group,
         )
 
     async def ready(self, session: aiohttp.ClientSession, *, timeout: float = 20.0) -> None:
