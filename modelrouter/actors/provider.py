@@ -86,6 +86,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._unpublished = False
         self._rate_key = f"rpm:{provider.name}"
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
+        self.elsewhere = 0  # attempts in flight on the other replicas (routing/fleet.py)
         self._tune(provider)
 
     def _tune(self, provider: ProviderSettings) -> None:
@@ -137,6 +138,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             failures=health.failures,
             last_reason=health.last_reason,
             in_flight=len(self._tickets),
+            in_flight_elsewhere=self.elsewhere,
             restarts=self.restarts,
             mailbox_depth=self.mailbox_depth,
             idle_connections=self.upstream.pool.idle,

@@ -45,8 +45,17 @@ def same_endpoint(old: ProviderSettings, new: ProviderSettings) -> bool:
 
 def timed_deployments(settings: Settings) -> frozenset[str]:
     """The deployments some `latency` group ranks: only their attempts are timed."""
-    latency = {g.name for g in settings.model_groups if g.strategy == "latency"}
-    return frozenset(p.name for p in settings.providers if latency.intersection(p.models))
+    return _ranked(settings, {"latency"})
+
+
+def fleet_deployments(settings: Settings) -> frozenset[str]:
+    """The deployments whose numbers the fleet shares (with Redis: routing/fleet.py)."""
+    return _ranked(settings, {"latency", "least-busy"})
+
+
+def _ranked(settings: Settings, strategies: set[str]) -> frozenset[str]:
+    groups = {g.name for g in settings.model_groups if g.strategy in strategies}
+    return frozenset(p.name for p in settings.providers if groups.intersection(p.models))
 
 
 class Plan(msgspec.Struct):

@@ -28,7 +28,14 @@ from types import TracebackType
 
 from modelrouter.actors.messages import HealthChanged, Route
 from modelrouter.actors.provider import ProviderActor
-from modelrouter.actors.reconfigure import Plan, Reloaded, drain, plan_reload, timed_deployments
+from modelrouter.actors.reconfigure import (
+    Plan,
+    Reloaded,
+    drain,
+    fleet_deployments,
+    plan_reload,
+    timed_deployments,
+)
 from modelrouter.actors.relay import Relay
 from modelrouter.actors.router import SHUTDOWN, STOPPED, Overloaded, RouterSupervisor
 from modelrouter.actors.upstream import Upstream
@@ -40,8 +47,10 @@ from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError, Planner
+from modelrouter.routing.fleet import Fleet
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
+from modelrouter.state.connect import connect
 from modelrouter.tenants.prices import price_table
 from modelrouter.transport import Pool, open_pool
 
@@ -90,6 +99,8 @@ class ActorSystem:
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
         )
         self._reloads: set[asyncio.Task[None]] = set()  # drains of what reloads retired
+        self._shared = fleet_deployments(settings)
+        self.fleet: Fleet | None = None  # with Redis: least-busy and latency fleet-wide
         self._held: list[list[str]] = []  # secrets of retired deployments, until drained
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -137,7 +148,15 @@ class ActorSystem:
         self.state.watch_health(self._heard)
         await self.state.start()
         await self.router.start()
+        if self.settings.redis_url is not None:
+            client = connect(self.settings.redis_url, self.settings.redis, name="modelrouter-fleet")
+            self.fleet = Fleet(client, self.settings.redis.key_prefix, self._fleet_actors)
+            self.fleet.start()
         self.running = True
+
+    def _fleet_actors(self) -> list[ProviderActor]:
+        shared = self._shared
+        return [a for name, a in self.router.providers.items() if name in shared]
 
     def drain(self) -> None:
         """Shutting down: report not ready, keep serving what arrives and what runs."""
@@ -157,6 +176,8 @@ class ActorSystem:
             task.cancel()
         try:
             await asyncio.gather(*self._reloads, return_exceptions=True)
+            if self.fleet is not None:
+                await self.fleet.close()
             await self.router.close(timeout=timeout, ending=ending)
             await self._slots_back(grace)
             if self.cache is not None:
@@ -189,6 +210,7 @@ class ActorSystem:
         self.redactor.add(self.secrets)  # before any new deployment can answer
         REDACTOR.add(self.secrets)
         self._timed = timed_deployments(settings)
+        self._shared = fleet_deployments(settings)
         self.settings = settings
         plan = plan_reload(
             self.router.providers,

@@ -19,6 +19,7 @@ class ProviderView(msgspec.Struct, frozen=True, kw_only=True):
     failures: int = 0  # consecutive failures: the backoff level
     last_reason: str | None = None
     in_flight: int = 0  # attempts running now
+    in_flight_elsewhere: int = 0  # on the other replicas, as last heard (routing/fleet.py)
     restarts: int = 0  # times its supervisor restarted its loop
     mailbox_depth: int = 0
     idle_connections: int = 0  # upstream connections waiting in its pool

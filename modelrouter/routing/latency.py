@@ -4,29 +4,59 @@
 Kept per deployment in this process (its provider actor owns one); the `latency` strategy reads
 it synchronously while planning. Only successful attempts are measured: a failing deployment is
 taken out by its health, not by its latency.
+
+With Redis, `modelrouter.routing.fleet` shares each replica's averages: `estimate` is then the
+average with the newest sample, this replica's or another's (`heard`), so a deployment one
+replica saw slow down (or speed up) is ranked by that on every replica.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 ALPHA: Final = 0.3  # the newest sample's weight: a deployment that slows is noticed in a few
 
 
 class Latency:
-    __slots__ = ("stream", "whole")
+    __slots__ = (
+        "fleet_stream",
+        "fleet_stream_at",
+        "fleet_whole",
+        "fleet_whole_at",
+        "stream",
+        "stream_at",
+        "whole",
+        "whole_at",
+    )
 
     def __init__(self) -> None:
         self.stream: float | None = None  # seconds; None: not measured yet
         self.whole: float | None = None
+        self.stream_at = 0.0  # wall clock of the newest sample (0: none)
+        self.whole_at = 0.0
+        # Another replica's average with the newest sample (fleet.py), and its time.
+        self.fleet_stream: float | None = None
+        self.fleet_stream_at = 0.0
+        self.fleet_whole: float | None = None
+        self.fleet_whole_at = 0.0
 
     def observe(self, seconds: float, *, stream: bool) -> None:
         if stream:
             old = self.stream
             self.stream = seconds if old is None else old + ALPHA * (seconds - old)
+            self.stream_at = time.time()
         else:
             old = self.whole
             self.whole = seconds if old is None else old + ALPHA * (seconds - old)
+            self.whole_at = time.time()
+
+    def heard(self, stream: tuple[float, float] | None, whole: tuple[float, float] | None) -> None:
+        """Another replica's newest (average, sample time) per mode; None: none heard."""
+        self.fleet_stream, self.fleet_stream_at = stream or (None, 0.0)
+        self.fleet_whole, self.fleet_whole_at = whole or (None, 0.0)
 
     def estimate(self, *, stream: bool) -> float | None:
-        return self.stream if stream else self.whole
+        if stream:
+            return self.stream if self.stream_at >= self.fleet_stream_at else self.fleet_stream
+        return self.whole if self.whole_at >= self.fleet_whole_at else self.fleet_whole

@@ -50,10 +50,11 @@ class Strategies:
         return [m for _, m in sorted(zip(keys, members, strict=True), key=_first, reverse=True)]
 
     def least_busy(self, members: Sequence[Candidate], stream: bool) -> list[Candidate]:  # noqa: ARG002
-        """Fewest attempts in flight in this process first; ties taken in turn."""
+        """Fewest attempts in flight first: this process's now, plus the other replicas' as
+        last heard (routing/fleet.py, with Redis); ties taken in turn."""
         start = next(self._turns) % len(members)
         rotated = [*members[start:], *members[:start]]
-        return sorted(rotated, key=lambda m: m.actor.in_flight)
+        return sorted(rotated, key=_busy)
 
     def latency(self, members: Sequence[Candidate], stream: bool) -> list[Candidate]:
         """Lowest recent time to first byte first (an unmeasured deployment first of all, so
@@ -67,6 +68,11 @@ class Strategies:
 
 def _as_given(members: Sequence[Candidate], stream: bool) -> list[Candidate]:  # noqa: ARG001
     return list(members)
+
+
+def _busy(member: Candidate) -> int:
+    actor = member.actor
+    return actor.in_flight + actor.elsewhere
 
 
 def _first(pair: tuple[float, Candidate]) -> float:

@@ -27,6 +27,8 @@ class ProviderHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     failures: int | None = None
     last_reason: str | None = None
     restarts: int | None = None
+    # `least-busy` and `latency` with Redis: the other replicas' attempts, as last heard
+    in_flight_elsewhere: int | None = None
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -59,6 +61,7 @@ def provider_health(view: ProviderView) -> ProviderHealth:
         view.failures or None,
         view.last_reason if view.failures else None,
         view.restarts or None,
+        view.in_flight_elsewhere or None,
     )
 
 

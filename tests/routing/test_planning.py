@@ -27,6 +27,7 @@ class FakeActor:
         self.provider = settings
         self.adapter = build_adapter(settings)
         self.in_flight = 0
+        self.elsewhere = 0  # the other replicas' (routing/fleet.py)
         self.latency = Latency()
 
 
