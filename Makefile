@@ -55,8 +55,9 @@ bench-ab: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
+# INSTRUCTIONS_ARGS=--routing-file: also this tree with a routing file of two deployments.
 bench-instructions: $(STAMP)
-	$(PY) -m modelrouter.bench.instructions --compare $(BASE)
+	$(PY) -m modelrouter.bench.instructions --compare $(BASE) $(INSTRUCTIONS_ARGS)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

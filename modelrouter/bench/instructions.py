@@ -5,6 +5,8 @@ the gateway executes to serve a request does not. This runs the gateway under va
 callgrind, sends it `few` and then `many` requests one at a time (the difference removes
 start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
 temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
+`--routing-file` also measures this tree configured by a routing file of two deployments (one
+`weighted` group, both on the mock) against its environment-only figure (issue 20: at most 3%).
 It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
 """
 
@@ -33,6 +35,19 @@ BODY = msgspec.json.encode(
         "fallback": False,
     }
 )
+# The routing-file scenario: the same mock, two deployments, one group, asked by its name.
+FILE_BODY = msgspec.json.encode(
+    {"messages": [{"role": "user", "content": "hello there"}], "model": "fast", "fallback": False}
+)
+ROUTING_FILE = """\
+deployments:
+  - {{name: groq, kind: openai, base_url: "{url}", api_key: bench-key, rpm: 0,
+     models: {{fast: mock-model}}, weight: 3}}
+  - {{name: groq-b, kind: openai, base_url: "{url}", api_key: bench-key-b, rpm: 0,
+     models: {{fast: mock-model}}}}
+models:
+  fast: {{strategy: weighted}}
+"""
 _TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 
 
@@ -49,10 +64,10 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
-def send(port: int, path: str, count: int) -> None:
+def send(port: int, path: str, count: int, body: bytes = BODY) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
-        connection.request("POST", path, BODY, {"Content-Type": "application/json"})
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         response.read()
         if response.status != 200:
@@ -60,14 +75,20 @@ def send(port: int, path: str, count: int) -> None:
     connection.close()
 
 
-def instructions(source: str | None, mock_port: int, path: str, count: int) -> int:
+def instructions(
+    source: str | None, mock_port: int, path: str, count: int, *, routing: bool = False
+) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `path`."""
+    serving `count` requests to `path` (`routing`: configured by ROUTING_FILE)."""
     port = procs.free_port()
     env = {**os.environ, **gateway_env(mock_port)}
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
+        if routing:
+            env["MODELROUTER_CONFIG"] = os.path.join(tmp, "router.yaml")
+            with open(env["MODELROUTER_CONFIG"], "w") as file:
+                file.write(ROUTING_FILE.format(url=env["GROQ_BASE_URL"]))
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
@@ -76,7 +97,7 @@ def instructions(source: str | None, mock_port: int, path: str, count: int) -> i
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, path, count)
+            send(port, path, count, FILE_BODY if routing else BODY)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
@@ -87,9 +108,11 @@ def instructions(source: str | None, mock_port: int, path: str, count: int) -> i
     return int(found.group(1))
 
 
-def per_request(source: str | None, mock_port: int, path: str, few: int, many: int) -> float:
-    first = instructions(source, mock_port, path, few)
-    return (instructions(source, mock_port, path, many) - first) / (many - few)
+def per_request(
+    source: str | None, mock_port: int, path: str, few: int, many: int, *, routing: bool = False
+) -> float:
+    first = instructions(source, mock_port, path, few, routing=routing)
+    return (instructions(source, mock_port, path, many, routing=routing) - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
     parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
     parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
+    parser.add_argument(
+        "--routing-file",
+        action="store_true",
+        help="also measure this tree with a routing file of two deployments",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
@@ -116,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 (label, per_request(src, mock_port, path, args.few, args.many))
                 for label, src in sources
             ]
+            if args.routing_file:
+                file_count = per_request(None, mock_port, path, args.few, args.many, routing=True)
+                counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:
                 ratio = f" (x{count / mine:.4f} of this tree)" if label != "this tree" else ""
