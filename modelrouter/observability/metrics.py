@@ -194,6 +194,8 @@ class Metrics:
             ("result",),  # applied | refused
             registry=r,
         )
+        for result in ("applied", "refused"):  # at 0 from the start: increase() sees the first
+            self.config_reloads.labels(result)
         self.mailbox_depth = Gauge(
             "modelrouter_actor_mailbox_depth",
             "Messages waiting in an actor's mailbox",
@@ -345,6 +347,8 @@ class Metrics:
         bound = self.providers.get(name)
         if bound is None:
             bound = self.providers[name] = ProviderMetrics(self, name, rate_limited=rate_limited)
+        elif rate_limited and bound.budget is None:  # a reload gave the deployment an `rpm`
+            bound.budget = self.rate_budget_remaining.labels(name)
         return bound
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -5,6 +5,8 @@ keeps its actor and health, a broken file is refused with its lines and changes 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,14 @@ from structlog.testing import capture_logs
 
 from modelrouter.routing import load_settings
 from modelrouter.web import create_app
-from modelrouter.web.reload import RELOADER, Refused
+from modelrouter.web.reload import (
+    EARLY,
+    RELOAD_SIGNAL,
+    RELOADER,
+    Refused,
+    early_signals,
+    install_signals,
+)
 from modelrouter.web.runtime import RUNTIME
 from tests.conftest import USER, Mock, wait_until
 from tests.routing.support import BASE_ENV, write
@@ -187,3 +196,41 @@ async def test_signals_during_a_reload_run_one_more_reload_after_it(
     await wait_until(settled)
     assert reloader.count == 2
     assert list(client.app[RUNTIME].system.router.providers) == ["d0", "d1"]
+
+
+async def test_sighup_reloads_and_a_workers_early_reload_signal_waits_until_it_serves(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base()]))
+    reloader = client.app[RELOADER]
+    loop = asyncio.get_running_loop()
+    rewrite(tmp_path, group_file("ordered", [mock.base(), mock.base("tokens=2")]))
+    install_signals(reloader, worker=False)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+
+        async def reloaded(count: int) -> bool:
+            return reloader.count >= count and not reloader.busy
+
+        await wait_until(lambda: reloaded(1))
+        # A worker: SIGHUP is its parent's; a reload signal before it served is kept for later.
+        previous = signal.getsignal(RELOAD_SIGNAL)
+        try:
+            early_signals()
+            os.kill(os.getpid(), RELOAD_SIGNAL)
+            assert EARLY.told
+            # (Here the running loop also heard that signal; a worker has no loop yet.)
+            install_signals(reloader, worker=True)
+            assert not EARLY.told
+            await wait_until(lambda: reloaded(2))
+            count = reloader.count
+            os.kill(os.getpid(), signal.SIGHUP)  # passed on by the parent, not taken here
+            os.kill(os.getpid(), RELOAD_SIGNAL)
+            await wait_until(lambda: reloaded(count + 1))
+            assert reloader.count == count + 1
+        finally:
+            loop.remove_signal_handler(RELOAD_SIGNAL)
+            signal.signal(RELOAD_SIGNAL, previous)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -5,6 +5,7 @@ deployment's `rpm` is one budget for the fleet. Shares and counts are asserted, 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,16 +14,21 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
+from modelrouter.config import RedisSettings
 from modelrouter.mock import start_mock
 from modelrouter.mock.faults import Faults
 from modelrouter.mock.server import STATE
 from modelrouter.routing.fleet import REFRESH
+from modelrouter.routing.fleet import Fleet as Shared
+from modelrouter.routing.latency import Latency
+from modelrouter.state.connect import connect
 from tests.conftest import CLIENT_KEY, USER, Mock, wait_until
 from tests.routing.support import write
 from tests.routing.test_gateway import group_file
 from tests.shared_state.conftest import Fleet
-from tests.shared_state.support import Replica, gateway_env
+from tests.shared_state.support import RedisServer, Replica, gateway_env
 
 pytestmark = pytest.mark.redis
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -165,3 +171,57 @@ async def test_a_deployments_rpm_is_exact_across_two_replicas_and_its_own(
     assert {status for status, _ in results} == {200}
     assert Counter(name for _, name in results) == {"d0": 20, "d1": 30, "d2": 50}
     assert [await mock.count(s) for s in specs] == [20, 30, 50]
+
+
+class Numbers:
+    """What the fleet reads and sets on a provider actor."""
+
+    def __init__(self, name: str, in_flight: int = 0) -> None:
+        self.name = name
+        self.in_flight = in_flight
+        self.elsewhere = 0
+        self.latency = Latency()
+
+
+async def test_two_fleets_hear_each_other_and_forget_a_replica_that_stops(
+    redis_url: str, prefix: str, rclient: aioredis.Redis
+) -> None:
+    mine, theirs = [Numbers("d0", 2), Numbers("d1", 5)], [Numbers("d0", 3), Numbers("d1", 0)]
+    theirs[1].latency.observe(0.04, stream=True)
+    settings = RedisSettings(timeout=1.0)
+    one = Shared(connect(redis_url, settings), prefix, lambda: mine, me="one")
+    two = Shared(connect(redis_url, settings), prefix, lambda: theirs, me="two")
+    await one.refresh()
+    await two.refresh()
+    await one.refresh()
+    assert [n.elsewhere for n in mine] == [3, 0]
+    assert [n.elsewhere for n in theirs] == [2, 5]
+    assert mine[1].latency.estimate(stream=True) == 0.04, "heard from the other replica"
+    assert await rclient.pttl(f"{prefix}:{{d0}}:fleet:v1") > 0, "the hash expires by itself"
+    await two.close()  # its fields go with it
+    await one.refresh()
+    assert [n.elsewhere for n in mine] == [0, 0]
+    assert set(await rclient.hgetall(f"{prefix}:{{d0}}:fleet:v1")) == {"one"}
+    await rclient.hset(f"{prefix}:{{d0}}:fleet:v1", "dead", f"7 - 0.0 - 0.0 {time.time() - 60}")
+    await one.refresh()
+    assert mine[0].elsewhere == 0, "a replica silent for longer than STALE is not counted"
+    assert set(await rclient.hgetall(f"{prefix}:{{d0}}:fleet:v1")) == {"one"}, "and deleted"
+    await one.close()
+
+
+async def test_without_redis_each_replica_ranks_on_its_own_numbers(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    mine = [Numbers("d0", 1)]
+    fleet = Shared(connect(own_redis.url, RedisSettings(timeout=0.2)), prefix, lambda: mine)
+    mine[0].elsewhere = 4
+    mine[0].latency.heard((0.5, time.time()), None)
+    own_redis.kill()
+    with capture_logs() as logs:
+        await fleet.refresh()
+        await fleet.refresh()
+    assert mine[0].elsewhere == 0
+    assert mine[0].latency.estimate(stream=True) is None
+    assert [e["event"] for e in logs] == ["fleet_routing_local"], "logged once per outage"
+    assert not fleet.up
+    await fleet.close()
