@@ -62,6 +62,7 @@ __all__ = [
     "CachePolicy",
     "Overloaded",
     "ProviderView",
+    "Reloaded",
     "StreamSlot",
     "SystemView",
     "TooManyStreams",

@@ -23,7 +23,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from modelrouter.actors.reconfigure import Reloaded
+from modelrouter.actors.system import Reloaded
 from modelrouter.config import ConfigError, Settings
 from modelrouter.errors import ApiError
 from modelrouter.routing import load_settings
