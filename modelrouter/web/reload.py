@@ -43,7 +43,7 @@ class Refused(Exception):
         self.problems = problems
 
 
-class Outcome(msgspec.Struct, frozen=True):
+class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str  # reloaded | reloading (the workers were told)
     deployments: Reloaded | None = None
     workers: bool = False

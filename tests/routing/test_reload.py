@@ -234,3 +234,30 @@ async def test_sighup_reloads_and_a_workers_early_reload_signal_waits_until_it_s
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+async def test_admin_reload_on_a_worker_checks_the_file_then_has_the_parent_reload_all(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    client = await reloadable(group_file("ordered", [mock.base()]), ADMIN_API_KEY=ADMIN_KEY)
+    reloader = client.app[RELOADER]
+    loop = asyncio.get_running_loop()
+    reloader.parent = os.getpid()  # this process stands for the parent: its SIGHUP reloads
+    install_signals(reloader, worker=False)
+    try:
+        rewrite(tmp_path, "deployments: []\n")
+        response = await client.post("/admin/reload", headers=AS_ADMIN)
+        assert response.status == 422, "refused by the worker: no signal sent"
+        rewrite(tmp_path, group_file("ordered", [mock.base(), mock.base("tokens=2")]))
+        response = await client.post("/admin/reload", headers=AS_ADMIN)
+        assert response.status == 202
+        assert await response.json() == {"status": "reloading", "workers": True}
+
+        async def reloaded() -> bool:
+            return reloader.count == 1 and not reloader.busy
+
+        await wait_until(reloaded)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    assert list(client.app[RUNTIME].system.router.providers) == ["d0", "d1"]
