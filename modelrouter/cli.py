@@ -31,10 +31,9 @@ def _load(overrides: dict[str, str]) -> Settings | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    if args.worker:
-        from modelrouter.web.reload import early_signals  # noqa: PLC0415
+    from modelrouter.web.reload import early_signals  # noqa: PLC0415
 
-        early_signals()  # until it serves: its parent may pass a reload on at any time
+    early_signals(worker=args.worker)  # until it serves, a reload signal waits for it
     overrides = {"HOST": args.host or "", "PORT": str(args.port or "")}
     settings = _load(overrides)
     if settings is None:

@@ -147,16 +147,20 @@ def install_signals(reloader: Reloader, *, worker: bool) -> None:
     if worker:
         loop.add_signal_handler(signal.SIGHUP, _passed_on)
         loop.add_signal_handler(RELOAD_SIGNAL, reloader.signalled)
-        if EARLY.told:
-            EARLY.told = False
-            reloader.signalled()
     else:
         loop.add_signal_handler(signal.SIGHUP, reloader.signalled)
+    if EARLY.told:
+        EARLY.told = False
+        reloader.signalled()
 
 
-def early_signals() -> None:
-    """A worker, from its first instruction until it serves: SIGHUP is its parent's to pass
-    on, and a reload signal is noted for later (the default action of both ends a process)."""
+def early_signals(*, worker: bool) -> None:
+    """`serve`, from its first instruction until it serves: a reload signal is noted and the
+    reload runs once it serves (the default action would end the process). A worker leaves
+    SIGHUP to its parent and notes its parent's RELOAD_SIGNAL."""
+    if not worker:
+        signal.signal(signal.SIGHUP, EARLY.note)
+        return
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(RELOAD_SIGNAL, EARLY.note)
     # Blocked by the parent since before this process was started (see workers.py): one

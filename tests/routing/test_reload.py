@@ -216,7 +216,7 @@ async def test_sighup_reloads_and_a_workers_early_reload_signal_waits_until_it_s
         # A worker: SIGHUP is its parent's; a reload signal before it served is kept for later.
         previous = signal.getsignal(RELOAD_SIGNAL)
         try:
-            early_signals()
+            early_signals(worker=True)
             os.kill(os.getpid(), RELOAD_SIGNAL)
             assert EARLY.told
             # (Here the running loop also heard that signal; a worker has no loop yet.)
@@ -261,3 +261,14 @@ async def test_admin_reload_on_a_worker_checks_the_file_then_has_the_parent_relo
         loop.remove_signal_handler(signal.SIGHUP)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
     assert list(client.app[RUNTIME].system.router.providers) == ["d0", "d1"]
+
+
+def test_a_sighup_before_the_gateway_serves_is_kept_not_fatal() -> None:
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        early_signals(worker=False)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert EARLY.told, "noted: the reload runs once it serves (install_signals)"
+    finally:
+        EARLY.told = False
+        signal.signal(signal.SIGHUP, previous)
