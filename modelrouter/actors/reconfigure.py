@@ -32,10 +32,10 @@ POLL: Final = 0.05  # how often a drain looks at its attempts (off the request p
 class Reloaded(msgspec.Struct, frozen=True):
     """What a reload did to the deployments, by name."""
 
-    kept: tuple[str, ...] = ()  # the same actor, the same settings
-    retuned: tuple[str, ...] = ()  # the same actor (health, budget), new settings
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()  # drained, then closed
+    kept: tuple[str, ...]  # the same actor, the same settings
+    retuned: tuple[str, ...]  # the same actor (health, budget), new settings
+    added: tuple[str, ...]
+    removed: tuple[str, ...]  # drained, then closed
 
 
 def same_endpoint(old: ProviderSettings, new: ProviderSettings) -> bool:

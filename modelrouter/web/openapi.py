@@ -27,6 +27,7 @@ from modelrouter.schemas import (
 from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
+from modelrouter.web.reload import ReloadOutcome
 from modelrouter.web.runtime import SETTINGS
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
@@ -171,6 +172,7 @@ _TYPES: tuple[Any, ...] = (
     KeyInfo,
     CreatedKey,
     KeyPage,
+    ReloadOutcome,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -319,6 +321,23 @@ def _admin_paths() -> dict[str, Any]:
                     parameters=[key_id],
                 )
             ),
+        },
+        "/admin/reload": {
+            "post": _admin(
+                _operation(
+                    "Reload the routing file (MODELROUTER_CONFIG): new requests take it, those "
+                    "in flight finish where they started; a file with problems is refused (422, "
+                    "every problem with its line) and the running one stays",
+                    {
+                        "200": _answer("reloaded: the deployments by fate", _json("ReloadOutcome")),
+                        "202": _answer(
+                            "serve --workers: the file is good, every worker was told",
+                            _json("ReloadOutcome"),
+                        ),
+                    }
+                    | _errors((401, 404, 422), "ErrorEnvelope"),
+                )
+            )
         },
         "/admin/keys/{key_id}/rotate": {
             "post": _admin(

@@ -43,7 +43,7 @@ class Refused(Exception):
         self.problems = problems
 
 
-class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
+class ReloadOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str  # reloaded | reloading (the workers were told)
     deployments: Reloaded | None = None
     workers: bool = False
@@ -181,9 +181,9 @@ async def admin_reload(request: web.Request) -> web.Response:
         if reloader.parent is not None:
             reloader.check()  # refused here: no worker needs to read it
             os.kill(reloader.parent, signal.SIGHUP)
-            outcome = Outcome("reloading", workers=True)
+            outcome = ReloadOutcome("reloading", workers=True)
             return _json(outcome, status=202)
-        outcome = Outcome("reloaded", await reloader.reload())
+        outcome = ReloadOutcome("reloaded", await reloader.reload())
     except Refused as exc:
         shown = exc.problems[:MAX_PROBLEMS]
         more = len(exc.problems) - len(shown)

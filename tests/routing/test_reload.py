@@ -170,6 +170,10 @@ async def test_admin_reload_answers_what_changed_or_every_problem(
     assert "router.yaml:1: deployments: the list is empty" in error["message"]
     assert error["request_id"] == response.headers["X-Request-ID"]
     assert len(client.app[RUNTIME].system.router.providers) == 2, "the old file's two stay"
+    document = await (await client.get("/openapi.json")).json()
+    reload = document["paths"]["/admin/reload"]["post"]
+    assert set(reload["responses"]) >= {"200", "202", "401", "422"}
+    assert reload["security"] == [{"admin": []}]
 
 
 async def test_signals_during_a_reload_run_one_more_reload_after_it(
