@@ -70,7 +70,10 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         metrics: Metrics,
         mailbox_size: int = 4096,
         on_change: Callable[[ProviderView], None] | None = None,
+        fresh: bool = False,
     ) -> None:
+        """`fresh`: start healthy, whatever the shared state holds under this name (a reload
+        gave the name another endpoint); a restart after a crash reloads it all the same."""
         super().__init__(provider.name, mailbox_size=mailbox_size)
         self.provider = provider
         self.upstream = upstream
@@ -87,6 +90,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._rate_key = f"rpm:{provider.name}"
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self.elsewhere = 0  # attempts in flight on the other replicas (routing/fleet.py)
+        self._fresh = fresh
         self._tune(provider)
 
     def _tune(self, provider: ProviderSettings) -> None:
@@ -156,7 +160,10 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
 
     # -- the loop: what awaits, in order -----------------------------------------------------
     async def on_start(self) -> None:
-        self._adopt(await self.state.load_health(self.name))
+        if self._fresh:
+            self._fresh = False
+        else:
+            self._adopt(await self.state.load_health(self.name))
         self.health.probe_in_flight = any(t.probe for t in self._tickets.values())
         self._changed()
 

@@ -72,11 +72,12 @@ def plan_reload(
     current: Mapping[str, ProviderActor],
     settings: Settings,
     *,
-    build: Callable[[ProviderSettings], ProviderActor],
+    build: Callable[[ProviderSettings, bool], ProviderActor],
     retune: Callable[[ProviderActor, ProviderSettings], Pool],
     timed: frozenset[str],
 ) -> Plan:
-    """Match the new settings' deployments to the running actors. `build` makes a new actor;
+    """Match the new settings' deployments to the running actors. `build` makes a new actor
+    (fresh: its name had another endpoint);
     `retune` gives a kept actor its new settings and returns the pool it used before."""
     actors: list[ProviderActor] = []
     names: dict[str, list[str]] = {"kept": [], "retuned": [], "added": []}
@@ -85,7 +86,8 @@ def plan_reload(
     for provider in settings.providers:
         actor = current.get(provider.name)
         if actor is None or not same_endpoint(actor.provider, provider):
-            actor = build(provider)
+            # A name given another endpoint starts healthy: its record was the old one's.
+            actor = build(provider, actor is not None)
             names["added"].append(provider.name)
         elif actor.provider != provider:
             marks.append((actor, actor.mark()))

@@ -113,7 +113,7 @@ class ActorSystem:
         # process alone releases its own in `finally` and needs neither TTL nor renewal.
         self._lease_ttl = settings.stream_lease_ttl if self.state.leases_expire else math.inf
 
-    def _provider(self, provider: ProviderSettings) -> ProviderActor:
+    def _provider(self, provider: ProviderSettings, fresh: bool = False) -> ProviderActor:
         return ProviderActor(
             provider,
             self._upstream(provider),
@@ -121,6 +121,7 @@ class ActorSystem:
             state=self.state,
             metrics=self.metrics,
             on_change=self._health_changed,
+            fresh=fresh,
         )
 
     def _upstream(self, provider: ProviderSettings) -> Upstream:

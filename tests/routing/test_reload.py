@@ -90,6 +90,11 @@ async def test_a_kept_deployment_keeps_its_health_and_a_removed_one_leaves(
     health = await (await client.get("/health")).json()
     assert set(health["providers"]) == {"d0", "d1", "d9"}
     assert await mock.count("status=500") == 1, "still skipped: never called again"
+    rewrite(tmp_path, group_file("ordered", [mock.base("tokens=5"), good]))
+    report = await client.app[RELOADER].reload()
+    assert report.added == ("d0", "d1"), "d0 (and d1) have other endpoints now: new actors"
+    assert system.router.providers["d0"].status() == "ok", "which does not inherit a blacklist"
+    assert await served_by(client, "fast") == "d0"
 
 
 async def test_a_request_in_flight_finishes_on_the_deployment_a_reload_removed(
