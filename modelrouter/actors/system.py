@@ -243,6 +243,8 @@ class ActorSystem:
             pools = [*plan.pools, *(actor.upstream.pool for actor in plan.retired)]
             for actor in plan.retired:
                 await actor.close()
+                if actor.name not in self.router.providers:  # not a new actor of that name
+                    self.metrics.forget_provider(actor.name)
             for pool in pools:
                 self._pools.remove(pool)
                 await pool.close()

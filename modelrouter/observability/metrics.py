@@ -8,6 +8,7 @@ Gauges that describe a state (provider health, mailbox depth) are set at scrape 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final, get_args
 
 from prometheus_client import (
@@ -350,6 +351,19 @@ class Metrics:
         elif rate_limited and bound.budget is None:  # a reload gave the deployment an `rpm`
             bound.budget = self.rate_budget_remaining.labels(name)
         return bound
+
+    def forget_provider(self, name: str) -> None:
+        """A deployment a reload removed: its gauges go (a stale state or budget would
+        mislead); its counters stay, as its history. With --workers, a worker's gauge values
+        live in its files and stay until it exits."""
+        bound = self.providers.pop(name, None)
+        if bound is None:
+            return
+        with contextlib.suppress(KeyError):
+            self.provider_state.remove(name)
+        if bound.budget is not None:
+            with contextlib.suppress(KeyError):
+                self.rate_budget_remaining.remove(name)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)

@@ -117,10 +117,13 @@ async def test_a_request_in_flight_finishes_on_the_deployment_a_reload_removed(
     assert rest.rstrip().endswith("data: [DONE]"), rest[-200:]
     assert await served_by(client, "fast") == "e0"
 
-    async def closed() -> bool:
-        return not old.running
+    async def closed() -> bool:  # drained, closed, and its gauges gone
+        return not old.running and "d0" not in system.metrics.providers
 
     await wait_until(closed)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'modelrouter_provider_state{provider="d0"}' not in metrics, "its gauge went with it"
+    assert 'modelrouter_provider_state{provider="e0"} 0.0' in metrics
 
 
 async def test_a_broken_file_is_refused_with_its_lines_and_the_old_routing_stays(
