@@ -17,6 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from modelrouter.actors.fallback import Fallback
+from modelrouter.actors.hedge import HedgedFallback
 from modelrouter.actors.messages import Route
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import ClientGone
@@ -26,6 +27,7 @@ from modelrouter.config import ModelGroup
 from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
 from modelrouter.routing import PlanError, Planner
+from modelrouter.routing.hedging import Hedging
 from modelrouter.tenants.prices import PriceTable
 
 log = structlog.get_logger("modelrouter.router")
@@ -50,6 +52,7 @@ class RouterSupervisor:
         groups: tuple[ModelGroup, ...] = (),
         default_model: str | None = None,
         prices: PriceTable | None = None,
+        hedging: Hedging | None = None,
         limit: int = 10_000,
         pending_limit: int = 0,
         max_restarts: int = 5,
@@ -65,6 +68,7 @@ class RouterSupervisor:
         )
         self.metrics = metrics
         self.redact = redact
+        self.hedging = hedging  # None: no request may hedge (the walk is Fallback's alone)
         self.limit = limit
         self.pending_limit = pending_limit
         self.tasks: set[asyncio.Task[None]] = set()
@@ -134,6 +138,16 @@ class RouterSupervisor:
     async def _answer(self, route: Route) -> Done | Failed:
         try:
             candidates = self.planner.plan(route.request, stream=route.stream)
+            hedging = self.hedging
+            if hedging is not None and route.stream and hedging.applies(route.request):
+                return await HedgedFallback(
+                    route,
+                    candidates,
+                    loop=self._loop_(),
+                    metrics=self.metrics,
+                    redact=self.redact,
+                    hedging=hedging,
+                ).run()
             fallback = Fallback(
                 route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
             )

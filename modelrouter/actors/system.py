@@ -39,6 +39,8 @@ from modelrouter.observability import REDACTOR, Metrics
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError
+from modelrouter.routing.hedging import Hedging
+from modelrouter.routing.hedging import configured as hedging_configured
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.tenants.prices import price_table
@@ -80,6 +82,10 @@ class ActorSystem:
         latency = {g.name for g in settings.model_groups if g.strategy == "latency"}
         self._timed = {p.name for p in settings.providers if latency.intersection(p.models)}
         actors = [self._provider(p) for p in settings.providers]
+        self.hedging: Hedging | None = None
+        if hedging_configured(settings.hedge, settings.model_groups):
+            self.hedging = Hedging(settings.hedge, {g.name: g.hedge for g in settings.model_groups})
+        self._refresher: asyncio.Task[None] | None = None
         self.router = RouterSupervisor(
             actors,
             metrics=metrics,
@@ -88,6 +94,7 @@ class ActorSystem:
             groups=settings.model_groups,
             default_model=settings.default_model,
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+            hedging=self.hedging,
         )
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +134,10 @@ class ActorSystem:
         self.state.watch_health(self._heard)
         await self.state.start()
         await self.router.start()
+        if self.hedging is not None:  # the hedge delays are learnt off the request path
+            self._refresher = self.loop.create_task(
+                self.hedging.keep_fresh(self.state.share_samples), name="hedge-delays"
+            )
         self.running = True
 
     def drain(self) -> None:
@@ -144,6 +155,9 @@ class ActorSystem:
         self._closed = True
         self.running = False
         try:
+            if self._refresher is not None:
+                self._refresher.cancel()
+                await asyncio.gather(self._refresher, return_exceptions=True)
             await self.router.close(timeout=timeout, ending=ending)
             await self._slots_back(grace)
             if self.cache is not None:
@@ -241,6 +255,7 @@ class ActorSystem:
             cache="off" if self.cache is None else self.cache.mode,
             running=self.running and not router.closed,
             draining=self.draining,
+            hedges=None if self.hedging is None else dict(self.hedging.counts),
         )
 
     def on_health_change(self, listener: HealthListener) -> None:

@@ -81,6 +81,22 @@ class ModelGroup(msgspec.Struct, frozen=True):
     name: str
     strategy: Strategy = "ordered"
     fallbacks: tuple[str, ...] = ()
+    hedge: OptIn | None = None  # the routing file's `hedge:` for this group; None: HEDGE's
+
+
+OptIn = Literal["off", "on", "allow"]  # allow: a request may ask for it with a header
+OPT_INS: Final[tuple[OptIn, ...]] = ("off", "on", "allow")
+
+
+class HedgeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Hedged streams (see modelrouter.routing.hedging, docs/routing.md)."""
+
+    mode: OptIn = "off"  # HEDGE
+    after_ms: float | None = None  # HEDGE_AFTER_MS: a fixed delay; None: the deployment's p95
+    default_after_ms: float = 1000.0  # the delay until a deployment has `min_samples`
+    min_ms: float = 50.0  # HEDGE_MIN_MS: the p95 delay is never shorter
+    max_extra: float = 0.1  # HEDGE_MAX_EXTRA: hedges as a share of recent streamed requests
+    min_samples: int = 50  # first-byte samples before the p95 is trusted
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,6 +226,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     history: HistorySettings = HistorySettings()
     tenants: TenantSettings = TenantSettings()
     tracing: TracingSettings = TracingSettings()
+    hedge: HedgeSettings = HedgeSettings()
 
     @property
     def auth_enabled(self) -> bool:

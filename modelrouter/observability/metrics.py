@@ -143,6 +143,13 @@ class Metrics:
             ("from_provider", "to_provider", "reason"),
             registry=r,
         )
+        self.hedges = Counter(
+            "modelrouter_hedges",
+            "Hedged streams by outcome: won (the hedge answered), lost (the first attempt did), "
+            "skipped_cap (no hedge: HEDGE_MAX_EXTRA reached)",
+            ("outcome",),
+            registry=r,
+        )
         self.provider_state = Gauge(
             "modelrouter_provider_state",
             "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down (restarts exhausted)",
@@ -358,6 +365,9 @@ class Metrics:
         if counter is None:
             counter = self._fallback_children[key] = self.fallbacks.labels(*key)
         counter.inc()
+
+    def count_hedge(self, outcome: str) -> None:
+        self.hedges.labels(outcome).inc()
 
     def observe_first_chunk(self, provider: str, seconds: float) -> None:
         bound = self.providers.get(provider)

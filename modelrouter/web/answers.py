@@ -30,6 +30,7 @@ from modelrouter.events import (
     ToolCallDelta,
     Usage,
 )
+from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.web.caching import HEADER as CACHE_HEADER
@@ -42,6 +43,7 @@ RELAY_SIZE = 64
 DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards against a bug
 NOBODY = Answering("", "", 0)  # no attempt started (the request failed before any)
 COST_HEADER = "x-modelrouter-cost-usd"
+HEDGE_HEADER = "x-modelrouter-hedge"
 
 
 class Answer(msgspec.Struct):
@@ -64,6 +66,8 @@ def route(
 ) -> Relay:
     if runtime.capture:  # the history keeps what was asked
         request[SUMMARY].chat = chat
+    if runtime.hints and stream:
+        _note_hints(request)
     try:
         return runtime.system.route(
             chat,
@@ -77,6 +81,14 @@ def route(
         raise ApiError(
             503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
         ) from None
+
+
+def _note_hints(request: web.Request) -> None:
+    """What the stream asks of routing (its hedge header), in the context its routing task
+    copies, and in its summary for what routing did."""
+    hints = Hints(header_choice(request.headers.get(HEDGE_HEADER)))
+    HINTS.set(hints)  # set for every stream: a keep-alive connection's next one starts anew
+    request[SUMMARY].hints = hints
 
 
 async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
@@ -339,4 +351,17 @@ def stream_charge(
     usage = summary.usage
     if usage is None or not complete:
         usage = summary.usage = estimated_usage(chat, summary.relayed, usage)
-    return runtime.pricing.charge(answering.provider, answering.model, usage)
+    charge = runtime.pricing.charge(answering.provider, answering.model, usage)
+    hints = summary.hints
+    if hints is not None and hints.loser is not None:
+        charge = _with_loser(runtime, charge, chat, *hints.loser)
+    return charge
+
+
+def _with_loser(
+    runtime: Runtime, charge: Charge, chat: ChatRequest, provider: str, model: str
+) -> Charge:
+    """A hedged stream's cost includes its cancelled attempt: cancelled before its first
+    byte, it read the prompt and wrote nothing, estimated from the messages."""
+    extra = runtime.pricing.charge(provider, model, estimated_usage(chat, 0, None))
+    return Charge(charge.nanos + extra.nanos, charge.priced and extra.priced, estimated=True)
