@@ -161,4 +161,5 @@ def test_a_bad_hedge_value_in_the_routing_file_is_a_problem_at_its_line(tmp_path
     with pytest.raises(ConfigError) as raised:
         load_settings(BASE_ENV | {"MODELROUTER_CONFIG": path})
     (problem,) = raised.value.problems
-    assert problem.startswith(f"{path}:5: ") and "hedge 'maybe'" in problem, problem
+    assert problem.startswith(f"{path}:5: "), problem
+    assert "hedge 'maybe'" in problem, problem
