@@ -95,6 +95,7 @@ class ActorSystem:
             default_model=settings.default_model,
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
             hedging=self.hedging,
+            continue_on_cut=settings.continue_on_cut,
         )
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -12,6 +12,7 @@ from modelrouter.config.prices import Price
 from modelrouter.config.reader import is_loopback
 from modelrouter.config.structs import (
     ADAPTER_KINDS,
+    CONTINUATIONS,
     DEFAULT_ORDER,
     KNOWN_PROVIDERS,
     OPT_INS,
@@ -20,6 +21,7 @@ from modelrouter.config.structs import (
     CacheMode,
     CacheSettings,
     ConfigError,
+    Continuation,
     HedgeSettings,
     HistorySettings,
     ModelGroup,
@@ -37,6 +39,7 @@ from modelrouter.config.structs import (
 
 __all__ = [
     "ADAPTER_KINDS",
+    "CONTINUATIONS",
     "DEFAULT_ORDER",
     "KNOWN_PROVIDERS",
     "OPT_INS",
@@ -45,6 +48,7 @@ __all__ = [
     "CacheMode",
     "CacheSettings",
     "ConfigError",
+    "Continuation",
     "HedgeSettings",
     "HistorySettings",
     "ModelGroup",

@@ -23,6 +23,7 @@ from modelrouter.config.network import (
 from modelrouter.config.prices import read_prices
 from modelrouter.config.reader import Reader, bounded, flag, is_loopback, port, split, within
 from modelrouter.config.structs import (
+    CONTINUATIONS,
     DATABASE_SCHEMES,
     DEFAULT_ORDER,
     KNOWN_PROVIDERS,
@@ -30,6 +31,7 @@ from modelrouter.config.structs import (
     PREFIX_RE,
     CacheSettings,
     ConfigError,
+    Continuation,
     HedgeSettings,
     HistorySettings,
     OptIn,
@@ -79,6 +81,7 @@ def _providers(
             propagate_trace=reader.get(
                 f"{prefix}_PROPAGATE_TRACE", _PROVIDER.propagate_trace, flag, FLAG_RULE
             ),
+            continuation=_continuation(reader, prefix, defaults.kind),
         )
         check_provider_headers(reader, prefix, settings)
         if defaults.needs_key and key is None:
@@ -191,6 +194,7 @@ def _load(r: Reader) -> Settings:
         tenants=_tenants(r),
         tracing=read_tracing(r),
         hedge=_hedge(r),
+        continue_on_cut=opt_in(r, "CONTINUE_ON_CUT", d.continue_on_cut),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
@@ -281,6 +285,18 @@ def _tenants(r: Reader) -> TenantSettings:
         prices_file=prices_file,
         prices=prices,
     )
+
+
+def _continuation(r: Reader, prefix: str, kind: str) -> Continuation:
+    """How the provider continues a cut stream (providers/continuation.py)."""
+    default: Continuation = "anthropic_prefill" if kind == "anthropic" else "none"
+    name = f"{prefix}_CONTINUATION"
+    text = (r.raw(name, default) or default).lower()
+    for mode in CONTINUATIONS:
+        if text == mode:
+            return mode
+    r.problems.append(f"{name}={text!r} is not one of {', '.join(CONTINUATIONS)}")
+    return default
 
 
 def opt_in(r: Reader, name: str, default: OptIn) -> OptIn:

@@ -47,6 +47,10 @@ REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel", "
 PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
+Continuation = Literal["anthropic_prefill", "assistant_prefix", "none"]
+CONTINUATIONS: Final[tuple[Continuation, ...]] = get_args(Continuation)
+
+
 class ProviderSettings(msgspec.Struct, frozen=True):
     name: str
     kind: AdapterKind
@@ -72,6 +76,9 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     from_file: bool = False  # declared in MODELROUTER_CONFIG (rather than by the environment)
     # <PROVIDER>_PROPAGATE_TRACE: each attempt's span context goes upstream as `traceparent`
     propagate_trace: bool = True
+    # <PROVIDER>_CONTINUATION or `continuation:`: how it continues a cut stream's assistant
+    # turn (providers/continuation.py); None: its kind's default
+    continuation: Continuation | None = None
 
 
 class ModelGroup(msgspec.Struct, frozen=True):
@@ -227,6 +234,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tenants: TenantSettings = TenantSettings()
     tracing: TracingSettings = TracingSettings()
     hedge: HedgeSettings = HedgeSettings()
+    continue_on_cut: OptIn = "off"  # CONTINUE_ON_CUT: continue a stream cut mid-text
 
     @property
     def auth_enabled(self) -> bool:

@@ -150,6 +150,13 @@ class Metrics:
             ("outcome",),
             registry=r,
         )
+        self.continuations = Counter(
+            "modelrouter_stream_continuations",
+            "Streams cut mid-text and asked of another deployment (CONTINUE_ON_CUT), by outcome "
+            "(ok: the continuation ended the stream; failed: it failed too)",
+            ("from_provider", "to_provider", "outcome"),
+            registry=r,
+        )
         self.provider_state = Gauge(
             "modelrouter_provider_state",
             "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down (restarts exhausted)",
@@ -365,6 +372,9 @@ class Metrics:
         if counter is None:
             counter = self._fallback_children[key] = self.fallbacks.labels(*key)
         counter.inc()
+
+    def count_continuation(self, from_provider: str, to_provider: str, outcome: str) -> None:
+        self.continuations.labels(from_provider, to_provider, outcome).inc()
 
     def count_hedge(self, outcome: str) -> None:
         self.hedges.labels(outcome).inc()

@@ -41,24 +41,34 @@ BUCKETS: Final = 6  # the cap's "recent traffic": the last minute
 
 
 class Hints:
-    """What a request asked of routing (its `x-modelrouter-hedge` header) and what routing did
-    (the hedge's outcome, the loser's deployment and model). The web layer sets one in
-    `HINTS` before routing the request, only when hedging is configured at all; the routing
+    """What a stream asked of routing (its `x-modelrouter-hedge` and `x-modelrouter-continue`
+    headers) and what routing did (the hedge's outcome, the loser's deployment and model, the
+    deployment whose cut answer was continued). The web layer sets one in `HINTS` before
+    routing the stream, only when hedging or continuation is configured at all; the routing
     task, which runs in a copy of the caller's context, reads and fills the same object."""
 
-    __slots__ = ("hedge", "loser", "outcome")
+    __slots__ = ("continued_from", "hedge", "loser", "outcome", "resume")
 
-    def __init__(self, hedge: bool | None = None) -> None:
-        self.hedge = hedge  # the header: True on, False off, None absent
+    def __init__(self, hedge: bool | None = None, resume: bool | None = None) -> None:
+        self.hedge = hedge  # the hedge header: True on, False off, None absent
+        self.resume = resume  # the continue header, likewise
         self.outcome: HedgeOutcome | None = None
         self.loser: tuple[str, str] | None = None  # (deployment, model) of a cancelled attempt
+        self.continued_from: str | None = None  # the deployment whose stream was cut
+
+
+def continues(mode: OptIn) -> bool:
+    """Whether this stream may be continued after a cut (CONTINUE_ON_CUT, its header)."""
+    hints = HINTS.get()
+    return wants(mode, None if hints is None else hints.resume)
 
 
 HINTS: ContextVar[Hints | None] = ContextVar("modelrouter_hints", default=None)
 
 
 def header_choice(value: str | None) -> bool | None:
-    """`x-modelrouter-hedge`: on (or true, 1) asks, off (false, 0) refuses, else no say."""
+    """`x-modelrouter-hedge` or `-continue`: on (true, 1) asks, off (false, 0) refuses, else
+    no say."""
     if value is None:
         return None
     value = value.strip().lower()

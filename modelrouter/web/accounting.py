@@ -162,6 +162,7 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
         messages=_encode(chat.messages).decode() if chat is not None else None,
         answer="".join(text) if text is not None else None,
         hedge=hints.outcome if hints is not None else None,
+        continued_from=hints.continued_from if hints is not None else None,
     )
 
 

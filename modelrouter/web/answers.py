@@ -24,6 +24,7 @@ from modelrouter.events import (
     Answering,
     CacheStatus,
     Chunk,
+    Continued,
     Done,
     Event,
     Failed,
@@ -44,6 +45,7 @@ DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards aga
 NOBODY = Answering("", "", 0)  # no attempt started (the request failed before any)
 COST_HEADER = "x-modelrouter-cost-usd"
 HEDGE_HEADER = "x-modelrouter-hedge"
+CONTINUE_HEADER = "x-modelrouter-continue"
 
 
 class Answer(msgspec.Struct):
@@ -84,9 +86,12 @@ def route(
 
 
 def _note_hints(request: web.Request) -> None:
-    """What the stream asks of routing (its hedge header), in the context its routing task
-    copies, and in its summary for what routing did."""
-    hints = Hints(header_choice(request.headers.get(HEDGE_HEADER)))
+    """What the stream asks of routing (its hedge and continue headers), in the context its
+    routing task copies, and in its summary for what routing did."""
+    headers = request.headers
+    hints = Hints(
+        header_choice(headers.get(HEDGE_HEADER)), header_choice(headers.get(CONTINUE_HEADER))
+    )
     HINTS.set(hints)  # set for every stream: a keep-alive connection's next one starts anew
     request[SUMMARY].hints = hints
 
@@ -260,6 +265,9 @@ async def _relay_stream(
                         relayed += len(event.text)  # type: ignore[union-attr]
                     elif kind is Usage:
                         summary.usage = event  # type: ignore[assignment]
+                    elif kind is Continued:
+                        out.append(continued_comment(event))  # type: ignore[arg-type]
+                        continue
                     elif kind is Done or kind is Failed:
                         if kind is Failed:
                             summary.error = event.type  # type: ignore[union-attr]
@@ -283,6 +291,11 @@ async def _relay_stream(
         return response
     finally:
         summary.relayed = relayed
+
+
+def continued_comment(event: Continued) -> bytes:
+    """The switch to a continuation, as an SSE comment line (clients ignore it)."""
+    return f": continued from {event.from_provider} by {event.to_provider}\n\n".encode()
 
 
 async def _start_stream(

@@ -35,7 +35,8 @@ class Runtime(msgspec.Struct, kw_only=True):
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
-    hints: bool = False  # some stream may hedge: note each stream's hints (routing.hedging)
+    # Some stream may hedge or be continued: note each stream's hints (routing.hedging).
+    hints: bool = False
 
 
 class Summary:
@@ -101,7 +102,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
         cache=settings.cache.enabled,
         capture=settings.database_url is not None and settings.history.store_content,
-        hints=system.hedging is not None,
+        hints=system.hedging is not None or settings.continue_on_cut != "off",
     )
     try:
         yield
