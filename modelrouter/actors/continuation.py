@@ -111,11 +111,6 @@ class Continuing(Fallback):
         super().__init__(recorded, candidates, **walk)
         self.cut: str | None = None  # the deployment whose stream was cut
 
-
-class HedgedContinuing(Continuing, HedgedFallback):
-    """A hedged walk whose cut stream may be continued: the race's winner writes through the
-    recording, and a cut of its text is continued as in `Continuing`."""
-
     def _judge(self, provider: str, result: AttemptResult) -> Done | Failed | None:
         if not result.ok and result.emitted and result.reason is not None:
             self.cut = provider
@@ -199,3 +194,8 @@ class HedgedContinuing(Continuing, HedgedFallback):
             used = used or estimated_tokens(len(text))
             max_tokens = max(1, max_tokens - used)
         return msgspec.structs.replace(request, messages=messages, max_tokens=max_tokens)
+
+
+class HedgedContinuing(Continuing, HedgedFallback):
+    """A hedged walk whose cut stream may be continued: the race's winner writes through the
+    recording, and a cut of its text is continued as in `Continuing`."""
