@@ -103,3 +103,27 @@ async def test_a_cut_with_no_deployment_that_continues_ends_with_the_error_event
     assert chunks(events) == reply_tokens(100)[:37]
     cut_stream_error(events)
     assert await sent_to(mock, WHOLE) == []
+
+
+async def test_an_anthropic_prefill_trims_the_seam_and_repeats_nothing(
+    mock: MockProcess, gateways: Gateways
+) -> None:
+    await forget(mock)
+    tokens = reply_tokens(12)
+    assert tokens[5] == "\n"  # the cut's text ends in whitespace, which a prefill may not
+    env = continued_env(
+        mock,
+        "tokens=12,reset_after=6",
+        WHOLE,
+        PROVIDER_ORDER="groq,anthropic",
+        ANTHROPIC_API_KEY="anthropic-test-key-0001",
+        ANTHROPIC_BASE_URL=Mock(mock.url, None).base("tokens=12", flavour="anthropic"),  # type: ignore[arg-type]
+    )
+    gateway = await gateways(env)
+    code, body = await stream(gateway)
+    assert code == 200
+    events = parse_sse(body)
+    assert chunks(events) == tokens  # the "\n" the client saw is not sent twice
+    assert ": continued from groq by anthropic\n" in body
+    (asked,) = await sent_to(mock, "tokens=12")
+    assert asked["messages"][-1] == {"role": "assistant", "content": "".join(tokens[:6]).rstrip()}
