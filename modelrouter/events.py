@@ -112,6 +112,8 @@ class Continued(msgspec.Struct, frozen=True, gc=False):
 
     from_provider: str
     to_provider: str
+    model: str = ""  # what the continuing deployment is asked for
+    attempt: int = 0  # the continuation's attempt number (as in `Answering`)
 
 
 class Done(msgspec.Struct, frozen=True, gc=False):

@@ -141,7 +141,8 @@ class Continuing(Fallback):
             if self.loop.time() >= self.route.deadline:
                 return None
             if not told:  # the switch, said once, before the continuation's first byte
-                await self.recording.put(Continued(cut, actor.name))
+                continued = Continued(cut, actor.name, candidate.model, self.attempts + 1)
+                await self.recording.put(continued)
                 told = True
             self.recording.seam = text[len(prefix) :]
             attempt = Attempt(

@@ -266,7 +266,7 @@ async def _relay_stream(
                     elif kind is Usage:
                         summary.usage = event  # type: ignore[assignment]
                     elif kind is Continued:
-                        out.append(continued_comment(event))  # type: ignore[arg-type]
+                        out.append(_continued(summary, event))  # type: ignore[arg-type]
                         continue
                     elif kind is Done or kind is Failed:
                         if kind is Failed:
@@ -293,8 +293,10 @@ async def _relay_stream(
         summary.relayed = relayed
 
 
-def continued_comment(event: Continued) -> bytes:
-    """The switch to a continuation, as an SSE comment line (clients ignore it)."""
+def _continued(summary: Summary, event: Continued) -> bytes:
+    """The switch to a continuation: its deployment answers from here on (its usage and price
+    are the request's), and the client is told in an SSE comment line, which it ignores."""
+    summary.answering = Answering(event.to_provider, event.model, event.attempt)
     return f": continued from {event.from_provider} by {event.to_provider}\n\n".encode()
 
 
