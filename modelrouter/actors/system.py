@@ -84,7 +84,8 @@ class ActorSystem:
         actors = [self._provider(p) for p in settings.providers]
         self.hedging: Hedging | None = None
         if hedging_configured(settings.hedge, settings.model_groups):
-            self.hedging = Hedging(settings.hedge, {g.name: g.hedge for g in settings.model_groups})
+            groups = {g.name: g.hedge for g in settings.model_groups}
+            self.hedging = Hedging(settings.hedge, groups, default_model=settings.default_model)
         self._refresher: asyncio.Task[None] | None = None
         self.router = RouterSupervisor(
             actors,

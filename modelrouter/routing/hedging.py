@@ -150,9 +150,16 @@ class Hedging:
     """The hedging policy of one router: per request, whether it may hedge and after how
     long; per deployment, its first-byte window."""
 
-    def __init__(self, settings: HedgeSettings, groups: Mapping[str, OptIn | None]) -> None:
+    def __init__(
+        self,
+        settings: HedgeSettings,
+        groups: Mapping[str, OptIn | None],
+        *,
+        default_model: str | None = None,
+    ) -> None:
         self.settings = settings
         self.modes = {name: mode for name, mode in groups.items() if mode is not None}
+        self.default_model = default_model or ""  # the group `auto` (or no model) names
         self.budget = ExtraBudget(settings.max_extra)
         self.first_bytes: dict[str, FirstBytes] = {}
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
@@ -162,7 +169,10 @@ class Hedging:
 
     def applies(self, request: ChatRequest) -> bool:
         """Whether this streamed request may hedge (its group's mode, else HEDGE; its header)."""
-        mode = self.modes.get(request.model or "", self.settings.mode)
+        model = request.model
+        if model is None or model == "auto":
+            model = self.default_model
+        mode = self.modes.get(model, self.settings.mode)
         hints = HINTS.get()
         return wants(mode, None if hints is None else hints.hedge)
 

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from modelrouter.mock.text import reply_tokens
+from tests.conftest import parse_sse
 from tests.faults.conftest import Gateways
 from tests.faults.support import (
     AUTH,
@@ -20,6 +21,7 @@ from tests.faults.support import (
     read_stream,
     session,
 )
+from tests.faults.test_disconnects import mock_streams
 
 SLOW = "first_delay=30"  # groq's first attempt: no byte for far longer than any hedge delay
 
@@ -56,14 +58,23 @@ async def hedges(gateway: GatewayProcess) -> dict[str, Any]:
 async def test_a_hedge_answers_a_slow_first_attempt_whose_call_is_closed_and_released(
     mock: MockProcess, gateways: Gateways
 ) -> None:
-    gateway = await gateways(hedged_env(mock, SLOW, "tokens=7", HEDGE_AFTER_MS="100"))
-    code, events = await stream(gateway)
-    assert code == 200
-    assert chunks(events) == reply_tokens(7)  # openrouter's answer, whole, once
-    assert events[-1] == ("message", "[DONE]")
+    paced = "tokens=4,token_delay=0.4"  # the hedge: its answer takes a while after its first byte
+    gateway = await gateways(hedged_env(mock, SLOW, paced, HEDGE_AFTER_MS="100"))
+    async with (
+        session() as client,
+        client.post(f"{gateway.url}/stream", json=USER, headers=AUTH) as response,
+    ):
+        assert response.status == 200
+        first = await response.content.readuntil(b"\n\n")
+        assert first == b"data: Hello\n\n"  # openrouter's first byte reached the client...
+        # ...and groq's call is closed now, while openrouter's answer still streams.
+        await mock_streams(mock, 1)
+        rest = parse_sse((first + await response.content.read()).decode())
+    assert chunks(rest) == reply_tokens(4)  # openrouter's answer, whole, once
+    assert rest[-1] == ("message", "[DONE]")
     assert await hedges(gateway) == {"won": 1, "lost": 0, "skipped_cap": 0}
-    # groq's call was closed when openrouter's first byte came (not at FIRST_CHUNK_TIMEOUT):
-    # no stream open at the mock, no attempt in flight (its ticket back), no socket kept.
+    # Nothing held afterwards: no stream open at the mock, no attempt in flight (groq's ticket
+    # back), no socket kept.
     page = await no_leaks(gateway, mock)
     assert page.total("modelrouter_provider_failures_total") == 0  # the loser is not blamed
     assert (await gateway.health())["providers"]["groq"]["state"] == "ok"

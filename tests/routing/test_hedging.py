@@ -119,6 +119,9 @@ def test_a_group_setting_overrides_hedge_for_its_requests() -> None:
         assert hedging.applies(request("fast"))
         assert not hedging.applies(request("smart"))
         assert not hedging.applies(request())
+        by_default = Hedging(HedgeSettings(), {"fast": "on"}, default_model="fast")
+        assert by_default.applies(request())  # auto: the default group's setting
+        assert by_default.applies(request("auto"))
         HINTS.set(Hints(hedge=False))
         assert not hedging.applies(request("fast"))
     finally:
