@@ -151,3 +151,15 @@ async def test_a_continuation_that_fails_before_its_first_byte_leaves_the_error(
     page = await scrape(client)
     failed = {"from_provider": "groq", "to_provider": "openrouter", "outcome": "failed"}
     assert page.value("modelrouter_stream_continuations_total", **failed) == 1
+
+
+async def test_a_hedge_takes_from_its_deployments_rate_budget(mock: Mock, gateway: Gateway) -> None:
+    env = two_providers(mock, "first_delay=0.3,tokens=2", "tokens=6", **HEDGED)
+    client = await gateway(**env | {"OPENROUTER_RATE_LIMIT": "1"})
+    first = await stream(client)
+    assert texts(first[1]) == reply_tokens(6)  # the hedge took openrouter's one request
+    second = await stream(client)
+    assert texts(second[1]) == reply_tokens(2)  # its budget is spent: no hedge, groq answers
+    assert await mock.count("tokens=6") == 1
+    page = await scrape(client)
+    assert page.value("modelrouter_rate_limit_rejections_total", scope="openrouter") == 1
