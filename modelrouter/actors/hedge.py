@@ -26,7 +26,16 @@ import structlog
 from modelrouter.actors.fallback import Fallback
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, Route
 from modelrouter.actors.relay import ClientGone, Relay, RelayFinished
-from modelrouter.events import Answering, CacheStatus, Chunk, Done, Event, Failed, ToolCallDelta
+from modelrouter.events import (
+    Answering,
+    CacheStatus,
+    Chunk,
+    Done,
+    Event,
+    Failed,
+    ToolCallDelta,
+    Usage,
+)
 from modelrouter.observability import Metrics
 from modelrouter.routing import Candidate
 from modelrouter.routing.hedging import HINTS, HedgeOutcome, Hedging
@@ -74,7 +83,7 @@ class Lane(Relay):
     """One attempt's relay while its request races: it holds what it is given until its
     attempt wins (or the race ends), then writes through to the request's relay."""
 
-    __slots__ = ("candidate", "held", "race", "started", "task")
+    __slots__ = ("candidate", "held", "race", "started", "task", "usage")
 
     def __init__(self, race: Race, candidate: Candidate) -> None:
         super().__init__(maxsize=1, loop=race.loop)
@@ -83,6 +92,10 @@ class Lane(Relay):
         self.held: list[Event] = []
         self.task: asyncio.Task[AttemptResult | Admission] | None = None
         self.started = race.loop.time()
+        self.usage: Usage | None = None  # what its upstream counted when it was cancelled
+
+    def cancelled_with(self, usage: Usage | None) -> None:
+        self.usage = usage
 
     def offer(self, event: Event) -> bool:
         race = self.race
@@ -277,3 +290,9 @@ class HedgedFallback(Fallback):
             if not task.done():
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        hints = HINTS.get()
+        if hints is not None and hints.loser is not None:
+            # The loser's usage, if its upstream counted any before it was cancelled (an
+            # Anthropic stream says its prompt tokens first): billed as given, not estimated.
+            lost = [lane for lane in race.lanes if lane is not race.winner]
+            hints.loser_usage = next((lane.usage for lane in lost if lane.usage), None)

@@ -104,7 +104,7 @@ class Upstream:
         return head
 
 
-async def run_attempt(
+async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in one place
     upstream: Upstream,
     attempt: Attempt,
     *,
@@ -163,6 +163,9 @@ async def run_attempt(
                     await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
             finally:
                 response.release()
+    except asyncio.CancelledError:  # a hedge's loser: its upstream's usage may be billed
+        attempt.relay.cancelled_with(progress.usage)
+        raise
     except TimeoutError:
         _leave_usage(attempt.relay, progress)
         # Whether the request's own deadline was the one that fired: the timer's time says it

@@ -27,6 +27,7 @@ from typing import Final, Literal, Protocol
 import structlog
 
 from modelrouter.config import HedgeSettings, ModelGroup, OptIn
+from modelrouter.events import Usage
 from modelrouter.schemas import ChatRequest
 
 log = structlog.get_logger("modelrouter.router")
@@ -47,13 +48,14 @@ class Hints:
     routing the stream, only when hedging or continuation is configured at all; the routing
     task, which runs in a copy of the caller's context, reads and fills the same object."""
 
-    __slots__ = ("continued_from", "hedge", "loser", "outcome", "resume")
+    __slots__ = ("continued_from", "hedge", "loser", "loser_usage", "outcome", "resume")
 
     def __init__(self, hedge: bool | None = None, resume: bool | None = None) -> None:
         self.hedge = hedge  # the hedge header: True on, False off, None absent
         self.resume = resume  # the continue header, likewise
         self.outcome: HedgeOutcome | None = None
         self.loser: tuple[str, str] | None = None  # (deployment, model) of a cancelled attempt
+        self.loser_usage: Usage | None = None  # what the loser's upstream counted, if anything
         self.continued_from: str | None = None  # the deployment whose stream was cut
 
 

@@ -369,14 +369,22 @@ def stream_charge(
     charge = runtime.pricing.charge(answering.provider, answering.model, usage)
     hints = summary.hints
     if hints is not None and hints.loser is not None:
-        charge = _with_loser(runtime, charge, chat, *hints.loser)
+        charge = _with_loser(runtime, charge, chat, hints)
     return charge
 
 
-def _with_loser(
-    runtime: Runtime, charge: Charge, chat: ChatRequest, provider: str, model: str
-) -> Charge:
+def _with_loser(runtime: Runtime, charge: Charge, chat: ChatRequest, hints: Hints) -> Charge:
     """A hedged stream's cost includes its cancelled attempt: cancelled before its first
-    byte, it read the prompt and wrote nothing, estimated from the messages."""
-    extra = runtime.pricing.charge(provider, model, estimated_usage(chat, 0, None))
-    return Charge(charge.nanos + extra.nanos, charge.priced and extra.priced, estimated=True)
+    byte, it read the prompt and wrote nothing: its usage when its upstream gave one, else
+    its prompt estimated from the messages."""
+    assert hints.loser is not None
+    provider, model = hints.loser
+    usage = hints.loser_usage
+    if usage is None or not usage.prompt_tokens:
+        usage = estimated_usage(chat, 0, None)
+    extra = runtime.pricing.charge(provider, model, usage)
+    return Charge(
+        charge.nanos + extra.nanos,
+        charge.priced and extra.priced,
+        estimated=charge.estimated or extra.estimated,
+    )

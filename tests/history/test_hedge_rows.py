@@ -47,3 +47,23 @@ async def test_a_hedged_and_a_continued_stream_say_so_in_their_rows(
     assert (row["attempts"], row["completion_tokens"]) == (2, 13)  # the continuation's 13
     shown = await (await client.get("/v1/history/req-hedged")).json()
     assert shown["hedge"] == "won"
+
+
+async def test_a_loser_that_reported_its_prompt_is_billed_from_it(
+    gateway: Gateway, mock: Mock, database: str
+) -> None:
+    # Anthropic's stream says its prompt tokens first (message_start): this one then holds.
+    env = two_providers(mock, openrouter="tokens=3", DATABASE_URL=database, **HEDGED)
+    env |= {
+        "PROVIDER_ORDER": "anthropic,openrouter",
+        "ANTHROPIC_API_KEY": "anthropic-test-key-0001",
+        "ANTHROPIC_BASE_URL": mock.base("stall_after=0", flavour="anthropic"),
+        "HISTORY_FLUSH_SECONDS": "0.05",
+    }
+    client = await gateway(**env)
+    response = await client.post("/stream", json=USER, headers={"X-Request-ID": "req-billed"})
+    assert [data for _, data in parse_sse(await response.text())] == [*reply_tokens(3), "[DONE]"]
+    (row,) = await wait_rows(database, 1)
+    assert (row["provider"], row["hedge"]) == ("openrouter", "won")
+    assert row["usage_estimated"] is False  # both usages as their upstreams counted them
+    assert row["cost_nanos"] > 0
