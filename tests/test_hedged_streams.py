@@ -84,7 +84,7 @@ async def test_no_hedge_past_the_cap(mock: Mock, gateway: Gateway) -> None:
 
 
 async def test_allow_hedges_only_the_requests_that_ask(mock: Mock, gateway: Gateway) -> None:
-    env = two_providers(mock, "first_delay=0.3,tokens=2", "tokens=6", **HEDGED)
+    env = two_providers(mock, "first_delay=1,tokens=2", "tokens=6", **HEDGED)
     client = await gateway(**env | {"HEDGE": "allow"})
     code, events, _ = await stream(client)
     assert (code, texts(events)) == (200, reply_tokens(2))

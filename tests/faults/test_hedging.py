@@ -84,7 +84,7 @@ async def test_a_hedge_answers_a_slow_first_attempt_whose_call_is_closed_and_rel
 async def test_no_hedge_is_sent_after_the_first_byte(mock: MockProcess, gateways: Gateways) -> None:
     # groq's first token comes at once, the rest slowly: the stream outlasts the hedge delay.
     slow_tail = "token_delay=0.7,tokens=4"
-    env = hedged_env(mock, slow_tail, "tokens=5", HEDGE_AFTER_MS="500")
+    env = hedged_env(mock, slow_tail, "tokens=5", HEDGE_AFTER_MS="1500")
     gateway = await gateways(env)
     code, events = await stream(gateway)
     assert code == 200
