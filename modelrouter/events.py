@@ -106,6 +106,16 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
         )
 
 
+class Continued(msgspec.Struct, frozen=True, gc=False):
+    """A stream cut mid-text goes on with another deployment's continuation of its text
+    (CONTINUE_ON_CUT): a stream shows it as an SSE comment line, which clients ignore."""
+
+    from_provider: str
+    to_provider: str
+    model: str = ""  # what the continuing deployment is asked for
+    attempt: int = 0  # the continuation's attempt number (as in `Answering`)
+
+
 class Done(msgspec.Struct, frozen=True, gc=False):
     """The answer is complete."""
 
@@ -124,7 +134,7 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     retryable: bool | None = None
 
 
-Event = Answering | CacheStatus | Chunk | ToolCallDelta | Finish | Usage | Done | Failed
+Event = Answering | CacheStatus | Chunk | ToolCallDelta | Finish | Usage | Continued | Done | Failed
 
 
 class UpstreamFailure(Exception):

@@ -130,13 +130,14 @@ def test_suite_table_shows_ratios_and_added_latency() -> None:
 def test_bench_suite_runs_end_to_end_briefly(
     tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from modelrouter.bench import suite
+    from modelrouter.bench import suite, tail
 
     out = tmp_path / "bench.json"  # type: ignore[operator]
     # The Redis rows have a test of their own (below).
     code = suite.main(
         [
             *("--seconds", "0.3", "--rounds", "1", "--open-streams", "20"),
+            *("--tail-requests", "30"),
             "--no-redis",
             "--json",
             str(out),
@@ -147,6 +148,15 @@ def test_bench_suite_runs_end_to_end_briefly(
     for scenario in suite.SCENARIOS:
         assert scenario.name in printed
     figures = json.loads(out.read_text())
+    assert tail.NAME in printed
+    for hedge in ("off", "on"):
+        run = figures["tail"][f"hedge_{hedge}"]
+        assert run["requests"] == 30
+        assert run["errors"] == {}
+        assert run["first_deployment_requests"] == 30  # the first deployment is always asked
+        assert set(run["first_byte_ms"]) == {"p50", "p95", "p99"}
+    assert figures["tail"]["hedge_off"]["extra_upstream_requests"] == 0
+    assert figures["tail"]["hedge_on"]["hedges"] is not None
     assert figures["open_streams"]["streams_open"] == 20
     for result in figures["results"]:
         assert result["modelrouter"]["requests"] > 0
@@ -155,6 +165,31 @@ def test_bench_suite_runs_end_to_end_briefly(
         if result["tool"] == "wrk" and result["concurrency"] >= 16:
             assert result["client_cpu_ms_per_request"] > 0
             assert f"{result['scenario']}: CPU per request: gateway" in printed
+
+
+def test_the_tail_scenario_reports_first_byte_ranks_and_the_extra_share() -> None:
+    from modelrouter.bench import tail
+
+    assert tail.ranks([i / 1000 for i in range(1, 101)]) == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+    assert tail.ranks([]) == {}
+    run = {
+        "requests": 3000,
+        "errors": {},
+        "first_byte_ms": {"p50": 3.0, "p95": 9.0, "p99": 2004.0},
+        "extra_upstream_requests": 0,
+        "extra_share": 0.0,
+    }
+    hedged = run | {"first_byte_ms": {"p50": 3.5, "p95": 10.0, "p99": 70.0}}
+    lines = tail.tail_lines(
+        {
+            "scenario": tail.NAME,
+            "concurrency": 8,
+            "hedge_off": run,
+            "hedge_on": hedged | {"extra_upstream_requests": 150, "extra_share": 0.05},
+        }
+    )
+    assert "off        3000       0          3.0     9.0  2004.0  0 (0.0%)" in lines
+    assert "on         3000       0          3.5    10.0    70.0  150 (5.0%)" in lines
 
 
 def test_suite_table_compares_each_other_gateway_with_this_tree() -> None:

@@ -46,6 +46,10 @@ class Fallback:
             ended = await self._try(candidate, force=False)
             if ended is not None:
                 return ended
+        return await self._last_resort()
+
+    async def _last_resort(self) -> Done | Failed:
+        """Every candidate was walked: the final error, unless every one was out."""
         if not self.failures:
             # Everyone is out. Rather than fail at once, try the one whose blacklist ends first.
             out = [

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from modelrouter.actors.relay import Relay
+from modelrouter.config import Continuation
 from modelrouter.events import FailureReason, Usage
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord
@@ -39,6 +40,9 @@ class Attempt(msgspec.Struct, frozen=True):
     request_id: str
     number: int = 1  # the request's attempt count, this one included
     force: bool = False  # every provider is out: try this one despite its blacklist
+    # A cut stream's continuation: how this deployment continues the final assistant turn
+    # (providers/continuation.py); None for every other attempt.
+    continuation: Continuation | None = None
 
 
 class AttemptResult(msgspec.Struct, frozen=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from modelrouter.events import Answering, CacheStatus, Done, Event, Failed
+from modelrouter.events import Answering, CacheStatus, Done, Event, Failed, Usage
 
 
 class RelayFinished(RuntimeError):
@@ -91,6 +91,10 @@ class Relay:
         self._finished = True
         self._events.append(event)
         self._wake_reader()
+
+    def cancelled_with(self, usage: Usage | None) -> None:
+        """The attempt writing here was cancelled with `usage` counted by its upstream so far
+        (a hedge's loser: its relay keeps it, for the request's cost). Nothing to keep here."""
 
     def on_close(self, callback: Callable[[], object]) -> None:
         """Run `callback` when the reader goes away before the end (it cancels the writer).

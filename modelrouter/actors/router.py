@@ -13,19 +13,23 @@ import asyncio
 import contextvars
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
+from modelrouter.actors.continuation import Continuing, HedgedContinuing
 from modelrouter.actors.fallback import Fallback
+from modelrouter.actors.hedge import HedgedFallback
 from modelrouter.actors.messages import Route
 from modelrouter.actors.provider import ProviderActor
 from modelrouter.actors.relay import ClientGone
 from modelrouter.actors.supervisor import Supervisor
 from modelrouter.aliases import ModelAlias
-from modelrouter.config import ModelGroup
+from modelrouter.config import ModelGroup, OptIn
 from modelrouter.events import Done, Failed
 from modelrouter.observability import Metrics
-from modelrouter.routing import PlanError, Planner
+from modelrouter.routing import Candidate, PlanError, Planner
+from modelrouter.routing.hedging import Hedging, continues
 from modelrouter.tenants.prices import PriceTable
 
 log = structlog.get_logger("modelrouter.router")
@@ -50,6 +54,8 @@ class RouterSupervisor:
         groups: tuple[ModelGroup, ...] = (),
         default_model: str | None = None,
         prices: PriceTable | None = None,
+        hedging: Hedging | None = None,
+        continue_on_cut: OptIn = "off",
         limit: int = 10_000,
         pending_limit: int = 0,
         max_restarts: int = 5,
@@ -65,6 +71,10 @@ class RouterSupervisor:
         )
         self.metrics = metrics
         self.redact = redact
+        self.hedging = hedging  # None: no request may hedge
+        self.continue_on_cut = continue_on_cut
+        # Streams may take another walk than Fallback's (else none pays for the choice).
+        self.special = hedging is not None or continue_on_cut != "off"
         self.limit = limit
         self.pending_limit = pending_limit
         self.tasks: set[asyncio.Task[None]] = set()
@@ -79,6 +89,11 @@ class RouterSupervisor:
             on_restart=lambda a: metrics.actor_restarted(a.name),
             on_give_up=lambda a: a.give_up() if isinstance(a, ProviderActor) else None,
         )
+
+    def rehedge(self, hedging: Hedging | None) -> None:
+        """A reload's hedging policy, for the routes that start from now on."""
+        self.hedging = hedging
+        self.special = hedging is not None or self.continue_on_cut != "off"
 
     async def start(self) -> None:
         """Start every provider actor and wait until each has loaded its state."""
@@ -154,6 +169,8 @@ class RouterSupervisor:
     async def _answer(self, route: Route) -> Done | Failed:
         try:
             candidates = self.planner.plan(route.request, stream=route.stream)
+            if self.special and route.stream:
+                return await self._stream_walk(route, candidates).run()
             fallback = Fallback(
                 route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
             )
@@ -165,6 +182,23 @@ class RouterSupervisor:
         except Exception:  # a bug in planning or fallback must answer the client, not hang it
             log.exception("routing_crashed")
             return Failed(502, "internal_error", "the router failed on this request")
+
+    def _stream_walk(self, route: Route, candidates: list[Candidate]) -> Fallback:
+        """A stream's walk when hedging or continuation is configured: the one it may use."""
+        walk: dict[str, Any] = {
+            "loop": self._loop_(),
+            "metrics": self.metrics,
+            "redact": self.redact,
+        }
+        hedging = self.hedging
+        resume = continues(self.continue_on_cut)
+        if hedging is not None and hedging.applies(route.request):
+            if resume:
+                return HedgedContinuing(route, candidates, hedging=hedging, **walk)
+            return HedgedFallback(route, candidates, hedging=hedging, **walk)
+        if resume:
+            return Continuing(route, candidates, **walk)
+        return Fallback(route, candidates, **walk)
 
     def _loop_(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None

@@ -48,6 +48,8 @@ from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError, Planner
 from modelrouter.routing.fleet import Fleet
+from modelrouter.routing.hedging import Hedging
+from modelrouter.routing.hedging import configured as hedging_configured
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.state.connect import connect
@@ -76,6 +78,14 @@ class TooManyStreams(Exception):
     """Every one of MAX_CONCURRENT_STREAMS is taken (fleet-wide with Redis): a 429."""
 
 
+def hedging_of(settings: Settings) -> Hedging | None:
+    """The hedging policy `settings` call for (HEDGE, the groups' `hedge:`), or None."""
+    if not hedging_configured(settings.hedge, settings.model_groups):
+        return None
+    groups = {g.name: g.hedge for g in settings.model_groups}
+    return Hedging(settings.hedge, groups, default_model=settings.default_model)
+
+
 class ActorSystem:
     def __init__(
         self, settings: Settings, metrics: Metrics, *, state: SharedState | None = None
@@ -90,6 +100,8 @@ class ActorSystem:
         # The deployments a `latency` group ranks: only their attempts are timed.
         self._timed = timed_deployments(settings)
         actors = [self._provider(p) for p in settings.providers]
+        self.hedging = hedging_of(settings)
+        self._refresher: asyncio.Task[None] | None = None
         self.router = RouterSupervisor(
             actors,
             metrics=metrics,
@@ -98,6 +110,8 @@ class ActorSystem:
             groups=settings.model_groups,
             default_model=settings.default_model,
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+            hedging=self.hedging,
+            continue_on_cut=settings.continue_on_cut,
         )
         self._reloads: set[asyncio.Task[None]] = set()  # drains of what reloads retired
         self._shared = fleet_deployments(settings)
@@ -154,6 +168,7 @@ class ActorSystem:
             client = connect(self.settings.redis_url, self.settings.redis, name="modelrouter-fleet")
             self.fleet = Fleet(client, self.settings.redis.key_prefix, self._fleet_actors)
             self.fleet.start()
+        self._keep_hedging_fresh()
         self.running = True
 
     def _fleet_actors(self) -> list[ProviderActor]:
@@ -180,6 +195,9 @@ class ActorSystem:
             await asyncio.gather(*self._reloads, return_exceptions=True)
             if self.fleet is not None:
                 await self.fleet.close()
+            if self._refresher is not None:
+                self._refresher.cancel()
+                await asyncio.gather(self._refresher, return_exceptions=True)
             await self.router.close(timeout=timeout, ending=ending)
             await self._slots_back(grace)
             if self.cache is not None:
@@ -229,11 +247,35 @@ class ActorSystem:
             prices=price_table(settings.tenants.prices) if settings.model_groups else None,
         )
         await self.router.adopt(plan.actors, planner, retired=plan.retired)
+        self._rehedge(settings)
         self._held.append(old_secrets)
         task = asyncio.get_running_loop().create_task(self._retire(plan, old_secrets))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
         return plan.report
+
+    def _rehedge(self, settings: Settings) -> None:
+        """A reloaded file's hedge settings: its groups' modes, or hedging turned on or off
+        (the learnt first-byte windows are kept)."""
+        hedging = hedging_of(settings)
+        if hedging is not None and self.hedging is not None:
+            hedging.adopt_windows(self.hedging)
+        self.hedging = hedging
+        self.router.rehedge(hedging)
+        if hedging is None and self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        elif hedging is not None:
+            if self._refresher is not None:
+                self._refresher.cancel()
+            self._refresher = None
+            self._keep_hedging_fresh()
+
+    def _keep_hedging_fresh(self) -> None:
+        if self.hedging is not None and self.loop is not None:  # learnt off the request path
+            self._refresher = self.loop.create_task(
+                self.hedging.keep_fresh(self.state.share_samples), name="hedge-delays"
+            )
 
     async def _retire(self, plan: Plan, secrets: list[str]) -> None:
         """After the retired attempts end: close what only they used, forget their secrets."""
@@ -332,6 +374,7 @@ class ActorSystem:
             cache="off" if self.cache is None else self.cache.mode,
             running=self.running and not router.closed,
             draining=self.draining,
+            hedges=None if self.hedging is None else dict(self.hedging.counts),
         )
 
     def on_health_change(self, listener: HealthListener) -> None:

@@ -32,6 +32,7 @@ from modelrouter.events import (
 )
 from modelrouter.providers import Adapter
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
+from modelrouter.providers.continuation import continue_final
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
@@ -103,7 +104,7 @@ class Upstream:
         return head
 
 
-async def run_attempt(
+async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in one place
     upstream: Upstream,
     attempt: Attempt,
     *,
@@ -131,7 +132,7 @@ async def run_attempt(
     timer: Deadline | None = None
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
-        body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+        body = _mapped(adapter, attempt)
         pool = upstream.pool
         conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
         if type(conn) is AttemptResult:
@@ -162,6 +163,9 @@ async def run_attempt(
                     await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
             finally:
                 response.release()
+    except asyncio.CancelledError:  # a hedge's loser: its upstream's usage may be billed
+        attempt.relay.cancelled_with(progress.usage)
+        raise
     except TimeoutError:
         _leave_usage(attempt.relay, progress)
         # Whether the request's own deadline was the one that fired: the timer's time says it
@@ -193,6 +197,14 @@ async def run_attempt(
         first_byte=progress.first_byte,
         usage=progress.usage,
     )
+
+
+def _mapped(adapter: Adapter, attempt: Attempt) -> bytes:
+    """The upstream body; a continuation's asks the server to continue its last message."""
+    body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+    if attempt.continuation == "assistant_prefix":
+        return continue_final(body)
+    return body
 
 
 def _leave_usage(relay: Relay, progress: _Progress) -> None:

@@ -33,3 +33,4 @@ class SystemView(msgspec.Struct, frozen=True, kw_only=True):
     running: bool  # started and not closed
     draining: bool  # shutting down: finishing what runs, taking no new work soon
     cache: str = "off"  # the response cache: off, memory, redis, or degraded (Redis away)
+    hedges: dict[str, int] | None = None  # outcome -> count since start; None: hedging off

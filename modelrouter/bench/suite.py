@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from modelrouter.bench import procs, redis_rows, status, wrk
+from modelrouter.bench import procs, redis_rows, status, tail, wrk
 from modelrouter.bench.gateways import (
     LONG,
     PACED,
@@ -241,12 +241,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only the scenarios whose name holds TEXT (repeatable; e.g. '64 clients')",
     )
     parser.add_argument(
+        "--tail-requests",
+        type=int,
+        default=tail.REQUESTS,
+        metavar="N",
+        help="streams per gateway in the tail scenario (hedging off, then on; 0 leaves it out)",
+    )
+    parser.add_argument(
         "--history",
         metavar="DATABASE_URL",
         help="also run this tree's gateway with history written to this PostgreSQL database",
     )
     args = parser.parse_args(argv)
-    if not chosen(args.scenario):
+    if not chosen(args.scenario) and not tail_chosen(args.scenario):
         parser.error(f"--scenario: none of {args.scenario} names a scenario")
     if not 0 <= args.redis_delay_ms <= 100 or args.rate_limit < 0:
         parser.error("--redis-delay-ms must be from 0 to 100, --rate-limit at least 0")
@@ -295,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.open_streams > 0:
             held = open_streams(main_gateway, args.open_streams)
         found = status.statuses({g.label: g.url for g in gateways})
+        tail_figures = None
+        if args.tail_requests > 0 and tail_chosen(args.scenario):
+            tail_figures = tail.run_tail(mock, requests=args.tail_requests)
     redis_labels = {g.label for g in gateways if g.on_redis or args.workers > 1}
     report = settings_lines(settings) + table(results, idle_rss)
     report += capacity(results, os.cpu_count() or 1)
@@ -304,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{held['rss_before_mb']} -> {held['rss_open_mb']} MB, "
             f"{held['kb_per_open_stream']} KB per open stream\n"
         )
+    if tail_figures is not None:
+        report += tail.tail_lines(tail_figures)
     report += status.warnings(found, redis_labels=redis_labels)
     sys.stdout.write(report)
     if not wrk.available():
@@ -316,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_rss_mb": round(idle_rss, 1),
         "results": results,
         "open_streams": held,
+        "tail": tail_figures,
         "gateways": found,
     }
     with open(args.json, "wb") as out:
@@ -326,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 def chosen(wanted: list[str] | None) -> list[Scenario]:
     """The scenarios whose name holds one of `wanted` (all when None)."""
     return [s for s in SCENARIOS if not wanted or any(text in s.name for text in wanted)]
+
+
+def tail_chosen(wanted: list[str] | None) -> bool:
+    """Whether the tail scenario (hedged streams, modelrouter.bench.tail) is one wanted."""
+    return not wanted or any(text in tail.NAME for text in wanted)
 
 
 def open_streams(gateway: Gateway, wanted: int) -> dict[str, Any]:

@@ -21,15 +21,20 @@ from modelrouter.config.network import (
     proxy,
 )
 from modelrouter.config.prices import read_prices
-from modelrouter.config.reader import Reader, bounded, flag, is_loopback, port, split
+from modelrouter.config.reader import Reader, bounded, flag, is_loopback, port, split, within
 from modelrouter.config.structs import (
+    CONTINUATIONS,
     DATABASE_SCHEMES,
     DEFAULT_ORDER,
     KNOWN_PROVIDERS,
+    OPT_INS,
     PREFIX_RE,
     CacheSettings,
     ConfigError,
+    Continuation,
+    HedgeSettings,
     HistorySettings,
+    OptIn,
     ProviderSettings,
     RedisSettings,
     Settings,
@@ -76,6 +81,7 @@ def _providers(
             propagate_trace=reader.get(
                 f"{prefix}_PROPAGATE_TRACE", _PROVIDER.propagate_trace, flag, FLAG_RULE
             ),
+            continuation=_continuation(reader, prefix, defaults.kind),
         )
         check_provider_headers(reader, prefix, settings)
         if defaults.needs_key and key is None:
@@ -101,6 +107,7 @@ _PROVIDER: Final = ProviderSettings("", "openai", "", "", None, 0)
 _CACHE: Final = CacheSettings()
 _HISTORY: Final = HistorySettings()
 _TENANTS: Final = TenantSettings()
+_HEDGE: Final = HedgeSettings()
 FLAG_RULE: Final = "a flag (1/0, true/false)"
 MIN_ADMIN_KEY_CHARS: Final = 16  # an admin key mints client keys: no short, guessable ones
 VIRTUAL_KEY_PREFIX: Final = (
@@ -186,6 +193,8 @@ def _load(r: Reader) -> Settings:
         history=_history(r),
         tenants=_tenants(r),
         tracing=read_tracing(r),
+        hedge=_hedge(r),
+        continue_on_cut=opt_in(r, "CONTINUE_ON_CUT", d.continue_on_cut),
     )
     if settings.backoff_max_seconds < settings.backoff_base_seconds:
         r.problems.append("BACKOFF_MAX_SECONDS must be >= BACKOFF_BASE_SECONDS")
@@ -275,6 +284,43 @@ def _tenants(r: Reader) -> TenantSettings:
         ),
         prices_file=prices_file,
         prices=prices,
+    )
+
+
+def _continuation(r: Reader, prefix: str, kind: str) -> Continuation:
+    """How the provider continues a cut stream (providers/continuation.py)."""
+    default: Continuation = "anthropic_prefill" if kind == "anthropic" else "none"
+    name = f"{prefix}_CONTINUATION"
+    text = (r.raw(name, default) or default).lower()
+    for mode in CONTINUATIONS:
+        if text == mode:
+            return mode
+    r.problems.append(f"{name}={text!r} is not one of {', '.join(CONTINUATIONS)}")
+    return default
+
+
+def opt_in(r: Reader, name: str, default: OptIn) -> OptIn:
+    """off, on or allow (a request may ask for it)."""
+    text = (r.raw(name, default) or default).lower()
+    for mode in OPT_INS:
+        if text == mode:
+            return mode
+    r.problems.append(f"{name}={text!r} is not off, on or allow")
+    return default
+
+
+def _hedge(r: Reader) -> HedgeSettings:
+    d = _HEDGE
+    after = r.raw("HEDGE_AFTER_MS", d.default_after_ms)
+    after_ms = None
+    if after is not None:
+        after_ms = r.number("HEDGE_AFTER_MS", d.default_after_ms, minimum=1.0)
+    max_extra = r.get("HEDGE_MAX_EXTRA", d.max_extra, within(0.0, 1.0), "a share from 0 to 1")
+    return HedgeSettings(
+        mode=opt_in(r, "HEDGE", d.mode),
+        after_ms=after_ms,
+        min_ms=r.number("HEDGE_MIN_MS", d.min_ms, minimum=1.0),
+        max_extra=max_extra,
     )
 
 

@@ -47,6 +47,10 @@ REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel", "
 PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
+Continuation = Literal["anthropic_prefill", "assistant_prefix", "none"]
+CONTINUATIONS: Final[tuple[Continuation, ...]] = get_args(Continuation)
+
+
 class ProviderSettings(msgspec.Struct, frozen=True):
     name: str
     kind: AdapterKind
@@ -72,6 +76,9 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     from_file: bool = False  # declared in MODELROUTER_CONFIG (rather than by the environment)
     # <PROVIDER>_PROPAGATE_TRACE: each attempt's span context goes upstream as `traceparent`
     propagate_trace: bool = True
+    # <PROVIDER>_CONTINUATION or `continuation:`: how it continues a cut stream's assistant
+    # turn (providers/continuation.py); None: its kind's default
+    continuation: Continuation | None = None
 
 
 class ModelGroup(msgspec.Struct, frozen=True):
@@ -81,6 +88,22 @@ class ModelGroup(msgspec.Struct, frozen=True):
     name: str
     strategy: Strategy = "ordered"
     fallbacks: tuple[str, ...] = ()
+    hedge: OptIn | None = None  # the routing file's `hedge:` for this group; None: HEDGE's
+
+
+OptIn = Literal["off", "on", "allow"]  # allow: a request may ask for it with a header
+OPT_INS: Final[tuple[OptIn, ...]] = ("off", "on", "allow")
+
+
+class HedgeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Hedged streams (see modelrouter.routing.hedging, docs/routing.md)."""
+
+    mode: OptIn = "off"  # HEDGE
+    after_ms: float | None = None  # HEDGE_AFTER_MS: a fixed delay; None: the deployment's p95
+    default_after_ms: float = 1000.0  # the delay until a deployment has `min_samples`
+    min_ms: float = 50.0  # HEDGE_MIN_MS: the p95 delay is never shorter
+    max_extra: float = 0.1  # HEDGE_MAX_EXTRA: hedges as a share of recent streamed requests
+    min_samples: int = 50  # first-byte samples before the p95 is trusted
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,6 +233,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     history: HistorySettings = HistorySettings()
     tenants: TenantSettings = TenantSettings()
     tracing: TracingSettings = TracingSettings()
+    hedge: HedgeSettings = HedgeSettings()
+    continue_on_cut: OptIn = "off"  # CONTINUE_ON_CUT: continue a stream cut mid-text
 
     @property
     def auth_enabled(self) -> bool:

@@ -27,6 +27,8 @@ COLUMNS: Final = (
     "answer",
     "cost_nanos",
     "usage_estimated",
+    "hedge",
+    "continued_from",
 )
 
 
@@ -53,6 +55,8 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
     # was counted by the gateway (a stream cut before the provider said).
     cost_nanos: int | None = None
     usage_estimated: bool | None = None
+    hedge: str | None = None  # a hedged stream's outcome: won, lost, skipped_cap
+    continued_from: str | None = None  # a stream continued after a cut: who was cut
 
 
 # What PostgreSQL cannot hold, and what is stored instead: text never holds NUL (nor does
@@ -64,6 +68,7 @@ BIGINT_MAX: Final = 2**63 - 1
 NANOS_PER_USD: Final = 1_000_000_000
 _TEXT: Final = (
     "request_id", "client_id", "route", "provider", "model", "error_type", "cache", "answer",
+    "hedge", "continued_from",
 )  # fmt: skip
 _COUNTS: Final = ("prompt_tokens", "completion_tokens", "cost_nanos")
 # `\u0000` in JSON text, unless its backslash is itself escaped (`\\u0000` is text, not a NUL).
@@ -118,6 +123,8 @@ class HistoryRecord(msgspec.Struct, frozen=True):
         ]
         | None
     )
+    hedge: str | None = None  # a hedged stream's outcome: won, lost or skipped_cap
+    continued_from: str | None = None  # a stream continued after a cut: the deployment cut
 
 
 def shown(row: Any) -> HistoryRecord:
@@ -141,4 +148,6 @@ def shown(row: Any) -> HistoryRecord:
         cost_usd=None if row["cost_nanos"] is None else row["cost_nanos"] / NANOS_PER_USD,
         usage_estimated=row["usage_estimated"],
         messages=None if messages is None else msgspec.Raw(messages),
+        hedge=row["hedge"],
+        continued_from=row["continued_from"],
     )

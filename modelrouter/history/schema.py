@@ -61,6 +61,16 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             ADD COLUMN IF NOT EXISTS usage_estimated boolean;
         """,
     ),
+    # A hedged stream's outcome (won, lost, skipped_cap; null: no hedge was due) and, for a
+    # stream continued after a cut, the deployment whose answer was cut. Nullable, no default.
+    (
+        4,
+        f"""
+        ALTER TABLE {TABLE}
+            ADD COLUMN IF NOT EXISTS hedge text,
+            ADD COLUMN IF NOT EXISTS continued_from text;
+        """,
+    ),
 )
 LATEST: Final = MIGRATIONS[-1][0]
 

@@ -29,6 +29,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     fail_first: int | None = None
     retry_after: str | None = None
     first_delay: float = 0.0
+    slow_share: float = 0.0
+    slow_delay: float = 0.0
     token_delay: float = 0.0
     tokens: int = 8
     stall_after: int | None = None
@@ -75,6 +77,16 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _share(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a share between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a share between 0 and 1")
+    return value
+
+
 def _header(raw: str) -> str:
     if not raw or not raw.isprintable():
         raise ValueError("expected a non-empty printable header value")
@@ -106,6 +118,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "fail_first": _optional(_count),
     "retry_after": _optional(_header),
     "first_delay": _seconds,
+    "slow_share": _share,
+    "slow_delay": _seconds,
     "token_delay": _seconds,
     "tokens": _count,
     "stall_after": _optional(_count),
@@ -169,6 +183,15 @@ def parse_spec(spec: str, base: Faults) -> Faults:
     return msgspec.structs.replace(base, **changes)
 
 
+def slow(faults: Faults, seen: int) -> Faults:
+    """The faults of request number `seen` (counted from 1): with `slow_delay` added to its
+    first delay when it is one of the `slow_share` (deterministic, evenly spread)."""
+    share = faults.slow_share
+    if share and math.floor(seen * share) > math.floor((seen - 1) * share):
+        return msgspec.structs.replace(faults, first_delay=faults.first_delay + faults.slow_delay)
+    return faults
+
+
 def _flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
@@ -224,6 +247,9 @@ _FIELD_DOCS: dict[str, str] = {
     "fail_first": "apply --status only to the first N requests (per path prefix), then recover",
     "retry_after": "Retry-After header value on error responses (seconds or HTTP-date)",
     "first_delay": "seconds before the first token / the whole non-stream response",
+    "slow_share": "share (0-1) of requests whose first token waits --slow-delay more: spread "
+    "evenly by the request count per path prefix (0.03: the 34th, 67th, 100th...)",
+    "slow_delay": "extra seconds before the first token of a --slow-share request",
     "token_delay": "seconds between streamed tokens",
     "tokens": "number of reply tokens (default 8)",
     "stall_after": "after N tokens, hold the connection open without sending",

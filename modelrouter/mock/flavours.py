@@ -274,6 +274,10 @@ class Anthropic(Flavour):
     name = "anthropic"
     malformed_line = b'event: content_block_delta\ndata: {"type": "content_block_delta", \n\n'
 
+    def parse(self, body: dict[str, Any], target: str = "") -> ChatRequest:  # noqa: ARG002
+        """A final assistant message is a prefill: the answer continues it."""
+        return parse_chat(body, stream_default=self.stream_default, prefills=True)
+
     def error_body(self, status: int, message: str) -> bytes:
         kind = _ANTHROPIC_TYPES.get(
             status, "api_error" if status >= 500 else "invalid_request_error"

@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.mock.azure import AZURE
-from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args
+from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args, slow
 from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.gemini import GEMINI
 from modelrouter.mock.state import MockState
@@ -140,6 +140,8 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         chat = flavour.parse(body, request.rel_url.raw_path_qs)
     except ValueError as exc:
         return _error(request, flavour, faults, 400, f"invalid chat request: {exc}")
+    if faults.slow_share:
+        faults = slow(faults, seen)
     reply = _reply(flavour, chat, faults)
     if chat.stream:
         return await _stream(request, flavour, reply, faults, state)

@@ -44,6 +44,7 @@ class ChatRequest:
     prompt_tokens: int
     last_user: str
     tool_name: str
+    prefix: str | None = None  # an assistant turn to continue (a prefill, continue_final_message)
 
 
 def reply_tokens(count: int) -> list[str]:
@@ -80,8 +81,12 @@ def content_text(content: object) -> str:
     return ""
 
 
-def parse_chat(body: dict[str, Any], *, stream_default: bool) -> ChatRequest:
-    """Read a chat body; raises ``ChatRequestError`` when it is not a usable chat request."""
+def parse_chat(
+    body: dict[str, Any], *, stream_default: bool, prefills: bool = False
+) -> ChatRequest:
+    """Read a chat body; raises ``ChatRequestError`` when it is not a usable chat request.
+    A final assistant message is a turn to continue when the flavour `prefills` (Anthropic)
+    or the body says `continue_final_message` (vLLM's OpenAI-compatible server)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ChatRequestError("'messages' must be a list of message objects")
@@ -100,7 +105,14 @@ def parse_chat(body: dict[str, Any], *, stream_default: bool) -> ChatRequest:
         prompt_tokens=max(1, sum(len(t.split()) for t in texts)),
         last_user=users[-1] if users else "",
         tool_name=_first_tool_name(body.get("tools")),
+        prefix=_prefix(messages, texts, prefills or body.get("continue_final_message") is True),
     )
+
+
+def _prefix(messages: list[dict[str, Any]], texts: list[str], continues: bool) -> str | None:
+    if continues and messages and messages[-1].get("role") == "assistant":
+        return texts[len(messages) - 1]
+    return None
 
 
 def _first_tool_name(tools: object) -> str:
@@ -112,7 +124,20 @@ def _first_tool_name(tools: object) -> str:
 
 
 def tokens_for(chat: ChatRequest, faults: Faults) -> list[str]:
-    """The reply tokens for this request: echoed words, or the fixed reply."""
-    if faults.echo:
-        return echo_tokens(chat.last_user)
-    return reply_tokens(faults.tokens)
+    """The reply tokens for this request: echoed words, or the fixed reply; asked to continue
+    an assistant turn that is the first tokens of it, the rest."""
+    tokens = echo_tokens(chat.last_user) if faults.echo else reply_tokens(faults.tokens)
+    if chat.prefix:
+        return continued(tokens, chat.prefix)
+    return tokens
+
+
+def continued(tokens: list[str], prefix: str) -> list[str]:
+    """The tokens after the first N that make `prefix` (as is, or with the trailing whitespace
+    a prefill trims); all of them when no N does (a model that ignores the prefix)."""
+    joined = ""
+    for index, token in enumerate(tokens):
+        joined += token
+        if prefix in (joined, joined.rstrip()):
+            return tokens[index + 1 :]
+    return tokens

@@ -144,6 +144,20 @@ class Metrics:
             ("from_provider", "to_provider", "reason"),
             registry=r,
         )
+        self.hedges = Counter(
+            "modelrouter_hedges",
+            "Hedged streams by outcome: won (the hedge answered), lost (the first attempt did), "
+            "skipped_cap (no hedge: HEDGE_MAX_EXTRA reached)",
+            ("outcome",),
+            registry=r,
+        )
+        self.continuations = Counter(
+            "modelrouter_stream_continuations",
+            "Streams cut mid-text and asked of another deployment (CONTINUE_ON_CUT), by outcome "
+            "(ok: the continuation ended the stream; failed: it failed too)",
+            ("from_provider", "to_provider", "outcome"),
+            registry=r,
+        )
         self.provider_state = Gauge(
             "modelrouter_provider_state",
             "Provider health: 0 ok, 1 half-open, 2 blacklisted, 3 down (restarts exhausted)",
@@ -382,6 +396,12 @@ class Metrics:
         if counter is None:
             counter = self._fallback_children[key] = self.fallbacks.labels(*key)
         counter.inc()
+
+    def count_continuation(self, from_provider: str, to_provider: str, outcome: str) -> None:
+        self.continuations.labels(from_provider, to_provider, outcome).inc()
+
+    def count_hedge(self, outcome: str) -> None:
+        self.hedges.labels(outcome).inc()
 
     def observe_first_chunk(self, provider: str, seconds: float) -> None:
         bound = self.providers.get(provider)

@@ -8,7 +8,13 @@ from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
 
 from modelrouter.aliases import RESERVED
-from modelrouter.config import ADAPTER_KINDS, AdapterKind, ProviderSettings
+from modelrouter.config import (
+    ADAPTER_KINDS,
+    CONTINUATIONS,
+    AdapterKind,
+    Continuation,
+    ProviderSettings,
+)
 from modelrouter.config.network import CONTROL, checked_url, proxy_url
 from modelrouter.config.network import ca_file as _ca_file
 from modelrouter.config.reader import Reader
@@ -38,6 +44,7 @@ DEPLOYMENT_KEYS: Final = frozenset(
         "api_version",
         "stream_options",
         "propagate_trace",
+        "continuation",
     }
 )
 _REQUIRED: Final = frozenset({"name", "kind", "base_url", "models"})
@@ -90,6 +97,7 @@ def read_deployment(
         propagate_trace=fields_.get(
             "propagate_trace", boolean, "true or false", _DEFAULT.propagate_trace
         ),
+        continuation=_continuation(source, fields.get("continuation"), what),
         from_file=True,
     )
     if settings.api_key is not None and "@" in settings.base_url.partition("//")[2].split("/")[0]:
@@ -201,6 +209,20 @@ def _ca_bundle(source: Source, node: Node | None, what: str) -> str | None:
         return None
     label = f"{what}: ca_bundle"
     return _checked(source, node, lambda r: _ca_file(r, label), env={label: path})
+
+
+def _continuation(source: Source, node: Node | None, what: str) -> Continuation | None:
+    if node is None:
+        return None
+    text = source.text(node, f"{what}: continuation")
+    for mode in CONTINUATIONS:
+        if text == mode:
+            return mode
+    if text is not None:
+        source.problem(
+            node, f"{what}: continuation {text!r} is not one of {', '.join(CONTINUATIONS)}"
+        )
+    return None
 
 
 def _api_version(source: Source, node: Node | None, what: str, kind: AdapterKind) -> str | None:

@@ -13,13 +13,13 @@ import msgspec
 import yaml
 
 from modelrouter.aliases import RESERVED
-from modelrouter.config import STRATEGIES, ModelGroup, ProviderSettings, Strategy
+from modelrouter.config import OPT_INS, STRATEGIES, ModelGroup, OptIn, ProviderSettings, Strategy
 from modelrouter.routing.deployment import DEPLOYMENT_KEYS, GROUP_NAME, read_deployment
 from modelrouter.routing.nodes import Node, Source
 
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 TOP_KEYS: Final = frozenset({"deployments", "models", "default_model"})
-GROUP_KEYS: Final = frozenset({"strategy", "fallbacks"})
+GROUP_KEYS: Final = frozenset({"strategy", "fallbacks", "hedge"})
 __all__ = [
     "DEPLOYMENT_KEYS",
     "GROUP_KEYS",
@@ -123,7 +123,8 @@ def _groups(source: Source, node: Node | None, served: dict[str, None]) -> dict[
             continue
         strategy = _strategy(source, fields.get("strategy"), what)
         fallbacks = _fallbacks(source, fields.get("fallbacks"), what, name, served)
-        groups[name] = ModelGroup(name, strategy, fallbacks)
+        hedge = _opt_in(source, fields.get("hedge"), f"{what}: hedge")
+        groups[name] = ModelGroup(name, strategy, fallbacks, hedge)
     return groups
 
 
@@ -137,6 +138,18 @@ def _strategy(source: Source, node: Node | None, what: str) -> Strategy:
         if text == strategy:
             return strategy
     return "ordered"
+
+
+def _opt_in(source: Source, node: Node | None, what: str) -> OptIn | None:
+    if node is None:
+        return None
+    text = source.text(node, what)
+    for mode in OPT_INS:
+        if text == mode:
+            return mode
+    if text is not None:
+        source.problem(node, f"{what} {text!r} is not off, on or allow")
+    return None
 
 
 def _fallbacks(

@@ -76,6 +76,14 @@ class SharedState(Protocol):
         (another replica, or a merge of concurrent writes). Never called for a single process."""
         ...
 
+    async def share_samples(
+        self, key: str, samples: list[float], *, keep: int, ttl: float
+    ) -> list[float] | None:
+        """Add `samples` to the fleet's window `key` (its newest `keep`, kept `ttl` seconds
+        after the last write) and return the window; None when there is no fleet to share
+        with (one process) or it cannot be reached now. Off the request path only."""
+        ...
+
     async def start(self) -> None:
         """Connect (a shared backend); serving may begin even if that fails (degraded)."""
         ...

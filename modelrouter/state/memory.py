@@ -81,6 +81,16 @@ class MemoryState:
     def watch_health(self, listener: HealthListener) -> None:  # noqa: ARG002 - protocol
         return None  # one process: nobody else writes health
 
+    async def share_samples(
+        self,
+        key: str,  # noqa: ARG002 - protocol
+        samples: list[float],  # noqa: ARG002 - protocol
+        *,
+        keep: int,  # noqa: ARG002 - protocol
+        ttl: float,  # noqa: ARG002 - protocol
+    ) -> list[float] | None:
+        return None  # one process: its own samples are the whole window
+
     async def start(self) -> None:
         return None
 

@@ -203,6 +203,34 @@ class RedisState:
         if self._breaker.failed(op, exc):
             self._local.enter()
 
+    # -- shared samples (off the request path) ------------------------------------------------
+    async def share_samples(
+        self, key: str, samples: list[float], *, keep: int, ttl: float
+    ) -> list[float] | None:
+        """One round trip: push this replica's new samples, trim, read the window back."""
+        full = self.key(key)
+
+        async def call() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                if samples:
+                    pipe.lpush(full, *(f"{s:.6f}" for s in samples))
+                    pipe.ltrim(full, 0, keep - 1)
+                    pipe.expire(full, max(1, int(ttl)))
+                pipe.lrange(full, 0, keep - 1)
+                result: list[Any] = await pipe.execute()
+                return result
+
+        replies = await self._redis("share_samples", call)
+        if replies is None:
+            return None
+        window: list[float] = []
+        for raw in replies[-1]:
+            try:
+                window.append(float(raw))
+            except (TypeError, ValueError):
+                continue  # not ours: skip rather than fail the refresh
+        return window
+
     # -- rate limits ---------------------------------------------------------------------------
     async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
         if per_minute <= 0:

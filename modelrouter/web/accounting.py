@@ -141,7 +141,7 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
     latency_ms = seconds * 1000
     first_byte = summary.first_byte
     ttfb_ms = latency_ms if first_byte is None else first_byte * 1000
-    chat, text = summary.chat, summary.text
+    chat, text, hints = summary.chat, summary.text, summary.hints
     return Record(
         request_id=request[REQUEST_ID],
         created_at=datetime.fromtimestamp(summary.started + offset, UTC),
@@ -161,6 +161,8 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
         usage_estimated=summary.cost.estimated if summary.cost is not None else None,
         messages=_encode(chat.messages).decode() if chat is not None else None,
         answer="".join(text) if text is not None else None,
+        hedge=hints.outcome if hints is not None else None,
+        continued_from=hints.continued_from if hints is not None else None,
     )
 
 

@@ -24,12 +24,14 @@ from modelrouter.events import (
     Answering,
     CacheStatus,
     Chunk,
+    Continued,
     Done,
     Event,
     Failed,
     ToolCallDelta,
     Usage,
 )
+from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.web.caching import HEADER as CACHE_HEADER
@@ -42,6 +44,8 @@ RELAY_SIZE = 64
 DEADLINE_GRACE = 1.0  # the router answers by the deadline; this only guards against a bug
 NOBODY = Answering("", "", 0)  # no attempt started (the request failed before any)
 COST_HEADER = "x-modelrouter-cost-usd"
+HEDGE_HEADER = "x-modelrouter-hedge"
+CONTINUE_HEADER = "x-modelrouter-continue"
 
 
 class Answer(msgspec.Struct):
@@ -64,6 +68,8 @@ def route(
 ) -> Relay:
     if runtime.capture:  # the history keeps what was asked
         request[SUMMARY].chat = chat
+    if runtime.hints and stream:
+        _note_hints(request)
     try:
         return runtime.system.route(
             chat,
@@ -77,6 +83,17 @@ def route(
         raise ApiError(
             503, "overloaded", "the router is saturated; retry shortly", retry_after=1.0
         ) from None
+
+
+def _note_hints(request: web.Request) -> None:
+    """What the stream asks of routing (its hedge and continue headers), in the context its
+    routing task copies, and in its summary for what routing did."""
+    headers = request.headers
+    hints = Hints(
+        header_choice(headers.get(HEDGE_HEADER)), header_choice(headers.get(CONTINUE_HEADER))
+    )
+    HINTS.set(hints)  # set for every stream: a keep-alive connection's next one starts anew
+    request[SUMMARY].hints = hints
 
 
 async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
@@ -248,6 +265,9 @@ async def _relay_stream(
                         relayed += len(event.text)  # type: ignore[union-attr]
                     elif kind is Usage:
                         summary.usage = event  # type: ignore[assignment]
+                    elif kind is Continued:
+                        out.append(_continued(summary, event))  # type: ignore[arg-type]
+                        continue
                     elif kind is Done or kind is Failed:
                         if kind is Failed:
                             summary.error = event.type  # type: ignore[union-attr]
@@ -271,6 +291,13 @@ async def _relay_stream(
         return response
     finally:
         summary.relayed = relayed
+
+
+def _continued(summary: Summary, event: Continued) -> bytes:
+    """The switch to a continuation: its deployment answers from here on (its usage and price
+    are the request's), and the client is told in an SSE comment line, which it ignores."""
+    summary.answering = Answering(event.to_provider, event.model, event.attempt)
+    return f": continued from {event.from_provider} by {event.to_provider}\n\n".encode()
 
 
 async def _start_stream(
@@ -339,4 +366,25 @@ def stream_charge(
     usage = summary.usage
     if usage is None or not complete:
         usage = summary.usage = estimated_usage(chat, summary.relayed, usage)
-    return runtime.pricing.charge(answering.provider, answering.model, usage)
+    charge = runtime.pricing.charge(answering.provider, answering.model, usage)
+    hints = summary.hints
+    if hints is not None and hints.loser is not None:
+        charge = _with_loser(runtime, charge, chat, hints)
+    return charge
+
+
+def _with_loser(runtime: Runtime, charge: Charge, chat: ChatRequest, hints: Hints) -> Charge:
+    """A hedged stream's cost includes its cancelled attempt: cancelled before its first
+    byte, it read the prompt and wrote nothing: its usage when its upstream gave one, else
+    its prompt estimated from the messages."""
+    assert hints.loser is not None
+    provider, model = hints.loser
+    usage = hints.loser_usage
+    if usage is None or not usage.prompt_tokens:
+        usage = estimated_usage(chat, 0, None)
+    extra = runtime.pricing.charge(provider, model, usage)
+    return Charge(
+        charge.nanos + extra.nanos,
+        charge.priced and extra.priced,
+        estimated=charge.estimated or extra.estimated,
+    )

@@ -41,6 +41,7 @@ class Health(msgspec.Struct, frozen=True):
     requests_in_flight: int
     providers: dict[str, ProviderHealth]
     disabled_providers: list[str]
+    hedges: dict[str, int] | None = None  # hedged streams by outcome (hedging configured)
 
 
 class Ready(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -88,6 +89,7 @@ async def health(request: web.Request) -> web.Response:
             requests_in_flight=view.requests_in_flight,
             providers={p.name: provider_health(p) for p in view.providers},
             disabled_providers=list(runtime.settings.skipped_providers),
+            hedges=view.hedges,
         )
     )
 

@@ -13,6 +13,7 @@ from modelrouter.actors.system import ActorSystem
 from modelrouter.config import Settings
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
+from modelrouter.routing.hedging import Hints
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.identity import Identity
@@ -34,6 +35,8 @@ class Runtime(msgspec.Struct, kw_only=True):
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
+    # Some stream may hedge or be continued: note each stream's hints (routing.hedging).
+    hints: bool = False
 
 
 class Summary:
@@ -47,6 +50,7 @@ class Summary:
         "cost",
         "error",
         "first_byte",
+        "hints",
         "identity",
         "relayed",
         "started",
@@ -67,6 +71,7 @@ class Summary:
         self.text: list[str] | None = None  # ...and the answer's text
         self.cost: Charge | None = None  # set once, where the request ends (web.answers)
         self.relayed = 0  # characters of text a stream relayed (its usage's estimate, if need be)
+        self.hints: Hints | None = None  # what routing was asked and did (hedging configured)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -97,6 +102,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
         cache=settings.cache.enabled,
         capture=settings.database_url is not None and settings.history.store_content,
+        hints=system.hedging is not None or settings.continue_on_cut != "off",
     )
     try:
         yield

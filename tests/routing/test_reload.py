@@ -284,3 +284,31 @@ def test_a_sighup_before_the_gateway_serves_is_kept_not_fatal() -> None:
     finally:
         EARLY.told = False
         signal.signal(signal.SIGHUP, previous)
+
+
+async def test_a_reload_turns_a_groups_hedging_on_and_off_keeping_what_it_learnt(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    plain = group_file("ordered", [mock.base(), mock.base()])
+    client = await reloadable(plain)
+    system = client.app[RUNTIME].system
+    assert system.hedging is None
+    assert not system.router.special
+    rewrite(tmp_path, plain.replace("{strategy: ordered}", "{strategy: ordered, hedge: on}"))
+    await client.app[RELOADER].reload()
+    hedging = system.hedging
+    assert hedging is not None
+    assert system.router.hedging is hedging
+    assert system.router.special
+    assert hedging.modes == {"fast": "on"}
+    hedging.observe("d0", 0.2)
+    rewrite(tmp_path, plain.replace("{strategy: ordered}", "{strategy: ordered, hedge: allow}"))
+    await client.app[RELOADER].reload()
+    assert system.hedging is not None
+    assert system.hedging.modes == {"fast": "allow"}
+    assert "d0" in system.hedging.first_bytes, "the learnt windows are kept"
+    rewrite(tmp_path, plain)
+    await client.app[RELOADER].reload()
+    assert system.hedging is None
+    assert system.router.hedging is None
+    assert not system.router.special
