@@ -76,7 +76,7 @@ def route(
             deadline=deadline,
             relay_size=RELAY_SIZE,
             cache=cache_policy(request) if runtime.cache else USE_CACHE,
-            allow=model_allow(identity),
+            allow=() if identity is None or identity.key is None else identity.key.models,
             scope=cache_scope(identity, runtime.cache_scope) if runtime.cache else "",
         )
     except Overloaded:
@@ -86,23 +86,25 @@ def route(
 
 
 async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    """The whole answer, within the key's limits (a virtual key's hold is settled either way)."""
-    hold = await admit_key(request, runtime, chat, stream=False)
+    """Wait for the whole answer (or raise its failure), within the key's limits; the relay is
+    closed and a virtual key's hold settled either way.
+
+    No timer here: the routing task answers by the request's deadline (each attempt is cut to
+    it), and ends the relay however it ends itself."""
+    summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
     try:
-        return await _whole_answer(request, runtime, chat)
+        return await _gather(request, runtime, chat)
     except ApiError as exc:
         count_refusal(runtime, exc)
         raise
     finally:
         if hold is not None:
-            settle_key(runtime, hold, request[SUMMARY])
+            settle_key(runtime, hold, summary)
 
 
-async def _whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    """Wait for the whole answer (or raise its failure); the relay is closed either way.
-
-    No timer here: the routing task answers by the request's deadline (each attempt is cut to
-    it), and ends the relay however it ends itself."""
+async def _gather(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
     relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
     summary = request[SUMMARY]
     parts: list[str] = []
@@ -139,7 +141,9 @@ async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
     """The stream, within the key's limits (a virtual key's hold is settled either way)."""
-    hold = await admit_key(request, runtime, chat, stream=True)
+    summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
     try:
         return await _serve_stream(request, runtime, chat, fmt)
     except ApiError as exc:
@@ -147,7 +151,7 @@ async def serve_stream(
         raise
     finally:
         if hold is not None:
-            settle_key(runtime, hold, request[SUMMARY])
+            settle_key(runtime, hold, summary)
 
 
 async def _serve_stream(
