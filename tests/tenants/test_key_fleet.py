@@ -98,6 +98,27 @@ async def test_a_keys_streams_hold_exactly_across_two_replicas(
             response.close()
 
 
+async def test_a_keys_tpm_holds_exactly_across_two_replicas(
+    fleet: Fleet, mock: Mock, redis_url: str, prefix: str, database: str
+) -> None:
+    # Answers take a second: every reservation is made before any is settled.
+    replicas = await fleet(env(mock, redis_url, prefix, database, groq="first_delay=1"), 2)
+    ask = {**USER, "max_tokens": 31}  # a ceiling of 11 bytes + 8 + 31 = 50 tokens
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        secret = await new_key(session, replicas[0], tpm=500)
+        headers = {"Authorization": f"Bearer {secret}"}
+
+        async def one(i: int) -> int:
+            url = f"{replicas[i % 2].url}/chat"
+            async with session.post(url, json=ask, headers=headers) as response:
+                await response.read()
+                return response.status
+
+        statuses = await asyncio.gather(*(one(i) for i in range(100)))
+    assert sorted(statuses) == [200] * 10 + [429] * 90
+
+
 async def refused_within(
     session: aiohttp.ClientSession, url: str, secret: str, *, limit: float = 1.0
 ) -> float:
