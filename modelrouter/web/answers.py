@@ -85,7 +85,10 @@ def route(
         ) from None
 
 
-async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
+# One flat loop over the event kinds: no nested coroutine per request on the hot path.
+async def whole_answer(  # noqa: PLR0912
+    request: web.Request, runtime: Runtime, chat: ChatRequest
+) -> Answer:
     """Wait for the whole answer (or raise its failure), within the key's limits; the relay is
     closed and a virtual key's hold settled either way.
 
@@ -94,23 +97,12 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
     hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
-    try:
-        return await _gather(request, runtime, chat)
-    except ApiError as exc:
-        count_refusal(runtime, exc)
-        raise
-    finally:
-        if hold is not None:
-            settle_key(runtime, hold, summary)
-
-
-async def _gather(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
-    summary = request[SUMMARY]
+    relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
+        relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
                 kind = type(event)
@@ -133,38 +125,31 @@ async def _gather(request: web.Request, runtime: Runtime, chat: ChatRequest) -> 
                     return Answer("".join(parts), calls, usage, reason, answering)
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
-        relay.close()
+        if relay is not None:
+            relay.close()
+        if hold is not None:
+            settle_key(runtime, hold, summary)
 
 
 async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
-    """The stream, within the key's limits (a virtual key's hold is settled either way)."""
+    """Route `chat` as a stream written in `fmt`, within the key's limits (a virtual key's hold
+    is settled however it ends). MAX_CONCURRENT_STREAMS bounds the streams that call
+    upstream: one the cache answers (a stored answer, or an identical request's in flight,
+    joined) takes no slot, unless the call it joined fails and it goes on its own."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
     hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
-    try:
-        return await _serve_stream(request, runtime, chat, fmt)
-    except ApiError as exc:
-        count_refusal(runtime, exc)
-        raise
-    finally:
-        if hold is not None:
-            settle_key(runtime, hold, summary)
-
-
-async def _serve_stream(
-    request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
-) -> web.StreamResponse:
-    """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
-    that call upstream: one the cache answers (a stored answer, or an identical request's in
-    flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
     deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
     relay: Relay | None = None
     if runtime.capture:
-        fmt = Capturing(fmt, request[SUMMARY])
+        fmt = Capturing(fmt, summary)
     try:
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
@@ -181,13 +166,17 @@ async def _serve_stream(
             return await _relay_stream(request, runtime, relay, fmt, chat=chat, deadline=deadline)
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
         if relay is not None:
             relay.close()
-        summary = request[SUMMARY]
         if summary.cost is None and summary.first_byte is not None:
             # Started, then abandoned by the client or cut by the deadline's guard.
             summary.cost = stream_charge(runtime, summary, chat, complete=False)
+        if hold is not None:  # its usage is known now (or estimated, for a cut stream)
+            settle_key(runtime, hold, summary)
         await slot.release()
 
 
