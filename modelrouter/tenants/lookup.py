@@ -228,6 +228,13 @@ class KeyResolver:
             else:
                 self._entries.pop(secret_hash, None)
 
+    async def close(self) -> None:
+        """End the lookups still in flight (at shutdown: nobody waits for them any more)."""
+        tasks = [*self._flights.values(), *([self._any_flight] if self._any_flight else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stale(self) -> None:
         """Changes may have been missed (the push was lost): re-read every key at its next use,
         keeping what is known as the last known answer should the database be away."""

@@ -47,8 +47,8 @@ async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         if feed is not None:
-            await feed.stop()
             await feed.close()
+        await resolver.close()
 
 
 def key_feed(settings: Settings, resolver: KeyResolver) -> KeyFeed:

@@ -182,3 +182,13 @@ async def test_with_no_database_at_all_an_unknown_key_is_unavailable_not_refused
         assert await resolver.anyone_allowed()  # loopback without API_KEY: as before keys
     finally:
         await store.close()
+
+
+async def test_closing_ends_the_lookups_in_flight(counted: Counted) -> None:
+    resolver = KeyResolver(counted)
+    counted.gate = asyncio.Event()  # never opened: the lookup would wait for ever
+    waiting = asyncio.create_task(resolver.identity(new_secret().encode()))
+    await asyncio.sleep(0)  # the caller starts the flight and waits on it
+    await resolver.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
