@@ -19,6 +19,7 @@ from typing import Final
 
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.base import Lease, SharedState
+from modelrouter.state.memory import MemoryState
 from modelrouter.tenants.keys import Key
 
 DEFAULT_RESERVE_TOKENS: Final = 4096  # a request without max_tokens reserves this much output
@@ -67,6 +68,7 @@ class KeyLimits:
     ) -> None:
         self.state = state
         self.lease_ttl = lease_ttl if state.leases_expire else math.inf
+        self._local = isinstance(state, MemoryState)  # never suspends (see settle)
         self.renew_every = renew_every
         self.default_output = default_output
         self._settling: set[asyncio.Task[None]] = set()
@@ -116,7 +118,17 @@ class KeyLimits:
         all back) and the lease is released. Runs on as its own task (None: nothing to do)."""
         if hold.lease is None and (hold.key.tpm is None or (used or 0) == hold.reserved):
             return None
-        task = asyncio.get_running_loop().create_task(self._settle(hold, used or 0))
+        settling = self._settle(hold, used or 0)
+        if self._local:
+            # The embedded state's operations complete without suspending: run it now, not as
+            # a task per request (nothing can interrupt a coroutine that never yields).
+            try:
+                settling.send(None)
+            except StopIteration:
+                return None
+            settling.close()
+            raise RuntimeError("the embedded state suspended a settle")  # its contract broken
+        task = asyncio.get_running_loop().create_task(settling)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         return task

@@ -96,14 +96,10 @@ async def test_tpm_reserves_the_ceiling_and_settles_on_the_usage(limits: KeyLimi
     with pytest.raises(Limited) as over:  # 80 reserved: 40 more do not fit in 100
         await limits.admit(limited, request, stream=False)
     assert over.value.reason == "tpm"
-    task = limits.settle(first, 5)  # it used 5 of its 40: 35 come back
-    assert task is not None
-    await task
+    assert limits.settle(first, 5) is None  # it used 5 of its 40: 35 come back, at once
     third = await limits.admit(limited, request, stream=False)
     assert third is not None
-    settled = limits.settle(second, None)  # failed: its 40 come back whole
-    assert settled is not None
-    await settled
+    assert limits.settle(second, None) is None  # failed: its 40 come back whole
     await limits.admit(limited, request, stream=False)
     with pytest.raises(Limited):  # 5 + 40 + 40 = 85 used: 40 more do not fit
         await limits.admit(limited, request, stream=False)
@@ -115,9 +111,7 @@ async def test_usage_over_the_reservation_is_taken_even_over_the_limit(
     limited = key(tpm=60)
     hold = await limits.admit(limited, chat("", max_tokens=2), stream=False)  # 10 reserved
     assert hold is not None
-    task = limits.settle(hold, 60)  # it used the whole minute's budget
-    assert task is not None
-    await task
+    assert limits.settle(hold, 60) is None  # it used the whole minute's budget
     with pytest.raises(Limited) as over:
         await limits.admit(limited, chat("", max_tokens=2), stream=False)
     assert over.value.retry_after == pytest.approx(10.0)  # 10 tokens back at 1 a second
@@ -155,9 +149,7 @@ async def test_streams_are_leases_released_on_settle(limits: KeyLimits) -> None:
     assert over.value.reason == "streams"
     first = held[0]
     assert first is not None
-    task = limits.settle(first, 3)
-    assert task is not None
-    await task
+    assert limits.settle(first, 3) is None  # done at once: the embedded state
     await limits.admit(limited, chat(), stream=True)
 
 
@@ -165,9 +157,7 @@ async def test_a_refused_request_holds_no_stream(limits: KeyLimits) -> None:
     limited = key(max_parallel_streams=1, rpm=1)
     hold = await limits.admit(limited, chat(), stream=True)
     assert hold is not None
-    task = limits.settle(hold, 1)
-    assert task is not None
-    await task
+    assert limits.settle(hold, 1) is None  # done at once: the embedded state
     with pytest.raises(Limited) as over:  # the rpm is used up...
         await limits.admit(limited, chat(), stream=True)
     assert over.value.reason == "rate_limited"
