@@ -168,7 +168,7 @@ class RouterSupervisor:
 
     async def _answer(self, route: Route) -> Done | Failed:
         try:
-            candidates = self.planner.plan(route.request, stream=route.stream)
+            candidates = self.planner.plan(route.request, stream=route.stream, allow=route.allow)
             if self.special and route.stream:
                 return await self._stream_walk(route, candidates).run()
             fallback = Fallback(

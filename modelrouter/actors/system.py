@@ -305,10 +305,13 @@ class ActorSystem:
         deadline: float,
         relay_size: int = 64,
         cache: CachePolicy = USE_CACHE,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay:
         """Start answering `request` by `deadline` (loop time); Overloaded when the system
         cannot take it now. A whole-answer reader (`stream=False`) is woken only at the end.
-        `cache` is what the request allows the response cache (when CACHE_MODE is on)."""
+        `cache` is what the request allows the response cache (when CACHE_MODE is on), `scope`
+        the cache scope its answers belong to; `allow`, its key's model allow-list."""
         if self.cache is not None:
             return self.cache.route(
                 request,
@@ -318,9 +321,11 @@ class ActorSystem:
                 relay_size=relay_size,
                 policy=cache,
                 loop=self.loop,
+                allow=allow,
+                scope=scope,
             )
         relay = Relay(maxsize=relay_size, eager=stream, loop=self.loop)
-        self.router.route(Route(request, relay, deadline, stream, request_id))
+        self.router.route(Route(request, relay, deadline, stream, request_id, allow))
         return relay
 
     def join(
@@ -332,6 +337,8 @@ class ActorSystem:
         deadline: float,
         relay_size: int = 64,
         cache: CachePolicy = USE_CACHE,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay | None:
         """`request` answered without an upstream call of its own (CACHE_MODE on): a stored
         answer, or an identical request's answer in flight, joined. None: `route` it (a stream
@@ -347,12 +354,16 @@ class ActorSystem:
             relay_size=relay_size,
             policy=cache,
             loop=self.loop,
+            allow=allow,
+            scope=scope,
         )
 
-    def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
+    def _chain(
+        self, request: ChatRequest, allow: tuple[str, ...] = ()
+    ) -> tuple[tuple[str, str], ...] | None:
         """The providers and models `request` resolves to, in order (None: it is refused)."""
         try:
-            candidates = self.router.planner.chain(request)
+            candidates = self.router.planner.chain(request, allow=allow)
         except PlanError:
             return None
         return tuple((c.actor.name, c.model) for c in candidates)

@@ -8,11 +8,16 @@ temporary git worktree), and prints instructions per request for `/chat` and `/s
 `--routing-file` also measures this tree configured by a routing file of two deployments (one
 `weighted` group, both on the mock) against its environment-only figure (issue 20: at most 3%).
 It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
+
+`--auth static` sends a key of API_KEY; `--auth virtual` a virtual key with `rpm` and `tpm`
+set, created first in `--database-url` (this tree only: older revisions have no virtual
+keys). With `--database-url` the history is on as well, for every run alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import os
 import re
@@ -21,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from contextlib import ExitStack
 
 import msgspec
@@ -64,10 +70,51 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
-def send(port: int, path: str, count: int, body: bytes = BODY) -> None:
+STATIC_KEY = "bench-client-key-0001"
+
+
+class Auth(msgspec.Struct, frozen=True):
+    """What the gateway is started with, and the key each request carries."""
+
+    env: dict[str, str]
+    key: str | None = None
+
+
+NO_AUTH = Auth({})
+
+
+def auth_of(kind: str, database_url: str | None) -> Auth:
+    env = {} if database_url is None else {"DATABASE_URL": database_url}
+    if kind == "static":
+        return Auth({**env, "API_KEY": STATIC_KEY}, STATIC_KEY)
+    if kind == "virtual":
+        if database_url is None:
+            raise SystemExit("--auth virtual needs --database-url")
+        return Auth({**env, "API_KEY": STATIC_KEY}, asyncio.run(virtual_key(database_url)))
+    return Auth(env) if env else NO_AUTH
+
+
+async def virtual_key(database_url: str) -> str:
+    """A fresh virtual key with rpm and tpm set (high enough never to refuse): its secret."""
+    from modelrouter.tenants import KeyStore, NewKey  # noqa: PLC0415 - only for this mode
+
+    store = KeyStore.from_url(database_url, pool_size=1)
+    await store.start()
+    try:
+        new = NewKey(name=f"bench-{uuid.uuid4().hex[:12]}", rpm=10_000_000, tpm=10**12)
+        _, secret = await store.create(new)
+    finally:
+        await store.close()
+    return secret
+
+
+def send(port: int, path: str, count: int, key: str | None = None, body: bytes = BODY) -> None:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        connection.request("POST", path, body, headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
@@ -76,12 +123,18 @@ def send(port: int, path: str, count: int, body: bytes = BODY) -> None:
 
 
 def instructions(
-    source: str | None, mock_port: int, path: str, count: int, *, routing: bool = False
+    source: str | None,
+    mock_port: int,
+    path: str,
+    count: int,
+    *,
+    auth: Auth = NO_AUTH,
+    routing: bool = False,
 ) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
     serving `count` requests to `path` (`routing`: configured by ROUTING_FILE)."""
     port = procs.free_port()
-    env = {**os.environ, **gateway_env(mock_port)}
+    env = {**os.environ, **gateway_env(mock_port), **auth.env}
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
@@ -92,12 +145,14 @@ def instructions(
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
+        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: the
+        # other revision runs from its own worktree, or this tree's code would be measured.
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, path, count, FILE_BODY if routing else BODY)
+            send(port, path, count, auth.key, FILE_BODY if routing else BODY)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
@@ -109,10 +164,18 @@ def instructions(
 
 
 def per_request(
-    source: str | None, mock_port: int, path: str, few: int, many: int, *, routing: bool = False
+    source: str | None,
+    mock_port: int,
+    path: str,
+    few: int,
+    many: int,
+    *,
+    auth: Auth = NO_AUTH,
+    routing: bool = False,
 ) -> float:
-    first = instructions(source, mock_port, path, few, routing=routing)
-    return (instructions(source, mock_port, path, many, routing=routing) - first) / (many - few)
+    first = instructions(source, mock_port, path, few, auth=auth, routing=routing)
+    last = instructions(source, mock_port, path, many, auth=auth, routing=routing)
+    return (last - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,13 +189,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure this tree with a routing file of two deployments",
     )
+    parser.add_argument(
+        "--auth", choices=("none", "static", "virtual"), default="none", help="the client key"
+    )
+    parser.add_argument("--database-url", help="PostgreSQL for history and virtual keys")
     args = parser.parse_args(argv)
+    if args.auth == "virtual" and args.compare:
+        sys.stderr.write("--auth virtual measures this tree only (no --compare)\n")
+        return 2
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
         return 2
     if not 0 <= args.few < args.many <= 100_000:
         sys.stderr.write("expected 0 <= --few < --many <= 100000\n")
         return 2
+    auth = auth_of(args.auth, args.database_url)
     mock_port = procs.free_port()
     with ExitStack() as stack:
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
@@ -141,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for path in (p.strip() for p in args.paths.split(",") if p.strip()):
             counts = [
-                (label, per_request(src, mock_port, path, args.few, args.many))
+                (label, per_request(src, mock_port, path, args.few, args.many, auth=auth))
                 for label, src in sources
             ]
             if args.routing_file:
-                file_count = per_request(None, mock_port, path, args.few, args.many, routing=True)
+                file_count = per_request(
+                    None, mock_port, path, args.few, args.many, auth=auth, routing=True
+                )
                 counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:

@@ -29,6 +29,7 @@ from modelrouter.config.structs import (
     KNOWN_PROVIDERS,
     OPT_INS,
     PREFIX_RE,
+    CacheScope,
     CacheSettings,
     ConfigError,
     Continuation,
@@ -206,10 +207,10 @@ def _load(r: Reader) -> Settings:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if set(settings.tenants.admin_keys) & set(settings.api_keys):
         r.problems.append("ADMIN_API_KEY and API_KEY share a key: an admin key is not a client key")
-    if not settings.api_keys and not is_loopback(settings.host):
+    if not settings.auth_enabled and not is_loopback(settings.host):
         r.problems.append(
-            f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
-            "refusing to serve without authentication"
+            f"API_KEY and DATABASE_URL are unset while HOST={settings.host} is not a loopback "
+            "address: refusing to serve without authentication"
         )
     return settings
 
@@ -241,10 +242,22 @@ def _cache(r: Reader) -> CacheSettings:
         max_value_bytes=r.integer("CACHE_MAX_VALUE_BYTES", d.max_value_bytes, minimum=1024),
         key_user=r.get("CACHE_KEY_USER", d.key_user, flag, "a flag (1/0, true/false)"),
         lock_seconds=r.number("CACHE_LOCK_SECONDS", d.lock_seconds, minimum=0.1),
+        scope=_cache_scope(r),
     )
     if cache.max_value_bytes > cache.max_bytes:
         r.problems.append("CACHE_MAX_VALUE_BYTES must be <= CACHE_MAX_BYTES")
     return cache
+
+
+def _cache_scope(r: Reader) -> CacheScope:
+    scope = (r.raw("CACHE_SCOPE", _CACHE.scope) or _CACHE.scope).lower()
+    if scope == "team":
+        return "team"
+    if scope == "global":
+        return "global"
+    if scope != "key":
+        r.problems.append(f"CACHE_SCOPE={scope!r} is not key, team or global")
+    return "key"
 
 
 def _history(r: Reader) -> HistorySettings:

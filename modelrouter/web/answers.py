@@ -34,9 +34,11 @@ from modelrouter.events import (
 from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
+from modelrouter.tenants.identity import cache_scope
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
+from modelrouter.web.keylimits import admit_key, count_refusal, model_allow, settle_key
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime, Summary
 from modelrouter.web.sse import HEADERS, StreamFormat
 
@@ -66,10 +68,12 @@ def deadline_of(runtime: Runtime) -> float:
 def route(
     request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool, deadline: float
 ) -> Relay:
+    summary = request[SUMMARY]
     if runtime.capture:  # the history keeps what was asked
-        request[SUMMARY].chat = chat
+        summary.chat = chat
     if runtime.hints and stream:
         _note_hints(request)
+    identity = summary.identity
     try:
         return runtime.system.route(
             chat,
@@ -78,6 +82,8 @@ def route(
             deadline=deadline,
             relay_size=RELAY_SIZE,
             cache=cache_policy(request) if runtime.cache else USE_CACHE,
+            allow=() if identity is None or identity.key is None else identity.key.models,
+            scope=cache_scope(identity, runtime.cache_scope) if runtime.cache else "",
         )
     except Overloaded:
         raise ApiError(
@@ -96,17 +102,24 @@ def _note_hints(request: web.Request) -> None:
     request[SUMMARY].hints = hints
 
 
-async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    """Wait for the whole answer (or raise its failure); the relay is closed either way.
+# One flat loop over the event kinds: no nested coroutine per request on the hot path.
+async def whole_answer(  # noqa: PLR0912
+    request: web.Request, runtime: Runtime, chat: ChatRequest
+) -> Answer:
+    """Wait for the whole answer (or raise its failure), within the key's limits; the relay is
+    closed and a virtual key's hold settled either way.
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
     it), and ends the relay however it ends itself."""
-    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
     summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
+    relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
+        relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
                 kind = type(event)
@@ -129,21 +142,31 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
                     return Answer("".join(parts), calls, usage, reason, answering)
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
-        relay.close()
+        if relay is not None:
+            relay.close()
+        if hold is not None:
+            settle_key(runtime, hold, summary)
 
 
 async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
-    """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
-    that call upstream: one the cache answers (a stored answer, or an identical request's in
-    flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
+    """Route `chat` as a stream written in `fmt`, within the key's limits (a virtual key's hold
+    is settled however it ends). MAX_CONCURRENT_STREAMS bounds the streams that call
+    upstream: one the cache answers (a stored answer, or an identical request's in flight,
+    joined) takes no slot, unless the call it joined fails and it goes on its own."""
+    summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
     deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
     relay: Relay | None = None
     if runtime.capture:
-        fmt = Capturing(fmt, request[SUMMARY])
+        fmt = Capturing(fmt, summary)
     try:
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
@@ -160,13 +183,17 @@ async def serve_stream(
             return await _relay_stream(request, runtime, relay, fmt, chat=chat, deadline=deadline)
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
         if relay is not None:
             relay.close()
-        summary = request[SUMMARY]
         if summary.cost is None and summary.first_byte is not None:
             # Started, then abandoned by the client or cut by the deadline's guard.
             summary.cost = stream_charge(runtime, summary, chat, complete=False)
+        if hold is not None:  # its usage is known now (or estimated, for a cut stream)
+            settle_key(runtime, hold, summary)
         await slot.release()
 
 
@@ -176,6 +203,7 @@ def _join(
     """The stream answered by the cache alone, or None (the cache off, or it would lead)."""
     if not runtime.cache:
         return None
+    identity = request[SUMMARY].identity
     relay = runtime.system.join(
         chat,
         stream=True,
@@ -183,6 +211,8 @@ def _join(
         deadline=deadline,
         relay_size=RELAY_SIZE,
         cache=cache_policy(request),
+        allow=model_allow(identity),
+        scope=cache_scope(identity, runtime.cache_scope),
     )
     if relay is not None and runtime.capture:
         request[SUMMARY].chat = chat

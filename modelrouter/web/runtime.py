@@ -10,13 +10,15 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors.system import ActorSystem
-from modelrouter.config import Settings
+from modelrouter.config import Settings, is_loopback
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.routing.hedging import Hints
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.identity import Identity
+from modelrouter.tenants.limits import KeyLimits
+from modelrouter.tenants.lookup import KeyResolver
 from modelrouter.tenants.prices import price_table
 
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
@@ -33,6 +35,11 @@ class Runtime(msgspec.Struct, kw_only=True):
     # what `check_auth` returns (-1 when auth is off).
     key_ids: tuple[str, ...] = (ANONYMOUS,)
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
+    resolver: KeyResolver | None = None  # virtual keys (DATABASE_URL), see web.auth
+    key_limits: KeyLimits | None = None  # virtual keys' rpm, tpm and streams
+    # No API_KEY, on loopback: a request without a key passes while no virtual key exists.
+    open_without_key: bool = False
+    cache_scope: str = "key"  # CACHE_SCOPE
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
     # Some stream may hedge or be continued: note each stream's hints (routing.hedging).
@@ -79,6 +86,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+RESOLVER = web.AppKey("resolver", KeyResolver)
 
 
 def key_id(key: str) -> str:
@@ -91,6 +99,14 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     system = ActorSystem(settings, metrics)
     await system.start()
+    resolver = app.get(RESOLVER)
+    key_limits = None
+    if resolver is not None:
+        key_limits = KeyLimits(
+            system.state,
+            lease_ttl=settings.stream_lease_ttl,
+            renew_every=settings.stream_lease_renew,
+        )
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),
         settings=settings,
@@ -100,11 +116,17 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
+        resolver=resolver,
+        key_limits=key_limits,
+        open_without_key=not settings.api_keys and is_loopback(settings.host),
         cache=settings.cache.enabled,
+        cache_scope=settings.cache.scope,
         capture=settings.database_url is not None and settings.history.store_content,
         hints=system.hedging is not None or settings.continue_on_cut != "off",
     )
     try:
         yield
     finally:
+        if key_limits is not None:  # before the state closes: the settles still owed
+            await key_limits.close()
         await system.close()
