@@ -81,6 +81,26 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     frequency_penalty: Penalty | None = None
 
 
+class Native(msgspec.Struct, frozen=True):
+    """A request as the client's API wrote it (`api`: "anthropic"), carried beside its mapped
+    form. A deployment of the same API gets `body` as received, with only `model` (and
+    `stream`) replaced, and `betas` in its headers; any other kind gets the mapped
+    `ChatRequest`, and is skipped when the request holds what the mapping loses (`lost`:
+    (what, why) pairs, named in the 400 when no candidate is left)."""
+
+    api: str
+    body: dict[str, Any]
+    betas: str = ""  # the `anthropic-beta` header's value to send on ("": none)
+    lost: tuple[tuple[str, str], ...] = ()
+
+
+class NativeChat(ChatRequest, frozen=True, kw_only=True):
+    """A `ChatRequest` mapped from another API's request, which it also carries (never read
+    from a client's JSON: `ChatRequest`'s decoders do not know `native`)."""
+
+    native: Native
+
+
 class ProviderMeta(msgspec.Struct, frozen=True):
     tokens_total: int
     tokens_prompt: int

@@ -26,6 +26,7 @@ from modelrouter.events import (
     Done,
     Event,
     Finish,
+    Thinking,
     ToolCallDelta,
     UpstreamFailure,
     Usage,
@@ -34,6 +35,7 @@ from modelrouter.providers import Adapter
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
+from modelrouter.schemas import ChatRequest
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -125,8 +127,7 @@ async def run_attempt(
     answers = upstream.answers
     progress = _Progress(provider_timeout, answers.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
-    # The request id passed the front's charset check, so it is safe in a header line.
-    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n" + traceparent
+    extra = _extra_headers(adapter, attempt, traceparent)
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     timer: Deadline | None = None
     try:
@@ -195,6 +196,15 @@ async def run_attempt(
     )
 
 
+def _extra_headers(adapter: Adapter, attempt: Attempt, traceparent: bytes) -> bytes:
+    """The request's own header lines. The request id passed the front's charset check, so
+    it is safe in a header line."""
+    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n" + traceparent
+    if type(attempt.request) is not ChatRequest:  # a client API's own request (NativeChat)
+        extra += adapter.request_headers(attempt.request)
+    return extra
+
+
 def _leave_usage(relay: Relay, progress: _Progress) -> None:
     """A stream cut after its first chunk: the usage its provider gave so far (Anthropic's
     prompt tokens come first) goes to the client's side, which bills from it. Never waits: a
@@ -249,7 +259,9 @@ async def _read_whole(
     progress.finish_reason = completion.finish_reason
     progress.usage = completion.usage
     text = answers.answer(completion.text) if completion.text else ""
-    events: list[Event] = [Chunk(text)] if text else []
+    events: list[Event] = [*completion.thinking] if completion.thinking else []
+    if text:
+        events.append(Chunk(text))
     events += completion.tool_calls
     events.append(completion.usage)
     relay = attempt.relay
@@ -309,7 +321,7 @@ async def _relay_events(
     answer = progress.answer
     for event in events:
         kind = type(event)
-        if kind is Chunk or kind is ToolCallDelta:
+        if kind is Chunk or kind is ToolCallDelta or kind is Thinking:
             out = event
             if kind is Chunk and answer is not PASS_THROUGH:
                 text = answer.feed(event.text)  # type: ignore[union-attr]

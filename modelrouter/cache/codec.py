@@ -7,13 +7,23 @@ from typing import Any, Final
 
 import msgspec
 
-from modelrouter.events import Answering, Chunk, Done, Event, Finish, ToolCallDelta, Usage
+from modelrouter.events import (
+    Answering,
+    Chunk,
+    Done,
+    Event,
+    Finish,
+    Thinking,
+    ToolCallDelta,
+    Usage,
+)
 
 EVENT_OVERHEAD: Final = 48  # bytes an event costs beyond its text, as the stores count it
 _KINDS: Final[dict[type[Any], str]] = {
     Answering: "a",
     Chunk: "c",
     ToolCallDelta: "t",
+    Thinking: "k",
     Finish: "f",
     Usage: "u",
     Done: "d",
@@ -33,6 +43,8 @@ def event_size(event: Event) -> int:
         return EVENT_OVERHEAD + len(event.text)  # type: ignore[union-attr]
     if kind is ToolCallDelta:
         return EVENT_OVERHEAD + len(event.arguments) + 64  # type: ignore[union-attr]
+    if kind is Thinking:
+        return EVENT_OVERHEAD + len(event.text) + len(event.signature) + len(event.redacted or "")  # type: ignore[union-attr]
     return EVENT_OVERHEAD
 
 

@@ -44,6 +44,7 @@ class ChatRequest:
     prompt_tokens: int
     last_user: str
     tool_name: str
+    thinking: bool = False  # Anthropic's extended thinking asked for: a thinking block first
 
 
 def reply_tokens(count: int) -> list[str]:

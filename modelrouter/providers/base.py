@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 import msgspec
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.events import Event, Thinking, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.redact import Redactor
 from modelrouter.schemas import ChatRequest, Message, ToolCall
@@ -32,6 +32,7 @@ class Completion(msgspec.Struct, frozen=True):
     usage: Usage
     finish_reason: str | None = "stop"
     tool_calls: list[ToolCallDelta] = []  # each call whole, in one piece
+    thinking: list[Thinking] = []  # each block whole (Anthropic's), before the text
 
 
 # OpenAI parameters beyond the seed's (messages, model, max_tokens, temperature, top_p, stop),
@@ -85,6 +86,9 @@ class Adapter(ABC):
     # providers have one URL, so the request head is encoded once; Azure puts the deployment
     # in the path, Gemini the model and the method.
     model_in_path: bool = False
+    # The client API whose requests this upstream takes as they are (`NativeChat.native.api`):
+    # such a request is passed through, not mapped, and nothing in it is refused here.
+    api: ClassVar[str | None] = None
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
@@ -123,6 +127,11 @@ class Adapter(ABC):
         """What follows `url`'s path in the request target, for adapters with `model_in_path`
         (percent-encoded here: a model name is the client's text)."""
         return ""
+
+    def request_headers(self, request: ChatRequest) -> bytes:  # noqa: ARG002 - for subclasses
+        """Header lines (each ending in CRLF) a request of a client API adds to the adapter's
+        own (Anthropic's allowed beta headers); asked only for a `NativeChat`."""
+        return b""
 
     def stream_mapper(self) -> Callable[[bytes], list[Event]]:
         """`map_chunk` for one stream: an adapter whose events depend on earlier payloads of

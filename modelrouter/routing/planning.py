@@ -27,7 +27,7 @@ from modelrouter.providers import Refusal, requested_features
 from modelrouter.routing.candidate import Candidate
 from modelrouter.routing.groups import Group, build_groups
 from modelrouter.routing.strategies import Strategies
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, NativeChat
 
 if TYPE_CHECKING:
     from modelrouter.actors.provider import ProviderActor
@@ -200,8 +200,16 @@ def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) 
     wanted = requested_features(request)
     kept: list[Candidate] = []
     refused: dict[str, list[Refusal]] = {}
+    native = request.native if type(request) is NativeChat else None
     for candidate in candidates:
-        missing = candidate.actor.adapter.unsupported(request, wanted)
+        adapter = candidate.actor.adapter
+        if native is None:
+            missing = adapter.unsupported(request, wanted)
+        elif adapter.api == native.api:
+            missing = []  # passed through as received: its own API judges it
+        else:  # mapped: what the mapping loses, then what the adapter cannot honour
+            missing = [Refusal(*lost) for lost in native.lost]
+            missing += adapter.unsupported(request, wanted)
         if missing:
             refused.setdefault(candidate.actor.name, missing)
         else:

@@ -27,6 +27,7 @@ from modelrouter.events import (
     Done,
     Event,
     Failed,
+    Thinking,
     ToolCallDelta,
     Usage,
 )
@@ -52,6 +53,7 @@ class Answer(msgspec.Struct):
     usage: Usage
     finish_reason: str
     answering: Answering
+    thinking: list[Thinking] = []  # an Anthropic deployment's (only /v1/messages shows them)
 
 
 def deadline_of(runtime: Runtime) -> float:
@@ -88,6 +90,7 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
     summary = request[SUMMARY]
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
+    thinking: list[Thinking] = []
     usage = Usage()
     try:
         while True:
@@ -109,9 +112,11 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
                     summary.cost = charge(runtime, summary, answering, usage)
                     if runtime.capture:
                         summary.text = parts
-                    return Answer("".join(parts), calls, usage, reason, answering)
+                    return Answer("".join(parts), calls, usage, reason, answering, thinking)
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
+                elif kind is Thinking:
+                    thinking.append(event)  # type: ignore[arg-type]
     finally:
         relay.close()
 

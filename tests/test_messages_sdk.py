@@ -1,0 +1,339 @@
+"""The official `anthropic` Python package, unchanged, against `/v1/messages` of a live gateway:
+to an Anthropic deployment (the body passed through) and to an OpenAI-compatible one (mapped)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import pytest
+from aiohttp.test_utils import TestClient
+
+from modelrouter.mock.flavours import THINKING_TEXT, thinking_signature
+from tests.conftest import CLIENT_KEY, Gateway, Mock, two_providers
+from tests.test_anthropic import ANTHROPIC_KEY
+
+MOCK_TEXT = "Hello from the mock provider.\nSecond line"
+SYSTEM = "be brief"
+USER: list[Any] = [{"role": "user", "content": "hello there"}]
+WEATHER: Any = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+THINKING: Any = {"type": "enabled", "budget_tokens": 1024}
+
+
+def anthropic_env(mock: Mock, spec: str = "", **extra: str) -> dict[str, str]:
+    return {
+        "PROVIDER_ORDER": "anthropic",
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ANTHROPIC_BASE_URL": mock.base(spec, flavour="anthropic"),
+        "ANTHROPIC_RATE_LIMIT": "0",
+        "API_KEY": CLIENT_KEY,
+        **extra,
+    }
+
+
+def sdk(client: TestClient[Any, Any], key: str = CLIENT_KEY) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=str(client.make_url("")), api_key=key, max_retries=0)
+
+
+async def last_sent(mock: Mock) -> dict[str, Any]:
+    sent: dict[str, Any] = (await mock.received())[-1]
+    return sent
+
+
+# -- to an Anthropic deployment: passed through ----------------------------------------------
+
+
+async def test_create_to_anthropic_passes_the_body_through(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    message = await sdk(client).messages.create(
+        model="anthropic/claude-sonnet-4-5",
+        max_tokens=100,
+        system=system,
+        messages=USER,
+        metadata={"user_id": "dev-7"},
+        extra_body={"top_k": 5},
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14,made-up-beta"},
+    )
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == MOCK_TEXT
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 8
+    assert message.usage.input_tokens > 0
+    assert message.model == "anthropic/claude-sonnet-4-5"
+    sent = await last_sent(mock)
+    assert sent["path"] == "/v1/messages"
+    assert sent["headers"]["x-api-key"] == ANTHROPIC_KEY  # the deployment's key, not the client's
+    assert sent["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    body = sent["body"]
+    assert body["model"] == "claude-sonnet-4-5"
+    assert body["system"] == system  # cache_control kept
+    assert body["metadata"] == {"user_id": "dev-7"}
+    assert body["top_k"] == 5
+    assert body["max_tokens"] == 100
+
+
+async def test_stream_to_anthropic_gives_thinking_then_text(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    async with sdk(client).messages.stream(
+        model="anthropic/claude-sonnet-4-5", max_tokens=2048, messages=USER, thinking=THINKING
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert kinds[0] == "message_start"
+    assert "thinking" in kinds
+    assert "signature" in kinds
+    assert kinds[-1] == "message_stop"
+    thinking, text = final.content
+    assert thinking.type == "thinking"
+    assert thinking.thinking == THINKING_TEXT
+    assert thinking.signature == thinking_signature(THINKING_TEXT)
+    assert text.type == "text"
+    assert text.text == MOCK_TEXT
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_block_goes_back_with_its_signature(
+    gateway: Gateway, mock: Mock, stream: bool
+) -> None:
+    """The mock refuses a thinking block whose signature is not the one it gave: the second
+    turn passes only if the block came back to the SDK, and went up again, unchanged."""
+    client = await gateway(**anthropic_env(mock))
+    api = sdk(client)
+    first = await api.messages.create(
+        model="anthropic/claude-sonnet-4-5", max_tokens=2048, messages=USER, thinking=THINKING
+    )
+    assert first.content[0].type == "thinking"
+    history: list[Any] = [
+        *USER,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": "and now?"},
+    ]
+    if stream:
+        async with api.messages.stream(
+            model="anthropic/claude-sonnet-4-5",
+            max_tokens=2048,
+            messages=history,
+            thinking=THINKING,
+        ) as events:
+            second = await events.get_final_message()
+    else:
+        second = await api.messages.create(
+            model="anthropic/claude-sonnet-4-5",
+            max_tokens=2048,
+            messages=history,
+            thinking=THINKING,
+        )
+    assert second.content[-1].text == MOCK_TEXT  # type: ignore[union-attr]
+    sent = (await last_sent(mock))["body"]["messages"][1]["content"][0]
+    assert sent == {
+        "type": "thinking",
+        "thinking": THINKING_TEXT,
+        "signature": thinking_signature(THINKING_TEXT),
+    }
+
+
+async def test_a_changed_thinking_block_is_the_upstreams_400(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    forged = {"type": "thinking", "thinking": "changed", "signature": "sig_forged"}
+    history: list[Any] = [
+        *USER,
+        {"role": "assistant", "content": [forged, {"type": "text", "text": "hi"}]},
+        {"role": "user", "content": "and now?"},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await sdk(client).messages.create(
+            model="anthropic/claude-sonnet-4-5", max_tokens=100, messages=history
+        )
+    assert "signature" in str(caught.value)
+
+
+async def tool_round_trip(client: TestClient[Any, Any], *, stream: bool) -> anthropic.types.Message:
+    """Get a tool call, send its result back as the SDK's users do; the first answer."""
+    api = sdk(client)
+    ask: dict[str, Any] = {"model": "auto", "max_tokens": 200, "tools": [WEATHER]}
+    if stream:
+        async with api.messages.stream(messages=USER, **ask) as events:
+            first = await events.get_final_message()
+    else:
+        first = await api.messages.create(messages=USER, **ask)
+    assert first.stop_reason == "tool_use"
+    (use,) = [b for b in first.content if b.type == "tool_use"]
+    assert use.name == "get_weather"
+    assert use.input == {"city": "Paris"}
+    history: list[Any] = [
+        *USER,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}],
+        },
+    ]
+    await api.messages.create(messages=history, **ask)
+    return first
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_round_trip_to_anthropic(gateway: Gateway, mock: Mock, stream: bool) -> None:
+    client = await gateway(**anthropic_env(mock, "tool_call=1"))
+    first = await tool_round_trip(client, stream=stream)
+    assert first.content[-1].id == "toolu_mock_1"  # type: ignore[union-attr]
+    body = (await last_sent(mock))["body"]
+    assert body["tools"] == [WEATHER]
+    assert body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_mock_1", "content": "sunny"}
+    ]
+
+
+# -- to an OpenAI-compatible deployment: mapped ----------------------------------------------
+
+
+async def test_create_to_openai_compatible_is_mapped(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    message = await sdk(client).messages.create(
+        model="auto",
+        max_tokens=100,
+        system=[{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
+        messages=USER,
+        stop_sequences=["END"],
+    )
+    assert message.content[0].text == MOCK_TEXT  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 8
+    assert message.model == "groq/llama-3.3-70b-versatile"
+    body = (await last_sent(mock))["body"]
+    assert body["messages"] == [{"role": "system", "content": SYSTEM}, *USER]
+    assert body["max_tokens"] == 100
+    assert body["stop"] == ["END"]
+
+
+async def test_stream_to_openai_compatible_is_mapped(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    async with sdk(client).messages.stream(model="auto", max_tokens=100, messages=USER) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == MOCK_TEXT
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_round_trip_to_openai_compatible(
+    gateway: Gateway, mock: Mock, stream: bool
+) -> None:
+    client = await gateway(**two_providers(mock, groq="tool_call=1", API_KEY=CLIENT_KEY))
+    first = await tool_round_trip(client, stream=stream)
+    call_id = first.content[-1].id  # type: ignore[union-attr]
+    body = (await last_sent(mock))["body"]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": WEATHER["input_schema"],
+            },
+        }
+    ]
+    assistant, result = body["messages"][1:]
+    assert assistant["tool_calls"][0]["id"] == call_id
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert result == {"role": "tool", "content": "sunny", "tool_call_id": call_id}
+
+
+async def test_thinking_blocks_of_earlier_turns_are_dropped_for_openai(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    block = {"type": "thinking", "thinking": THINKING_TEXT, "signature": "sig"}
+    history: list[Any] = [
+        *USER,
+        {"role": "assistant", "content": [block, {"type": "text", "text": "Hi!"}]},
+        {"role": "user", "content": "and now?"},
+    ]
+    message = await sdk(client).messages.create(
+        model="auto", max_tokens=100, messages=history, thinking=THINKING
+    )
+    assert message.content[0].text == MOCK_TEXT  # type: ignore[union-attr]
+    body = (await last_sent(mock))["body"]
+    assert body["messages"][1] == {"role": "assistant", "content": "Hi!"}
+    assert "thinking" not in body
+
+
+async def test_images_skip_a_deployment_that_cannot_take_them(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "AA=="},
+    }
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await sdk(client).messages.create(
+            model="auto",
+            max_tokens=100,
+            messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
+        )
+    assert "images" in caught.value.message
+    assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def test_unknown_model_is_not_found(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await sdk(client).messages.create(model="nobody/serves-this", max_tokens=10, messages=USER)
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert caught.value.body["request_id"]  # type: ignore[index]
+
+
+async def test_bad_key_is_an_authentication_error(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        await sdk(client, key="wrong").messages.create(model="auto", max_tokens=10, messages=USER)
+    assert caught.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+
+
+async def test_bearer_token_authenticates_as_claude_code_sends_it(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**anthropic_env(mock))
+    api = anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("")), auth_token=CLIENT_KEY, max_retries=0
+    )
+    message = await api.messages.create(model="auto", max_tokens=10, messages=USER)
+    assert message.content[0].text == MOCK_TEXT  # type: ignore[union-attr]
+
+
+async def test_over_the_rate_limit_is_a_rate_limit_error(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock, ANTHROPIC_RATE_LIMIT="1"))
+    api = sdk(client)
+    await api.messages.create(model="auto", max_tokens=10, messages=USER)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        await api.messages.create(model="auto", max_tokens=10, messages=USER)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert caught.value.response.headers["retry-after"]
+
+
+async def test_bad_request_is_an_invalid_request_error(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock))
+    response = await client.post(
+        "/v1/messages",
+        json={"model": "auto", "messages": USER},
+        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
