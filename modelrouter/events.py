@@ -71,6 +71,12 @@ class Thinking(msgspec.Struct, frozen=True, gc=False):
     redacted: str | None = None
 
 
+class Embeddings(msgspec.Struct, frozen=True):
+    """An embeddings answer: one vector per input, in the inputs' order."""
+
+    vectors: list[list[float]]
+
+
 class Finish(msgspec.Struct, frozen=True, gc=False):
     """The model stopped, and why (OpenAI's `finish_reason` vocabulary: stop, length,
     tool_calls, content_filter); the stream may still carry usage before its end marker."""
@@ -136,7 +142,18 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     retryable: bool | None = None
 
 
-Event = Answering | CacheStatus | Chunk | ToolCallDelta | Thinking | Finish | Usage | Done | Failed
+Event = (
+    Answering
+    | CacheStatus
+    | Chunk
+    | ToolCallDelta
+    | Thinking
+    | Embeddings
+    | Finish
+    | Usage
+    | Done
+    | Failed
+)
 
 
 class UpstreamFailure(Exception):

@@ -101,6 +101,22 @@ class NativeChat(ChatRequest, frozen=True, kw_only=True):
     native: Native
 
 
+class EmbedInput(msgspec.Struct, frozen=True):
+    """What to embed: `texts`, or `tokens` (arrays of token ids, for providers that take
+    them); `dimensions`, when the client asks for shorter vectors."""
+
+    texts: list[str] | None = None
+    tokens: list[list[int]] | None = None
+    dimensions: int | None = None
+
+
+class EmbedChat(ChatRequest, frozen=True, kw_only=True):
+    """An embeddings request, routed as a chat request is (planning, admission, fallback,
+    cache): its `messages` are its texts, as the history and the estimates read them."""
+
+    embed: EmbedInput
+
+
 class ProviderMeta(msgspec.Struct, frozen=True):
     tokens_total: int
     tokens_prompt: int

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from modelrouter.mock.flavours import THINKING_TEXT, thinking_signature
-from tests.conftest import CLIENT_KEY, Gateway, Mock, two_providers
+from tests.conftest import CLIENT_KEY, Gateway, Mock, parse_sse, two_providers
 from tests.test_anthropic import ANTHROPIC_KEY
 
 MOCK_TEXT = "Hello from the mock provider.\nSecond line"
@@ -337,3 +337,94 @@ async def test_bad_request_is_an_invalid_request_error(gateway: Gateway, mock: M
     assert body["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in body["error"]["message"]
     assert body["request_id"] == response.headers["X-Request-ID"]
+
+
+# -- Claude Code's requests --------------------------------------------------------------------
+
+CLAUDE_CODE_HEADERS = {
+    "Authorization": f"Bearer {CLIENT_KEY}",  # ANTHROPIC_AUTH_TOKEN
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+    "fine-grained-tool-streaming-2025-05-14,some-future-beta-2099-01-01",
+    "x-app": "cli",
+    "User-Agent": "claude-cli/2.0.0 (external, cli)",
+}
+
+
+def claude_code_body(model: str) -> dict[str, Any]:
+    """A request in the shape Claude Code sends: system blocks marked for the prompt cache,
+    its tools with JSON Schema's `$schema`, a user turn of several text blocks, streaming."""
+    cached = {"type": "ephemeral"}
+    bash = {
+        "name": "Bash",
+        "description": "Executes a given bash command",
+        "input_schema": {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+            "additionalProperties": False,
+        },
+    }
+    return {
+        "model": model,
+        "max_tokens": 32000,
+        "stream": True,
+        "temperature": 1,
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": cached},
+            {"type": "text", "text": "Working directory: /src", "cache_control": cached},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>be careful</system-reminder>"},
+                    {"type": "text", "text": "fix the bug", "cache_control": cached},
+                ],
+            }
+        ],
+        "tools": [bash],
+        "metadata": {"user_id": "user_0123_account__session_4567"},
+    }
+
+
+async def replay_claude_code(client: TestClient[Any, Any], model: str) -> list[tuple[str, Any]]:
+    response = await client.post(
+        "/v1/messages", json=claude_code_body(model), headers=CLAUDE_CODE_HEADERS
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    return [(kind, json.loads(data)) for kind, data in parse_sse(await response.text())]
+
+
+async def test_claude_code_request_to_anthropic(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock, "tool_call=1"))
+    events = await replay_claude_code(client, "anthropic/claude-sonnet-4-5")
+    kinds = [kind for kind, _ in events]
+    assert kinds[:2] == ["message_start", "ping"]
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert all(kind == data["type"] for kind, data in events)
+    start = next(data for kind, data in events if kind == "content_block_start")
+    assert start["content_block"]["type"] == "tool_use"
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    sent = await last_sent(mock)
+    assert sent["body"] == claude_code_body("claude-sonnet-4-5")  # as received, model aside
+    assert sent["headers"]["anthropic-beta"] == (
+        "claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
+    )
+
+
+async def test_claude_code_request_to_openai_compatible(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, groq="tool_call=1", API_KEY=CLIENT_KEY))
+    events = await replay_claude_code(client, "auto")
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    pieces = [d["delta"]["partial_json"] for k, d in events if k == "content_block_delta"]
+    assert json.loads("".join(pieces)) == {"city": "Paris"}
+    body = (await last_sent(mock))["body"]
+    assert body["messages"] == [
+        {"role": "system", "content": "You are Claude Code.\nWorking directory: /src"},
+        {"role": "user", "content": "<system-reminder>be careful</system-reminder>\nfix the bug"},
+    ]
+    assert body["tools"][0]["function"]["name"] == "Bash"
+    assert body["user"] == "user_0123_account__session_4567"

@@ -24,6 +24,7 @@ from modelrouter.events import (
     Answering,
     Chunk,
     Done,
+    Embeddings,
     Event,
     Finish,
     Thinking,
@@ -35,7 +36,7 @@ from modelrouter.providers import Adapter
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -73,7 +74,7 @@ class Upstream:
     `timed`: its attempts measure their time to first byte (a deployment some `latency` group
     ranks; others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact", "timed")
+    __slots__ = ("_heads", "adapter", "answers", "embed_head", "head", "pool", "redact", "timed")
 
     def __init__(
         self,
@@ -91,6 +92,20 @@ class Upstream:
         self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
+        embed_url = adapter.embed_url
+        self.embed_head = (
+            b""
+            if embed_url is None
+            else pool.header_block("POST", "", adapter.headers, url=embed_url)
+        )
+
+    def head_of(self, attempt: Attempt, *, embed: bool) -> bytes:
+        """The request head of `attempt` (`embed`: an embeddings request)."""
+        if embed:
+            return self.embed_head
+        if self.adapter.model_in_path:
+            return self.head_for(attempt.model, attempt.stream)
+        return self.head
 
     def head_for(self, model: str, stream: bool) -> bytes:
         """The request head for `model`, when the adapter's path names the model (else `head`
@@ -132,7 +147,8 @@ async def run_attempt(
     timer: Deadline | None = None
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
-        body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+        embed = type(attempt.request) is EmbedChat
+        body = _body(adapter, attempt, embed=embed)
         pool = upstream.pool
         conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
         if type(conn) is AttemptResult:
@@ -140,9 +156,7 @@ async def run_attempt(
         assert isinstance(conn, Connection)
         # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            head = upstream.head
-            if adapter.model_in_path:
-                head = upstream.head_for(attempt.model, attempt.stream)
+            head = upstream.head_of(attempt, embed=embed)
             if upstream.timed:
                 progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
@@ -151,16 +165,9 @@ async def run_attempt(
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
-                if attempt.stream:
-                    await _pump_stream(
-                        adapter,
-                        response=response,
-                        attempt=attempt,
-                        timer=timer,
-                        progress=progress,
-                    )
-                else:
-                    await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
+                await _read(
+                    adapter, response, attempt, timer, progress, embed=embed, answers=answers
+                )
             finally:
                 response.release()
     except TimeoutError:
@@ -194,6 +201,35 @@ async def run_attempt(
         first_byte=progress.first_byte,
         usage=progress.usage,
     )
+
+
+def _body(adapter: Adapter, attempt: Attempt, *, embed: bool) -> bytes:
+    request = attempt.request
+    if embed:
+        return adapter.map_embed_request(request, attempt.model)  # type: ignore[arg-type]
+    return adapter.map_request(request, attempt.model, stream=attempt.stream)
+
+
+async def _read(
+    adapter: Adapter,
+    response: Response,
+    attempt: Attempt,
+    timer: Deadline,
+    progress: _Progress,
+    *,
+    embed: bool,
+    answers: Redactor,
+) -> None:
+    """Read the answer into the relay: a stream, embeddings or a whole answer (`answers`
+    takes the upstream's credentials out of it)."""
+    if attempt.stream:
+        await _pump_stream(
+            adapter, response=response, attempt=attempt, timer=timer, progress=progress
+        )
+    elif embed:
+        await _read_embeddings(adapter, response, attempt, timer, progress)
+    else:
+        await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
 
 
 def _extra_headers(adapter: Adapter, attempt: Attempt, traceparent: bytes) -> bytes:
@@ -266,6 +302,17 @@ async def _read_whole(
     events.append(completion.usage)
     relay = attempt.relay
     for event in events:
+        if not relay.offer(event):
+            await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
+
+
+async def _read_embeddings(
+    adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
+) -> None:
+    vectors, usage = adapter.map_embed_response(await response.read())
+    progress.usage = usage
+    relay = attempt.relay
+    for event in (Embeddings(vectors), usage):
         if not relay.offer(event):
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
 

@@ -11,6 +11,7 @@ from modelrouter.events import (
     Answering,
     Chunk,
     Done,
+    Embeddings,
     Event,
     Finish,
     Thinking,
@@ -24,6 +25,7 @@ _KINDS: Final[dict[type[Any], str]] = {
     Chunk: "c",
     ToolCallDelta: "t",
     Thinking: "k",
+    Embeddings: "e",
     Finish: "f",
     Usage: "u",
     Done: "d",
@@ -43,8 +45,10 @@ def event_size(event: Event) -> int:
         return EVENT_OVERHEAD + len(event.text)  # type: ignore[union-attr]
     if kind is ToolCallDelta:
         return EVENT_OVERHEAD + len(event.arguments) + 64  # type: ignore[union-attr]
-    if kind is Thinking:
-        return EVENT_OVERHEAD + len(event.text) + len(event.signature) + len(event.redacted or "")  # type: ignore[union-attr]
+    if isinstance(event, Embeddings):  # about 12 bytes a number, as JSON text
+        return EVENT_OVERHEAD + 12 * sum(len(vector) for vector in event.vectors)
+    if isinstance(event, Thinking):
+        return EVENT_OVERHEAD + len(event.text) + len(event.signature) + len(event.redacted or "")
     return EVENT_OVERHEAD
 
 

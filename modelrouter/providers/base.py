@@ -20,7 +20,7 @@ from modelrouter.config import ProviderSettings
 from modelrouter.events import Event, Thinking, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest, Message, ToolCall
+from modelrouter.schemas import ChatRequest, EmbedChat, Message, ToolCall
 
 T = TypeVar("T")
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read (the rest is not)
@@ -89,12 +89,16 @@ class Adapter(ABC):
     # The client API whose requests this upstream takes as they are (`NativeChat.native.api`):
     # such a request is passed through, not mapped, and nothing in it is refused here.
     api: ClassVar[str | None] = None
+    # Embeddings: whether this kind takes arrays of token ids, and which optional fields.
+    embeds_tokens: ClassVar[bool] = False
+    embed_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self.model = settings.model
         self.base_url = settings.base_url
         self.url = self.endpoint(settings.base_url)
+        self.embed_url = self.embed_endpoint(settings.base_url)  # None: no embeddings
         # The adapter's own key, and every credential shape: upstream text may echo either.
         self.redact = Redactor([settings.api_key] if settings.api_key else [])
         self.headers = self.auth_headers(settings.api_key) | {
@@ -117,6 +121,31 @@ class Adapter(ABC):
     @abstractmethod
     def map_chunk(self, payload: bytes) -> list[Event]:
         """Map one framed stream payload to events; a `Done` event ends the stream."""
+
+    def embed_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - for subclasses
+        """The embeddings endpoint (same origin as `url`), or None when the kind has none."""
+        return None
+
+    def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
+        """The upstream body of an embeddings request (for kinds with `embed_endpoint`)."""
+        raise NotImplementedError
+
+    def map_embed_response(self, body: bytes) -> tuple[list[list[float]], Usage]:
+        """The vectors, in the inputs' order, and the usage."""
+        raise NotImplementedError
+
+    def embed_refusals(self, request: EmbedChat) -> list[Refusal]:
+        """What of an embeddings request this deployment cannot take (planning skips it)."""
+        if self.embed_url is None:
+            return [Refusal("model", "this kind of deployment serves no embeddings")]
+        refused: list[Refusal] = []
+        if request.embed.tokens is not None and not self.embeds_tokens:
+            refused.append(Refusal("input", "token arrays"))
+        if request.embed.dimensions is not None and "dimensions" not in self.embed_fields:
+            refused.append(Refusal("dimensions"))
+        if request.user is not None and "user" not in self.embed_fields:
+            refused.append(Refusal("user"))
+        return refused
 
     def error_text(self, body: bytes) -> str | None:  # noqa: ARG002 - for subclasses
         """The human part of an upstream error body, where its shape is known (overridden);

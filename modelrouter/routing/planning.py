@@ -27,7 +27,7 @@ from modelrouter.providers import Refusal, requested_features
 from modelrouter.routing.candidate import Candidate
 from modelrouter.routing.groups import Group, build_groups
 from modelrouter.routing.strategies import Strategies
-from modelrouter.schemas import ChatRequest, NativeChat
+from modelrouter.schemas import ChatRequest, EmbedChat, NativeChat
 
 if TYPE_CHECKING:
     from modelrouter.actors.provider import ProviderActor
@@ -85,12 +85,16 @@ class Planner:
     def plan(self, request: ChatRequest, *, stream: bool = False) -> list[Candidate]:
         """The candidates, in the order their strategies say (`stream`: which latency)."""
         candidates, named = self._candidates(request, stream=stream, ordered=False)
+        if type(request) is EmbedChat:
+            return _embedding(request, candidates, named=named)
         return _capable(request, candidates, named=named)
 
     def chain(self, request: ChatRequest) -> list[Candidate]:
         """The same candidates in a fixed order (no strategy applied): what the request
         resolves to, for the response cache's key."""
         candidates, named = self._candidates(request, stream=False, ordered=True)
+        if type(request) is EmbedChat:
+            return _embedding(request, candidates, named=named)
         return _capable(request, candidates, named=named)
 
     def _candidates(
@@ -196,6 +200,23 @@ def _default(actor: ProviderActor) -> Candidate:
     return Candidate(actor, actor.provider.model)
 
 
+def _embedding(request: EmbedChat, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    """An embeddings request's candidates: those serving the first's model (vectors of two
+    models do not mix in one index) and able to take the request."""
+    if not candidates:
+        return candidates
+    model = candidates[0].model
+    kept: list[Candidate] = []
+    refused: dict[str, list[Refusal]] = {}
+    for candidate in candidates:
+        missing = candidate.actor.adapter.embed_refusals(request)
+        if missing:
+            refused.setdefault(candidate.actor.name, missing)
+        elif candidate.model == model:
+            kept.append(candidate)
+    return _judged(candidates, kept, refused, named=named)
+
+
 def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
     wanted = requested_features(request)
     kept: list[Candidate] = []
@@ -214,6 +235,18 @@ def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) 
             refused.setdefault(candidate.actor.name, missing)
         else:
             kept.append(candidate)
+    return _judged(candidates, kept, refused, named=named)
+
+
+def _judged(
+    candidates: list[Candidate],
+    kept: list[Candidate],
+    refused: dict[str, list[Refusal]],
+    *,
+    named: bool,
+) -> list[Candidate]:
+    """The candidates kept, or the 400 naming what the first (when the request named it) or
+    every candidate refused."""
     if not refused:
         return kept
     first = candidates[0].actor.name
