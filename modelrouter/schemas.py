@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -59,7 +59,14 @@ class ResponseFormat(msgspec.Struct, frozen=True, omit_defaults=True):
 Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
 
 
+Operation = Literal["chat", "embed", "count"]
+
+
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    # What the upstream is asked: a chat answer, embeddings (EmbedChat), a count of the
+    # request's input tokens (CountChat). Not a field: fixed by the request's type.
+    operation: ClassVar[Operation] = "chat"
+
     messages: Annotated[list[Message], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
@@ -114,7 +121,15 @@ class EmbedChat(ChatRequest, frozen=True, kw_only=True):
     """An embeddings request, routed as a chat request is (planning, admission, fallback,
     cache): its `messages` are its texts, as the history and the estimates read them."""
 
+    operation: ClassVar[Operation] = "embed"
     embed: EmbedInput
+
+
+class CountChat(NativeChat, frozen=True, kw_only=True):
+    """A request whose input tokens are to be counted by the deployment that would answer
+    it (Anthropic's `count_tokens`): admitted and rate-limited as the request would be."""
+
+    operation: ClassVar[Operation] = "count"
 
 
 class ProviderMeta(msgspec.Struct, frozen=True):

@@ -428,3 +428,45 @@ async def test_claude_code_request_to_openai_compatible(gateway: Gateway, mock: 
     ]
     assert body["tools"][0]["function"]["name"] == "Bash"
     assert body["user"] == "user_0123_account__session_4567"
+
+
+# -- count_tokens ------------------------------------------------------------------------------
+
+
+async def test_count_tokens_is_answered_by_the_anthropic_deployment(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**anthropic_env(mock))
+    counted = await sdk(client).messages.count_tokens(
+        model="anthropic/claude-sonnet-4-5", system=SYSTEM, messages=USER, tools=[WEATHER]
+    )
+    assert counted.input_tokens == 4  # the mock's count: "be brief" and "hello there"
+    sent = await last_sent(mock)
+    assert sent["path"] == "/v1/messages/count_tokens"
+    assert sent["body"] == {
+        "model": "claude-sonnet-4-5",
+        "system": SYSTEM,
+        "messages": USER,
+        "tools": [WEATHER],
+    }
+
+
+async def test_count_tokens_is_a_400_where_the_model_cannot_count(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**two_providers(mock, API_KEY=CLIENT_KEY))
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await sdk(client).messages.count_tokens(model="auto", messages=USER)
+    assert "token counting is not available for model 'auto'" in caught.value.message
+    assert await mock.received() == []  # never an estimate, never a call
+
+
+async def test_count_tokens_counts_against_the_rate_limit_and_costs_nothing(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**anthropic_env(mock, ANTHROPIC_RATE_LIMIT="1"))
+    api = sdk(client)
+    raw = await api.messages.with_raw_response.count_tokens(model="auto", messages=USER)
+    assert "x-modelrouter-cost-usd" not in raw.headers
+    with pytest.raises(anthropic.RateLimitError):
+        await api.messages.create(model="auto", max_tokens=10, messages=USER)

@@ -24,7 +24,6 @@ from modelrouter.events import (
     Answering,
     Chunk,
     Done,
-    Embeddings,
     Event,
     Finish,
     Thinking,
@@ -36,7 +35,7 @@ from modelrouter.providers import Adapter
 from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest, EmbedChat
+from modelrouter.schemas import ChatRequest
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -74,7 +73,16 @@ class Upstream:
     `timed`: its attempts measure their time to first byte (a deployment some `latency` group
     ranks; others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "answers", "embed_head", "head", "pool", "redact", "timed")
+    __slots__ = (
+        "_heads",
+        "adapter",
+        "answers",
+        "head",
+        "operation_heads",
+        "pool",
+        "redact",
+        "timed",
+    )
 
     def __init__(
         self,
@@ -92,17 +100,17 @@ class Upstream:
         self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
-        embed_url = adapter.embed_url
-        self.embed_head = (
-            b""
-            if embed_url is None
-            else pool.header_block("POST", "", adapter.headers, url=embed_url)
-        )
+        # One head per operation other than chat that the adapter offers (its own endpoint).
+        self.operation_heads = {
+            operation: pool.header_block("POST", "", adapter.headers, url=url)
+            for operation, url in adapter.endpoints.items()
+        }
 
-    def head_of(self, attempt: Attempt, *, embed: bool) -> bytes:
-        """The request head of `attempt` (`embed`: an embeddings request)."""
-        if embed:
-            return self.embed_head
+    def head_of(self, attempt: Attempt) -> bytes:
+        """The request head of `attempt`."""
+        operation = attempt.request.operation
+        if operation != "chat":
+            return self.operation_heads[operation]
         if self.adapter.model_in_path:
             return self.head_for(attempt.model, attempt.stream)
         return self.head
@@ -147,8 +155,11 @@ async def run_attempt(
     timer: Deadline | None = None
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
-        embed = type(attempt.request) is EmbedChat
-        body = _body(adapter, attempt, embed=embed)
+        operation = attempt.request.operation
+        if operation == "chat":
+            body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
+        else:
+            body = adapter.map_operation(attempt.request, attempt.model)
         pool = upstream.pool
         conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
         if type(conn) is AttemptResult:
@@ -156,7 +167,7 @@ async def run_attempt(
         assert isinstance(conn, Connection)
         # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            head = upstream.head_of(attempt, embed=embed)
+            head = upstream.head_of(attempt)
             if upstream.timed:
                 progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
@@ -166,7 +177,13 @@ async def run_attempt(
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
                 await _read(
-                    adapter, response, attempt, timer, progress, embed=embed, answers=answers
+                    adapter,
+                    response,
+                    attempt,
+                    timer,
+                    progress,
+                    chat=operation == "chat",
+                    answers=answers,
                 )
             finally:
                 response.release()
@@ -203,13 +220,6 @@ async def run_attempt(
     )
 
 
-def _body(adapter: Adapter, attempt: Attempt, *, embed: bool) -> bytes:
-    request = attempt.request
-    if embed:
-        return adapter.map_embed_request(request, attempt.model)  # type: ignore[arg-type]
-    return adapter.map_request(request, attempt.model, stream=attempt.stream)
-
-
 async def _read(
     adapter: Adapter,
     response: Response,
@@ -217,19 +227,19 @@ async def _read(
     timer: Deadline,
     progress: _Progress,
     *,
-    embed: bool,
+    chat: bool,
     answers: Redactor,
 ) -> None:
-    """Read the answer into the relay: a stream, embeddings or a whole answer (`answers`
-    takes the upstream's credentials out of it)."""
+    """Read the answer into the relay: a stream, a whole chat answer (`answers` takes the
+    upstream's credentials out of it), or another operation's answer."""
     if attempt.stream:
         await _pump_stream(
             adapter, response=response, attempt=attempt, timer=timer, progress=progress
         )
-    elif embed:
-        await _read_embeddings(adapter, response, attempt, timer, progress)
-    else:
+    elif chat:
         await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
+    else:
+        await _read_operation(adapter, response, attempt, timer, progress)
 
 
 def _extra_headers(adapter: Adapter, attempt: Attempt, traceparent: bytes) -> bytes:
@@ -306,13 +316,15 @@ async def _read_whole(
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
 
 
-async def _read_embeddings(
+async def _read_operation(
     adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
 ) -> None:
-    vectors, usage = adapter.map_embed_response(await response.read())
-    progress.usage = usage
+    operation = attempt.request.operation
+    events = adapter.map_operation_response(operation, await response.read())
     relay = attempt.relay
-    for event in (Embeddings(vectors), usage):
+    for event in events:
+        if isinstance(event, Usage):
+            progress.usage = event
         if not relay.offer(event):
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
 

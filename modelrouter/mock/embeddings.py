@@ -1,5 +1,6 @@
-"""The mock's embeddings: vectors of a fixed size (or the `dimensions` asked) that depend only
-on the input, in OpenAI's (`/v1/embeddings`) and Ollama's (`/api/embed`) shapes."""
+"""The mock's answers that are not chats: embeddings (vectors of a fixed size, or the
+`dimensions` asked, that depend only on the input) in OpenAI's (`/v1/embeddings`) and Ollama's
+(`/api/embed`) shapes, and Anthropic's token count (`/v1/messages/count_tokens`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from typing import Any
 
 import msgspec
+
+from modelrouter.mock.text import parse_chat
 
 EMBED_SIZE = 8  # the vectors' length when the request asks for none
 MAX_DIMENSIONS = 4096
@@ -66,3 +69,12 @@ def ollama_embed(body: dict[str, Any]) -> bytes:
     vectors = [embed(item, size) for item in inputs]
     tokens = sum(map(_tokens, inputs))
     return _encode({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
+
+
+def count_tokens(body: dict[str, Any]) -> bytes:
+    """The input tokens as the mock counts a prompt (a word a token), as Anthropic's answer;
+    a body with `max_tokens` or `stream` is refused, as Anthropic's count_tokens does."""
+    for field in ("max_tokens", "stream"):
+        if field in body:
+            raise ValueError(f"{field}: Extra inputs are not permitted")
+    return _encode({"input_tokens": parse_chat(body, stream_default=False).prompt_tokens})

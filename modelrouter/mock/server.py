@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.mock.azure import AZURE
-from modelrouter.mock.embeddings import ollama_embed, openai_embeddings
+from modelrouter.mock.embeddings import count_tokens, ollama_embed, openai_embeddings
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args
 from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.gemini import GEMINI
@@ -232,7 +232,7 @@ async def _stream(
     return response
 
 
-def _embed_handler(flavour: Flavour, answer: Callable[[dict[str, Any]], bytes]) -> Handler:
+def _json_handler(flavour: Flavour, answer: Callable[[dict[str, Any]], bytes]) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         spec = _raw_spec(request)
@@ -253,7 +253,7 @@ def _embed_handler(flavour: Flavour, answer: Callable[[dict[str, Any]], bytes]) 
         try:
             return web.Response(body=answer(body), content_type=JSON)
         except ValueError as exc:
-            return _error(request, flavour, faults, 400, f"invalid embeddings request: {exc}")
+            return _error(request, flavour, faults, 400, f"invalid request: {exc}")
 
     return handle
 
@@ -298,8 +298,9 @@ def create_mock_app(defaults: Faults | None = None) -> web.Application:
         ("POST", "/v1/chat/completions", _chat_handler(OPENAI)),
         ("POST", "/api/chat", _chat_handler(OLLAMA)),
         ("POST", "/v1/messages", _chat_handler(ANTHROPIC)),
-        ("POST", "/v1/embeddings", _embed_handler(OPENAI, openai_embeddings)),
-        ("POST", "/api/embed", _embed_handler(OLLAMA, ollama_embed)),
+        ("POST", "/v1/embeddings", _json_handler(OPENAI, openai_embeddings)),
+        ("POST", "/api/embed", _json_handler(OLLAMA, ollama_embed)),
+        ("POST", "/v1/messages/count_tokens", _json_handler(ANTHROPIC, count_tokens)),
         ("POST", "/openai/deployments/{deployment}/chat/completions", _chat_handler(AZURE)),
         ("POST", "/openai/v1/chat/completions", _chat_handler(AZURE)),
         ("POST", "/v1beta/models/{call}", _chat_handler(GEMINI)),

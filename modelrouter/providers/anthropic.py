@@ -36,7 +36,7 @@ from modelrouter.providers.base import (
     stop_list,
     unreadable_arguments,
 )
-from modelrouter.schemas import ChatRequest, FunctionDef, Message, NativeChat
+from modelrouter.schemas import ChatRequest, CountChat, FunctionDef, Message, NativeChat
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # sent when the request sets none: every current model allows it
@@ -69,6 +69,12 @@ ALLOWED_BETAS = frozenset(
         "context-management-2025-06-27",
         "pdfs-2024-09-25",
     }
+)
+# What count_tokens does not take (https://docs.anthropic.com/en/api/messages-count-tokens):
+# the fields that shape the answer, not the input counted.
+NOT_COUNTED = frozenset(
+    {"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"}
+    | {"service_tier"}
 )
 _encode = msgspec.json.Encoder().encode
 
@@ -121,6 +127,10 @@ class _Message(msgspec.Struct):
     error: _Error | None = None  # an error body has no content
 
 
+class _Count(msgspec.Struct):
+    input_tokens: int
+
+
 class _Event(msgspec.Struct):
     type: str
     index: int = 0
@@ -133,6 +143,7 @@ class _Event(msgspec.Struct):
 
 _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_Event).decode
+_decode_count = msgspec.json.Decoder(_Count).decode
 
 
 def _failure(error: _Error) -> UpstreamFailure:
@@ -168,7 +179,7 @@ class AnthropicAdapter(Adapter):
         return headers | {"x-api-key": api_key} if api_key else headers
 
     def unsupported(self, request: ChatRequest, features: list[str] | None = None) -> list[Refusal]:
-        if type(request) is NativeChat and request.native.api == "anthropic":
+        if isinstance(request, NativeChat) and request.native.api == "anthropic":
             return []  # passed through as received: Anthropic's API judges it
         if features is None:
             features = requested_features(request)
@@ -245,9 +256,19 @@ class AnthropicAdapter(Adapter):
         handler = _EVENT_HANDLERS.get(event.type)
         return handler(event) if handler is not None else []  # ping, block stop, newer kinds
 
+    def count_endpoint(self, base_url: str) -> str | None:
+        return f"{base_url}/v1/messages/count_tokens"
+
+    def map_count_request(self, request: CountChat, model: str) -> bytes:
+        body = {k: v for k, v in request.native.body.items() if k not in NOT_COUNTED}
+        return _encode(body | {"model": model})
+
+    def map_count_response(self, body: bytes) -> int:
+        return decode(_decode_count, body, "count body").input_tokens
+
     def request_headers(self, request: ChatRequest) -> bytes:
         """The client's `anthropic-beta` values that ALLOWED_BETAS lets through."""
-        if type(request) is not NativeChat or not request.native.betas:
+        if not isinstance(request, NativeChat) or not request.native.betas:
             return b""
         betas = [b.strip() for b in request.native.betas.split(",")]
         allowed = ",".join(b for b in betas if b in ALLOWED_BETAS)

@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 import msgspec
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Event, Thinking, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.events import Embeddings, Event, Thinking, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest, EmbedChat, Message, ToolCall
+from modelrouter.schemas import ChatRequest, CountChat, EmbedChat, Message, Operation, ToolCall
 
 T = TypeVar("T")
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read (the rest is not)
@@ -98,7 +98,14 @@ class Adapter(ABC):
         self.model = settings.model
         self.base_url = settings.base_url
         self.url = self.endpoint(settings.base_url)
-        self.embed_url = self.embed_endpoint(settings.base_url)  # None: no embeddings
+        # The endpoints of operations other than chat (same origin as `url`): none, one or both.
+        self.endpoints: dict[Operation, str] = {}
+        for operation, url in (
+            ("embed", self.embed_endpoint(settings.base_url)),
+            ("count", self.count_endpoint(settings.base_url)),
+        ):
+            if url is not None:
+                self.endpoints[operation] = url  # type: ignore[index]
         # The adapter's own key, and every credential shape: upstream text may echo either.
         self.redact = Redactor([settings.api_key] if settings.api_key else [])
         self.headers = self.auth_headers(settings.api_key) | {
@@ -126,6 +133,32 @@ class Adapter(ABC):
         """The embeddings endpoint (same origin as `url`), or None when the kind has none."""
         return None
 
+    def count_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - for subclasses
+        """The endpoint counting a request's input tokens, or None when the kind has none."""
+        return None
+
+    def map_operation(self, request: ChatRequest, model: str) -> bytes:
+        """The upstream body of a request other than chat (its `operation`)."""
+        if request.operation == "embed":
+            return self.map_embed_request(request, model)  # type: ignore[arg-type]
+        return self.map_count_request(request, model)  # type: ignore[arg-type]
+
+    def map_operation_response(self, operation: Operation, body: bytes) -> list[Event]:
+        """The events of an operation's whole answer: embeddings then their usage, or a
+        count as the usage's prompt tokens."""
+        if operation == "embed":
+            vectors, usage = self.map_embed_response(body)
+            return [Embeddings(vectors), usage]
+        return [Usage(self.map_count_response(body))]
+
+    def map_count_request(self, request: CountChat, model: str) -> bytes:
+        """The upstream body of a count (for kinds with `count_endpoint`)."""
+        raise NotImplementedError
+
+    def map_count_response(self, body: bytes) -> int:
+        """The input tokens counted."""
+        raise NotImplementedError
+
     def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
         """The upstream body of an embeddings request (for kinds with `embed_endpoint`)."""
         raise NotImplementedError
@@ -136,7 +169,7 @@ class Adapter(ABC):
 
     def embed_refusals(self, request: EmbedChat) -> list[Refusal]:
         """What of an embeddings request this deployment cannot take (planning skips it)."""
-        if self.embed_url is None:
+        if "embed" not in self.endpoints:
             return [Refusal("model", "this kind of deployment serves no embeddings")]
         refused: list[Refusal] = []
         if request.embed.tokens is not None and not self.embeds_tokens:

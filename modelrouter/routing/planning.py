@@ -27,7 +27,7 @@ from modelrouter.providers import Refusal, requested_features
 from modelrouter.routing.candidate import Candidate
 from modelrouter.routing.groups import Group, build_groups
 from modelrouter.routing.strategies import Strategies
-from modelrouter.schemas import ChatRequest, EmbedChat, NativeChat
+from modelrouter.schemas import ChatRequest, CountChat, EmbedChat, NativeChat
 
 if TYPE_CHECKING:
     from modelrouter.actors.provider import ProviderActor
@@ -85,17 +85,13 @@ class Planner:
     def plan(self, request: ChatRequest, *, stream: bool = False) -> list[Candidate]:
         """The candidates, in the order their strategies say (`stream`: which latency)."""
         candidates, named = self._candidates(request, stream=stream, ordered=False)
-        if type(request) is EmbedChat:
-            return _embedding(request, candidates, named=named)
-        return _capable(request, candidates, named=named)
+        return _kept(request, candidates, named=named)
 
     def chain(self, request: ChatRequest) -> list[Candidate]:
         """The same candidates in a fixed order (no strategy applied): what the request
         resolves to, for the response cache's key."""
         candidates, named = self._candidates(request, stream=False, ordered=True)
-        if type(request) is EmbedChat:
-            return _embedding(request, candidates, named=named)
-        return _capable(request, candidates, named=named)
+        return _kept(request, candidates, named=named)
 
     def _candidates(
         self, request: ChatRequest, *, stream: bool, ordered: bool
@@ -200,6 +196,31 @@ def _default(actor: ProviderActor) -> Candidate:
     return Candidate(actor, actor.provider.model)
 
 
+def _kept(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    kind = type(request)
+    if kind is EmbedChat:
+        return _embedding(request, candidates, named=named)  # type: ignore[arg-type]
+    if kind is CountChat:
+        return _counting(request, candidates, named=named)
+    return _capable(request, candidates, named=named)
+
+
+def _counting(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    """A count's candidates: the one that would answer the request, if it counts, and the
+    deployments of the same model that count (never another model's count: agents plan
+    their context on it)."""
+    kept = _capable(request, candidates, named=named)
+    first = kept[0] if kept else None
+    if first is None or "count" not in first.actor.adapter.endpoints:
+        who = f" ({first.actor.name}/{first.model} cannot count)" if first is not None else ""
+        raise PlanError(
+            f"token counting is not available for model {request.model!r}{who}",
+            param="model",
+        )
+    model = first.model
+    return [c for c in kept if c.model == model and "count" in c.actor.adapter.endpoints]
+
+
 def _embedding(request: EmbedChat, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
     """An embeddings request's candidates: those serving the first's model (vectors of two
     models do not mix in one index) and able to take the request."""
@@ -221,7 +242,7 @@ def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) 
     wanted = requested_features(request)
     kept: list[Candidate] = []
     refused: dict[str, list[Refusal]] = {}
-    native = request.native if type(request) is NativeChat else None
+    native = request.native if isinstance(request, NativeChat) else None
     for candidate in candidates:
         adapter = candidate.actor.adapter
         if native is None:

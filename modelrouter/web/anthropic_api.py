@@ -2,6 +2,8 @@
 
 Authentication by `x-api-key` (Anthropic's header) or `Authorization: Bearer` (Claude Code's
 `ANTHROPIC_AUTH_TOKEN`); `anthropic-version` is accepted whatever it says (Anthropic has one).
+`POST /v1/messages/count_tokens` is answered by the deployment that would serve the request,
+when it counts (Anthropic's own endpoint); otherwise a 400 says counting is not available.
 The request is routed as every other (`web.answers`): to an Anthropic deployment its body
 goes as received, with only the model replaced; to another kind it is mapped
 (`web.anthropic_request`). Errors are written in Anthropic's shape by the front middleware
@@ -10,14 +12,19 @@ goes as received, with only the model replaced; to another kind it is mapped
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
+from modelrouter.tenants.cost import FREE
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.anthropic_format import AnthropicStream, message_body
 from modelrouter.web.anthropic_request import MessagesRequest, parse_messages_request
 from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
+from modelrouter.web.operations import gather
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY, Runtime
+
+_encode = msgspec.json.Encoder().encode
 
 
 async def read_messages_request(
@@ -55,4 +62,18 @@ async def messages(request: web.Request) -> web.StreamResponse:
         body=body,
         content_type="application/json",
         headers=response_headers(request[SUMMARY], answer.answering),
+    )
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """The request's input tokens, counted by the deployment that would answer it (a 400 when
+    that one cannot count: never an estimate). Admitted and rate-limited as a request; free."""
+    runtime = request.app[RUNTIME]
+    parsed = await read_messages_request(request, runtime, counting=True)
+    _, usage, answering = await gather(request, runtime, parsed.chat)
+    request[SUMMARY].cost = FREE
+    return web.Response(
+        body=_encode({"input_tokens": usage.prompt_tokens}),
+        content_type="application/json",
+        headers={"x-modelrouter-provider": answering.provider},
     )

@@ -20,6 +20,7 @@ import msgspec
 from modelrouter.errors import bad_request
 from modelrouter.schemas import (
     ChatRequest,
+    CountChat,
     FunctionCall,
     FunctionDef,
     Message,
@@ -106,7 +107,7 @@ class _Request(msgspec.Struct, frozen=True):
 
 
 class MessagesRequest(msgspec.Struct, frozen=True):
-    chat: NativeChat
+    chat: NativeChat  # a CountChat for count_tokens
     stream: bool
 
 
@@ -199,7 +200,8 @@ def parse_messages_request(
         raise bad_request(f"invalid request: {exc}") from None
     check_nesting(mapped)
     native = Native("anthropic", data, betas, tuple(sorted(mapping.lost.items())))
-    chat = NativeChat(**msgspec.structs.asdict(mapped), native=native)
+    kind = CountChat if counting else NativeChat
+    chat = kind(**msgspec.structs.asdict(mapped), native=native)
     return MessagesRequest(chat, request.stream and not counting)
 
 

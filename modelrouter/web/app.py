@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_post("/stream", chat.stream)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_post("/v1/messages", anthropic_api.messages)
+    app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get(r"/v1/models/{model:[\s\S]+}", openai_api.get_model)  # any id, even a \n

@@ -19,14 +19,14 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.errors import bad_request
-from modelrouter.events import Answering, CacheStatus, Done, Embeddings, Failed, Usage
+from modelrouter.events import Embeddings
 from modelrouter.schemas import EmbedChat, EmbedInput, Message
-from modelrouter.web.answers import NOBODY, charge, deadline_of, response_headers, route
+from modelrouter.web.answers import charge, response_headers
 from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
-from modelrouter.web.errors import from_event
 from modelrouter.web.openai_format import model_id
-from modelrouter.web.runtime import RUNTIME, SUMMARY, Runtime
+from modelrouter.web.operations import gather
+from modelrouter.web.runtime import RUNTIME, SUMMARY
 
 MAX_INPUTS = 2048  # OpenAI's limit of inputs per request
 _encode = msgspec.json.Encoder().encode
@@ -95,7 +95,11 @@ async def embeddings(request: web.Request) -> web.Response:
     chat, base64_wanted = parse_embeddings_request(
         await read_body(request, runtime.settings.max_body_bytes)
     )
-    vectors, usage, answering = await _answer(request, runtime, chat)
+    events, usage, answering = await gather(request, runtime, chat)
+    summary = request[SUMMARY]
+    summary.usage = usage
+    summary.cost = charge(runtime, summary, answering, usage)
+    vectors = next((e.vectors for e in events if isinstance(e, Embeddings)), [])
     body: dict[str, Any] = {
         "object": "list",
         "data": [
@@ -110,34 +114,3 @@ async def embeddings(request: web.Request) -> web.Response:
         content_type="application/json",
         headers=response_headers(request[SUMMARY], answering),
     )
-
-
-async def _answer(
-    request: web.Request, runtime: Runtime, chat: EmbedChat
-) -> tuple[list[list[float]], Usage, Answering]:
-    """The vectors, the usage and who answered (or the failure raised); the request's cost
-    noted. The relay is closed either way."""
-    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
-    summary = request[SUMMARY]
-    vectors: list[list[float]] = []
-    usage = Usage()
-    try:
-        while True:
-            for event in await relay.take():
-                kind = type(event)
-                if kind is Embeddings:
-                    vectors = event.vectors  # type: ignore[union-attr]
-                elif kind is Usage:
-                    usage = summary.usage = event  # type: ignore[assignment]
-                elif kind is Answering:
-                    summary.answering = event  # type: ignore[assignment]
-                elif kind is CacheStatus:
-                    summary.cache = event.result  # type: ignore[union-attr]
-                elif kind is Failed:
-                    raise from_event(event)  # type: ignore[arg-type]
-                elif kind is Done:
-                    answering = summary.answering or NOBODY
-                    summary.cost = charge(runtime, summary, answering, usage)
-                    return vectors, usage, answering
-    finally:
-        relay.close()
