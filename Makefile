@@ -55,8 +55,10 @@ bench-ab: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
+# PATHS: the routes to measure (python -m modelrouter.bench.instructions --help lists them).
+PATHS ?= /chat,/stream
 bench-instructions: $(STAMP)
-	$(PY) -m modelrouter.bench.instructions --compare $(BASE)
+	$(PY) -m modelrouter.bench.instructions --compare $(BASE) --paths '$(PATHS)'
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000
