@@ -113,8 +113,10 @@ def instructions(source: str | None, mock_port: int, route: str, count: int) -> 
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
+        # Run from `source`: `python -m` puts the working directory first on sys.path, so from
+        # this tree's root the other revision's PYTHONPATH would be shadowed by this tree.
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             procs.wait_listening(port, timeout=300)
