@@ -96,7 +96,7 @@ class Native(msgspec.Struct, frozen=True):
     (what, why) pairs, named in the 400 when no candidate is left)."""
 
     api: str
-    body: dict[str, Any]
+    body: bytes  # as received: decoded again only for a deployment of the same API
     betas: str = ""  # the `anthropic-beta` header's value to send on ("": none)
     lost: tuple[tuple[str, str], ...] = ()
 

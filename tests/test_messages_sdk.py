@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from modelrouter.mock.flavours import THINKING_TEXT, thinking_signature
-from tests.conftest import CLIENT_KEY, Gateway, Mock, parse_sse, two_providers
+from tests.conftest import CLIENT_KEY, GROQ_KEY, Gateway, Mock, parse_sse, two_providers
 from tests.test_anthropic import ANTHROPIC_KEY
 
 MOCK_TEXT = "Hello from the mock provider.\nSecond line"
@@ -470,3 +470,60 @@ async def test_count_tokens_counts_against_the_rate_limit_and_costs_nothing(
     assert "x-modelrouter-cost-usd" not in raw.headers
     with pytest.raises(anthropic.RateLimitError):
         await api.messages.create(model="auto", max_tokens=10, messages=USER)
+
+
+# -- routed like every request -----------------------------------------------------------------
+
+
+async def test_falls_over_from_anthropic_to_a_mapped_deployment(
+    gateway: Gateway, mock: Mock
+) -> None:
+    env = anthropic_env(mock, "status=500") | {
+        "PROVIDER_ORDER": "anthropic,groq",
+        "GROQ_API_KEY": GROQ_KEY,
+        "GROQ_BASE_URL": mock.base(),
+        "GROQ_RATE_LIMIT": "0",
+    }
+    client = await gateway(**env)
+    async with sdk(client).messages.stream(model="auto", max_tokens=50, messages=USER) as stream:
+        final = await stream.get_final_message()
+    assert final.model == "groq/llama-3.3-70b-versatile"
+    assert final.content[0].text == MOCK_TEXT  # type: ignore[union-attr]
+    first, second = (sent["path"] for sent in (await mock.received())[-2:])
+    assert (first, second) == ("/x/status=500/v1/messages", "/v1/chat/completions")
+
+
+async def test_a_stream_cut_midway_ends_with_an_error_event(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock, "stream_error_after=3"))
+    response = await client.post(
+        "/v1/messages",
+        json={"model": "auto", "max_tokens": 50, "messages": USER, "stream": True},
+        headers={"x-api-key": CLIENT_KEY},
+    )
+    events = parse_sse(await response.text())
+    kinds = [kind for kind, _ in events]
+    assert "content_block_delta" in kinds
+    assert "message_stop" not in kinds
+    assert kinds[-1] == "error"
+    error = json.loads(events[-1][1])
+    assert error["type"] == "error"
+    assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_a_cached_answer_replays_its_thinking(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**anthropic_env(mock, CACHE_MODE="all"))
+    api = sdk(client)
+    ask: dict[str, Any] = {
+        "model": "anthropic/claude-sonnet-4-5",
+        "max_tokens": 2048,
+        "messages": USER,
+        "thinking": THINKING,
+    }
+    first = await api.messages.with_raw_response.create(**ask)
+    second = await api.messages.with_raw_response.create(**ask)
+    assert first.headers["x-modelrouter-cache"] == "miss"
+    assert second.headers["x-modelrouter-cache"] == "hit"
+    replayed, original = await second.parse(), await first.parse()
+    assert replayed.content == original.content
+    assert replayed.content[0].type == "thinking"
+    assert len(await mock.received()) == 1

@@ -144,6 +144,7 @@ class _Event(msgspec.Struct):
 _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_Event).decode
 _decode_count = msgspec.json.Decoder(_Count).decode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _failure(error: _Error) -> UpstreamFailure:
@@ -206,7 +207,10 @@ class AnthropicAdapter(Adapter):
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
         if type(request) is NativeChat and request.native.api == "anthropic":
             # The client's own body, as received but for the model this deployment serves.
-            return _encode(request.native.body | {"model": model, "stream": stream})
+            native = _decode_object(request.native.body)
+            native["model"] = model
+            native["stream"] = stream
+            return _encode(native)
         messages = request.messages
         lead = _leading_system(messages)
         system = "\n\n".join(m.content for m in messages[:lead])
@@ -260,8 +264,9 @@ class AnthropicAdapter(Adapter):
         return f"{base_url}/v1/messages/count_tokens"
 
     def map_count_request(self, request: CountChat, model: str) -> bytes:
-        body = {k: v for k, v in request.native.body.items() if k not in NOT_COUNTED}
-        return _encode(body | {"model": model})
+        body = _decode_object(request.native.body)
+        counted = {k: v for k, v in body.items() if k not in NOT_COUNTED}
+        return _encode(counted | {"model": model})
 
     def map_count_response(self, body: bytes) -> int:
         return decode(_decode_count, body, "count body").input_tokens

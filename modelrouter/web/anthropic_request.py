@@ -13,13 +13,14 @@ marks are hints and are dropped from the mapping too.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from modelrouter.errors import bad_request
 from modelrouter.schemas import (
-    ChatRequest,
+    MAX_MESSAGES,
+    MAX_TOOLS,
     CountChat,
     FunctionCall,
     FunctionDef,
@@ -33,7 +34,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.web.nesting import check_nesting, deep_parameter
 
-_decode = msgspec.json.Decoder().decode
+_decode_object = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 # Top-level fields the mapping reads, or may leave out without changing the answer's meaning.
 MAPPED: Final = frozenset(
@@ -75,7 +76,7 @@ class _Turn(msgspec.Struct, frozen=True):
 
 
 class _Tool(msgspec.Struct, frozen=True):
-    name: str
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None  # "custom" or none: a function; else one of Anthropic's own tools
@@ -88,22 +89,29 @@ class _ToolChoice(msgspec.Struct, frozen=True):
 
 
 class _Metadata(msgspec.Struct, frozen=True):
-    user_id: str | None = None
+    user_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
-class _Request(msgspec.Struct, frozen=True):
-    model: str
-    messages: list[_Turn]
-    max_tokens: int | None = None
+class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The fields the mapping reads, with the gateway's own bounds (a ChatRequest's)."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    messages: Annotated[list[_Turn], msgspec.Meta(min_length=1)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     system: str | list[_Block] | None = None
     stream: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] | None = None
     top_k: int | None = None
-    stop_sequences: list[str] | None = None
-    tools: list[_Tool] | None = None
+    stop_sequences: Annotated[list[str], msgspec.Meta(max_length=16)] | None = None
+    tools: Annotated[list[_Tool], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
     tool_choice: _ToolChoice | None = None
     metadata: _Metadata | None = None
+    thinking: Any = None  # a mapped model reasons as it does
+    service_tier: Any = None  # a scheduling hint
+
+
+_decode_request = msgspec.json.Decoder(_Request).decode
 
 
 class MessagesRequest(msgspec.Struct, frozen=True):
@@ -170,39 +178,47 @@ def parse_messages_request(
     body: bytes, *, betas: str = "", counting: bool = False
 ) -> MessagesRequest:
     """Read a `/v1/messages` body (`counting`: `/v1/messages/count_tokens`, which takes no
-    `max_tokens`); a 400 naming the fault if it is not one."""
+    `max_tokens`); a 400 naming the fault if it is not one. The body itself is kept as it
+    came, for Anthropic deployments."""
+    mapping = _Mapping()
+    request = _read(body, mapping)
+    if request.max_tokens is None and not counting:
+        raise bad_request("max_tokens: Field required", param="max_tokens")
+    if request.top_k is not None:
+        mapping.lose("top_k")
+    fields = _fields(request, mapping)
+    if len(mapping.messages) > MAX_MESSAGES:
+        raise bad_request(f"more than {MAX_MESSAGES} messages once mapped", param="messages")
+    native = Native("anthropic", body, betas, tuple(sorted(mapping.lost.items())))
+    chat = (CountChat if counting else NativeChat)(**fields, native=native)
+    check_nesting(chat)
+    return MessagesRequest(chat, request.stream and not counting)
+
+
+def _read(body: bytes, mapping: _Mapping) -> _Request:
+    """The fields the mapping reads, in one typed decode; a body with fields it does not know
+    is read again (rarely) to note them as lost."""
     try:
-        data = _decode(body)
+        return _decode_request(body)
+    except msgspec.ValidationError as exc:
+        if "unknown field" not in str(exc):
+            raise bad_request(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise deep_parameter(body) from None
-    if not isinstance(data, dict):
-        raise bad_request("request body must be a JSON object")
-    try:
-        request = msgspec.convert(data, _Request)
-    except msgspec.ValidationError as exc:
-        raise bad_request(f"invalid request: {exc}") from None
-    if request.max_tokens is None and not counting:
-        raise bad_request("max_tokens: Field required", param="max_tokens")
-    if not request.messages:
-        raise bad_request("messages: at least one message is required", param="messages")
-    mapping = _Mapping()
+    try:  # valid JSON: the typed decode got as far as an unknown field
+        data = _decode_object(body)
+    except RecursionError:
+        raise deep_parameter(body) from None
+    known = {name: value for name, value in data.items() if name in MAPPED}
     for name in data:
         if name not in MAPPED:
             mapping.lose(name)
-    if request.top_k is not None:
-        mapping.lose("top_k")
-    fields = _fields(request, mapping)
-    try:  # the mapped request meets the gateway's own bounds (a NativeChat's are the same)
-        mapped = msgspec.convert(fields, ChatRequest, from_attributes=True)
+    try:
+        return msgspec.convert(known, _Request)
     except msgspec.ValidationError as exc:
         raise bad_request(f"invalid request: {exc}") from None
-    check_nesting(mapped)
-    native = Native("anthropic", data, betas, tuple(sorted(mapping.lost.items())))
-    kind = CountChat if counting else NativeChat
-    chat = kind(**msgspec.structs.asdict(mapped), native=native)
-    return MessagesRequest(chat, request.stream and not counting)
 
 
 def _fields(request: _Request, mapping: _Mapping) -> dict[str, Any]:
@@ -214,6 +230,7 @@ def _fields(request: _Request, mapping: _Mapping) -> dict[str, Any]:
         else:
             mapping.assistant(turn.content)
     fields: dict[str, Any] = {"messages": mapping.messages, "model": request.model}
+    # Bounded by _Request's own: the same as a ChatRequest's.
     if request.max_tokens is not None:
         fields["max_tokens"] = request.max_tokens
     for name in ("temperature", "top_p"):
