@@ -154,3 +154,10 @@ async def test_langchain_openai_embeddings_work_unchanged(gateway: Gateway, mock
     vectors = await embedder.aembed_documents(["hello", "world"])
     assert vectors == [pytest.approx(embed("hello")), pytest.approx(embed("world"))]
     assert await embedder.aembed_query("hello") == pytest.approx(embed("hello"))
+
+
+async def test_models_list_marks_the_models_that_embed(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**embedders(mock, EMBEDDING_MODELS=f"{MODEL},other-embedder"))
+    listed = {m.id: m for m in (await sdk(client).models.list()).data}
+    assert (listed[f"groq/{MODEL}"].model_extra or {})["embeddings"] is True
+    assert "embeddings" not in (listed["auto"].model_extra or {})

@@ -144,6 +144,7 @@ class Model(msgspec.Struct, frozen=True):
     object: Literal["model"]
     created: int
     owned_by: str
+    embeddings: Literal[True] | None = None  # modelrouter's: the model embeds (EMBEDDING_MODELS)
 
 
 class ModelList(msgspec.Struct, frozen=True):
