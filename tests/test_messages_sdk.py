@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from aiohttp.test_utils import TestClient
 
-from modelrouter.mock.flavours import THINKING_TEXT, thinking_signature
+from modelrouter.mock.anthropic import THINKING_TEXT, thinking_signature
 from tests.conftest import CLIENT_KEY, GROQ_KEY, Gateway, Mock, parse_sse, two_providers
 from tests.test_anthropic import ANTHROPIC_KEY
 

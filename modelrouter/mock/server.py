@@ -19,10 +19,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from modelrouter.mock.anthropic import ANTHROPIC
 from modelrouter.mock.azure import AZURE
 from modelrouter.mock.embeddings import count_tokens, ollama_embed, openai_embeddings
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args
-from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
+from modelrouter.mock.flavours import OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.gemini import GEMINI
 from modelrouter.mock.state import MockState
 from modelrouter.mock.stream import HOLD_SECONDS, Streamer, abort, close, pause
