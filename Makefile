@@ -55,10 +55,12 @@ bench-ab: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
-# PATHS: the routes to measure (python -m modelrouter.bench.instructions --help lists them).
+# PATHS: the routes to measure (python -m modelrouter.bench.instructions --help lists them);
+# INSTRUCTIONS_ARGS: more options (e.g. --few 50 --many 250 for a quicker, rougher figure).
 PATHS ?= /chat,/stream
+INSTRUCTIONS_ARGS ?=
 bench-instructions: $(STAMP)
-	$(PY) -m modelrouter.bench.instructions --compare $(BASE) --paths '$(PATHS)'
+	$(PY) -m modelrouter.bench.instructions --compare $(BASE) --paths '$(PATHS)' $(INSTRUCTIONS_ARGS)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000
