@@ -357,96 +357,90 @@ def _paths() -> dict[str, Any]:
     # 503: the history database does not answer (retry); 404: history off (no DATABASE_URL).
     history_errors = _errors((400, 401, 404, 503), "OpenAIErrorEnvelope")
     model_parameter = _path_parameter("model")
-    return (
-        {
-            "/chat": {
-                "post": _operation(
-                    "The whole answer as JSON",
-                    {"200": _answer("the answer", _json("ChatResponse"))} | seed_errors,
-                    body="ChatRequest",
-                )
-            },
-            "/stream": {
-                "post": _operation(
-                    "The answer as Server-Sent Events: `data: <text>` per chunk, then "
-                    "`data: [DONE]`, or an `event: error`",
-                    {"200": _answer("the stream", sse)} | seed_errors,
-                    body="ChatRequest",
-                )
-            },
-            "/v1/chat/completions": {
-                "post": _operation(
-                    "OpenAI's Chat Completions (a stream when `stream` is true)",
-                    {"200": _answer("the completion", completion)} | openai_errors,
-                    body="CompletionRequest",
-                )
-            },
-            "/v1/models": {
-                "get": _operation(
-                    "The models served",
-                    {"200": _answer("the list", _json("ModelList"))}
-                    | _errors((401,), "OpenAIErrorEnvelope"),
-                )
-            },
-            "/v1/models/{model}": {
-                "get": _operation(
-                    "One model served",
-                    {"200": _answer("the model", _json("Model"))}
-                    | _errors((401, 404), "OpenAIErrorEnvelope"),
-                    parameters=[model_parameter],
-                )
-            },
-            "/v1/history": {
-                "get": _operation(
-                    "This client key's finished requests, newest first (DATABASE_URL)",
-                    {"200": _answer("a page", _json("HistoryPage"))} | history_errors,
-                    parameters=_history_parameters(),
-                )
-            },
-            "/v1/history/{request_id}": {
-                "get": _operation(
-                    "One finished request of this client key's (DATABASE_URL)",
-                    {"200": _answer("the record", _json("HistoryRecord"))} | history_errors,
-                    parameters=[request_id_parameter],
-                )
-            },
-            "/health": {
-                "get": _operation(
-                    "Liveness, each provider's state",
-                    {"200": _answer("ok", _json("Health"))},
-                    public=True,
-                )
-            },
-            "/ready": {
-                "get": _operation(
-                    "Whether this replica takes traffic",
-                    {
-                        "200": _answer("ready", _json("Ready")),
-                        "503": _answer("not ready", _json("Ready")),
-                    },
-                    public=True,
-                )
-            },
-            "/metrics": {
-                "get": _operation(
-                    "Prometheus metrics", {"200": _answer("the page", text)}, public=True
-                )
-            },
-            "/openapi.json": {
-                "get": _operation(
-                    "This document",
-                    {
-                        "200": _answer(
-                            "OpenAPI 3.1", {"application/json": {"schema": {"type": "object"}}}
-                        )
-                    },
-                    public=True,
-                )
-            },
-        }
-        | _admin_paths()
-        | openapi_more.paths(_operation, _answer, _json, _errors, OPENAI_ERRORS)
-    )
+    return {
+        "/chat": {
+            "post": _operation(
+                "The whole answer as JSON",
+                {"200": _answer("the answer", _json("ChatResponse"))} | seed_errors,
+                body="ChatRequest",
+            )
+        },
+        "/stream": {
+            "post": _operation(
+                "The answer as Server-Sent Events: `data: <text>` per chunk, then "
+                "`data: [DONE]`, or an `event: error`",
+                {"200": _answer("the stream", sse)} | seed_errors,
+                body="ChatRequest",
+            )
+        },
+        "/v1/chat/completions": {
+            "post": _operation(
+                "OpenAI's Chat Completions (a stream when `stream` is true)",
+                {"200": _answer("the completion", completion)} | openai_errors,
+                body="CompletionRequest",
+            )
+        },
+        "/v1/models": {
+            "get": _operation(
+                "The models served",
+                {"200": _answer("the list", _json("ModelList"))}
+                | _errors((401,), "OpenAIErrorEnvelope"),
+            )
+        },
+        "/v1/models/{model}": {
+            "get": _operation(
+                "One model served",
+                {"200": _answer("the model", _json("Model"))}
+                | _errors((401, 404), "OpenAIErrorEnvelope"),
+                parameters=[model_parameter],
+            )
+        },
+        "/v1/history": {
+            "get": _operation(
+                "This client key's finished requests, newest first (DATABASE_URL)",
+                {"200": _answer("a page", _json("HistoryPage"))} | history_errors,
+                parameters=_history_parameters(),
+            )
+        },
+        "/v1/history/{request_id}": {
+            "get": _operation(
+                "One finished request of this client key's (DATABASE_URL)",
+                {"200": _answer("the record", _json("HistoryRecord"))} | history_errors,
+                parameters=[request_id_parameter],
+            )
+        },
+        "/health": {
+            "get": _operation(
+                "Liveness, each provider's state",
+                {"200": _answer("ok", _json("Health"))},
+                public=True,
+            )
+        },
+        "/ready": {
+            "get": _operation(
+                "Whether this replica takes traffic",
+                {
+                    "200": _answer("ready", _json("Ready")),
+                    "503": _answer("not ready", _json("Ready")),
+                },
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation("Prometheus metrics", {"200": _answer("the page", text)}, public=True)
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                {
+                    "200": _answer(
+                        "OpenAPI 3.1", {"application/json": {"schema": {"type": "object"}}}
+                    )
+                },
+                public=True,
+            )
+        },
+    } | _admin_paths()
 
 
 def openapi_document(*, auth: bool) -> dict[str, Any]:
@@ -461,7 +455,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             "/v1/chat/completions, /v1/embeddings and /v1/models, Anthropic's /v1/messages, "
             "and the operations routes.",
         },
-        "paths": _paths(),
+        "paths": _paths() | openapi_more.paths(_operation, _answer, _json, _errors, OPENAI_ERRORS),
         "components": {"schemas": components},
     }
     schemes: dict[str, Any] = {
