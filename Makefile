@@ -55,9 +55,13 @@ bench-ab: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --rounds 3 --compare $(BASE)
 
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
-# INSTRUCTIONS_ARGS=--routing-file: also this tree with a routing file of two deployments.
+# PATHS: the routes to measure (python -m modelrouter.bench.instructions --help lists them);
+# INSTRUCTIONS_ARGS: more options (e.g. --few 50 --many 250 for a quicker, rougher figure;
+# --routing-file: also this tree with a routing file of two deployments; --auth virtual).
+PATHS ?= /chat,/stream
+INSTRUCTIONS_ARGS ?=
 bench-instructions: $(STAMP)
-	$(PY) -m modelrouter.bench.instructions --compare $(BASE) $(INSTRUCTIONS_ARGS)
+	$(PY) -m modelrouter.bench.instructions --compare $(BASE) --paths '$(PATHS)' $(INSTRUCTIONS_ARGS)
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

@@ -59,6 +59,24 @@ class ToolCallDelta(msgspec.Struct, frozen=True, gc=False):
     arguments: str = ""
 
 
+class Thinking(msgspec.Struct, frozen=True, gc=False):
+    """A piece of the model's reasoning as Anthropic shows it (a `thinking` content block):
+    more of block `index`'s text, or its `signature` (which the client sends back with the
+    block in a later turn), or `redacted`, the whole data of a `redacted_thinking` block.
+    Only Anthropic's API shows these; the other formats leave them out."""
+
+    index: int
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
+class Embeddings(msgspec.Struct, frozen=True):
+    """An embeddings answer: one vector per input, in the inputs' order."""
+
+    vectors: list[list[float]]
+
+
 class Finish(msgspec.Struct, frozen=True, gc=False):
     """The model stopped, and why (OpenAI's `finish_reason` vocabulary: stop, length,
     tool_calls, content_filter); the stream may still carry usage before its end marker."""
@@ -134,7 +152,19 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     retryable: bool | None = None
 
 
-Event = Answering | CacheStatus | Chunk | ToolCallDelta | Finish | Usage | Continued | Done | Failed
+Event = (
+    Answering
+    | CacheStatus
+    | Chunk
+    | ToolCallDelta
+    | Thinking
+    | Embeddings
+    | Finish
+    | Usage
+    | Continued
+    | Done
+    | Failed
+)
 
 
 class UpstreamFailure(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -59,7 +59,14 @@ class ResponseFormat(msgspec.Struct, frozen=True, omit_defaults=True):
 Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
 
 
+Operation = Literal["chat", "embed", "count"]
+
+
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    # What the upstream is asked: a chat answer, embeddings (EmbedChat), a count of the
+    # request's input tokens (CountChat). Not a field: fixed by the request's type.
+    operation: ClassVar[Operation] = "chat"
+
     messages: Annotated[list[Message], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
@@ -79,6 +86,50 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+
+
+class Native(msgspec.Struct, frozen=True):
+    """A request as the client's API wrote it (`api`: "anthropic"), carried beside its mapped
+    form. A deployment of the same API gets `body` as received, with only `model` (and
+    `stream`) replaced, and `betas` in its headers; any other kind gets the mapped
+    `ChatRequest`, and is skipped when the request holds what the mapping loses (`lost`:
+    (what, why) pairs, named in the 400 when no candidate is left)."""
+
+    api: str
+    body: bytes  # as received: decoded again only for a deployment of the same API
+    betas: str = ""  # the `anthropic-beta` header's value to send on ("": none)
+    lost: tuple[tuple[str, str], ...] = ()
+
+
+class NativeChat(ChatRequest, frozen=True, kw_only=True):
+    """A `ChatRequest` mapped from another API's request, which it also carries (never read
+    from a client's JSON: `ChatRequest`'s decoders do not know `native`)."""
+
+    native: Native
+
+
+class EmbedInput(msgspec.Struct, frozen=True):
+    """What to embed: `texts`, or `tokens` (arrays of token ids, for providers that take
+    them); `dimensions`, when the client asks for shorter vectors."""
+
+    texts: list[str] | None = None
+    tokens: list[list[int]] | None = None
+    dimensions: int | None = None
+
+
+class EmbedChat(ChatRequest, frozen=True, kw_only=True):
+    """An embeddings request, routed as a chat request is (planning, admission, fallback,
+    cache): its `messages` are its texts, as the history and the estimates read them."""
+
+    operation: ClassVar[Operation] = "embed"
+    embed: EmbedInput
+
+
+class CountChat(NativeChat, frozen=True, kw_only=True):
+    """A request whose input tokens are to be counted by the deployment that would answer
+    it (Anthropic's `count_tokens`): admitted and rate-limited as the request would be."""
+
+    operation: ClassVar[Operation] = "count"
 
 
 class ProviderMeta(msgspec.Struct, frozen=True):

@@ -20,7 +20,16 @@ import pytest
 
 from modelrouter.actors.health import Health
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.events import (
+    Chunk,
+    Done,
+    Event,
+    Finish,
+    Thinking,
+    ToolCallDelta,
+    UpstreamFailure,
+    Usage,
+)
 from modelrouter.providers import (
     ADAPTERS,
     Adapter,
@@ -1534,8 +1543,42 @@ def test_anthropic_ignores_pings_and_event_kinds_it_does_not_know() -> None:
     for payload in (b'{"type": "ping"}', b'{"type": "content_block_stop", "index": 0}'):
         assert adapter.map_chunk(payload) == []
     assert adapter.map_chunk(b'{"type": "something_new", "data": [1]}') == []
+    citation = {"type": "citations_delta", "citation": {"cited_text": "x"}}
+    assert adapter.map_chunk(_json({"type": "content_block_delta", "delta": citation})) == []
+
+
+def test_anthropic_thinking_blocks_become_thinking_events() -> None:
+    adapter = anthropic()
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    assert adapter.map_chunk(
+        _json({"type": "content_block_start", "index": 0, "content_block": start})
+    ) == [Thinking(0)]
     thinking = {"type": "thinking_delta", "thinking": "hmm"}
-    assert adapter.map_chunk(_json({"type": "content_block_delta", "delta": thinking})) == []
+    assert adapter.map_chunk(
+        _json({"type": "content_block_delta", "index": 0, "delta": thinking})
+    ) == [Thinking(0, "hmm")]
+    signature = {"type": "signature_delta", "signature": "sig"}
+    assert adapter.map_chunk(
+        _json({"type": "content_block_delta", "index": 0, "delta": signature})
+    ) == [Thinking(0, signature="sig")]
+    redacted = {"type": "redacted_thinking", "data": "opaque"}
+    assert adapter.map_chunk(
+        _json({"type": "content_block_start", "index": 1, "content_block": redacted})
+    ) == [Thinking(1, redacted="opaque")]
+    whole = adapter.map_response(
+        _json(
+            {
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    redacted,
+                    {"type": "text", "text": "hi"},
+                ],
+                "stop_reason": "end_turn",
+            }
+        )
+    )
+    assert whole.thinking == [Thinking(0, "hmm", "sig"), Thinking(1, redacted="opaque")]
+    assert whole.text == "hi"
 
 
 def test_anthropic_error_event_without_details_is_a_server_error() -> None:

@@ -455,6 +455,9 @@ def test_suite_refuses_unknown_scenarios_and_delays_out_of_bounds() -> None:
     assert [s.name for s in suite.chosen(["64 clients"])] == [
         "chat, 64 clients",
         "stream 20 tokens, 64 clients",
+        "completions, 64 clients",
+        "messages, 64 clients",
+        "embeddings, 64 clients",
     ]
 
 

@@ -101,10 +101,10 @@ async def test_an_unknown_v1_path_is_openai_shaped_and_a_seed_path_is_seed_shape
     gateway: Gateway, mock: Mock
 ) -> None:
     client = await gateway(**two_providers(mock))
-    response = await client.post("/v1/embeddings", json={})
+    response = await client.post("/v1/completions", json={})
     error = (await response.json())["error"]
     assert (response.status, error["code"]) == (404, "unknown_url")
-    assert error["message"] == "Invalid URL (POST /v1/embeddings)"
+    assert error["message"] == "Invalid URL (POST /v1/completions)"
     response = await client.post("/nowhere", json={})
     seed = (await response.json())["error"]
     assert (response.status, seed["type"]) == (404, "not_found")

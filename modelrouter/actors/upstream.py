@@ -26,6 +26,7 @@ from modelrouter.events import (
     Done,
     Event,
     Finish,
+    Thinking,
     ToolCallDelta,
     UpstreamFailure,
     Usage,
@@ -35,6 +36,7 @@ from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.continuation import continue_final
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
+from modelrouter.schemas import ChatRequest
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -72,7 +74,16 @@ class Upstream:
     `timed`: its attempts measure their time to first byte (a deployment some `latency` group
     ranks; others pay nothing for it)."""
 
-    __slots__ = ("_heads", "adapter", "answers", "head", "pool", "redact", "timed")
+    __slots__ = (
+        "_heads",
+        "adapter",
+        "answers",
+        "head",
+        "operation_heads",
+        "pool",
+        "redact",
+        "timed",
+    )
 
     def __init__(
         self,
@@ -90,6 +101,20 @@ class Upstream:
         self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
         self._heads: dict[tuple[str, bool], bytes] = {}
+        # One head per operation other than chat that the adapter offers (its own endpoint).
+        self.operation_heads = {
+            operation: pool.header_block("POST", "", adapter.headers, url=url)
+            for operation, url in adapter.endpoints.items()
+        }
+
+    def head_of(self, attempt: Attempt) -> bytes:
+        """The request head of `attempt`."""
+        operation = attempt.request.operation
+        if operation != "chat":
+            return self.operation_heads[operation]
+        if self.adapter.model_in_path:
+            return self.head_for(attempt.model, attempt.stream)
+        return self.head
 
     def head_for(self, model: str, stream: bool) -> bytes:
         """The request head for `model`, when the adapter's path names the model (else `head`
@@ -104,7 +129,7 @@ class Upstream:
         return head
 
 
-async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in one place
+async def run_attempt(
     upstream: Upstream,
     attempt: Attempt,
     *,
@@ -126,13 +151,13 @@ async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in
     answers = upstream.answers
     progress = _Progress(provider_timeout, answers.stream() if attempt.stream else PASS_THROUGH)
     first_window = first_chunk_timeout if attempt.stream else provider_timeout
-    # The request id passed the front's charset check, so it is safe in a header line.
-    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n" + traceparent
+    extra = _extra_headers(adapter, attempt, traceparent)
     attempt.relay.announce(Answering(adapter.name, attempt.model, attempt.number))
     timer: Deadline | None = None
     try:
         # An adapter may refuse a request it cannot map (an UpstreamFailure with no reason).
-        body = _mapped(adapter, attempt)
+        operation = attempt.request.operation
+        body = _mapped(adapter, attempt, operation)
         pool = upstream.pool
         conn = await _connect(pool, attempt.deadline - loop.time(), connect_timeout, redact)
         if type(conn) is AttemptResult:
@@ -140,9 +165,7 @@ async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in
         assert isinstance(conn, Connection)
         # The first chunk's window starts with the request written: nothing awaits before it.
         with Deadline(loop, min(loop.time() + first_window, attempt.deadline)) as timer:
-            head = upstream.head
-            if adapter.model_in_path:
-                head = upstream.head_for(attempt.model, attempt.stream)
+            head = upstream.head_of(attempt)
             if upstream.timed:
                 progress.written = time.perf_counter()
             response = await pool.exchange(conn, head, body, extra)
@@ -151,16 +174,15 @@ async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in
             try:
                 if response.status >= 300:
                     raise await _status_failure(adapter, response)
-                if attempt.stream:
-                    await _pump_stream(
-                        adapter,
-                        response=response,
-                        attempt=attempt,
-                        timer=timer,
-                        progress=progress,
-                    )
-                else:
-                    await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
+                await _read(
+                    adapter,
+                    response,
+                    attempt,
+                    timer,
+                    progress,
+                    chat=operation == "chat",
+                    answers=answers,
+                )
             finally:
                 response.release()
     except asyncio.CancelledError:  # a hedge's loser: its upstream's usage may be billed
@@ -199,12 +221,45 @@ async def run_attempt(  # noqa: PLR0912 - one except per way an attempt ends, in
     )
 
 
-def _mapped(adapter: Adapter, attempt: Attempt) -> bytes:
+def _mapped(adapter: Adapter, attempt: Attempt, operation: str) -> bytes:
     """The upstream body; a continuation's asks the server to continue its last message."""
+    if operation != "chat":
+        return adapter.map_operation(attempt.request, attempt.model)
     body = adapter.map_request(attempt.request, attempt.model, stream=attempt.stream)
     if attempt.continuation == "assistant_prefix":
         return continue_final(body)
     return body
+
+
+async def _read(
+    adapter: Adapter,
+    response: Response,
+    attempt: Attempt,
+    timer: Deadline,
+    progress: _Progress,
+    *,
+    chat: bool,
+    answers: Redactor,
+) -> None:
+    """Read the answer into the relay: a stream, a whole chat answer (`answers` takes the
+    upstream's credentials out of it), or another operation's answer."""
+    if attempt.stream:
+        await _pump_stream(
+            adapter, response=response, attempt=attempt, timer=timer, progress=progress
+        )
+    elif chat:
+        await _read_whole(adapter, response, attempt, timer, progress, answers=answers)
+    else:
+        await _read_operation(adapter, response, attempt, timer, progress)
+
+
+def _extra_headers(adapter: Adapter, attempt: Attempt, traceparent: bytes) -> bytes:
+    """The request's own header lines. The request id passed the front's charset check, so
+    it is safe in a header line."""
+    extra = b"X-Request-ID: " + attempt.request_id.encode() + b"\r\n" + traceparent
+    if type(attempt.request) is not ChatRequest:  # a client API's own request (NativeChat)
+        extra += adapter.request_headers(attempt.request)
+    return extra
 
 
 def _leave_usage(relay: Relay, progress: _Progress) -> None:
@@ -261,11 +316,26 @@ async def _read_whole(
     progress.finish_reason = completion.finish_reason
     progress.usage = completion.usage
     text = answers.answer(completion.text) if completion.text else ""
-    events: list[Event] = [Chunk(text)] if text else []
+    events: list[Event] = [*completion.thinking] if completion.thinking else []
+    if text:
+        events.append(Chunk(text))
     events += completion.tool_calls
     events.append(completion.usage)
     relay = attempt.relay
     for event in events:
+        if not relay.offer(event):
+            await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
+
+
+async def _read_operation(
+    adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
+) -> None:
+    operation = attempt.request.operation
+    events = adapter.map_operation_response(operation, await response.read())
+    relay = attempt.relay
+    for event in events:
+        if isinstance(event, Usage):
+            progress.usage = event
         if not relay.offer(event):
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
 
@@ -321,7 +391,7 @@ async def _relay_events(
     answer = progress.answer
     for event in events:
         kind = type(event)
-        if kind is Chunk or kind is ToolCallDelta:
+        if kind is Chunk or kind is ToolCallDelta or kind is Thinking:
             out = event
             if kind is Chunk and answer is not PASS_THROUGH:
                 text = answer.feed(event.text)  # type: ignore[union-attr]

@@ -4,20 +4,15 @@ Wall-clock figures on a shared machine move by 10-20% between runs; the number o
 the gateway executes to serve a request does not. This runs the gateway under valgrind's
 callgrind, sends it `few` and then `many` requests one at a time (the difference removes
 start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
-temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
-`--routing-file` also measures this tree configured by a routing file of two deployments (one
-`weighted` group, both on the mock) against its environment-only figure (issue 20: at most 3%).
-It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
-
-`--auth static` sends a key of API_KEY; `--auth virtual` a virtual key with `rpm` and `tpm`
-set, created first in `--database-url` (this tree only: older revisions have no virtual
-keys). With `--database-url` the history is on as well, for every run alike.
+temporary git worktree), and prints instructions per request for each route asked
+(`--paths`, `ROUTES`' names: `/chat` and `/stream` by default; a route the other revision
+does not serve is shown as such). It complements `make bench`: it sees CPU work (the event
+loop's included), not waiting.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import os
 import re
@@ -26,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from contextlib import ExitStack
 
 import msgspec
@@ -34,35 +28,55 @@ import msgspec
 from modelrouter.bench import procs
 from modelrouter.bench.suite import checkout
 
-BODY = msgspec.json.encode(
-    {
-        "messages": [{"role": "user", "content": "hello there"}],
-        "provider": "groq",
-        "fallback": False,
-    }
-)
-# The routing-file scenario: the same mock, two deployments, one group, asked by its name.
-FILE_BODY = msgspec.json.encode(
-    {"messages": [{"role": "user", "content": "hello there"}], "model": "fast", "fallback": False}
-)
-ROUTING_FILE = """\
-deployments:
-  - {{name: groq, kind: openai, base_url: "{url}", api_key: bench-key, rpm: 0,
-     models: {{fast: mock-model}}, weight: 3}}
-  - {{name: groq-b, kind: openai, base_url: "{url}", api_key: bench-key-b, rpm: 0,
-     models: {{fast: mock-model}}}}
-models:
-  fast: {{strategy: weighted}}
-"""
+USER = [{"role": "user", "content": "hello there"}]
+BODY = msgspec.json.encode({"messages": USER, "provider": "groq", "fallback": False})
+_encode = msgspec.json.encode
+# name -> (path, body): the same question to the same mock upstream (groq, OpenAI's format) in
+# each route's format, and Anthropic's passed through to an Anthropic deployment (`>anthropic`).
+ROUTES: dict[str, tuple[str, bytes]] = {
+    "/chat": ("/chat", BODY),
+    "/stream": ("/stream", BODY),
+    "/v1/chat/completions": (
+        "/v1/chat/completions",
+        _encode({"model": "groq/mock-model", "messages": USER, "fallback": False}),
+    ),
+    "/v1/chat/completions+stream": (
+        "/v1/chat/completions",
+        _encode({"model": "groq/mock-model", "messages": USER, "stream": True}),
+    ),
+    "/v1/messages": (
+        "/v1/messages",
+        _encode({"model": "groq/mock-model", "max_tokens": 64, "messages": USER}),
+    ),
+    "/v1/messages+stream": (
+        "/v1/messages",
+        _encode({"model": "groq/mock-model", "max_tokens": 64, "messages": USER, "stream": True}),
+    ),
+    "/v1/messages>anthropic": (
+        "/v1/messages",
+        _encode({"model": "anthropic/mock-model", "max_tokens": 64, "messages": USER}),
+    ),
+    "/v1/messages/count_tokens": (
+        "/v1/messages/count_tokens",
+        _encode({"model": "anthropic/mock-model", "messages": USER}),
+    ),
+    "/v1/embeddings": (
+        "/v1/embeddings",
+        _encode({"model": "groq/mock-embed", "input": "hello there"}),
+    ),
+}
 _TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 
 
 def gateway_env(mock_port: int) -> dict[str, str]:
     return {
-        "PROVIDER_ORDER": "groq",
+        "PROVIDER_ORDER": "groq,anthropic",
         "GROQ_API_KEY": "bench-key",
         "GROQ_BASE_URL": f"http://127.0.0.1:{mock_port}/x/tokens=20/v1",
         "GROQ_RATE_LIMIT": "0",
+        "ANTHROPIC_API_KEY": "bench-key",
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{mock_port}/x/tokens=20",
+        "ANTHROPIC_RATE_LIMIT": "0",
         "MAX_CONCURRENT_STREAMS": "100000",
         "LOG_LEVEL": "INFO",
         "API_KEY": "",
@@ -70,89 +84,43 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
-STATIC_KEY = "bench-client-key-0001"
+class NotServed(RuntimeError):
+    """The gateway of a revision does not serve the route (it answered 404)."""
 
 
-class Auth(msgspec.Struct, frozen=True):
-    """What the gateway is started with, and the key each request carries."""
-
-    env: dict[str, str]
-    key: str | None = None
-
-
-NO_AUTH = Auth({})
-
-
-def auth_of(kind: str, database_url: str | None) -> Auth:
-    env = {} if database_url is None else {"DATABASE_URL": database_url}
-    if kind == "static":
-        return Auth({**env, "API_KEY": STATIC_KEY}, STATIC_KEY)
-    if kind == "virtual":
-        if database_url is None:
-            raise SystemExit("--auth virtual needs --database-url")
-        return Auth({**env, "API_KEY": STATIC_KEY}, asyncio.run(virtual_key(database_url)))
-    return Auth(env) if env else NO_AUTH
-
-
-async def virtual_key(database_url: str) -> str:
-    """A fresh virtual key with rpm and tpm set (high enough never to refuse): its secret."""
-    from modelrouter.tenants import KeyStore, NewKey  # noqa: PLC0415 - only for this mode
-
-    store = KeyStore.from_url(database_url, pool_size=1)
-    await store.start()
-    try:
-        new = NewKey(name=f"bench-{uuid.uuid4().hex[:12]}", rpm=10_000_000, tpm=10**12)
-        _, secret = await store.create(new)
-    finally:
-        await store.close()
-    return secret
-
-
-def send(port: int, path: str, count: int, key: str | None = None, body: bytes = BODY) -> None:
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
+def send(port: int, route: str, count: int) -> None:
+    path, body = ROUTES[route]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
-        connection.request("POST", path, body, headers)
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         response.read()
+        if response.status == 404:
+            raise NotServed(route)
         if response.status != 200:
-            raise RuntimeError(f"{path} answered {response.status}")
+            raise RuntimeError(f"{route} answered {response.status}")
     connection.close()
 
 
-def instructions(
-    source: str | None,
-    mock_port: int,
-    path: str,
-    count: int,
-    *,
-    auth: Auth = NO_AUTH,
-    routing: bool = False,
-) -> int:
+def instructions(source: str | None, mock_port: int, route: str, count: int) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `path` (`routing`: configured by ROUTING_FILE)."""
+    serving `count` requests to `route` (NotServed if it does not serve it)."""
     port = procs.free_port()
-    env = {**os.environ, **gateway_env(mock_port), **auth.env}
+    env = {**os.environ, **gateway_env(mock_port)}
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
-        if routing:
-            env["MODELROUTER_CONFIG"] = os.path.join(tmp, "router.yaml")
-            with open(env["MODELROUTER_CONFIG"], "w") as file:
-                file.write(ROUTING_FILE.format(url=env["GROQ_BASE_URL"]))
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
-        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: the
-        # other revision runs from its own worktree, or this tree's code would be measured.
+        # Run from `source`: `python -m` puts the working directory first on sys.path, so from
+        # this tree's root the other revision's PYTHONPATH would be shadowed by this tree.
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
             command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, path, count, auth.key, FILE_BODY if routing else BODY)
+            send(port, route, count)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
@@ -164,18 +132,14 @@ def instructions(
 
 
 def per_request(
-    source: str | None,
-    mock_port: int,
-    path: str,
-    few: int,
-    many: int,
-    *,
-    auth: Auth = NO_AUTH,
-    routing: bool = False,
-) -> float:
-    first = instructions(source, mock_port, path, few, auth=auth, routing=routing)
-    last = instructions(source, mock_port, path, many, auth=auth, routing=routing)
-    return (last - first) / (many - few)
+    source: str | None, mock_port: int, route: str, few: int, many: int
+) -> float | None:
+    """Instructions per request (None: the revision does not serve the route)."""
+    try:
+        first = instructions(source, mock_port, route, few)
+    except NotServed:
+        return None
+    return (instructions(source, mock_port, route, many) - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,50 +147,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
     parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
-    parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
     parser.add_argument(
-        "--routing-file",
-        action="store_true",
-        help="also measure this tree with a routing file of two deployments",
+        "--paths", default="/chat,/stream", help=f"comma-separated, of: {', '.join(ROUTES)}"
     )
-    parser.add_argument(
-        "--auth", choices=("none", "static", "virtual"), default="none", help="the client key"
-    )
-    parser.add_argument("--database-url", help="PostgreSQL for history and virtual keys")
     args = parser.parse_args(argv)
-    if args.auth == "virtual" and args.compare:
-        sys.stderr.write("--auth virtual measures this tree only (no --compare)\n")
-        return 2
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
         return 2
     if not 0 <= args.few < args.many <= 100_000:
         sys.stderr.write("expected 0 <= --few < --many <= 100000\n")
         return 2
-    auth = auth_of(args.auth, args.database_url)
+    routes = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [r for r in routes if r not in ROUTES]
+    if unknown:
+        sys.stderr.write(f"unknown routes: {', '.join(unknown)} (known: {', '.join(ROUTES)})\n")
+        return 2
     mock_port = procs.free_port()
     with ExitStack() as stack:
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
-        for path in (p.strip() for p in args.paths.split(",") if p.strip()):
+        for route in routes:
             counts = [
-                (label, per_request(src, mock_port, path, args.few, args.many, auth=auth))
+                (label, per_request(src, mock_port, route, args.few, args.many))
                 for label, src in sources
             ]
-            if args.routing_file:
-                file_count = per_request(
-                    None, mock_port, path, args.few, args.many, auth=auth, routing=True
-                )
-                counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:
-                ratio = f" (x{count / mine:.4f} of this tree)" if label != "this tree" else ""
-                sys.stdout.write(
-                    f"{path:<8} {label:<12} {count:>12,.0f} instructions/request{ratio}\n"
-                )
+                sys.stdout.write(f"{route:<28} {label:<12} {_figure(count, mine, label)}\n")
+                sys.stdout.flush()
     return 0
+
+
+def _figure(count: float | None, mine: float | None, label: str) -> str:
+    if count is None:
+        return "not served"
+    ratio = ""
+    if label != "this tree" and mine:
+        ratio = f" (x{count / mine:.4f} of this tree)"
+    return f"{count:>12,.0f} instructions/request{ratio}"
 
 
 if __name__ == "__main__":

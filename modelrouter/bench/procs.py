@@ -46,6 +46,9 @@ def child(
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", module, *args],
         env={**os.environ, **(env or {})},
+        # Another revision's code (PYTHONPATH) runs from its own root: `python -m` puts the
+        # working directory first on sys.path, which from this tree would shadow it.
+        cwd=(env or {}).get("PYTHONPATH"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -32,10 +32,11 @@ from modelrouter.bench.gateways import (
     gateway_env,
     start_gateways,
 )
-from modelrouter.bench.loadgen import Measurement, chat_body, run_load
+from modelrouter.bench.loadgen import Measurement, run_load
 from modelrouter.bench.open_streams import hold_streams
 from modelrouter.bench.redis_rows import redis_answers, redis_url
 from modelrouter.bench.report import capacity, paired, settings_lines, table
+from modelrouter.bench.routes import Api, requests_of
 from modelrouter.config import mask_url
 
 # Importable from here too (the tests and `make bench-instructions` do).
@@ -61,6 +62,7 @@ class Scenario(msgspec.Struct, frozen=True):
     provider: str  # the gateway provider wired to that prefix
     stream: bool
     tool: str  # "wrk" (C client, throughput) or "python" (first-byte timing)
+    api: Api = "seed"  # the route family asked (routes.requests_of)
 
 
 SCENARIOS = [
@@ -68,6 +70,11 @@ SCENARIOS = [
     Scenario("chat, 64 clients", 64, PLAIN, "groq", False, "wrk"),
     Scenario("stream 20 tokens, 64 clients", 64, LONG, "openrouter", True, "wrk"),
     Scenario("paced stream 20x10ms, 16 clients", 16, PACED, "openai", True, "python"),
+    # The same chat on /v1/chat/completions and on Anthropic's /v1/messages (mapped to the
+    # same OpenAI-compatible upstream), then /v1/embeddings.
+    Scenario("completions, 64 clients", 64, PLAIN, "groq", False, "wrk", "openai"),
+    Scenario("messages, 64 clients", 64, PLAIN, "groq", False, "wrk", "messages"),
+    Scenario("embeddings, 64 clients", 64, PLAIN, "groq", False, "wrk", "embeddings"),
 ]
 
 
@@ -127,11 +134,12 @@ def run_scenario(
     """Each round runs the direct baseline, then every gateway in turn (interleaved, so drift
     hits all of them; the order rotates from round to round). The gateway and the mock are
     sampled while the gateway is loaded."""
-    direct_url = f"{mock}{scenario.upstream}/v1/chat/completions"
-    direct_body = chat_body("openai", stream=scenario.stream, model="mock-model")
-    path = "/stream" if scenario.stream else "/chat"
-    gateway_body = chat_body(
-        "seed", stream=scenario.stream, provider=scenario.provider, fallback=False
+    direct_url, direct_body, path, gateway_body = requests_of(
+        scenario.api,
+        mock=mock,
+        upstream=scenario.upstream,
+        provider=scenario.provider,
+        stream=scenario.stream,
     )
     direct: list[Measurement] = []
     totals = {g.label: _Totals() for g in gateways}

@@ -7,13 +7,25 @@ from typing import Any, Final
 
 import msgspec
 
-from modelrouter.events import Answering, Chunk, Done, Event, Finish, ToolCallDelta, Usage
+from modelrouter.events import (
+    Answering,
+    Chunk,
+    Done,
+    Embeddings,
+    Event,
+    Finish,
+    Thinking,
+    ToolCallDelta,
+    Usage,
+)
 
 EVENT_OVERHEAD: Final = 48  # bytes an event costs beyond its text, as the stores count it
 _KINDS: Final[dict[type[Any], str]] = {
     Answering: "a",
     Chunk: "c",
     ToolCallDelta: "t",
+    Thinking: "k",
+    Embeddings: "e",
     Finish: "f",
     Usage: "u",
     Done: "d",
@@ -33,6 +45,10 @@ def event_size(event: Event) -> int:
         return EVENT_OVERHEAD + len(event.text)  # type: ignore[union-attr]
     if kind is ToolCallDelta:
         return EVENT_OVERHEAD + len(event.arguments) + 64  # type: ignore[union-attr]
+    if isinstance(event, Embeddings):  # about 12 bytes a number, as JSON text
+        return EVENT_OVERHEAD + 12 * sum(len(vector) for vector in event.vectors)
+    if isinstance(event, Thinking):
+        return EVENT_OVERHEAD + len(event.text) + len(event.signature) + len(event.redacted or "")
     return EVENT_OVERHEAD
 
 

@@ -20,7 +20,16 @@ from functools import partial
 
 from modelrouter.actors.relay import ClientGone, Relay, RelayFinished
 from modelrouter.cache.codec import event_size
-from modelrouter.events import Answering, CacheStatus, Chunk, Done, Event, Failed, ToolCallDelta
+from modelrouter.events import (
+    Answering,
+    CacheStatus,
+    Chunk,
+    Done,
+    Event,
+    Failed,
+    Thinking,
+    ToolCallDelta,
+)
 from modelrouter.schemas import ChatRequest
 
 
@@ -225,7 +234,7 @@ class Flight(Relay):
     def _append(self, event: Event) -> None:
         self.log.append(event)
         kind = type(event)
-        if kind is Chunk or kind is ToolCallDelta:
+        if kind is Chunk or kind is ToolCallDelta or kind is Thinking:
             self.emitted = True
         if self.complete:
             self.size += event_size(event)

@@ -14,7 +14,7 @@ import hashlib
 import msgspec
 
 from modelrouter.config import CacheMode
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, CountChat, EmbedChat
 
 KEY_VERSION = b"v1"
 Chain = tuple[tuple[str, str], ...]
@@ -30,11 +30,15 @@ _encode = msgspec.json.Encoder().encode
 
 
 def cacheable(request: ChatRequest, mode: CacheMode) -> bool:
-    """`all`: every request; `deterministic`: temperature 0 or a seed; `off`: none."""
+    """`all`: every request; `deterministic`: temperature 0, a seed, or embeddings (the same
+    input always gives the same vectors); `off`: none. A token count is never cached (it
+    costs nothing, and its answer is not an answer's events)."""
+    if type(request) is CountChat:
+        return False
     if mode == "all":
         return True
     if mode == "deterministic":
-        return request.temperature == 0 or request.seed is not None
+        return request.temperature == 0 or request.seed is not None or type(request) is EmbedChat
     return False
 
 

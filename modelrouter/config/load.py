@@ -188,6 +188,9 @@ def _load(r: Reader) -> Settings:
         providers=providers,
         skipped_providers=skipped,
         model_aliases=_aliases(r, providers),
+        embedding_models=tuple(
+            name.strip() for name in (r.raw("EMBEDDING_MODELS") or "").split(",") if name.strip()
+        ),
         routing_file=r.raw("MODELROUTER_CONFIG"),  # read by modelrouter.routing.load_settings
         cache=_cache(r),
         database_url=r.raw("DATABASE_URL"),

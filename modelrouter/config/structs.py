@@ -230,6 +230,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     providers: tuple[ProviderSettings, ...] = ()
     skipped_providers: tuple[str, ...] = ()  # named in PROVIDER_ORDER but not enabled (no key)
     model_aliases: tuple[ModelAlias, ...] = ()  # MODEL_ALIASES, see modelrouter.aliases
+    embedding_models: tuple[str, ...] = ()  # EMBEDDING_MODELS: marked in GET /v1/models
     routing_file: str | None = None  # MODELROUTER_CONFIG: the routing file (modelrouter.routing)
     model_groups: tuple[ModelGroup, ...] = ()  # the routing file's `models:`
     default_model: str | None = None  # the group `auto` names (the file's `default_model:`)

@@ -1,4 +1,4 @@
-"""Wire shapes of the provider flavours: OpenAI, Ollama native, Anthropic Messages (Azure and
+"""Wire shapes of the provider flavours: OpenAI, Ollama native (Anthropic Messages, Azure and
 Gemini in their own modules).
 
 Each flavour turns a reply (a list of tokens) into a JSON body or into pre-encoded
@@ -255,89 +255,5 @@ def _ollama_time() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def _event(name: str, obj: object) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
-
-
-class Anthropic(Flavour):
-    name = "anthropic"
-    malformed_line = b'event: content_block_delta\ndata: {"type": "content_block_delta", \n\n'
-
-    def parse(self, body: dict[str, Any], target: str = "") -> ChatRequest:  # noqa: ARG002
-        """A final assistant message is a prefill: the answer continues it."""
-        return parse_chat(body, stream_default=self.stream_default, prefills=True)
-
-    def error_body(self, status: int, message: str) -> bytes:
-        kind = _ANTHROPIC_TYPES.get(
-            status, "api_error" if status >= 500 else "invalid_request_error"
-        )
-        return _encode({"type": "error", "error": {"type": kind, "message": message}})
-
-    def stream_error(self, message: str) -> bytes:
-        error = {"type": "overloaded_error", "message": message}
-        return _event("error", {"type": "error", "error": error})
-
-    supports_tools = True
-
-    def complete(self, reply: Reply) -> bytes:
-        if reply.tool_call:
-            use = _tool_use(reply) | {"input": msgspec.json.decode(reply.text)}
-            return _encode(self._message(reply, [use], "tool_use"))
-        return _encode(self._message(reply, [{"type": "text", "text": reply.text}], "end_turn"))
-
-    def script(self, reply: Reply) -> Script:
-        start = {"type": "message_start", "message": self._message(reply, [], None)}
-        first: dict[str, Any] = _tool_use(reply) if reply.tool_call else _EMPTY_TEXT
-        block = {"type": "content_block_start", "index": 0, "content_block": first}
-        piece = {"type": "input_json_delta", "partial_json": _SLOT}
-        text = piece if reply.tool_call else {"type": "text_delta", "text": _SLOT}
-        slot = {"type": "content_block_delta", "index": 0, "delta": text}
-        stop = "tool_use" if reply.tool_call else "end_turn"
-        delta = {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": {"output_tokens": len(reply.tokens)},
-        }
-        return Script(
-            head=_event("message_start", start) + _event("content_block_start", block),
-            pieces=_fill(b"event: content_block_delta\ndata: ", slot, b"\n\n", reply.tokens),
-            tail=_BLOCK_STOP + _event("message_delta", delta) + _MESSAGE_STOP,
-        )
-
-    @staticmethod
-    def _message(reply: Reply, content: list[Any], stop: str | None) -> dict[str, Any]:
-        prompt, completion = _usage(reply)
-        return {
-            "id": f"msg_mock_{next(_ids)}",
-            "type": "message",
-            "role": "assistant",
-            "model": reply.chat.model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": completion if stop else 0},
-        }
-
-
-def _tool_use(reply: Reply) -> dict[str, Any]:
-    return {"type": "tool_use", "id": "toolu_mock_1", "name": reply.chat.tool_name, "input": {}}
-
-
-_EMPTY_TEXT = {"type": "text", "text": ""}
-_BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-_MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
-
 OPENAI = OpenAI()
 OLLAMA = Ollama()
-ANTHROPIC = Anthropic()

@@ -19,9 +19,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from modelrouter.mock.anthropic import ANTHROPIC
 from modelrouter.mock.azure import AZURE
+from modelrouter.mock.embeddings import count_tokens, ollama_embed, openai_embeddings
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args, slow
-from modelrouter.mock.flavours import ANTHROPIC, OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
+from modelrouter.mock.flavours import OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.gemini import GEMINI
 from modelrouter.mock.state import MockState
 from modelrouter.mock.stream import HOLD_SECONDS, Streamer, abort, close, pause
@@ -233,6 +235,32 @@ async def _stream(
     return response
 
 
+def _json_handler(flavour: Flavour, answer: Callable[[dict[str, Any]], bytes]) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        spec = _raw_spec(request)
+        seen = state.count("" if spec is None else "/x/" + spec)
+        try:
+            body: Any = _decode(await request.read())
+        except msgspec.DecodeError:
+            body = None
+        state.record(request.rel_url.raw_path_qs, request.headers, body)
+        try:
+            faults = state.faults(spec)
+        except ValueError as exc:
+            return _error(request, flavour, state.defaults, 400, str(exc))
+        if faults.status is not None and (faults.fail_first is None or seen <= faults.fail_first):
+            return await _fail(request, flavour, faults, state)
+        if not isinstance(body, dict):
+            return _error(request, flavour, faults, 400, "request body must be a JSON object")
+        try:
+            return web.Response(body=answer(body), content_type=JSON)
+        except ValueError as exc:
+            return _error(request, flavour, faults, 400, f"invalid request: {exc}")
+
+    return handle
+
+
 def _listing_handler(flavour: Flavour, body: bytes) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
@@ -273,6 +301,9 @@ def create_mock_app(defaults: Faults | None = None) -> web.Application:
         ("POST", "/v1/chat/completions", _chat_handler(OPENAI)),
         ("POST", "/api/chat", _chat_handler(OLLAMA)),
         ("POST", "/v1/messages", _chat_handler(ANTHROPIC)),
+        ("POST", "/v1/embeddings", _json_handler(OPENAI, openai_embeddings)),
+        ("POST", "/api/embed", _json_handler(OLLAMA, ollama_embed)),
+        ("POST", "/v1/messages/count_tokens", _json_handler(ANTHROPIC, count_tokens)),
         ("POST", "/openai/deployments/{deployment}/chat/completions", _chat_handler(AZURE)),
         ("POST", "/openai/v1/chat/completions", _chat_handler(AZURE)),
         ("POST", "/v1beta/models/{call}", _chat_handler(GEMINI)),

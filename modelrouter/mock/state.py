@@ -13,6 +13,7 @@ RECORDED_HEADERS = (
     "Authorization",
     "x-api-key",
     "anthropic-version",
+    "anthropic-beta",
     "api-key",
     "x-goog-api-key",
     "traceparent",  # the gateway's attempt span, when it traces

@@ -45,6 +45,7 @@ class ChatRequest:
     last_user: str
     tool_name: str
     prefix: str | None = None  # an assistant turn to continue (a prefill, continue_final_message)
+    thinking: bool = False  # Anthropic's extended thinking asked for: a thinking block first
 
 
 def reply_tokens(count: int) -> list[str]:

@@ -14,7 +14,16 @@ from typing import Any
 
 import msgspec
 
-from modelrouter.events import Chunk, Done, Event, Finish, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.events import (
+    Chunk,
+    Done,
+    Event,
+    Finish,
+    Thinking,
+    ToolCallDelta,
+    UpstreamFailure,
+    Usage,
+)
 from modelrouter.providers.base import (
     Adapter,
     Completion,
@@ -27,7 +36,7 @@ from modelrouter.providers.base import (
     stop_list,
     unreadable_arguments,
 )
-from modelrouter.schemas import ChatRequest, FunctionDef, Message
+from modelrouter.schemas import ChatRequest, CountChat, FunctionDef, Message, NativeChat
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # sent when the request sets none: every current model allows it
@@ -45,6 +54,28 @@ STOP_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# The `anthropic-beta` values a client's request may pass on (the rest are left out): the
+# ones that change how a request is read or streamed, not what the account is billed for
+# (a longer context window's beta is priced apart, so it is not here).
+ALLOWED_BETAS = frozenset(
+    {
+        "claude-code-20250219",
+        "interleaved-thinking-2025-05-14",
+        "fine-grained-tool-streaming-2025-05-14",
+        "token-efficient-tools-2025-02-19",
+        "prompt-caching-2024-07-31",
+        "extended-cache-ttl-2025-04-11",
+        "output-128k-2025-02-19",
+        "context-management-2025-06-27",
+        "pdfs-2024-09-25",
+    }
+)
+# What count_tokens does not take (https://docs.anthropic.com/en/api/messages-count-tokens):
+# the fields that shape the answer, not the input counted.
+NOT_COUNTED = frozenset(
+    {"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"}
+    | {"service_tier"}
+)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -75,12 +106,17 @@ class _Block(msgspec.Struct):
     id: str | None = None
     name: str | None = None
     input: dict[str, Any] | None = None
+    thinking: str = ""
+    signature: str = ""
+    data: str | None = None  # a redacted_thinking block's
 
 
 class _Delta(msgspec.Struct):
     type: str | None = None
     text: str = ""
     partial_json: str = ""
+    thinking: str = ""
+    signature: str = ""
     stop_reason: str | None = None
 
 
@@ -89,6 +125,10 @@ class _Message(msgspec.Struct):
     stop_reason: str | None = None
     usage: _Usage | None = None
     error: _Error | None = None  # an error body has no content
+
+
+class _Count(msgspec.Struct):
+    input_tokens: int
 
 
 class _Event(msgspec.Struct):
@@ -103,6 +143,8 @@ class _Event(msgspec.Struct):
 
 _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_Event).decode
+_decode_count = msgspec.json.Decoder(_Count).decode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _failure(error: _Error) -> UpstreamFailure:
@@ -117,8 +159,17 @@ def _finish(stop_reason: str | None) -> str:
     return STOP_REASONS.get(stop_reason or "end_turn", "stop")
 
 
+def _thinking(index: int, block: _Block) -> Thinking | None:
+    if block.type == "thinking":
+        return Thinking(index, block.thinking, block.signature)
+    if block.type == "redacted_thinking":
+        return Thinking(index, redacted=block.data or "")
+    return None
+
+
 class AnthropicAdapter(Adapter):
     framing = "sse"
+    api = "anthropic"
     capabilities = frozenset({"tools", "tool_choice", "parallel_tool_calls", "user"})
 
     def endpoint(self, base_url: str) -> str:
@@ -129,6 +180,8 @@ class AnthropicAdapter(Adapter):
         return headers | {"x-api-key": api_key} if api_key else headers
 
     def unsupported(self, request: ChatRequest, features: list[str] | None = None) -> list[Refusal]:
+        if isinstance(request, NativeChat) and request.native.api == "anthropic":
+            return []  # passed through as received: Anthropic's API judges it
         if features is None:
             features = requested_features(request)
         refused = super().unsupported(request, features)
@@ -152,6 +205,12 @@ class AnthropicAdapter(Adapter):
         return refused
 
     def map_request(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        if type(request) is NativeChat and request.native.api == "anthropic":
+            # The client's own body, as received but for the model this deployment serves.
+            native = _decode_object(request.native.body)
+            native["model"] = model
+            native["stream"] = stream
+            return _encode(native)
         messages = request.messages
         lead = _leading_system(messages)
         system = "\n\n".join(m.content for m in messages[:lead])
@@ -184,17 +243,41 @@ class AnthropicAdapter(Adapter):
         if parsed.content is None:
             raise bad_response("response has no content")
         text = "".join(block.text for block in parsed.content if block.type == "text")
+        thinking = [
+            found
+            for i, block in enumerate(parsed.content)
+            if (found := _thinking(i, block)) is not None
+        ]
         calls = [
             ToolCallDelta(i, block.id, block.name, _encode(block.input or {}).decode())
             for i, block in enumerate(b for b in parsed.content if b.type == "tool_use")
         ]
         usage = parsed.usage.usage() if parsed.usage is not None else Usage()
-        return Completion(text, usage, _finish(parsed.stop_reason), calls)
+        return Completion(text, usage, _finish(parsed.stop_reason), calls, thinking)
 
     def map_chunk(self, payload: bytes) -> list[Event]:
         event = decode(_decode_event, payload, "stream event")
         handler = _EVENT_HANDLERS.get(event.type)
         return handler(event) if handler is not None else []  # ping, block stop, newer kinds
+
+    def count_endpoint(self, base_url: str) -> str | None:
+        return f"{base_url}/v1/messages/count_tokens"
+
+    def map_count_request(self, request: CountChat, model: str) -> bytes:
+        body = _decode_object(request.native.body)
+        counted = {k: v for k, v in body.items() if k not in NOT_COUNTED}
+        return _encode(counted | {"model": model})
+
+    def map_count_response(self, body: bytes) -> int:
+        return decode(_decode_count, body, "count body").input_tokens
+
+    def request_headers(self, request: ChatRequest) -> bytes:
+        """The client's `anthropic-beta` values that ALLOWED_BETAS lets through."""
+        if not isinstance(request, NativeChat) or not request.native.betas:
+            return b""
+        betas = [b.strip() for b in request.native.betas.split(",")]
+        allowed = ",".join(b for b in betas if b in ALLOWED_BETAS)
+        return f"anthropic-beta: {allowed}\r\n".encode() if allowed else b""
 
     def error_text(self, body: bytes) -> str | None:
         try:
@@ -212,7 +295,11 @@ def _block_delta(event: _Event) -> list[Event]:
         return [Chunk(delta.text)] if delta.text else []
     if delta.type == "input_json_delta":
         return [ToolCallDelta(event.index, arguments=delta.partial_json)]
-    return []  # thinking and signature deltas are not relayed
+    if delta.type == "thinking_delta":
+        return [Thinking(event.index, delta.thinking)]
+    if delta.type == "signature_delta":
+        return [Thinking(event.index, signature=delta.signature)]
+    return []  # newer kinds (citations) are not relayed
 
 
 def _block_start(event: _Event) -> list[Event]:
@@ -221,7 +308,8 @@ def _block_start(event: _Event) -> list[Event]:
         return [ToolCallDelta(event.index, block.id, block.name, "")]
     if block is not None and block.type == "text" and block.text:
         return [Chunk(block.text)]
-    return []
+    thinking = _thinking(event.index, block) if block is not None else None
+    return [thinking] if thinking is not None else []
 
 
 def _message_start(event: _Event) -> list[Event]:

@@ -40,6 +40,9 @@ class AzureAdapter(OpenAICompatAdapter):
         self.model_in_path = self.api_version != V1
         super().__init__(settings)
 
+    def embed_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - not yet
+        return None  # Azure's embeddings path names the deployment: not mapped yet
+
     def endpoint(self, base_url: str) -> str:
         if self.api_version == V1:
             return f"{base_url}/openai/v1/chat/completions"

@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 import msgspec
 
 from modelrouter.config import ProviderSettings
-from modelrouter.events import Event, ToolCallDelta, UpstreamFailure, Usage
+from modelrouter.events import Embeddings, Event, Thinking, ToolCallDelta, UpstreamFailure, Usage
 from modelrouter.providers.framing import Framer, NDJSONFramer, SSEFramer
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest, Message, ToolCall
+from modelrouter.schemas import ChatRequest, CountChat, EmbedChat, Message, Operation, ToolCall
 
 T = TypeVar("T")
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read (the rest is not)
@@ -32,6 +32,7 @@ class Completion(msgspec.Struct, frozen=True):
     usage: Usage
     finish_reason: str | None = "stop"
     tool_calls: list[ToolCallDelta] = []  # each call whole, in one piece
+    thinking: list[Thinking] = []  # each block whole (Anthropic's), before the text
 
 
 # OpenAI parameters beyond the seed's (messages, model, max_tokens, temperature, top_p, stop),
@@ -85,12 +86,26 @@ class Adapter(ABC):
     # providers have one URL, so the request head is encoded once; Azure puts the deployment
     # in the path, Gemini the model and the method.
     model_in_path: bool = False
+    # The client API whose requests this upstream takes as they are (`NativeChat.native.api`):
+    # such a request is passed through, not mapped, and nothing in it is refused here.
+    api: ClassVar[str | None] = None
+    # Embeddings: whether this kind takes arrays of token ids, and which optional fields.
+    embeds_tokens: ClassVar[bool] = False
+    embed_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.name
         self.model = settings.model
         self.base_url = settings.base_url
         self.url = self.endpoint(settings.base_url)
+        # The endpoints of operations other than chat (same origin as `url`): none, one or both.
+        self.endpoints: dict[Operation, str] = {}
+        for operation, url in (
+            ("embed", self.embed_endpoint(settings.base_url)),
+            ("count", self.count_endpoint(settings.base_url)),
+        ):
+            if url is not None:
+                self.endpoints[operation] = url  # type: ignore[index]
         # The adapter's own key, and every credential shape: upstream text may echo either.
         self.redact = Redactor([settings.api_key] if settings.api_key else [])
         self.headers = self.auth_headers(settings.api_key) | {
@@ -114,6 +129,57 @@ class Adapter(ABC):
     def map_chunk(self, payload: bytes) -> list[Event]:
         """Map one framed stream payload to events; a `Done` event ends the stream."""
 
+    def embed_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - for subclasses
+        """The embeddings endpoint (same origin as `url`), or None when the kind has none."""
+        return None
+
+    def count_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - for subclasses
+        """The endpoint counting a request's input tokens, or None when the kind has none."""
+        return None
+
+    def map_operation(self, request: ChatRequest, model: str) -> bytes:
+        """The upstream body of a request other than chat (its `operation`)."""
+        if request.operation == "embed":
+            return self.map_embed_request(request, model)  # type: ignore[arg-type]
+        return self.map_count_request(request, model)  # type: ignore[arg-type]
+
+    def map_operation_response(self, operation: Operation, body: bytes) -> list[Event]:
+        """The events of an operation's whole answer: embeddings then their usage, or a
+        count as the usage's prompt tokens."""
+        if operation == "embed":
+            vectors, usage = self.map_embed_response(body)
+            return [Embeddings(vectors), usage]
+        return [Usage(self.map_count_response(body))]
+
+    def map_count_request(self, request: CountChat, model: str) -> bytes:
+        """The upstream body of a count (for kinds with `count_endpoint`)."""
+        raise NotImplementedError
+
+    def map_count_response(self, body: bytes) -> int:
+        """The input tokens counted."""
+        raise NotImplementedError
+
+    def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
+        """The upstream body of an embeddings request (for kinds with `embed_endpoint`)."""
+        raise NotImplementedError
+
+    def map_embed_response(self, body: bytes) -> tuple[list[list[float]], Usage]:
+        """The vectors, in the inputs' order, and the usage."""
+        raise NotImplementedError
+
+    def embed_refusals(self, request: EmbedChat) -> list[Refusal]:
+        """What of an embeddings request this deployment cannot take (planning skips it)."""
+        if "embed" not in self.endpoints:
+            return [Refusal("model", "this kind of deployment serves no embeddings")]
+        refused: list[Refusal] = []
+        if request.embed.tokens is not None and not self.embeds_tokens:
+            refused.append(Refusal("input", "token arrays"))
+        if request.embed.dimensions is not None and "dimensions" not in self.embed_fields:
+            refused.append(Refusal("dimensions"))
+        if request.user is not None and "user" not in self.embed_fields:
+            refused.append(Refusal("user"))
+        return refused
+
     def error_text(self, body: bytes) -> str | None:  # noqa: ARG002 - for subclasses
         """The human part of an upstream error body, where its shape is known (overridden);
         None: the body is shown as it is."""
@@ -123,6 +189,11 @@ class Adapter(ABC):
         """What follows `url`'s path in the request target, for adapters with `model_in_path`
         (percent-encoded here: a model name is the client's text)."""
         return ""
+
+    def request_headers(self, request: ChatRequest) -> bytes:  # noqa: ARG002 - for subclasses
+        """Header lines (each ending in CRLF) a request of a client API adds to the adapter's
+        own (Anthropic's allowed beta headers); asked only for a `NativeChat`."""
+        return b""
 
     def stream_mapper(self) -> Callable[[bytes], list[Event]]:
         """`map_chunk` for one stream: an adapter whose events depend on earlier payloads of

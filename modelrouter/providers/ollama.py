@@ -27,9 +27,19 @@ from modelrouter.providers.base import (
     stop_list,
     unreadable_arguments,
 )
-from modelrouter.schemas import ChatRequest, Message, ToolCall
+from modelrouter.schemas import ChatRequest, EmbedChat, Message, ToolCall
 
 _encode = msgspec.json.Encoder().encode
+
+
+class _Embed(msgspec.Struct):
+    """`/api/embed`'s answer (https://docs.ollama.com/api/embed)."""
+
+    embeddings: list[list[float]]
+    prompt_eval_count: int = 0
+
+
+_decode_embed = msgspec.json.Decoder(_Embed).decode
 
 # `done_reason` as OpenAI's finish_reason. Ollama writes "stop" after a tool call too (the
 # adapter says tool_calls then); "load"/"unload" answer empty requests, which are never sent.
@@ -158,8 +168,23 @@ class OllamaAdapter(Adapter):
         }
     )
 
+    embed_fields = frozenset({"dimensions"})
+
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/api/chat"
+
+    def embed_endpoint(self, base_url: str) -> str | None:
+        return f"{base_url}/api/embed"
+
+    def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
+        body: dict[str, Any] = {"model": model, "input": request.embed.texts or []}
+        if request.embed.dimensions is not None:
+            body["dimensions"] = request.embed.dimensions
+        return _encode(body)
+
+    def map_embed_response(self, body: bytes) -> tuple[list[list[float]], Usage]:
+        parsed = decode(_decode_embed, body, "embed body")
+        return parsed.embeddings, Usage(parsed.prompt_eval_count, 0)
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         # Plain Ollama needs no key; hosted Ollama takes a Bearer token.

@@ -18,7 +18,7 @@ from modelrouter.providers.base import (
     decode,
     given,
 )
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat
 
 _encode = msgspec.json.Encoder().encode
 
@@ -95,6 +95,19 @@ class _ErrorBody(msgspec.Struct):
     error: _Error | str
 
 
+class _Embedding(msgspec.Struct):
+    embedding: list[float]
+    index: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_Embedding]
+    usage: _Usage | None = None
+
+
+_decode_embeddings = msgspec.json.Decoder(_Embeddings).decode
+
+
 _decode_body = msgspec.json.Decoder(_Body).decode
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 
@@ -160,8 +173,29 @@ class OpenAICompatAdapter(Adapter):
         self.stream_options = settings.stream_options
         super().__init__(settings)
 
+    embeds_tokens = True
+    embed_fields = frozenset({"dimensions", "user"})
+
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/chat/completions"
+
+    def embed_endpoint(self, base_url: str) -> str | None:
+        return f"{base_url}/embeddings"
+
+    def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
+        embed = request.embed
+        body: dict[str, Any] = {"model": model, "input": embed.texts or embed.tokens}
+        body["encoding_format"] = "float"  # base64 for the client is encoded here
+        if embed.dimensions is not None:
+            body["dimensions"] = embed.dimensions
+        if request.user is not None:
+            body["user"] = request.user
+        return _encode(body)
+
+    def map_embed_response(self, body: bytes) -> tuple[list[list[float]], Usage]:
+        parsed = decode(_decode_embeddings, body, "embeddings body")
+        vectors = [item.embedding for item in sorted(parsed.data, key=lambda item: item.index)]
+        return vectors, parsed.usage.usage() if parsed.usage is not None else Usage()
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -27,7 +27,7 @@ from modelrouter.providers import Refusal, requested_features
 from modelrouter.routing.candidate import Candidate
 from modelrouter.routing.groups import Group, build_groups
 from modelrouter.routing.strategies import Strategies
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, CountChat, EmbedChat, NativeChat
 from modelrouter.tenants.keys import allowed
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Planner:
         candidates, named = self._candidates(request, stream=stream, ordered=False)
         if allow:
             candidates = allowed_candidates(request, candidates, allow, named=named)
-        return _capable(request, candidates, named=named)
+        return _kept(request, candidates, named=named)
 
     def chain(self, request: ChatRequest, *, allow: tuple[str, ...] = ()) -> list[Candidate]:
         """The same candidates in a fixed order (no strategy applied): what the request
@@ -99,7 +99,7 @@ class Planner:
         candidates, named = self._candidates(request, stream=False, ordered=True)
         if allow:
             candidates = allowed_candidates(request, candidates, allow, named=named)
-        return _capable(request, candidates, named=named)
+        return _kept(request, candidates, named=named)
 
     def _candidates(
         self, request: ChatRequest, *, stream: bool, ordered: bool
@@ -232,16 +232,78 @@ def _default(actor: ProviderActor) -> Candidate:
     return Candidate(actor, actor.provider.model)
 
 
+def _kept(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    kind = type(request)
+    if kind is EmbedChat:
+        return _embedding(request, candidates, named=named)  # type: ignore[arg-type]
+    if kind is CountChat:
+        return _counting(request, candidates, named=named)
+    return _capable(request, candidates, named=named)
+
+
+def _counting(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    """A count's candidates: the one that would answer the request, if it counts, and the
+    deployments of the same model that count (never another model's count: agents plan
+    their context on it)."""
+    kept = _capable(request, candidates, named=named)
+    first = kept[0] if kept else None
+    if first is None or "count" not in first.actor.adapter.endpoints:
+        who = f" ({first.actor.name}/{first.model} cannot count)" if first is not None else ""
+        raise PlanError(
+            f"token counting is not available for model {request.model!r}{who}",
+            param="model",
+        )
+    model = first.model
+    return [c for c in kept if c.model == model and "count" in c.actor.adapter.endpoints]
+
+
+def _embedding(request: EmbedChat, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
+    """An embeddings request's candidates: those serving the first's model (vectors of two
+    models do not mix in one index) and able to take the request."""
+    if not candidates:
+        return candidates
+    model = candidates[0].model
+    kept: list[Candidate] = []
+    refused: dict[str, list[Refusal]] = {}
+    for candidate in candidates:
+        missing = candidate.actor.adapter.embed_refusals(request)
+        if missing:
+            refused.setdefault(candidate.actor.name, missing)
+        elif candidate.model == model:
+            kept.append(candidate)
+    return _judged(candidates, kept, refused, named=named)
+
+
 def _capable(request: ChatRequest, candidates: list[Candidate], *, named: bool) -> list[Candidate]:
     wanted = requested_features(request)
     kept: list[Candidate] = []
     refused: dict[str, list[Refusal]] = {}
+    native = request.native if isinstance(request, NativeChat) else None
     for candidate in candidates:
-        missing = candidate.actor.adapter.unsupported(request, wanted)
+        adapter = candidate.actor.adapter
+        if native is None:
+            missing = adapter.unsupported(request, wanted)
+        elif adapter.api == native.api:
+            missing = []  # passed through as received: its own API judges it
+        else:  # mapped: what the mapping loses, then what the adapter cannot honour
+            missing = [Refusal(*lost) for lost in native.lost]
+            missing += adapter.unsupported(request, wanted)
         if missing:
             refused.setdefault(candidate.actor.name, missing)
         else:
             kept.append(candidate)
+    return _judged(candidates, kept, refused, named=named)
+
+
+def _judged(
+    candidates: list[Candidate],
+    kept: list[Candidate],
+    refused: dict[str, list[Refusal]],
+    *,
+    named: bool,
+) -> list[Candidate]:
+    """The candidates kept, or the 400 naming what the first (when the request named it) or
+    every candidate refused."""
     if not refused:
         return kept
     first = candidates[0].actor.name

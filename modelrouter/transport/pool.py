@@ -91,9 +91,15 @@ class Pool:
         self._sweep: asyncio.TimerHandle | None = None  # set while any connection is idle
         self._closed = False
 
-    def header_block(self, method: str, path: str, headers: Mapping[str, str]) -> bytes:
-        """The constant part of a request's head, encoded once per adapter."""
-        target = f"{self.prefix}{path}" or "/"
+    def header_block(
+        self, method: str, path: str, headers: Mapping[str, str], *, url: str | None = None
+    ) -> bytes:
+        """The constant part of a request's head, encoded once per adapter. `url`: another
+        endpoint of the same origin (an adapter's embeddings), whose path replaces the pool's."""
+        prefix = self.prefix
+        if url is not None:
+            prefix = quote(urlsplit(url).path.rstrip("/"), safe=_PATH_SAFE)
+        target = f"{prefix}{path}" or "/"
         if self._absolute:
             target = self._origin + target
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]

@@ -20,7 +20,16 @@ log = structlog.get_logger("modelrouter.web")
 MAX_UNPRICED_LOGGED = 1024  # (provider, model) pairs said once each; past that, the metric alone
 # What the history keeps: the answered routes (not probes, listings or history reads), and
 # not requests without a client (401).
-HISTORY_ROUTES = frozenset({"/chat", "/stream", "/v1/chat/completions"})
+HISTORY_ROUTES = frozenset(
+    {
+        "/chat",
+        "/stream",
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/embeddings",
+    }
+)
 
 
 class Accounting:

@@ -28,6 +28,7 @@ from modelrouter.events import (
     Done,
     Event,
     Failed,
+    Thinking,
     ToolCallDelta,
     Usage,
 )
@@ -58,6 +59,7 @@ class Answer(msgspec.Struct):
     usage: Usage
     finish_reason: str
     answering: Answering
+    thinking: list[Thinking] = []  # an Anthropic deployment's (only /v1/messages shows them)
 
 
 def deadline_of(runtime: Runtime) -> float:
@@ -117,6 +119,7 @@ async def whole_answer(  # noqa: PLR0912
     relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
+    thinking: list[Thinking] = []
     usage = Usage()
     try:
         relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
@@ -139,9 +142,11 @@ async def whole_answer(  # noqa: PLR0912
                     summary.cost = charge(runtime, summary, answering, usage)
                     if runtime.capture:
                         summary.text = parts
-                    return Answer("".join(parts), calls, usage, reason, answering)
+                    return Answer("".join(parts), calls, usage, reason, answering, thinking)
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
+                elif kind is Thinking:
+                    thinking.append(event)  # type: ignore[arg-type]
     except ApiError as exc:
         count_refusal(runtime, exc)
         raise

@@ -8,7 +8,18 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
-from modelrouter.web import admin, chat, health, history, openai_api, openapi, reload, tenancy
+from modelrouter.web import (
+    admin,
+    anthropic_api,
+    chat,
+    embeddings,
+    health,
+    history,
+    openai_api,
+    openapi,
+    reload,
+    tenancy,
+)
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
@@ -41,6 +52,9 @@ def create_app(
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.router.add_post("/v1/messages", anthropic_api.messages)
+    app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get(r"/v1/models/{model:[\s\S]+}", openai_api.get_model)  # any id, even a \n
     app.router.add_get("/v1/history", history.list_history)

@@ -1,4 +1,5 @@
-"""Error responses: one writer, one `ErrorFormat` per route family (the seed's, OpenAI's).
+"""Error responses: one writer, one `ErrorFormat` per route family (the seed's, OpenAI's,
+Anthropic's).
 
 Every error says whether a retry can help, in the headers the SDKs read: `x-should-retry`
 (`true`/`false`), and with a wait, `Retry-After` (seconds) and `retry-after-ms`.
@@ -91,8 +92,43 @@ class OpenAIErrors:
         return b"event: error\ndata: " + _encode({"error": body}) + b"\n\n"
 
 
+# Anthropic's error types (https://docs.anthropic.com/en/api/errors), by status; its SDK too
+# picks its exception class by status (NotFoundError, AuthenticationError, RateLimitError...).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    return _ANTHROPIC_TYPES.get(status, fallback)
+
+
+class AnthropicErrors:
+    """`{"type": "error", "error": {"type", "message"}, "request_id"}`, as Anthropic's API
+    answers, so its SDKs raise their usual exception classes."""
+
+    def body(self, error: ApiError, request_id: str) -> bytes:
+        inner = {"type": anthropic_type(error.status), "message": error.message}
+        return _encode({"type": "error", "error": inner, "request_id": request_id})
+
+    def stream_error(self, event: Failed, request_id: str) -> bytes:
+        inner = {"type": anthropic_type(event.status), "message": event.message}
+        body = {"type": "error", "error": inner, "request_id": request_id}
+        return b"event: error\ndata: " + _encode(body | {"retryable": _retryable(event)}) + b"\n\n"
+
+
 SEED_ERRORS = SeedErrors()
 OPENAI_ERRORS = OpenAIErrors()
+ANTHROPIC_ERRORS = AnthropicErrors()
 
 
 def from_http(exc: web.HTTPException, request: web.BaseRequest) -> ApiError:

@@ -16,6 +16,7 @@ from modelrouter.errors import ApiError
 from modelrouter.observability import CURRENT_REQUEST_ID, tracing
 from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.errors import (
+    ANTHROPIC_ERRORS,
     OPENAI_ERRORS,
     SEED_ERRORS,
     ErrorFormat,
@@ -46,8 +47,12 @@ def new_request_id() -> str:
 
 
 def error_format(request: web.Request) -> ErrorFormat:
-    """OpenAI's error shape under /v1 (unknown paths included), the seed's elsewhere."""
-    return OPENAI_ERRORS if request.path.startswith("/v1/") else SEED_ERRORS
+    """Anthropic's error shape under /v1/messages, OpenAI's elsewhere under /v1 (unknown
+    paths included), the seed's elsewhere."""
+    path = request.path
+    if path.startswith("/v1/"):
+        return ANTHROPIC_ERRORS if path.startswith("/v1/messages") else OPENAI_ERRORS
+    return SEED_ERRORS
 
 
 def _route_label(request: web.Request) -> str:

@@ -61,10 +61,16 @@ def _model_name(name: str) -> bool:
 def served_models(settings: Settings) -> list[dict[str, object]]:
     """`auto`, the routing file's model groups, each enabled provider's configured model as
     `provider/model` (each group a file deployment serves as `deployment/group`), then the
-    aliases."""
+    aliases; those EMBEDDING_MODELS names are marked `"embeddings": true`."""
+
+    embedding = frozenset(settings.embedding_models)
 
     def entry(model_id: str, owner: str) -> dict[str, object]:
-        return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+        found: dict[str, object] = {"id": model_id, "object": "model", "created": 0}
+        found["owned_by"] = owner
+        if model_id in embedding or model_id.partition("/")[2] in embedding:
+            found["embeddings"] = True  # EMBEDDING_MODELS says this model embeds
+        return found
 
     models = [entry("auto", "modelrouter")]
     models += [entry(group.name, "modelrouter") for group in settings.model_groups]

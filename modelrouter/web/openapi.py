@@ -25,6 +25,7 @@ from modelrouter.schemas import (
     ToolCall,
 )
 from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
+from modelrouter.web import openapi_more
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.reload import ReloadOutcome
@@ -144,6 +145,7 @@ class Model(msgspec.Struct, frozen=True):
     object: Literal["model"]
     created: int
     owned_by: str
+    embeddings: Literal[True] | None = None  # modelrouter's: the model embeds (EMBEDDING_MODELS)
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -173,6 +175,7 @@ _TYPES: tuple[Any, ...] = (
     CreatedKey,
     KeyPage,
     ReloadOutcome,
+    *openapi_more.TYPES,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -468,9 +471,10 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             "title": "modelrouter",
             "version": __version__,
             "description": "An LLM gateway: the seed's /chat and /stream, OpenAI's "
-            "/v1/chat/completions and /v1/models, and the operations routes.",
+            "/v1/chat/completions, /v1/embeddings and /v1/models, Anthropic's /v1/messages, "
+            "and the operations routes.",
         },
-        "paths": _paths(),
+        "paths": _paths() | openapi_more.paths(_operation, _answer, _json, _errors, OPENAI_ERRORS),
         "components": {"schemas": components},
     }
     schemes: dict[str, Any] = {
