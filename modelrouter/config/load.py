@@ -197,10 +197,10 @@ def _load(r: Reader) -> Settings:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if set(settings.tenants.admin_keys) & set(settings.api_keys):
         r.problems.append("ADMIN_API_KEY and API_KEY share a key: an admin key is not a client key")
-    if not settings.api_keys and not is_loopback(settings.host):
+    if not settings.auth_enabled and not is_loopback(settings.host):
         r.problems.append(
-            f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
-            "refusing to serve without authentication"
+            f"API_KEY and DATABASE_URL are unset while HOST={settings.host} is not a loopback "
+            "address: refusing to serve without authentication"
         )
     return settings
 

@@ -220,7 +220,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
+        """Whether requests may need a key: API_KEY, or virtual keys (DATABASE_URL; off
+        loopback a request without a key is always refused, see web.auth)."""
+        return bool(self.api_keys) or self.database_url is not None
 
     def provider(self, name: str) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == name), None)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
-from modelrouter.web import admin, chat, health, history, openai_api, openapi
+from modelrouter.web import admin, chat, health, history, openai_api, openapi, tenancy
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
@@ -26,6 +26,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     if settings.tracing.enabled:  # first in, last out: it exports the spans of the last requests
         app.cleanup_ctx.append(tracing.lifetime(settings.tracing))
     app.cleanup_ctx.append(admin.keys_ctx)  # virtual keys (DATABASE_URL): closed last
+    app.cleanup_ctx.append(tenancy.resolver_ctx)  # their lookups and pushed changes
     # The history closes after the actor system (cleanup runs in reverse): it gets the rows
     # of the requests that the system's close ended.
     app.cleanup_ctx.append(history.history_ctx)

@@ -10,12 +10,13 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors.system import ActorSystem
-from modelrouter.config import Settings
+from modelrouter.config import Settings, is_loopback
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.identity import Identity
+from modelrouter.tenants.lookup import KeyResolver
 from modelrouter.tenants.prices import price_table
 
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
@@ -32,6 +33,10 @@ class Runtime(msgspec.Struct, kw_only=True):
     # what `check_auth` returns (-1 when auth is off).
     key_ids: tuple[str, ...] = (ANONYMOUS,)
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
+    resolver: KeyResolver | None = None  # virtual keys (DATABASE_URL), see web.auth
+    open_without_key: bool = (
+        False  # no API_KEY, loopback: keyless requests pass while no key exists
+    )
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
 
@@ -74,6 +79,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+RESOLVER = web.AppKey("resolver", KeyResolver)
 
 
 def key_id(key: str) -> str:
@@ -95,6 +101,8 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
+        resolver=app.get(RESOLVER),
+        open_without_key=not settings.api_keys and is_loopback(settings.host),
         cache=settings.cache.enabled,
         capture=settings.database_url is not None and settings.history.store_content,
     )
