@@ -119,7 +119,9 @@ class MemoryLedger:
         expire_at: float | None,  # noqa: ARG002 - one process: nothing to expire
         unchecked: bool = False,
     ) -> Outcome:
-        return self.take(account, period, budget=budget, amount=amount, ttl=ttl, unchecked=unchecked)
+        return self.take(
+            account, period, budget=budget, amount=amount, ttl=ttl, unchecked=unchecked
+        )
 
     def take(
         self,

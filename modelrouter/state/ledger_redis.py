@@ -155,7 +155,9 @@ class RedisLedger:
             self._local.forget_spend()
         left = self._seen.get((account, period), budget)
         share = max(left, 0) // max(self._state.replicas, 1)
-        return self._local.take(account, period, budget=share, amount=amount, ttl=ttl, unchecked=True)
+        return self._local.take(
+            account, period, budget=share, amount=amount, ttl=ttl, unchecked=True
+        )
 
     # -- settle --------------------------------------------------------------------------------
     def settle(self, hold: Hold, nanos: int, *, expire_at: float | None) -> None:
@@ -177,7 +179,9 @@ class RedisLedger:
         if nanos <= 0:
             return
         if self._state.up:
-            reply = self._state.fast.script(_SETTLE, self._keys(account, period), ["", nanos, expiry])
+            reply = self._state.fast.script(
+                _SETTLE, self._keys(account, period), ["", nanos, expiry]
+            )
             hold = Hold(account, period, "", 0, shared=True)
             reply.add_done_callback(lambda done: self._settled(done, hold, nanos, expiry))
             return
