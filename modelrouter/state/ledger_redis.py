@@ -55,11 +55,10 @@ redis.call('HINCRBY', KEYS[1], 'held', amount)
 redis.call('HSET', KEYS[1], 'h:' .. ARGV[4], amount)
 local until_ = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], until_, ARGV[4])
+-- The holds live as long as the counters whose `held` they make up (an empty set is gone).
 if ARGV[5] ~= '0' then
   redis.call('EXPIREAT', KEYS[1], ARGV[5])
   redis.call('EXPIREAT', KEYS[2], ARGV[5])
-elseif redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return {1, spent, held + amount}
 """
