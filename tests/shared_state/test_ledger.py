@@ -17,6 +17,7 @@ from modelrouter.state.ledger import MemoryLedger
 from modelrouter.state.ledger_redis import RedisLedger, ledger_for
 from modelrouter.state.memory import MemoryState
 from modelrouter.state.redis import RedisState
+from tests.conftest import wait_until
 
 DAY = 2_000_000_000.0  # an epoch second far ahead: the counters' expiry
 
@@ -160,9 +161,7 @@ async def test_redis_away_serves_this_replicas_share_then_hands_the_spend_over(
     async def back() -> bool:
         return state.up
 
-    async with asyncio.timeout(10):
-        while not await back():
-            await asyncio.sleep(0.05)
+    await wait_until(back, timeout=10)
     again = await ledger.reserve("k", "total", budget=1000, amount=10, ttl=30, expire_at=None)
     assert again.status == "held"
     assert await rclient.hget(f"{prefix}:{{k}}:budget:total:v1", "spent") == "500"
