@@ -226,3 +226,29 @@ async def test_the_openai_sdk_gets_insufficient_quota_and_does_not_retry(
         assert raised.value.code == "insufficient_quota"
         async with session.get(f"{replica.url}/metrics") as response:
             assert rejections(await response.text()) == 1  # one call: no retry
+
+
+async def test_redis_restarted_empty_reloads_the_period_from_postgres(
+    fleet: Fleet,
+    mock: Mock,
+    redis_url: str,
+    prefix: str,
+    rclient: aioredis.Redis,
+    database: str,
+    tmp_path: Path,
+) -> None:
+    (replica,) = await fleet(
+        env(mock, redis_url, prefix, database, tmp_path / "p.json", "tokens=10"), 1
+    )
+    async with aiohttp.ClientSession() as session:
+        key = await new_key(session, replica, budget_period="week")
+        for _ in range(3):
+            assert await post(session, f"{replica.url}/chat", key["key"], ASK) == 200
+        await settled(database, 3)
+        # Redis loses everything of this key (a restart without persistence).
+        await rclient.delete(*[k async for k in rclient.scan_iter(f"{prefix}:{{{key['id']}}}:*")])
+        headers = {"Authorization": f"Bearer {key['key']}"}
+        async with session.post(f"{replica.url}/chat", json=ASK, headers=headers) as response:
+            assert response.status == 200
+            # $0.01 less the 3 recorded in PostgreSQL, less this one.
+            assert response.headers["x-modelrouter-budget-remaining-usd"] == "0.006"
