@@ -6,6 +6,10 @@ callgrind, sends it `few` and then `many` requests one at a time (the difference
 start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
 temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
 It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
+
+`--keys DATABASE_URL` measures this tree with keys instead: a static API_KEY, then a virtual
+key with an rpm, a tpm and a budget (`bench.keyed`), both with that database (so both write the
+history), and prints the virtual key's figure against the static key's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from contextlib import ExitStack
 
 import msgspec
 
-from modelrouter.bench import procs
+from modelrouter.bench import keyed, procs
 from modelrouter.bench.suite import checkout
 
 BODY = msgspec.json.encode(
@@ -49,10 +53,13 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
-def send(port: int, path: str, count: int) -> None:
+def send(port: int, path: str, count: int, secret: str | None = None) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
     for _ in range(count):
-        connection.request("POST", path, BODY, {"Content-Type": "application/json"})
+        connection.request("POST", path, BODY, headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
@@ -60,11 +67,28 @@ def send(port: int, path: str, count: int) -> None:
     connection.close()
 
 
-def instructions(source: str | None, mock_port: int, path: str, count: int) -> int:
+class Keys(msgspec.Struct, frozen=True):
+    """Which key the requests carry: a static one, or a virtual one made at start."""
+
+    database_url: str
+    virtual: bool
+
+    def env(self) -> dict[str, str]:
+        return keyed.keyed_env(self.database_url) | {"API_KEY": keyed.STATIC_KEY}
+
+    def secret(self, port: int) -> str:
+        return keyed.create_key(port, timeout=300) if self.virtual else keyed.STATIC_KEY
+
+
+def instructions(
+    source: str | None, mock_port: int, path: str, count: int, keys: Keys | None = None
+) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `path`."""
+    serving `count` requests to `path` (with `keys`: each carrying that key)."""
     port = procs.free_port()
     env = {**os.environ, **gateway_env(mock_port)}
+    if keys is not None:
+        env |= keys.env()
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
@@ -76,7 +100,7 @@ def instructions(source: str | None, mock_port: int, path: str, count: int) -> i
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, path, count)
+            send(port, path, count, None if keys is None else keys.secret(port))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
@@ -87,9 +111,11 @@ def instructions(source: str | None, mock_port: int, path: str, count: int) -> i
     return int(found.group(1))
 
 
-def per_request(source: str | None, mock_port: int, path: str, few: int, many: int) -> float:
-    first = instructions(source, mock_port, path, few)
-    return (instructions(source, mock_port, path, many) - first) / (many - few)
+def per_request(  # noqa: PLR0917 - the run's figures, in the order they are read
+    source: str | None, mock_port: int, path: str, few: int, many: int, keys: Keys | None = None
+) -> float:
+    first = instructions(source, mock_port, path, few, keys)
+    return (instructions(source, mock_port, path, many, keys) - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
     parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
     parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
+    parser.add_argument(
+        "--keys",
+        metavar="DATABASE_URL",
+        help="measure a virtual key (rpm, tpm, budget) against a static key instead",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
@@ -108,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     mock_port = procs.free_port()
     with ExitStack() as stack:
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
+        if args.keys:
+            _keys(args, mock_port)
+            return 0
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
@@ -123,6 +157,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{path:<8} {label:<12} {count:>12,.0f} instructions/request{ratio}\n"
                 )
     return 0
+
+
+def _keys(args: argparse.Namespace, mock_port: int) -> None:
+    """This tree: a virtual key's instructions per request against a static key's."""
+    for path in (p.strip() for p in args.paths.split(",") if p.strip()):
+        static = per_request(
+            None, mock_port, path, args.few, args.many, Keys(args.keys, virtual=False)
+        )
+        virtual = per_request(
+            None, mock_port, path, args.few, args.many, Keys(args.keys, virtual=True)
+        )
+        sys.stdout.write(
+            f"{path:<8} static key   {static:>12,.0f} instructions/request\n"
+            f"{path:<8} virtual key  {virtual:>12,.0f} instructions/request"
+            f" (x{virtual / static:.4f} of the static key's)\n"
+        )
 
 
 if __name__ == "__main__":
