@@ -13,7 +13,7 @@ from aiohttp import web
 
 from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
-from modelrouter.tenants.cost import usd_text
+from modelrouter.tenants.cost import usd, usd_text
 from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
@@ -39,6 +39,7 @@ class Accounting:
         self._due: asyncio.TimerHandle | None = None
         self.history: History | None = None  # set for the app's lifetime when DATABASE_URL is
         self.spend: SpendLog | None = None  # likewise: each priced request's spend row
+        self.key_labels = False  # METRICS_KEY_LABELS: spend per key in the metrics too
         self._unpriced: set[tuple[str, str]] = set()  # said once each in the log
 
     def add(
@@ -80,6 +81,9 @@ class Accounting:
             return
         provider, model = answering.provider, answering.model
         self.metrics.count_cost(provider, model, charge.nanos, priced=charge.priced)
+        if self.key_labels and charge.nanos:
+            team = summary.identity.team if summary.identity is not None else None
+            self.metrics.key_spend.labels(summary.client, team or "").inc(usd(charge.nanos))
         pair = (provider, model)
         unseen = pair not in self._unpriced and len(self._unpriced) < MAX_UNPRICED_LOGGED
         if not charge.priced and unseen:

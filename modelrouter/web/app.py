@@ -18,6 +18,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     accounting = app[ACCOUNTING] = Accounting(app[METRICS])
+    accounting.key_labels = settings.tenants.metrics_key_labels
 
     async def account_the_rest(_: web.Application) -> None:
         accounting.drain()

@@ -126,15 +126,15 @@ def _json(data: Any) -> web.Response:
     return web.Response(body=json_encoder.encode(data), content_type="application/json")
 
 
-def _spend_log(request: web.Request) -> SpendLog:
+def _spend_log(request: web.Request, *, admin: bool) -> SpendLog:
+    """The spend log; without DATABASE_URL, /admin's 503 `keys_unavailable` (as the other
+    /admin routes) or, for a client, a 404 as /v1/history's."""
     spend = request.app.get(SPEND)
     if spend is None:
-        raise ApiError(
-            503,
-            "keys_unavailable",
-            "spend lives in PostgreSQL and DATABASE_URL is not set",
-            retryable=False,
-        )
+        message = "spend lives in PostgreSQL and DATABASE_URL is not set"
+        if admin:
+            raise ApiError(503, "keys_unavailable", message, retryable=False)
+        raise ApiError(404, "spend_off", message)
     return spend
 
 
@@ -166,7 +166,7 @@ def _budget_of(key: Key) -> Decimal | None:
 # -- the routes ----------------------------------------------------------------------------------
 async def admin_spend(request: web.Request) -> web.Response:
     admin_store(request)  # the admin key, and the database configured
-    spend = _spend_log(request)
+    spend = _spend_log(request, admin=True)
     query = request.query
     _unknown(query, ("group_by", "from", "to"))
     group_by = _group_by(query, "key")
@@ -197,7 +197,7 @@ async def admin_spend(request: web.Request) -> web.Response:
 async def client_spend(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     identity = await authenticate(request, runtime)
-    spend = _spend_log(request)
+    spend = _spend_log(request, admin=False)
     query = request.query
     _unknown(query, ("from", "to"))
     start, end = _range(query)

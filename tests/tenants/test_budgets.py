@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from modelrouter.tenants.budget import window
+from modelrouter.web.openapi import openapi_document
 from tests.conftest import Gateway, Mock, parse_sse, two_providers, wait_until
 from tests.history.conftest import rows, wait_rows
 from tests.tenants.conftest import ADMIN_KEY, AS_ADMIN
@@ -224,3 +225,37 @@ async def test_bad_spend_parameters_are_400s(
     # A client key does not open /admin/spend.
     key = await new_key(client)
     assert (await client.get("/admin/spend", headers=bearer(key))).status == 401
+
+
+async def test_spend_per_key_is_in_the_metrics_only_when_asked(
+    gateway: Gateway, mock: Mock, database: str, prices_file: str
+) -> None:
+    labelled = await budget_gateway(gateway, mock, database, prices_file, METRICS_KEY_LABELS="1")
+    key = await new_key(labelled, team="search")
+    assert (await labelled.post("/chat", json=ASK, headers=bearer(key))).status == 200
+    text = await (await labelled.get("/metrics")).text()
+    assert f'modelrouter_key_spend_usd_total{{key="{key["id"]}",team="search"}} 0.001' in text
+    plain = await budget_gateway(gateway, mock, database, prices_file)
+    other = await new_key(plain, name="unlabelled")
+    assert (await plain.post("/chat", json=ASK, headers=bearer(other))).status == 200
+    assert "modelrouter_key_spend_usd_total{" not in await (await plain.get("/metrics")).text()
+
+
+def test_the_spend_routes_are_in_the_openapi_document() -> None:
+    document = openapi_document(auth=True)
+    admin = document["paths"]["/admin/spend"]["get"]
+    assert admin["security"] == [{"admin": []}]
+    assert {p["name"] for p in admin["parameters"]} >= {"group_by", "from", "to"}
+    assert "/v1/spend" in document["paths"]
+    assert set(document["components"]["schemas"]["SpendReport"]["properties"]) == {
+        "data",
+        "from",
+        "to",
+    }
+
+
+async def test_v1_spend_without_a_database_is_a_404(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(**two_providers(mock, API_KEY="client-key-0001"))
+    response = await client.get("/v1/spend", headers={"Authorization": "Bearer client-key-0001"})
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "spend_off"
