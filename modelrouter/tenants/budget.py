@@ -60,7 +60,9 @@ def prompt_bound(chat: ChatRequest) -> int:
     """Prompt tokens at most: UTF-8 bytes of every message's text, plus a few per message."""
     total = 0
     for message in chat.messages:
-        total += len(message.content.encode()) + TOKENS_PER_MESSAGE
+        content = message.content
+        # An ASCII text's length is its byte count (and `isascii` costs nothing on a str).
+        total += (len(content) if content.isascii() else len(content.encode())) + TOKENS_PER_MESSAGE
         calls = message.tool_calls
         if calls:
             total += len(msgspec.json.encode(calls))

@@ -18,7 +18,7 @@ import structlog
 
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
-from modelrouter.state.ledger import Hold, Ledger
+from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
 from modelrouter.tenants.budget import Window, top_rate, window, worst_case
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
@@ -29,6 +29,7 @@ log = structlog.get_logger("modelrouter.budget")
 Chain = Callable[[ChatRequest, tuple[str, ...]], tuple[tuple[str, str], ...] | None]
 MAX_MEMO: Final = 1024  # (model, provider, fallback, allow-list) whose top rate is remembered
 _NO_PRICE: Final = -1
+INF: Final = float("inf")
 
 
 class OverBudget(Exception):
@@ -78,14 +79,18 @@ class BudgetGate:
 
     def window(self, period: Period) -> Window:
         """The current period of kind `period` (computed again once it ends)."""
+        return self._current(period)[0]
+
+    def _current(self, period: Period) -> tuple[Window, float]:
+        """The current period and its end (epoch seconds; inf for `total`)."""
         now = self._clock()
         found = self._windows.get(period)
         if found is not None and now < found[1]:
-            return found[0]
+            return found
         current = window(period, datetime.fromtimestamp(now, UTC))
-        end = current.reset_at.timestamp() if current.reset_at is not None else float("inf")
-        self._windows[period] = (current, end)
-        return current
+        end = current.reset_at.timestamp() if current.reset_at is not None else INF
+        found = self._windows[period] = (current, end)
+        return found
 
     def rate(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int:
         """The highest rate of the candidates `chat` may be answered by (within the key's
@@ -110,15 +115,18 @@ class BudgetGate:
     async def reserve(self, key: Key, chat: ChatRequest) -> Admission:
         """Hold the request's worst case against `key`'s budget, or raise OverBudget."""
         budget = key.budget_nanos or 0
-        current = self.window(key.budget_period)
+        current, end = self._current(key.budget_period)
         amount = worst_case(
             chat, self.rate(chat, key.models), reserve_tokens=self.settings.budget_reserve_tokens
         )
-        expire_at = None if current.reset_at is None else current.reset_at.timestamp()
+        expire_at = None if end == INF else end
         ledger, ttl = self.ledger, self.ttl
-        outcome = await ledger.reserve(
-            key.id, current.name, budget=budget, amount=amount, ttl=ttl, expire_at=expire_at
-        )
+        if type(ledger) is MemoryLedger:  # no coroutine for what never suspends
+            outcome = ledger.take(key.id, current.name, budget=budget, amount=amount, ttl=ttl)
+        else:
+            outcome = await ledger.reserve(
+                key.id, current.name, budget=budget, amount=amount, ttl=ttl, expire_at=expire_at
+            )
         if outcome.status == "unloaded":
             loaded = await self._load(key, current, expire_at)
             outcome = await ledger.reserve(
