@@ -28,7 +28,7 @@ from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, 
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.runtime import SETTINGS
-from modelrouter.web.spend import GROUP_BYS, SpendReport
+from modelrouter.web.spend import GROUP_BYS, KeySpendReport, SpendReport
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
 
@@ -173,6 +173,7 @@ _TYPES: tuple[Any, ...] = (
     CreatedKey,
     KeyPage,
     SpendReport,
+    KeySpendReport,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -302,7 +303,21 @@ def _admin_paths() -> dict[str, Any]:
                 _operation(
                     "Spend and requests in [from, to), grouped by key, team, provider, model "
                     "or day; by key, with each key's budget, period spend and reset",
-                    {"200": _answer("the groups, largest spend first", _json("SpendReport"))}
+                    {
+                        "200": _answer(
+                            "the groups, largest spend first (by key: KeySpendReport)",
+                            {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": _REF.format(name="KeySpendReport")},
+                                            {"$ref": _REF.format(name="SpendReport")},
+                                        ]
+                                    }
+                                }
+                            },
+                        )
+                    }
                     | errors,
                     parameters=_spend_parameters(group_by=True),
                 )
@@ -434,7 +449,7 @@ def _paths() -> dict[str, Any]:
         "/v1/spend": {
             "get": _operation(
                 "This client key's spend in [from, to), with its budget (DATABASE_URL)",
-                {"200": _answer("one row", _json("SpendReport"))} | history_errors,
+                {"200": _answer("one row", _json("KeySpendReport"))} | history_errors,
                 parameters=_spend_parameters(group_by=False),
             )
         },

@@ -33,11 +33,16 @@ CLOSE_TIMEOUT = 5.0
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
 
 
-class SpendEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+class SpendEntry(msgspec.Struct, frozen=True):
     group: str | None
     spend_usd: float
     requests: int
-    # group_by=key only (and /v1/spend)
+
+
+class KeySpendEntry(SpendEntry, frozen=True):
+    """A row by key (and /v1/spend's): the key's settings and its budget's headroom, each
+    null where it has none (a static key has no name; an unbudgeted key no budget)."""
+
     name: str | None = None
     team: str | None = None
     budget_usd: float | None = None
@@ -47,7 +52,17 @@ class SpendEntry(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class SpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end": "to"}):
+    """`group_by` team, provider, model or day."""
+
     data: list[SpendEntry]
+    start: datetime
+    end: datetime
+
+
+class KeySpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end": "to"}):
+    """`group_by=key`, and /v1/spend."""
+
+    data: list[KeySpendEntry]
     start: datetime
     end: datetime
 
@@ -175,8 +190,11 @@ async def admin_spend(request: web.Request) -> web.Response:
     try:
         groups = await spend.report(group_by, start, end)
         keys = await spend.keys([g.group for g in groups if g.group]) if group_by == "key" else {}
-        data = []
+        data: list[Any] = []
         for g in groups:
+            if group_by != "key":
+                data.append(SpendEntry(g.group, usd(g.nanos), g.requests))
+                continue
             extra: dict[str, Any] = {}
             row = keys.get(g.group) if g.group else None
             if row is not None:
@@ -188,10 +206,11 @@ async def admin_spend(request: web.Request) -> web.Response:
                     budget=row["budget_usd"],
                     period=row["budget_period"],
                 )
-            data.append(SpendEntry(g.group, usd(g.nanos), g.requests, **extra))
+            data.append(KeySpendEntry(g.group, usd(g.nanos), g.requests, **extra))
     except DB_ERRORS:
         raise _unavailable() from None
-    return _json(SpendReport(data, start, end))
+    report = KeySpendReport if group_by == "key" else SpendReport
+    return _json(report(data, start, end))
 
 
 async def client_spend(request: web.Request) -> web.Response:
@@ -217,10 +236,10 @@ async def client_spend(request: web.Request) -> web.Response:
     except DB_ERRORS:
         raise _unavailable() from None
     found = groups[0] if groups else None
-    entry = SpendEntry(
+    entry = KeySpendEntry(
         identity.client_id,
         usd(found.nanos) if found else 0.0,
         found.requests if found else 0,
         **extra,
     )
-    return _json(SpendReport([entry], start, end))
+    return _json(KeySpendReport([entry], start, end))

@@ -190,6 +190,9 @@ async def test_spend_reports_group_by_each_dimension_and_a_client_sees_its_own(
     assert set(body) == {"data", "from", "to"}
     by_model = await (await client.get("/admin/spend?group_by=model", headers=AS_ADMIN)).json()
     assert {r["group"]: r["requests"] for r in by_model["data"]} == {"groq/a": 2, "openrouter/b": 1}
+    assert {frozenset(r) for r in by_model["data"]} == {
+        frozenset({"group", "spend_usd", "requests"})
+    }
     for group in ("team", "provider", "day"):
         grouped = await client.get(f"/admin/spend?group_by={group}", headers=AS_ADMIN)
         assert grouped.status == 200
