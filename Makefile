@@ -62,7 +62,8 @@ bench-ab: $(STAMP)
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
 bench-instructions: $(STAMP)
 	$(PY) -m modelrouter.bench.instructions --compare $(BASE)
-	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --keys $(BENCH_DATABASE_URL))
+	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --auth static --database-url $(BENCH_DATABASE_URL))
+	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --auth virtual --database-url $(BENCH_DATABASE_URL))
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

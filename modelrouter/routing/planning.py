@@ -90,7 +90,7 @@ class Planner:
         a key's allow-list (`allow`, patterns; empty: all) does not allow left out."""
         candidates, named = self._candidates(request, stream=stream, ordered=False)
         if allow:
-            candidates = allowed_candidates(request, candidates, allow)
+            candidates = allowed_candidates(request, candidates, allow, named=named)
         return _capable(request, candidates, named=named)
 
     def chain(self, request: ChatRequest, *, allow: tuple[str, ...] = ()) -> list[Candidate]:
@@ -98,7 +98,7 @@ class Planner:
         resolves to, for the response cache's key."""
         candidates, named = self._candidates(request, stream=False, ordered=True)
         if allow:
-            candidates = allowed_candidates(request, candidates, allow)
+            candidates = allowed_candidates(request, candidates, allow, named=named)
         return _capable(request, candidates, named=named)
 
     def _candidates(
@@ -192,18 +192,19 @@ class Planner:
 
 
 def allowed_candidates(
-    request: ChatRequest, candidates: list[Candidate], allow: tuple[str, ...]
+    request: ChatRequest, candidates: list[Candidate], allow: tuple[str, ...], *, named: bool
 ) -> list[Candidate]:
     """The candidates a key's allow-list lets through: all of them when the model group or
-    alias asked for is allowed, else those whose `provider/model` (or bare model) is; none
-    left is a 403 `model_not_allowed` naming the model (`auto` is the configured order, so it
-    is never allowed by name)."""
+    alias asked for is allowed, else those whose `provider/model` (or bare model) is. A
+    `provider/model` (or `provider` field) the key may not use, or none left, is a 403
+    `model_not_allowed` naming the model: never another model in its place. `auto` is the
+    configured order, filtered (it is never allowed by name)."""
     asked = request.model
     by_name = asked is not None and asked != "auto" and request.provider is None
     if by_name and allowed(allow, (asked or "",)):
         return candidates
-    kept = [c for c in candidates if allowed(allow, (f"{c.actor.name}/{c.model}", c.model))]
-    if not kept:
+    kept = [c for c in candidates if _allows(allow, c)]
+    if not kept or (named and not _allows(allow, candidates[0])):
         name = asked if request.provider is None else f"{request.provider}/{asked or ''}"
         raise PlanError(
             f"model {name or 'auto'!r} is not allowed for this key",
@@ -212,6 +213,10 @@ def allowed_candidates(
             status=403,
         )
     return kept
+
+
+def _allows(allow: tuple[str, ...], candidate: Candidate) -> bool:
+    return allowed(allow, (f"{candidate.actor.name}/{candidate.model}", candidate.model))
 
 
 def _serves(actor: ProviderActor, model: str) -> bool:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+import structlog
+
 from modelrouter.tenants.identity import Identity
 from modelrouter.tenants.keys import Key
 from modelrouter.tenants.secrets import PREFIX, hash_secret, well_formed
@@ -31,6 +33,7 @@ from modelrouter.tenants.store import DB_ERRORS, KeyChange
 
 MAX_ENTRIES: Final = 100_000  # then the oldest half of the negative entries goes
 VIRTUAL_PREFIX: Final = PREFIX.encode()
+log = structlog.get_logger("modelrouter.tenants")
 
 
 class KeyRefused(Exception):
@@ -161,7 +164,8 @@ class KeyResolver:
         try:
             self._any = await self.store.any_key() or bool(self._any)
             self._any_until = self._clock() + self.ttl
-        except DB_ERRORS:
+        except Exception as exc:  # noqa: BLE001 - any failure of the store: it is away
+            self._failed(exc)
             self._any_until = self._clock() + min(self.ttl, 1.0)
         finally:
             self._any_flight = None
@@ -178,6 +182,10 @@ class KeyResolver:
             flight.add_done_callback(functools.partial(self._landed, secret_hash))
         return await asyncio.shield(flight)
 
+    def _failed(self, exc: Exception) -> None:
+        kind = "database" if isinstance(exc, DB_ERRORS) else type(exc).__name__
+        log.warning("key_lookup_failed", error=kind, message="known keys work as last known")
+
     def _landed(self, secret_hash: str, flight: asyncio.Task[Entry]) -> None:
         self._flights.pop(secret_hash, None)
         if not flight.cancelled():
@@ -187,7 +195,8 @@ class KeyResolver:
         self.queries += 1
         try:
             key = await self.store.lookup_by_hash(secret_hash)
-        except DB_ERRORS:
+        except Exception as exc:  # noqa: BLE001 - any failure of the store: it is away
+            self._failed(exc)
             if known is None:
                 raise KeysUnavailable("database") from None
             known.fresh_until = self._clock() + min(self.ttl, 1.0)  # last known: retry soon
@@ -218,6 +227,13 @@ class KeyResolver:
                 self._entries[secret_hash] = Entry(None, "revoked", float("inf"), float("inf"))
             else:
                 self._entries.pop(secret_hash, None)
+
+    async def close(self) -> None:
+        """End the lookups still in flight (at shutdown: nobody waits for them any more)."""
+        tasks = [*self._flights.values(), *([self._any_flight] if self._any_flight else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stale(self) -> None:
         """Changes may have been missed (the push was lost): re-read every key at its next use,

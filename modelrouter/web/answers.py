@@ -77,7 +77,7 @@ def route(
             deadline=deadline,
             relay_size=RELAY_SIZE,
             cache=cache_policy(request) if runtime.cache else USE_CACHE,
-            allow=model_allow(identity),
+            allow=() if identity is None or identity.key is None else identity.key.models,
             scope=cache_scope(identity, runtime.cache_scope) if runtime.cache else "",
         )
     except Overloaded:
@@ -86,33 +86,25 @@ def route(
         ) from None
 
 
-async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    """The whole answer, within the key's limits (a virtual key's hold is settled either way)."""
-    hold = await admit_key(request, runtime, chat, stream=False)
-    try:
-        return await _whole_answer(request, runtime, chat)
-    except ApiError as exc:
-        count_refusal(runtime, exc)
-        raise
-    finally:
-        if hold is not None:
-            settle_key(runtime, hold, request[SUMMARY])
-
-
-async def _whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
-    """Wait for the whole answer (or raise its failure); the relay is closed either way.
+# One flat loop over the event kinds: no nested coroutine per request on the hot path.
+async def whole_answer(  # noqa: PLR0912
+    request: web.Request, runtime: Runtime, chat: ChatRequest
+) -> Answer:
+    """Wait for the whole answer (or raise its failure), within the key's limits; the relay is
+    closed and a virtual key's hold settled either way.
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
     it), and ends the relay however it ends itself."""
     summary = request[SUMMARY]
-    identity = summary.identity
-    if identity is not None and identity.key is not None:
-        await admit(request, runtime, chat)
-    relay: Relay | None = None
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
+    relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
+        if key is not None and key.budget_nanos is not None:
+            await admit(request, runtime, key, chat)
         relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
@@ -136,48 +128,36 @@ async def _whole_answer(request: web.Request, runtime: Runtime, chat: ChatReques
                     return Answer("".join(parts), calls, usage, reason, answering)
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
-        _close(runtime, summary, relay)
-
-
-def _close(runtime: Runtime, summary: Summary, relay: Relay | None) -> None:
-    """A whole answer's end: its relay closed, its budget's hold (if any) settled."""
-    if relay is not None:
-        relay.close()
-    if summary.admission is not None:
-        settle(runtime, summary)
+        if relay is not None:
+            relay.close()
+        if hold is not None:
+            settle_key(runtime, hold, summary)
+        if summary.admission is not None:  # a budget's hold: the cost is known now
+            settle(runtime, summary)
 
 
 async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
-    """The stream, within the key's limits (a virtual key's hold is settled either way)."""
-    hold = await admit_key(request, runtime, chat, stream=True)
-    try:
-        return await _serve_stream(request, runtime, chat, fmt)
-    except ApiError as exc:
-        count_refusal(runtime, exc)
-        raise
-    finally:
-        if hold is not None:
-            settle_key(runtime, hold, request[SUMMARY])
-
-
-async def _serve_stream(
-    request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
-) -> web.StreamResponse:
-    """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
-    that call upstream: one the cache answers (a stored answer, or an identical request's in
-    flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
+    """Route `chat` as a stream written in `fmt`, within the key's limits (a virtual key's hold
+    is settled however it ends). MAX_CONCURRENT_STREAMS bounds the streams that call
+    upstream: one the cache answers (a stored answer, or an identical request's in flight,
+    joined) takes no slot, unless the call it joined fails and it goes on its own."""
+    summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
     deadline = deadline_of(runtime)
-    identity = request[SUMMARY].identity
-    if identity is not None and identity.key is not None:
-        await admit(request, runtime, chat)
     slot = runtime.system.stream_slot()
     relay: Relay | None = None
     if runtime.capture:
-        fmt = Capturing(fmt, request[SUMMARY])
+        fmt = Capturing(fmt, summary)
     try:
+        if key is not None and key.budget_nanos is not None:
+            await admit(request, runtime, key, chat)
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
             try:
@@ -193,14 +173,18 @@ async def _serve_stream(
             return await _relay_stream(request, runtime, relay, fmt, chat=chat, deadline=deadline)
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
         if relay is not None:
             relay.close()
-        summary = request[SUMMARY]
         if summary.cost is None and summary.first_byte is not None:
             # Started, then abandoned by the client or cut by the deadline's guard.
             summary.cost = stream_charge(runtime, summary, chat, complete=False)
-        if summary.admission is not None:
+        if hold is not None:  # its usage is known now (or estimated, for a cut stream)
+            settle_key(runtime, hold, summary)
+        if summary.admission is not None:  # a budget's hold: its cost is known now too
             settle(runtime, summary)
         await slot.release()
 

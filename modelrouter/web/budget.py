@@ -16,17 +16,17 @@ from modelrouter.errors import ApiError
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import usd_text
 from modelrouter.tenants.gate import OverBudget, SpendUnknown, Unpriced
+from modelrouter.tenants.keys import Key
 from modelrouter.web.runtime import SUMMARY, Runtime, Summary
 
 REMAINING_HEADER = "x-modelrouter-budget-remaining-usd"
 
 
-async def admit(request: web.Request, runtime: Runtime, chat: ChatRequest) -> None:
-    """Reserve the request's worst case if its key has a budget (else nothing to do)."""
+async def admit(request: web.Request, runtime: Runtime, key: Key, chat: ChatRequest) -> None:
+    """Reserve the request's worst case against `key`'s budget (the caller checked it has one);
+    the hold is noted on the request's summary, for `settle`."""
     summary = request[SUMMARY]
-    identity = summary.identity
-    key = None if identity is None else identity.key
-    if key is None or key.budget_nanos is None:
+    if key.budget_nanos is None:
         return
     gate = runtime.budgets
     if gate is None:  # a virtual key needs DATABASE_URL, and then the gate exists

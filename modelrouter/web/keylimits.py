@@ -4,13 +4,12 @@ Requests with a static key, or with a key without limits, do nothing here."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from modelrouter.errors import ApiError
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.identity import Identity
+from modelrouter.tenants.keys import Key
 from modelrouter.tenants.limits import Hold, Limited
-from modelrouter.web.runtime import SUMMARY, Runtime, Summary
+from modelrouter.web.runtime import Runtime, Summary
 
 _TYPES = {
     "rate_limited": "rate_limited",
@@ -19,15 +18,13 @@ _TYPES = {
 }
 
 
-async def admit_key(
-    request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool
-) -> Hold | None:
-    identity = request[SUMMARY].identity
-    key = None if identity is None else identity.key
-    if key is None or runtime.key_limits is None:
+async def admit_key(runtime: Runtime, key: Key, chat: ChatRequest, *, stream: bool) -> Hold | None:
+    """The request's hold on its virtual key's limits (None: the key has none), or a 429."""
+    limits = runtime.key_limits
+    if limits is None:
         return None
     try:
-        return await runtime.key_limits.admit(key, chat, stream=stream)
+        return await limits.admit(key, chat, stream=stream)
     except Limited as exc:
         runtime.metrics.key_rejections.labels(exc.reason).inc()
         raise ApiError(

@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 
 from modelrouter.actors.system import SHUTDOWN
-from modelrouter.config import Settings, describe
+from modelrouter.config import Settings, describe, is_loopback
 from modelrouter.web.app import create_app
 from modelrouter.web.connections import Guard, GuardedRunner, GuardedServer, connection_limit
 from modelrouter.web.runtime import METRICS, RUNTIME
@@ -94,6 +94,12 @@ async def serve(
         log.warning(
             "auth_disabled",
             message="API_KEY is unset: serving WITHOUT authentication, on loopback only",
+            host=settings.host,
+        )
+    elif not settings.api_keys and is_loopback(settings.host):
+        log.warning(
+            "auth_until_keys",
+            message="API_KEY is unset: requests without a key pass until a virtual key exists",
             host=settings.host,
         )
     if not settings.providers:

@@ -22,6 +22,8 @@ from modelrouter.tenants.store import KeyChange
 from modelrouter.web.admin import KEYS
 from modelrouter.web.runtime import RESOLVER, SETTINGS
 
+FEED = web.AppKey("key_feed", KeyFeed)
+
 
 async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
@@ -39,13 +41,14 @@ async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
 
     store.on_change = changed
     if feed is not None:
+        app[FEED] = feed
         feed.start()
     try:
         yield
     finally:
         if feed is not None:
-            await feed.stop()
             await feed.close()
+        await resolver.close()
 
 
 def key_feed(settings: Settings, resolver: KeyResolver) -> KeyFeed:

@@ -44,7 +44,14 @@ async def test_a_virtual_key_authenticates_as_its_id(
     key = await new_key(client)
     response = await client.post("/chat", json=CHAT, headers=bearer(key["key"]))
     assert response.status == 200, await response.text()
-    assert [row["client_id"] for row in await wait_rows(database, 1)] == [key["id"]]
+    rotated = await client.post(
+        f"/admin/keys/{key['id']}/rotate", json={"grace_seconds": 60}, headers=AS_ADMIN
+    )
+    new_secret_ = (await rotated.json())["key"]
+    for secret in (new_secret_, key["key"]):  # the new secret, and the old one in its grace
+        assert await status(client, secret) == 200
+    # History follows the key's id, whichever secret it came with.
+    assert {row["client_id"] for row in await wait_rows(database, 3)} == {key["id"]}
     assert await status(client, CLIENT_KEY) == 200  # the static key still works
     assert await status(client, ADMIN_KEY) == 401  # an admin key is not a client key
 
