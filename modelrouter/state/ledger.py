@@ -18,6 +18,7 @@ Redis one is `ledger_redis.py`.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -80,17 +81,22 @@ class Ledger(Protocol):
 
 
 class _Account:
-    __slots__ = ("held", "holds", "loaded", "spent")
+    __slots__ = ("held", "holds", "loaded", "soonest", "spent")
 
     def __init__(self) -> None:
         self.spent = 0
         self.held = 0
         self.loaded = False
         self.holds: dict[str, tuple[int, float]] = {}  # token -> (amount, expiry)
+        self.soonest = math.inf  # no hold expires before this (a lower bound)
 
     def prune(self, now: float) -> None:
+        """Drop the expired holds: a scan only once the soonest expiry has passed."""
+        if now < self.soonest:
+            return
         for token in [t for t, (_, expiry) in self.holds.items() if expiry <= now]:
             self.held -= self.holds.pop(token)[0]
+        self.soonest = min((expiry for _, expiry in self.holds.values()), default=math.inf)
 
 
 class MemoryLedger:
@@ -138,13 +144,14 @@ class MemoryLedger:
         if not acc.loaded and not unchecked:
             return UNLOADED
         now = self._now()
-        if acc.holds:
-            acc.prune(now)
+        acc.prune(now)
         left = budget - acc.spent - acc.held
         if amount > left:
             return Outcome("refused", max(left, 0))
         token = f"{self._tag}:{next(self._tokens)}"
-        acc.holds[token] = (amount, now + ttl)
+        expiry = now + ttl
+        acc.holds[token] = (amount, expiry)
+        acc.soonest = min(acc.soonest, expiry)
         acc.held += amount
         return Outcome("held", left - amount, Hold(account, period, token, amount))
 
