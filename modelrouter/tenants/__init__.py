@@ -3,6 +3,9 @@
 - `secrets`: `new_secret`, `well_formed` (no I/O), `hash_secret`;
 - `keys`: the key's settings as the admin API takes them, and `Key` as the store returns it;
 - `store`: `KeyStore`, create/list/get/patch/revoke/rotate and `lookup_by_hash`;
+- `lookup`: `KeyResolver`, a secret to its `Identity` on the request path (cached, capped);
+- `push`: key changes to every replica through Redis pub/sub;
+- `limits`: `KeyLimits`, a key's rpm, tpm and streams on the shared state;
 - `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`;
 - `cost`: a request's `Charge` (its usage at its price, `Pricing`), and the estimate of a
   stream's usage when the provider gave none.
