@@ -45,9 +45,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # make bench BENCH_ARGS="--redis --redis-delay-ms 1 --rounds 5 --scenario 'chat, 64'"
+# With BENCH_DATABASE_URL (a PostgreSQL database of its own): also the `history` and
+# `virtual key` rows (a key with an rpm, a tpm and a budget), and bench-instructions also
+# measures that key against a static key.
 BENCH_ARGS ?=
+BENCH_DATABASE_URL ?=
+BENCH_DB_ARGS = $(if $(BENCH_DATABASE_URL),--history $(BENCH_DATABASE_URL) --keys $(BENCH_DATABASE_URL))
 bench: $(STAMP)
-	$(PY) -m modelrouter.bench.suite $(BENCH_ARGS)
+	$(PY) -m modelrouter.bench.suite $(BENCH_DB_ARGS) $(BENCH_ARGS)
 
 # A/B against another revision (default: the parent commit), interleaved in the same rounds.
 BASE ?= HEAD~1
@@ -62,6 +67,8 @@ PATHS ?= /chat,/stream
 INSTRUCTIONS_ARGS ?=
 bench-instructions: $(STAMP)
 	$(PY) -m modelrouter.bench.instructions --compare $(BASE) --paths '$(PATHS)' $(INSTRUCTIONS_ARGS)
+	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --auth static --database-url $(BENCH_DATABASE_URL) --paths '$(PATHS)')
+	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --auth virtual --database-url $(BENCH_DATABASE_URL) --paths '$(PATHS)')
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

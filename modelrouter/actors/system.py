@@ -358,6 +358,14 @@ class ActorSystem:
             scope=scope,
         )
 
+    def chain(
+        self, request: ChatRequest, allow: tuple[str, ...] = ()
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The providers and models `request` may be answered by (within the allow-list
+        `allow`), in a fixed order (None: it is refused): what a budget prices its
+        reservation at."""
+        return self._chain(request, allow)
+
     def _chain(
         self, request: ChatRequest, allow: tuple[str, ...] = ()
     ) -> tuple[tuple[str, str], ...] | None:

@@ -6,14 +6,26 @@ callgrind, sends it `few` and then `many` requests one at a time (the difference
 start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
 temporary git worktree), and prints instructions per request for each route asked
 (`--paths`, `ROUTES`' names: `/chat` and `/stream` by default; a route the other revision
-does not serve is shown as such). It complements `make bench`: it sees CPU work (the event
-loop's included), not waiting.
+does not serve is shown as such), of every thread and of the main thread (the event loop's:
+the request path, without e.g. the trace exporter's thread). It complements `make bench`: it
+sees CPU work (the event loop's included), not waiting.
+
+- `--routing-file` also measures this tree configured by a routing file of two deployments (one
+  `weighted` group, both on the mock) against its environment-only figure.
+- `--auth static` sends a key of API_KEY; `--auth virtual` a virtual key with `rpm`, `tpm` and a
+  budget set, created first in `--database-url` (this tree only: older revisions have no
+  virtual keys). With `--database-url` the history is on as well, for every run alike.
+- `--tracing RATIO` runs the gateways with traces on, sampled at RATIO
+  (`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
+  OTLP/HTTP sink in this process that answers 200 and keeps nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
+import http.server
 import os
 import re
 import shutil
@@ -21,7 +33,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import ExitStack
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import NamedTuple
 
 import msgspec
 
@@ -84,15 +100,119 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
+STATIC_KEY = "bench-client-key-0001"
+
+
+class Auth(msgspec.Struct, frozen=True):
+    """What the gateway is started with, and the key each request carries."""
+
+    env: dict[str, str]
+    key: str | None = None
+
+
+NO_AUTH = Auth({})
+
+
+def auth_of(kind: str, database_url: str | None) -> Auth:
+    env = {} if database_url is None else {"DATABASE_URL": database_url}
+    if kind == "static":
+        return Auth({**env, "API_KEY": STATIC_KEY}, STATIC_KEY)
+    if kind == "virtual":
+        if database_url is None:
+            raise SystemExit("--auth virtual needs --database-url")
+        return Auth({**env, "API_KEY": STATIC_KEY}, asyncio.run(virtual_key(database_url)))
+    return Auth(env) if env else NO_AUTH
+
+
+async def virtual_key(database_url: str) -> str:
+    """A fresh virtual key with rpm, tpm and a budget set (never reached): its secret."""
+    from modelrouter.tenants import KeyStore, NewKey  # noqa: PLC0415 - only for this mode
+
+    store = KeyStore.from_url(database_url, pool_size=1)
+    await store.start()
+    try:
+        new = NewKey(
+            name=f"bench-{uuid.uuid4().hex[:12]}",
+            rpm=10_000_000,
+            tpm=10**12,
+            budget_usd=1_000_000.0,  # reserve and settle too (spend/budgets)
+        )
+        _, secret = await store.create(new)
+    finally:
+        await store.close()
+    return secret
+
+
+class _Sink(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint on loopback (for OTEL_EXPORTER_OTLP_ENDPOINT) while in the block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": repr(ratio),
+    }
+
+
+# The routing-file scenario: the same mock, two deployments, one group, asked by its name.
+ROUTING_FILE = """\
+deployments:
+  - {{name: groq, kind: openai, base_url: "{url}", api_key: bench-key, rpm: 0,
+     models: {{fast: mock-model}}, weight: 3}}
+  - {{name: groq-b, kind: openai, base_url: "{url}", api_key: bench-key-b, rpm: 0,
+     models: {{fast: mock-model}}}}
+models:
+  fast: {{strategy: weighted}}
+"""
+
+
+def routed(body: bytes) -> bytes:
+    """A route's body asking the routing file's group instead of the environment's groq."""
+    return body.replace(b'"provider":"groq"', b'"model":"fast"').replace(
+        b'"groq/mock-model"', b'"fast"'
+    )
+
+
 class NotServed(RuntimeError):
     """The gateway of a revision does not serve the route (it answered 404)."""
 
 
-def send(port: int, route: str, count: int) -> None:
+def send(
+    port: int, route: str, count: int, key: str | None = None, *, routing: bool = False
+) -> None:
     path, body = ROUTES[route]
+    if routing:
+        body = routed(body)
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        connection.request("POST", path, body, headers)
         response = connection.getresponse()
         response.read()
         if response.status == 404:
@@ -102,44 +222,86 @@ def send(port: int, route: str, count: int) -> None:
     connection.close()
 
 
-def instructions(source: str | None, mock_port: int, route: str, count: int) -> int:
+class Count(NamedTuple):
+    """Instructions of every thread, and of the main thread alone (the event loop: the
+    request path, without the work of other threads such as the trace exporter's)."""
+
+    total: float
+    main: float
+
+
+def instructions(  # noqa: PLR0917 - the run's settings, in the order they are read
+    source: str | None,
+    mock_port: int,
+    route: str,
+    count: int,
+    auth: Auth = NO_AUTH,
+    routing: bool = False,
+) -> Count:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `route` (NotServed if it does not serve it)."""
+    serving `count` requests to `route` (NotServed if it does not serve it; `routing`:
+    configured by ROUTING_FILE)."""
     port = procs.free_port()
-    env = {**os.environ, **gateway_env(mock_port)}
+    env = {**os.environ, **gateway_env(mock_port), **auth.env}
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
+        if routing:
+            env["MODELROUTER_CONFIG"] = os.path.join(tmp, "router.yaml")
+            with open(env["MODELROUTER_CONFIG"], "w") as file:
+                file.write(ROUTING_FILE.format(url=env["GROQ_BASE_URL"]))
         out = os.path.join(tmp, "callgrind.out")
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        # A file per thread (out-01 is the main thread's: the event loop's).
+        command = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
+        command.append(f"--callgrind-out-file={out}")
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
-        # Run from `source`: `python -m` puts the working directory first on sys.path, so from
-        # this tree's root the other revision's PYTHONPATH would be shadowed by this tree.
+        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: the
+        # other revision runs from its own worktree, or this tree's code would be measured.
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
             command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, route, count)
+            send(port, route, count, auth.key, routing=routing)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
-        with open(out, "rb") as file:
+        counts = _summaries(tmp)
+    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0))
+
+
+def _summaries(folder: str) -> dict[str, int]:
+    """Each thread's instructions, by the name of its callgrind file."""
+    counts: dict[str, int] = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".yaml"):
+            continue
+        with open(os.path.join(folder, name), "rb") as file:
             found = _TOTAL.search(file.read())
-    if found is None:
+        if found is not None:
+            counts[name] = int(found.group(1))
+    if not counts:
         raise RuntimeError("callgrind wrote no summary")
-    return int(found.group(1))
+    return counts
 
 
-def per_request(
-    source: str | None, mock_port: int, route: str, few: int, many: int
-) -> float | None:
+def per_request(  # noqa: PLR0917 - as instructions
+    source: str | None,
+    mock_port: int,
+    route: str,
+    few: int,
+    many: int,
+    auth: Auth = NO_AUTH,
+    routing: bool = False,
+) -> Count | None:
     """Instructions per request (None: the revision does not serve the route)."""
     try:
-        first = instructions(source, mock_port, route, few)
+        first = instructions(source, mock_port, route, few, auth, routing)
     except NotServed:
         return None
-    return (instructions(source, mock_port, route, many) - first) / (many - few)
+    last = instructions(source, mock_port, route, many, auth, routing)
+    requests = many - few
+    return Count((last.total - first.total) / requests, (last.main - first.main) / requests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +312,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--paths", default="/chat,/stream", help=f"comma-separated, of: {', '.join(ROUTES)}"
     )
+    parser.add_argument(
+        "--routing-file",
+        action="store_true",
+        help="also measure this tree with a routing file of two deployments",
+    )
+    parser.add_argument(
+        "--auth", choices=("none", "static", "virtual"), default="none", help="the client key"
+    )
+    parser.add_argument("--database-url", help="PostgreSQL for history and virtual keys")
+    parser.add_argument(
+        "--tracing",
+        type=float,
+        metavar="RATIO",
+        help="traces on, sampled at RATIO (0 to 1), exported to a sink in this process",
+    )
     args = parser.parse_args(argv)
+    if args.auth == "virtual" and args.compare:
+        sys.stderr.write("--auth virtual measures this tree only (no --compare)\n")
+        return 2
+    if args.tracing is not None and not 0.0 <= args.tracing <= 1.0:
+        sys.stderr.write("expected --tracing between 0 and 1\n")
+        return 2
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
         return 2
@@ -162,17 +345,23 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.stderr.write(f"unknown routes: {', '.join(unknown)} (known: {', '.join(ROUTES)})\n")
         return 2
+    auth = auth_of(args.auth, args.database_url)
     mock_port = procs.free_port()
     with ExitStack() as stack:
+        if args.tracing is not None:  # every gateway started from here inherits it
+            os.environ.update(tracing_env(stack.enter_context(otlp_sink()), args.tracing))
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for route in routes:
             counts = [
-                (label, per_request(src, mock_port, route, args.few, args.many))
+                (label, per_request(src, mock_port, route, args.few, args.many, auth))
                 for label, src in sources
             ]
+            if args.routing_file:
+                file_count = per_request(None, mock_port, route, args.few, args.many, auth, True)
+                counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:
                 sys.stdout.write(f"{route:<28} {label:<12} {_figure(count, mine, label)}\n")
@@ -180,13 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _figure(count: float | None, mine: float | None, label: str) -> str:
+def _figure(count: Count | None, mine: Count | None, label: str) -> str:
     if count is None:
         return "not served"
     ratio = ""
-    if label != "this tree" and mine:
-        ratio = f" (x{count / mine:.4f} of this tree)"
-    return f"{count:>12,.0f} instructions/request{ratio}"
+    if label != "this tree" and mine is not None and mine.total:
+        ratio = f" (x{count.total / mine.total:.4f} of this tree)"
+    return f"{count.total:>12,.0f} instructions/request{ratio}; main thread {count.main:,.0f}"
 
 
 if __name__ == "__main__":

@@ -300,6 +300,14 @@ def _tenants(r: Reader) -> TenantSettings:
         ),
         prices_file=prices_file,
         prices=prices,
+        budget_fail_closed=r.get("BUDGET_FAIL_CLOSED", d.budget_fail_closed, flag, FLAG_RULE),
+        budget_allow_unpriced=r.get(
+            "BUDGET_ALLOW_UNPRICED", d.budget_allow_unpriced, flag, FLAG_RULE
+        ),
+        budget_reserve_tokens=r.integer(
+            "BUDGET_RESERVE_TOKENS", d.budget_reserve_tokens, minimum=1
+        ),
+        metrics_key_labels=r.get("METRICS_KEY_LABELS", d.metrics_key_labels, flag, FLAG_RULE),
     )
 
 

@@ -170,6 +170,13 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     key_cache_seconds: float = 30.0  # KEY_CACHE_SECONDS: a replica re-reads a known key this late
     prices_file: str | None = None  # PRICES_FILE: JSON prices extending the bundled table
     prices: dict[str, Price] = {}  # what PRICES_FILE holds, read and checked at start-up
+    # Budgets (see modelrouter.tenants.budget): a budgeted key whose spend cannot be checked is
+    # refused (BUDGET_FAIL_CLOSED), an unpriced model refused to budgeted keys unless allowed
+    # (BUDGET_ALLOW_UNPRICED), and the output tokens reserved when a request sets no max_tokens.
+    budget_fail_closed: bool = False
+    budget_allow_unpriced: bool = False
+    budget_reserve_tokens: int = 16_384
+    metrics_key_labels: bool = False  # METRICS_KEY_LABELS: spend per key in /metrics
 
 
 TraceSampler = Literal[

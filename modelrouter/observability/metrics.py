@@ -204,6 +204,13 @@ class Metrics:
             registry=r,
         )
         self._cost_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        # Only with METRICS_KEY_LABELS=true (one series per key): else it stays empty.
+        self.key_spend = Counter(
+            "modelrouter_key_spend_usd",
+            "USD spent per client key (its id) and team; only with METRICS_KEY_LABELS=true",
+            ("key", "team"),
+            registry=r,
+        )
         self.actor_restarts = Counter(
             "modelrouter_actor_restarts",
             "Actor loops restarted by their supervisor",

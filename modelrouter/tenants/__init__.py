@@ -6,11 +6,15 @@
 - `lookup`: `KeyResolver`, a secret to its `Identity` on the request path (cached, capped);
 - `push`: key changes to every replica through Redis pub/sub;
 - `limits`: `KeyLimits`, a key's rpm, tpm and streams on the shared state;
+- `budget`: a budget's UTC periods and a request's worst-case cost;
+- `gate`: `BudgetGate`, reserve before the call and settle after, on the ledger
+  (`state/ledger.py`, `state/ledger_redis.py`);
+- `spend`: `SpendLog`, spend rows written to PostgreSQL in batches, and the spend reports;
 - `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`;
 - `cost`: a request's `Charge` (its usage at its price, `Pricing`), and the estimate of a
   stream's usage when the provider gave none.
 
-`web/admin.py` is its HTTP face; `modelrouter keys ...` its command line.
+`web/admin.py` and `web/spend.py` are its HTTP face; `modelrouter keys ...` its command line.
 """
 
 from modelrouter.tenants.cost import Charge, Pricing

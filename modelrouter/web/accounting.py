@@ -13,7 +13,8 @@ from aiohttp import web
 
 from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
-from modelrouter.tenants.cost import usd_text
+from modelrouter.tenants.cost import usd, usd_text
+from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
@@ -46,6 +47,8 @@ class Accounting:
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
         self._due: asyncio.TimerHandle | None = None
         self.history: History | None = None  # set for the app's lifetime when DATABASE_URL is
+        self.spend: SpendLog | None = None  # likewise: each priced request's spend row
+        self.key_labels = False  # METRICS_KEY_LABELS: spend per key in the metrics too
         self._unpriced: set[tuple[str, str]] = set()  # said once each in the log
 
     def add(
@@ -67,13 +70,18 @@ class Accounting:
             metrics.observe_request(route, request.method, status, seconds)
             _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
             self._count_cost(request[SUMMARY])
-        history = self.history
+        history, spend = self.history, self.spend
+        # Wall time of arrival, from the monotonic times the requests noted.
+        offset = time.time() - time.perf_counter()
         if history is not None:
-            # Wall time of arrival, from the monotonic times the requests noted.
-            offset = time.time() - time.perf_counter()
             for request, route, status, seconds, _ in pending:
                 if route in HISTORY_ROUTES and status != 401:
                     history.add(record(request, route, status, seconds, offset))
+        if spend is not None:
+            for request, *_ in pending:
+                row = spend_row(request, offset)
+                if row is not None:
+                    spend.add(row)
 
     def _count_cost(self, summary: Summary) -> None:
         """The spend metric, and an unpriced model counted (and said once)."""
@@ -82,6 +90,9 @@ class Accounting:
             return
         provider, model = answering.provider, answering.model
         self.metrics.count_cost(provider, model, charge.nanos, priced=charge.priced)
+        if self.key_labels and charge.nanos:
+            team = summary.identity.team if summary.identity is not None else None
+            self.metrics.key_spend.labels(summary.client, team or "").inc(usd(charge.nanos))
         pair = (provider, model)
         unseen = pair not in self._unpriced and len(self._unpriced) < MAX_UNPRICED_LOGGED
         if not charge.priced and unseen:
@@ -172,6 +183,24 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
         answer="".join(text) if text is not None else None,
         hedge=hints.outcome if hints is not None else None,
         continued_from=hints.continued_from if hints is not None else None,
+    )
+
+
+def spend_row(request: web.Request, offset: float) -> SpendRow | None:
+    """The request's spend (the same integer as its history row), if a provider answered."""
+    summary: Summary = request[SUMMARY]
+    cost, answering = summary.cost, summary.answering
+    if cost is None or answering is None or not answering.provider:
+        return None
+    identity = summary.identity
+    return SpendRow(
+        created_at=datetime.fromtimestamp(summary.started + offset, UTC),
+        key_id=summary.client,
+        team=None if identity is None else identity.team,
+        provider=answering.provider,
+        model=answering.model,
+        cost_nanos=cost.nanos,
+        request_id=request[REQUEST_ID],
     )
 
 

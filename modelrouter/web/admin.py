@@ -97,6 +97,11 @@ def require_admin(request: web.Request) -> None:
         raise ApiError(401, "unauthorized", "missing or invalid admin key (Authorization: Bearer)")
 
 
+def admin_store(request: web.Request) -> KeyStore:
+    """The door of every /admin route (`/admin/spend` too): an admin key, and the database."""
+    return _store(request)
+
+
 async def _db(call: Awaitable[T]) -> T:
     """A store call, its failures as the client's errors."""
     try:

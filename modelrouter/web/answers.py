@@ -36,6 +36,7 @@ from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.tenants.identity import cache_scope
+from modelrouter.web.budget import REMAINING_HEADER, admit, remaining_header, settle
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
@@ -122,6 +123,8 @@ async def whole_answer(  # noqa: PLR0912
     thinking: list[Thinking] = []
     usage = Usage()
     try:
+        if key is not None and key.budget_nanos is not None:
+            await admit(request, runtime, key, chat)
         relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
@@ -155,6 +158,8 @@ async def whole_answer(  # noqa: PLR0912
             relay.close()
         if hold is not None:
             settle_key(runtime, hold, summary)
+        if summary.admission is not None:  # a budget's hold: the cost is known now
+            settle(runtime, summary)
 
 
 async def serve_stream(
@@ -173,6 +178,8 @@ async def serve_stream(
     if runtime.capture:
         fmt = Capturing(fmt, summary)
     try:
+        if key is not None and key.budget_nanos is not None:
+            await admit(request, runtime, key, chat)
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
             try:
@@ -199,6 +206,8 @@ async def serve_stream(
             summary.cost = stream_charge(runtime, summary, chat, complete=False)
         if hold is not None:  # its usage is known now (or estimated, for a cut stream)
             settle_key(runtime, hold, summary)
+        if summary.admission is not None:  # a budget's hold: its cost is known now too
+            settle(runtime, summary)
         await slot.release()
 
 
@@ -344,6 +353,8 @@ async def _start_stream(
     response.headers["X-Request-ID"] = request[REQUEST_ID]
     if summary.cache is not None:
         response.headers[CACHE_HEADER] = summary.cache
+    if summary.admission is not None:
+        response.headers[REMAINING_HEADER] = remaining_header(summary) or "0"
     await response.prepare(request)
     if answering.provider:  # once per request: the first chunk goes out now
         summary.first_byte = seconds = time.perf_counter() - summary.started
@@ -377,6 +388,8 @@ def response_headers(summary: Summary, answering: Answering) -> dict[str, str]:
         headers[COST_HEADER] = usd_text(summary.cost.nanos)
     if summary.cache is not None:
         headers[CACHE_HEADER] = summary.cache
+    if summary.budget_left is not None:
+        headers[REMAINING_HEADER] = remaining_header(summary) or "0"
     return headers
 
 

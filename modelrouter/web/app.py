@@ -18,6 +18,7 @@ from modelrouter.web import (
     openai_api,
     openapi,
     reload,
+    spend,
     tenancy,
 )
 from modelrouter.web.accounting import ACCOUNTING, Accounting
@@ -34,6 +35,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     accounting = app[ACCOUNTING] = Accounting(app[METRICS])
+    accounting.key_labels = settings.tenants.metrics_key_labels
 
     async def account_the_rest(_: web.Application) -> None:
         accounting.drain()
@@ -46,6 +48,7 @@ def create_app(
     # The history closes after the actor system (cleanup runs in reverse): it gets the rows
     # of the requests that the system's close ended.
     app.cleanup_ctx.append(history.history_ctx)
+    app.cleanup_ctx.append(spend.spend_ctx)  # likewise the spend rows; before the budgets' gate
     app.cleanup_ctx.append(runtime_ctx)
     app[reload.RELOADER] = reload.Reloader(app, reload.default_loader(env))
     app.cleanup_ctx.append(reload.reloader_ctx)  # a reload in progress ends before the system
@@ -59,6 +62,7 @@ def create_app(
     app.router.add_get(r"/v1/models/{model:[\s\S]+}", openai_api.get_model)  # any id, even a \n
     app.router.add_get("/v1/history", history.list_history)
     app.router.add_get("/v1/history/{request_id}", history.get_history)
+    app.router.add_get("/v1/spend", spend.client_spend)
     app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)
@@ -66,4 +70,5 @@ def create_app(
     if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
         admin.add_routes(app)
         app.router.add_post("/admin/reload", reload.admin_reload)
+        spend.add_routes(app)
     return app

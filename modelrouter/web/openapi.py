@@ -30,6 +30,7 @@ from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.reload import ReloadOutcome
 from modelrouter.web.runtime import SETTINGS
+from modelrouter.web.spend import GROUP_BYS, KeySpendReport, SpendReport
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
 
@@ -176,6 +177,8 @@ _TYPES: tuple[Any, ...] = (
     KeyPage,
     ReloadOutcome,
     *openapi_more.TYPES,
+    SpendReport,
+    KeySpendReport,
 )
 _REF = "#/components/schemas/{name}"
 SEED_ERRORS = (400, 401, 404, 408, 413, 429, 502, 503, 504)
@@ -271,6 +274,18 @@ def _admin(operation: dict[str, Any], *, body_required: bool = True) -> dict[str
     return operation
 
 
+def _spend_parameters(*, group_by: bool) -> list[dict[str, Any]]:
+    """`from` and `to` (ISO 8601 dates or times, UTC without an offset), and `group_by`."""
+    when = {"type": "string", "description": "2026-12-01 or 2026-12-01T08:00:00Z"}
+    found = [
+        {"name": name, "in": "query", "required": False, "schema": when} for name in ("from", "to")
+    ]
+    if group_by:
+        schema: dict[str, Any] = {"type": "string", "enum": list(GROUP_BYS), "default": "key"}
+        found.append({"name": "group_by", "in": "query", "required": False, "schema": schema})
+    return found
+
+
 def _admin_paths() -> dict[str, Any]:
     key_id = _path_parameter("key_id")
     errors = _errors(ADMIN_ERRORS, "ErrorEnvelope")
@@ -288,6 +303,31 @@ def _admin_paths() -> dict[str, Any]:
         {"name": "team", "in": "query", "required": False, "schema": {"type": "string"}},
     ]
     return {
+        "/admin/spend": {
+            "get": _admin(
+                _operation(
+                    "Spend and requests in [from, to), grouped by key, team, provider, model "
+                    "or day; by key, with each key's budget, period spend and reset",
+                    {
+                        "200": _answer(
+                            "the groups, largest spend first (by key: KeySpendReport)",
+                            {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": _REF.format(name="KeySpendReport")},
+                                            {"$ref": _REF.format(name="SpendReport")},
+                                        ]
+                                    }
+                                }
+                            },
+                        )
+                    }
+                    | errors,
+                    parameters=_spend_parameters(group_by=True),
+                )
+            )
+        },
         "/admin/keys": {
             "post": _admin(
                 _operation(
@@ -426,6 +466,13 @@ def _paths() -> dict[str, Any]:
                 "One finished request of this client key's (DATABASE_URL)",
                 {"200": _answer("the record", _json("HistoryRecord"))} | history_errors,
                 parameters=[request_id_parameter],
+            )
+        },
+        "/v1/spend": {
+            "get": _operation(
+                "This client key's spend in [from, to), with its budget (DATABASE_URL)",
+                {"200": _answer("one row", _json("KeySpendReport"))} | history_errors,
+                parameters=_spend_parameters(group_by=False),
             )
         },
         "/health": {

@@ -15,12 +15,16 @@ from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.routing.hedging import Hints
 from modelrouter.schemas import ChatRequest
+from modelrouter.state.ledger_redis import ledger_for
 from modelrouter.tenants.cost import Charge, Pricing
+from modelrouter.tenants.gate import Admission, BudgetGate
 from modelrouter.tenants.identity import Identity
 from modelrouter.tenants.limits import KeyLimits
 from modelrouter.tenants.lookup import KeyResolver
 from modelrouter.tenants.prices import price_table
+from modelrouter.tenants.spend import SpendLog
 
+HOLD_MARGIN = 60.0  # seconds a budget's hold outlives its request's deadline
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
 
 
@@ -37,6 +41,7 @@ class Runtime(msgspec.Struct, kw_only=True):
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
     resolver: KeyResolver | None = None  # virtual keys (DATABASE_URL), see web.auth
     key_limits: KeyLimits | None = None  # virtual keys' rpm, tpm and streams
+    budgets: BudgetGate | None = None  # virtual keys' budgets (DATABASE_URL), see web.budget
     # No API_KEY, on loopback: a request without a key passes while no virtual key exists.
     open_without_key: bool = False
     cache_scope: str = "key"  # CACHE_SCOPE
@@ -50,7 +55,9 @@ class Summary:
     """What a handler learned about its request, for the request's end line and metrics."""
 
     __slots__ = (
+        "admission",
         "answering",
+        "budget_left",
         "cache",
         "chat",
         "client",
@@ -77,6 +84,8 @@ class Summary:
         self.chat: ChatRequest | None = None  # with history content on: the request...
         self.text: list[str] | None = None  # ...and the answer's text
         self.cost: Charge | None = None  # set once, where the request ends (web.answers)
+        self.admission: Admission | None = None  # a budgeted key's hold, until settled
+        self.budget_left: int | None = None  # nano-dollars of its budget left after the settle
         self.relayed = 0  # characters of text a stream relayed (its usage's estimate, if need be)
         self.hints: Hints | None = None  # what routing was asked and did (hedging configured)
 
@@ -87,6 +96,7 @@ SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 RESOLVER = web.AppKey("resolver", KeyResolver)
+SPEND = web.AppKey("spend", SpendLog)
 
 
 def key_id(key: str) -> str:
@@ -94,11 +104,28 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def budget_gate(app: web.Application, system: ActorSystem, pricing: Pricing) -> BudgetGate | None:
+    """Budgets, where keys can have them (DATABASE_URL): in the system's shared state."""
+    settings = app[SETTINGS]
+    if settings.database_url is None:
+        return None
+    return BudgetGate(
+        ledger_for(system.state),
+        pricing,
+        chain=system.chain,
+        settings=settings.tenants,
+        spend=app.get(SPEND),
+        # A hold outlives its request (bounded by the deadline) by a margin; then it expires.
+        ttl=settings.max_operation_timeout + HOLD_MARGIN,
+    )
+
+
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the actor system for the app's lifetime; close it at cleanup."""
     settings, metrics = app[SETTINGS], app[METRICS]
     system = ActorSystem(settings, metrics)
     await system.start()
+    pricing = Pricing(price_table(settings.tenants.prices))
     resolver = app.get(RESOLVER)
     key_limits = None
     if resolver is not None:
@@ -112,13 +139,14 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         metrics=metrics,
         system=system,
-        pricing=Pricing(price_table(settings.tenants.prices)),
+        pricing=pricing,
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
         resolver=resolver,
         key_limits=key_limits,
         open_without_key=not settings.api_keys and is_loopback(settings.host),
+        budgets=budget_gate(app, system, pricing),
         cache=settings.cache.enabled,
         cache_scope=settings.cache.scope,
         capture=settings.database_url is not None and settings.history.store_content,
