@@ -29,6 +29,7 @@ from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import Metrics, tracing
+from modelrouter.observability.recent import Ring
 from modelrouter.routing.latency import Latency
 from modelrouter.state import HealthRecord, SharedState
 from modelrouter.transport import PoolFull
@@ -70,6 +71,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         metrics: Metrics,
         mailbox_size: int = 4096,
         on_change: Callable[[ProviderView], None] | None = None,
+        window: Ring | None = None,
     ) -> None:
         super().__init__(provider.name, mailbox_size=mailbox_size)
         self.provider = provider
@@ -94,6 +96,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._connect_timeout = provider.connect_timeout or settings.connect_timeout
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
+        self.window = window or Ring()  # the console's last hour of attempts
+        self.budget_remaining: int | None = None  # at its last admission (rate-limited only)
 
     # -- what others may read: a frozen copy -------------------------------------------------
     def status(self, now: float | None = None) -> ProviderState:
@@ -114,6 +118,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             failures=health.failures,
             last_reason=health.last_reason,
             in_flight=len(self._tickets),
+            rate_limit=self._rate_limit,
+            budget_remaining=self.budget_remaining,
             restarts=self.restarts,
             mailbox_depth=self.mailbox_depth,
             idle_connections=self.upstream.pool.idle,
@@ -179,6 +185,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             if self._rate_limit > 0:
                 budget = await self.state.acquire_rate(self._rate_key, self._rate_limit)
                 self._m.set_budget(budget.remaining)
+                self.budget_remaining = budget.remaining
                 if not budget.allowed:
                     self._m.rate_rejected.inc()
                     return Admission("rate_limited", retry_after=budget.retry_after)
@@ -288,6 +295,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             return
         if result.ok:
             self._m.success.inc()
+            self.window.attempt(True, time.time())
             if ticket.epoch == health.epoch and health.succeed():
                 log.info("provider_recovered", provider=self.name, request_id=ticket.request_id)
                 self._publish()
@@ -295,6 +303,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         if result.reason is None:
             return  # the client's request was wrong, not the provider
         self._m.failures[result.reason].inc()
+        self.window.attempt(False, time.time())
         if result.cut_by_deadline or result.reason == "model_not_found":
             return  # the request ran out of time, or wants a model this provider lacks
         self._blacklist(ticket, result)

@@ -36,6 +36,7 @@ from modelrouter.cache import ALONE, USE_CACHE, CachePolicy, build_cache
 from modelrouter.config import ProviderSettings, Settings, secrets_of, upstream_secrets
 from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
+from modelrouter.observability.recent import Recent
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError
@@ -67,10 +68,16 @@ class TooManyStreams(Exception):
 
 class ActorSystem:
     def __init__(
-        self, settings: Settings, metrics: Metrics, *, state: SharedState | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        state: SharedState | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.recent = recent or Recent()  # the console's last hour, per deployment
         self.secrets = secrets_of(settings)
         self.redactor = Redactor(self.secrets)
         self.state = state if state is not None else create_state(settings, metrics)
@@ -116,6 +123,7 @@ class ActorSystem:
             state=self.state,
             metrics=self.metrics,
             on_change=self._health_changed,
+            window=self.recent.ring(provider.name),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -71,8 +71,8 @@ def add_routes(app: web.Application) -> None:
 
 
 # -- the door ------------------------------------------------------------------------------------
-def _store(request: web.Request) -> KeyStore:
-    """The key store, once the caller has shown an admin key."""
+def require_admin(request: web.Request) -> None:
+    """A 401 unless the request carries a key of ADMIN_API_KEY (every /admin route's door)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
@@ -81,6 +81,11 @@ def _store(request: web.Request) -> KeyStore:
         found |= hmac.compare_digest(given, key.encode())
     if not given or not found:
         raise ApiError(401, "unauthorized", "missing or invalid admin key (Authorization: Bearer)")
+
+
+def _store(request: web.Request) -> KeyStore:
+    """The key store, once the caller has shown an admin key."""
+    require_admin(request)
     store = request.app.get(KEYS)
     if store is None:
         raise ApiError(

@@ -6,10 +6,11 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
-from modelrouter.web import admin, chat, health, history, openai_api, openapi
+from modelrouter.observability.recent import Recent
+from modelrouter.web import admin, chat, console, health, history, openai_api, openapi
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
-from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
+from modelrouter.web.runtime import METRICS, RECENT, SETTINGS, runtime_ctx
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
@@ -17,7 +18,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
-    accounting = app[ACCOUNTING] = Accounting(app[METRICS])
+    recent = app[RECENT] = Recent()  # this replica's last hour, for the console
+    accounting = app[ACCOUNTING] = Accounting(app[METRICS], recent=recent)
 
     async def account_the_rest(_: web.Application) -> None:
         accounting.drain()
@@ -41,6 +43,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.document)
+    console.add_ui_routes(app)  # the pages; what they read needs a key of its own
     if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
         admin.add_routes(app)
+        console.add_admin_routes(app)
     return app

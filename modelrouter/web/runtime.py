@@ -13,6 +13,7 @@ from modelrouter.actors.system import ActorSystem
 from modelrouter.config import Settings
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
+from modelrouter.observability.recent import Recent
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.identity import Identity
@@ -74,6 +75,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+RECENT = web.AppKey("recent", Recent)  # this replica's last hour, for the console
 
 
 def key_id(key: str) -> str:
@@ -84,7 +86,7 @@ def key_id(key: str) -> str:
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the actor system for the app's lifetime; close it at cleanup."""
     settings, metrics = app[SETTINGS], app[METRICS]
-    system = ActorSystem(settings, metrics)
+    system = ActorSystem(settings, metrics, recent=app.get(RECENT))
     await system.start()
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),
