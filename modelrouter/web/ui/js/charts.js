@@ -11,10 +11,11 @@ function svg(tag, attributes) {
   return element;
 }
 
-// A polyline per run of known values (a step without data breaks the line).
+// A polyline per run of known values (a step without data breaks the line), a dot per value.
 function lines(points, field, top, className) {
-  const step = points.length > 1 ? WIDTH / (points.length - 1) : WIDTH;
+  const step = points.length > 1 ? (WIDTH - 4) / (points.length - 1) : 0;
   const runs = [];
+  const dots = [];
   let run = [];
   points.forEach((point, index) => {
     const value = point[field];
@@ -23,13 +24,14 @@ function lines(points, field, top, className) {
       run = [];
       return;
     }
-    const y = HEIGHT - 2 - (Math.min(value, top) / top) * (HEIGHT - 4);
-    run.push(`${(index * step).toFixed(1)},${y.toFixed(1)}`);
+    const x = (2 + index * step).toFixed(1);
+    const y = (HEIGHT - 2 - (Math.min(value, top) / top) * (HEIGHT - 4)).toFixed(1);
+    run.push(`${x},${y}`);
+    dots.push(svg("circle", { class: className, cx: x, cy: y, r: 1.6 }));
   });
   if (run.length) runs.push(run);
-  return runs.map((r) =>
-    svg("polyline", { class: className, points: r.length === 1 ? `${r[0]} ${r[0]}` : r.join(" ") }),
-  );
+  const drawn = runs.filter((r) => r.length > 1);
+  return [...drawn.map((r) => svg("polyline", { class: className, points: r.join(" ") })), ...dots];
 }
 
 // `fields`: [[field, css class], ...] drawn on one scale; `top`: the scale's maximum.

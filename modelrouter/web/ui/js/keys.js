@@ -56,8 +56,8 @@ function row(key, spend) {
     spendCell(spend, key),
     h("td", {}, budget),
     h("td", {}, when(spend ? spend.reset_at : null)),
-    h("td", { "data-role": "total" }, usd(spend ? spend.spend_usd : null)),
-    h("td", { "data-role": "requests" }, spend ? spend.requests : "–"),
+    h("td", { "data-role": "total" }, spend ? usd(spend.spend_usd ?? 0) : "–"),
+    h("td", { "data-role": "requests" }, spend ? spend.requests ?? 0 : "–"),
     h("td", {}, button),
   );
 }

@@ -16,8 +16,12 @@ function requestRow(record) {
   );
 }
 
-function spendFacts(spend) {
-  if (spend === null) return [fact("Spend", "not served by this gateway", { id: "usage-spend" })];
+function spendFacts(spend, records) {
+  if (spend === null) {
+    // No GET /v1/spend on this gateway: what the listed requests cost, said as such.
+    const listed = records.reduce((sum, r) => sum + (r.cost_usd || 0), 0);
+    return [fact("Spend of the requests below", usd(listed), { id: "usage-spend" })];
+  }
   // One row for the key (an object, or the first of a list).
   const own = Array.isArray(spend.data) ? spend.data[0] || {} : spend;
   const budget = own.budget_usd;
@@ -39,7 +43,7 @@ export async function showUsage() {
   const failed = records.filter((r) => r.status >= 400 || r.error_type);
   fill(
     document.getElementById("usage-summary"),
-    ...spendFacts(spend),
+    ...spendFacts(spend, records),
     fact("Last requests", history ? records.length : "history off", { id: "usage-requests-count" }),
     fact("Of which errors", history ? failed.length : "–", { id: "usage-errors-count" }),
   );
