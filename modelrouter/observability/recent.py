@@ -85,8 +85,9 @@ class Ring:
         """The last `window` seconds in steps of `step` (both multiples of BUCKET_SECONDS)."""
         per_step = step // BUCKET_SECONDS
         last = int(now) // BUCKET_SECONDS
-        first = last - window // BUCKET_SECONDS + 1
-        first -= first % per_step  # steps aligned on the clock, so a point keeps its place
+        # Steps aligned on the clock (a point keeps its place from one read to the next); the
+        # last one is the step under way.
+        first = last - last % per_step - (window // step - 1) * per_step
         points: list[Point] = []
         total_attempts = total_errors = 0
         total_bins = [0] * _BINS
