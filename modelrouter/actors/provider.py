@@ -32,6 +32,7 @@ from modelrouter.observability import Metrics, tracing
 from modelrouter.observability.recent import Ring
 from modelrouter.routing.latency import Latency
 from modelrouter.state import HealthRecord, SharedState
+from modelrouter.tenants.cost import Pricing, usd
 from modelrouter.transport import PoolFull
 
 log = structlog.get_logger("modelrouter.provider")
@@ -72,6 +73,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         mailbox_size: int = 4096,
         on_change: Callable[[ProviderView], None] | None = None,
         window: Ring | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         super().__init__(provider.name, mailbox_size=mailbox_size)
         self.provider = provider
@@ -97,6 +99,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self._m = metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
         self.window = window or Ring()  # the console's last hour of attempts
+        self.pricing = pricing  # an attempt span's cost (only recorded attempts are priced)
         self.budget_remaining: int | None = None  # at its last admission (rate-limited only)
 
     # -- what others may read: a frozen copy -------------------------------------------------
@@ -274,11 +277,16 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         except BaseException as exc:
             span.abandon(exc)
             raise
+        usage, pricing = result.usage, self.pricing
+        cost = None
+        if usage is not None and pricing is not None:
+            cost = usd(pricing.charge(self.name, attempt.model, usage).nanos)
         span.end(
             ok=result.ok,
             reason=result.reason,
             finish_reason=result.finish_reason,
-            usage=result.usage,
+            usage=usage,
+            cost_usd=cost,
         )
         return result
 

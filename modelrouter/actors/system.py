@@ -42,6 +42,7 @@ from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
+from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.prices import price_table
 from modelrouter.transport import Pool, open_pool
 
@@ -81,6 +82,8 @@ class ActorSystem:
         self.secrets = secrets_of(settings)
         self.redactor = Redactor(self.secrets)
         self.state = state if state is not None else create_state(settings, metrics)
+        # The price table, read once: the requests' cost (web) and the attempt spans' price.
+        self.pricing = Pricing(price_table(settings.tenants.prices))
         self._listeners: list[HealthListener] = []
         self._pools: list[Pool] = []
         # The deployments a `latency` group ranks: only their attempts are timed.
@@ -94,7 +97,7 @@ class ActorSystem:
             aliases=settings.model_aliases,
             groups=settings.model_groups,
             default_model=settings.default_model,
-            prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+            prices=self.pricing.table if settings.model_groups else None,
         )
         self.cache = build_cache(settings, metrics, route=self.router.route, chain=self._chain)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -124,6 +127,7 @@ class ActorSystem:
             metrics=self.metrics,
             on_change=self._health_changed,
             window=self.recent.ring(provider.name),
+            pricing=self.pricing,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from modelrouter.observability.recent import Recent
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.identity import Identity
-from modelrouter.tenants.prices import price_table
 
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
 
@@ -93,7 +92,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         metrics=metrics,
         system=system,
-        pricing=Pricing(price_table(settings.tenants.prices)),
+        pricing=system.pricing,  # one table for the requests' cost and the attempt spans'
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
