@@ -6,12 +6,18 @@ callgrind, sends it `few` and then `many` requests one at a time (the difference
 start-up, shutdown and first-request warm-up), for this tree and for `--compare REV` (from a
 temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
 It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
+
+`--tracing RATIO` runs both trees with traces on, sampled at RATIO
+(`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
+OTLP/HTTP sink in this process that answers 200 and keeps nothing: the export's work in the
+gateway (its SDK thread included) is counted, the receiver's is not.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import http.server
 import os
 import re
 import shutil
@@ -19,7 +25,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import ExitStack
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import msgspec
 
@@ -49,6 +57,41 @@ def gateway_env(mock_port: int) -> dict[str, str]:
     }
 
 
+class _Sink(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint on loopback (for OTEL_EXPORTER_OTLP_ENDPOINT) while in the block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": repr(ratio),
+    }
+
+
 def send(port: int, path: str, count: int) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
@@ -60,11 +103,13 @@ def send(port: int, path: str, count: int) -> None:
     connection.close()
 
 
-def instructions(source: str | None, mock_port: int, path: str, count: int) -> int:
+def instructions(
+    source: str | None, mock_port: int, path: str, count: int, extra: dict[str, str]
+) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `path`."""
+    serving `count` requests to `path`, with `extra` in its environment."""
     port = procs.free_port()
-    env = {**os.environ, **gateway_env(mock_port)}
+    env = {**os.environ, **gateway_env(mock_port), **extra}
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
@@ -87,9 +132,11 @@ def instructions(source: str | None, mock_port: int, path: str, count: int) -> i
     return int(found.group(1))
 
 
-def per_request(source: str | None, mock_port: int, path: str, few: int, many: int) -> float:
-    first = instructions(source, mock_port, path, few)
-    return (instructions(source, mock_port, path, many) - first) / (many - few)
+def per_request(
+    source: str | None, mock_port: int, path: str, few: int, many: int, *, extra: dict[str, str]
+) -> float:
+    first = instructions(source, mock_port, path, few, extra)
+    return (instructions(source, mock_port, path, many, extra) - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
     parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
     parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
+    parser.add_argument(
+        "--tracing",
+        type=float,
+        metavar="RATIO",
+        help="traces on, sampled at RATIO (0 to 1), exported to a sink in this process",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
@@ -105,15 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.few < args.many <= 100_000:
         sys.stderr.write("expected 0 <= --few < --many <= 100000\n")
         return 2
+    if args.tracing is not None and not 0.0 <= args.tracing <= 1.0:
+        sys.stderr.write("expected --tracing between 0 and 1\n")
+        return 2
     mock_port = procs.free_port()
     with ExitStack() as stack:
+        extra: dict[str, str] = {}
+        if args.tracing is not None:
+            extra = tracing_env(stack.enter_context(otlp_sink()), args.tracing)
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for path in (p.strip() for p in args.paths.split(",") if p.strip()):
             counts = [
-                (label, per_request(src, mock_port, path, args.few, args.many))
+                (label, per_request(src, mock_port, path, args.few, args.many, extra=extra))
                 for label, src in sources
             ]
             mine = counts[0][1]
