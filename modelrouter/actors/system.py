@@ -228,6 +228,11 @@ class ActorSystem:
             loop=self.loop,
         )
 
+    def chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
+        """The providers and models `request` may be answered by, in a fixed order (None: it
+        is refused): what a budget prices its reservation at."""
+        return self._chain(request)
+
     def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
         """The providers and models `request` resolves to, in order (None: it is refused)."""
         try:

@@ -197,10 +197,10 @@ def _load(r: Reader) -> Settings:
         r.problems.append("STREAM_LEASE_RENEW_SECONDS must be < STREAM_LEASE_TTL_SECONDS")
     if set(settings.tenants.admin_keys) & set(settings.api_keys):
         r.problems.append("ADMIN_API_KEY and API_KEY share a key: an admin key is not a client key")
-    if not settings.api_keys and not is_loopback(settings.host):
+    if not settings.auth_enabled and not is_loopback(settings.host):
         r.problems.append(
-            f"API_KEY is unset while HOST={settings.host} is not a loopback address: "
-            "refusing to serve without authentication"
+            f"API_KEY and DATABASE_URL are unset while HOST={settings.host} is not a loopback "
+            "address: refusing to serve without authentication"
         )
     return settings
 
@@ -275,6 +275,14 @@ def _tenants(r: Reader) -> TenantSettings:
         ),
         prices_file=prices_file,
         prices=prices,
+        budget_fail_closed=r.get("BUDGET_FAIL_CLOSED", d.budget_fail_closed, flag, FLAG_RULE),
+        budget_allow_unpriced=r.get(
+            "BUDGET_ALLOW_UNPRICED", d.budget_allow_unpriced, flag, FLAG_RULE
+        ),
+        budget_reserve_tokens=r.integer(
+            "BUDGET_RESERVE_TOKENS", d.budget_reserve_tokens, minimum=1
+        ),
+        metrics_key_labels=r.get("METRICS_KEY_LABELS", d.metrics_key_labels, flag, FLAG_RULE),
     )
 
 

@@ -141,6 +141,13 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     key_cache_seconds: float = 30.0  # KEY_CACHE_SECONDS: a replica re-reads a known key this late
     prices_file: str | None = None  # PRICES_FILE: JSON prices extending the bundled table
     prices: dict[str, Price] = {}  # what PRICES_FILE holds, read and checked at start-up
+    # Budgets (see modelrouter.tenants.budget): a budgeted key whose spend cannot be checked is
+    # refused (BUDGET_FAIL_CLOSED), an unpriced model refused to budgeted keys unless allowed
+    # (BUDGET_ALLOW_UNPRICED), and the output tokens reserved when a request sets no max_tokens.
+    budget_fail_closed: bool = False
+    budget_allow_unpriced: bool = False
+    budget_reserve_tokens: int = 16_384
+    metrics_key_labels: bool = False  # METRICS_KEY_LABELS: spend per key in /metrics
 
 
 TraceSampler = Literal[
@@ -213,7 +220,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
+        """Whether requests may need a key: API_KEY, or virtual keys (DATABASE_URL; off
+        loopback a request without a key is always refused, see web.auth)."""
+        return bool(self.api_keys) or self.database_url is not None
 
     def provider(self, name: str) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == name), None)

@@ -163,6 +163,13 @@ class Metrics:
             ("scope",),
             registry=r,
         )
+        self.key_rejections = Counter(
+            "modelrouter_key_rejections",
+            "Client requests refused for their key: unknown, revoked, rotated, expired, "
+            "disabled, rate_limited, tpm, streams, model_not_allowed, unavailable",
+            ("reason",),
+            registry=r,
+        )
         self.tokens = Counter(
             "modelrouter_tokens",
             "Tokens reported by providers, by kind (prompt or completion)",

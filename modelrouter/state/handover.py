@@ -42,6 +42,10 @@ class Handover:
         self._owed: list[Lease] = []  # Redis leases released while Redis was away
         self.dirty: set[str] = set()  # health written locally while Redis was away
 
+    @property
+    def replicas(self) -> int:
+        return self._replicas
+
     def share(self, limit: int) -> int:
         return max(1, limit // self._replicas)
 

@@ -131,6 +131,23 @@ class RedisState:
     def kept(self) -> dict[Lease, float]:
         return self._kept
 
+    # what the budget ledger (`ledger_redis.py`) works with
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def up(self) -> bool:
+        return self._breaker.up
+
+    @property
+    def replicas(self) -> int:
+        return self._local.replicas
+
+    def failed(self, op: str, exc: BaseException) -> None:
+        """A call of another part on this backend's connection failed: go local (once)."""
+        self._failed(op, exc)
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         try:

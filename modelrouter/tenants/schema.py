@@ -14,6 +14,7 @@ from typing import Any, Final
 LOCK_ID: Final = 0x6D72_6B79  # "mrky": this schema's advisory lock
 VERSIONS: Final = "modelrouter_tenants_schema"
 KEYS: Final = "modelrouter_keys"
+SPEND: Final = "modelrouter_spend"
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (
         1,
@@ -44,6 +45,26 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX IF NOT EXISTS {KEYS}_previous ON {KEYS} (previous_hash)
             WHERE previous_hash IS NOT NULL;
         CREATE INDEX IF NOT EXISTS {KEYS}_listing ON {KEYS} (created_at DESC, id DESC);
+        """,
+    ),
+    (
+        2,
+        # One row per answered request that had a cost (0 included): its id is made by the
+        # writer, so a batch written twice (a reply lost after a commit) is counted once.
+        # `key_id` is the request's client id (a virtual key's id, or a static key's hash).
+        f"""
+        CREATE TABLE IF NOT EXISTS {SPEND} (
+            id uuid PRIMARY KEY,
+            created_at timestamptz NOT NULL,
+            key_id text NOT NULL,
+            team text,
+            provider text NOT NULL,
+            model text NOT NULL,
+            cost_nanos bigint NOT NULL CHECK (cost_nanos >= 0),
+            request_id text NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS {SPEND}_key_time ON {SPEND} (key_id, created_at);
+        CREATE INDEX IF NOT EXISTS {SPEND}_time ON {SPEND} (created_at);
         """,
     ),
 )

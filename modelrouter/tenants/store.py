@@ -128,6 +128,11 @@ class KeyStore:
             secret_hash,
         )
 
+    async def any_key(self) -> bool:
+        """Whether any virtual key was ever created (then requests without one are refused)."""
+        async with self._conn() as conn:
+            return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {KEYS})"))  # noqa: S608
+
     async def page(
         self, *, limit: int, cursor: str | None = None, team: str | None = None
     ) -> tuple[list[Key], str | None]:

@@ -15,6 +15,7 @@ from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
 from modelrouter.observability.recent import ErrorEntry, Recent
 from modelrouter.tenants.cost import usd_text
+from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
 
 log = structlog.get_logger("modelrouter.web")
@@ -48,6 +49,7 @@ class Accounting:
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
         self._due: asyncio.TimerHandle | None = None
         self.history: History | None = None  # set for the app's lifetime when DATABASE_URL is
+        self.spend: SpendLog | None = None  # likewise: each priced request's spend row
         self._unpriced: set[tuple[str, str]] = set()  # said once each in the log
 
     def add(
@@ -73,11 +75,16 @@ class Accounting:
             self._count_cost(request[SUMMARY])
             if not quiet:
                 self._note(request, route, status, seconds, offset)
-        history = self.history
+        history, spend = self.history, self.spend
         if history is not None:
             for request, route, status, seconds, _ in pending:
                 if route in HISTORY_ROUTES and status != 401:
                     history.add(record(request, route, status, seconds, offset))
+        if spend is not None:
+            for request, *_ in pending:
+                row = spend_row(request, offset)
+                if row is not None:
+                    spend.add(row)
 
     def _note(
         self, request: web.Request, route: str, status: int, seconds: float, offset: float
@@ -205,6 +212,24 @@ def record(request: web.Request, route: str, status: int, seconds: float, offset
         usage_estimated=summary.cost.estimated if summary.cost is not None else None,
         messages=_encode(chat.messages).decode() if chat is not None else None,
         answer="".join(text) if text is not None else None,
+    )
+
+
+def spend_row(request: web.Request, offset: float) -> SpendRow | None:
+    """The request's spend (the same integer as its history row), if a provider answered."""
+    summary: Summary = request[SUMMARY]
+    cost, answering = summary.cost, summary.answering
+    if cost is None or answering is None or not answering.provider:
+        return None
+    identity = summary.identity
+    return SpendRow(
+        created_at=datetime.fromtimestamp(summary.started + offset, UTC),
+        key_id=summary.client,
+        team=None if identity is None else identity.team,
+        provider=answering.provider,
+        model=answering.model,
+        cost_nanos=cost.nanos,
+        request_id=request[REQUEST_ID],
     )
 
 

@@ -97,6 +97,11 @@ def _store(request: web.Request) -> KeyStore:
     return store
 
 
+def admin_store(request: web.Request) -> KeyStore:
+    """The door of every /admin route (`/admin/spend` too): an admin key, and the database."""
+    return _store(request)
+
+
 async def _db(call: Awaitable[T]) -> T:
     """A store call, its failures as the client's errors."""
     try:

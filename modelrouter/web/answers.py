@@ -32,6 +32,7 @@ from modelrouter.events import (
 )
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
+from modelrouter.web.budget import REMAINING_HEADER, admit, remaining_header, settle
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
@@ -84,12 +85,16 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
     it), and ends the relay however it ends itself."""
-    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
     summary = request[SUMMARY]
+    identity = summary.identity
+    if identity is not None and identity.key is not None:
+        await admit(request, runtime, chat)
+    relay: Relay | None = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     usage = Usage()
     try:
+        relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
                 kind = type(event)
@@ -113,7 +118,15 @@ async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest
                 elif kind is CacheStatus:
                     summary.cache = event.result  # type: ignore[union-attr]
     finally:
+        _close(runtime, summary, relay)
+
+
+def _close(runtime: Runtime, summary: Summary, relay: Relay | None) -> None:
+    """A whole answer's end: its relay closed, its budget's hold (if any) settled."""
+    if relay is not None:
         relay.close()
+    if summary.admission is not None:
+        settle(runtime, summary)
 
 
 async def serve_stream(
@@ -123,6 +136,9 @@ async def serve_stream(
     that call upstream: one the cache answers (a stored answer, or an identical request's in
     flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
     deadline = deadline_of(runtime)
+    identity = request[SUMMARY].identity
+    if identity is not None and identity.key is not None:
+        await admit(request, runtime, chat)
     slot = runtime.system.stream_slot()
     relay: Relay | None = None
     if runtime.capture:
@@ -150,6 +166,8 @@ async def serve_stream(
         if summary.cost is None and summary.first_byte is not None:
             # Started, then abandoned by the client or cut by the deadline's guard.
             summary.cost = stream_charge(runtime, summary, chat, complete=False)
+        if summary.admission is not None:
+            settle(runtime, summary)
         await slot.release()
 
 
@@ -282,6 +300,8 @@ async def _start_stream(
     response.headers["X-Request-ID"] = request[REQUEST_ID]
     if summary.cache is not None:
         response.headers[CACHE_HEADER] = summary.cache
+    if summary.admission is not None:
+        response.headers[REMAINING_HEADER] = remaining_header(summary) or "0"
     await response.prepare(request)
     if answering.provider:  # once per request: the first chunk goes out now
         summary.first_byte = seconds = time.perf_counter() - summary.started
@@ -315,6 +335,8 @@ def response_headers(summary: Summary, answering: Answering) -> dict[str, str]:
         headers[COST_HEADER] = usd_text(summary.cost.nanos)
     if summary.cache is not None:
         headers[CACHE_HEADER] = summary.cache
+    if summary.budget_left is not None:
+        headers[REMAINING_HEADER] = remaining_header(summary) or "0"
     return headers
 
 

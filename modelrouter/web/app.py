@@ -7,7 +7,17 @@ from aiohttp import web
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
 from modelrouter.observability.recent import Recent
-from modelrouter.web import admin, chat, console, health, history, openai_api, openapi
+from modelrouter.web import (
+    admin,
+    chat,
+    console,
+    health,
+    history,
+    openai_api,
+    openapi,
+    spend,
+    tenancy,
+)
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
 from modelrouter.web.runtime import METRICS, RECENT, SETTINGS, runtime_ctx
@@ -28,9 +38,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     if settings.tracing.enabled:  # first in, last out: it exports the spans of the last requests
         app.cleanup_ctx.append(tracing.lifetime(settings.tracing))
     app.cleanup_ctx.append(admin.keys_ctx)  # virtual keys (DATABASE_URL): closed last
+    app.cleanup_ctx.append(tenancy.resolver_ctx)  # their lookups and pushed changes
     # The history closes after the actor system (cleanup runs in reverse): it gets the rows
     # of the requests that the system's close ended.
     app.cleanup_ctx.append(history.history_ctx)
+    app.cleanup_ctx.append(spend.spend_ctx)  # likewise the spend rows; before the budgets' gate
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_post("/chat", chat.chat)
     app.router.add_post("/stream", chat.stream)
@@ -39,6 +51,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app.router.add_get(r"/v1/models/{model:[\s\S]+}", openai_api.get_model)  # any id, even a \n
     app.router.add_get("/v1/history", history.list_history)
     app.router.add_get("/v1/history/{request_id}", history.get_history)
+    app.router.add_get("/v1/spend", spend.client_spend)
     app.router.add_get("/health", health.health)
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)
@@ -47,4 +60,5 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
         admin.add_routes(app)
         console.add_admin_routes(app)
+        spend.add_routes(app)
     return app

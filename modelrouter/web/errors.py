@@ -57,7 +57,14 @@ _OPENAI_CODES = {
 }
 
 
-def openai_type(status: int) -> str:
+# Types of OpenAI's own that say more than the status: a budget spent is OpenAI's
+# `insufficient_quota` (type and code), which its SDKs and clients know not to retry.
+_OPENAI_TYPES = frozenset({"insufficient_quota"})
+
+
+def openai_type(status: int, type_: str = "") -> str:
+    if type_ in _OPENAI_TYPES:
+        return type_
     if status == 429:
         return "requests"
     return "server_error" if status >= 500 else "invalid_request_error"
@@ -73,7 +80,7 @@ def openai_error(status: int, type_: str, message: str, param: str | None) -> di
     code = _OPENAI_CODES.get(type_, type_)
     if status == 401 and not message.startswith(OPENAI_BAD_KEY):
         message = f"{OPENAI_BAD_KEY}: {message}"  # the key itself is never repeated
-    return {"message": message, "type": openai_type(status), "param": param, "code": code}
+    return {"message": message, "type": openai_type(status, type_), "param": param, "code": code}
 
 
 class OpenAIErrors:

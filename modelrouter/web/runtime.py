@@ -10,14 +10,19 @@ import msgspec
 from aiohttp import web
 
 from modelrouter.actors.system import ActorSystem
-from modelrouter.config import Settings
+from modelrouter.config import Settings, is_loopback
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
 from modelrouter.observability.recent import Recent
 from modelrouter.schemas import ChatRequest
+from modelrouter.state.ledger_redis import ledger_for
 from modelrouter.tenants.cost import Charge, Pricing
+from modelrouter.tenants.gate import Admission, BudgetGate
 from modelrouter.tenants.identity import Identity
+from modelrouter.tenants.lookup import KeyResolver
+from modelrouter.tenants.spend import SpendLog
 
+HOLD_MARGIN = 60.0  # seconds a budget's hold outlives its request's deadline
 ANONYMOUS = "anonymous"  # the client of every request when API_KEY is unset
 
 
@@ -32,6 +37,11 @@ class Runtime(msgspec.Struct, kw_only=True):
     # what `check_auth` returns (-1 when auth is off).
     key_ids: tuple[str, ...] = (ANONYMOUS,)
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
+    resolver: KeyResolver | None = None  # virtual keys (DATABASE_URL), see web.auth
+    open_without_key: bool = (
+        False  # no API_KEY, loopback: keyless requests pass while no key exists
+    )
+    budgets: BudgetGate | None = None  # virtual keys' budgets (DATABASE_URL), see web.budget
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
 
@@ -40,7 +50,9 @@ class Summary:
     """What a handler learned about its request, for the request's end line and metrics."""
 
     __slots__ = (
+        "admission",
         "answering",
+        "budget_left",
         "cache",
         "chat",
         "client",
@@ -66,6 +78,8 @@ class Summary:
         self.chat: ChatRequest | None = None  # with history content on: the request...
         self.text: list[str] | None = None  # ...and the answer's text
         self.cost: Charge | None = None  # set once, where the request ends (web.answers)
+        self.admission: Admission | None = None  # a budgeted key's hold, until settled
+        self.budget_left: int | None = None  # nano-dollars of its budget left after the settle
         self.relayed = 0  # characters of text a stream relayed (its usage's estimate, if need be)
 
 
@@ -75,6 +89,8 @@ SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 RECENT = web.AppKey("recent", Recent)  # this replica's last hour, for the console
+RESOLVER = web.AppKey("resolver", KeyResolver)
+SPEND = web.AppKey("spend", SpendLog)
 
 
 def key_id(key: str) -> str:
@@ -82,20 +98,40 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def budget_gate(app: web.Application, system: ActorSystem, pricing: Pricing) -> BudgetGate | None:
+    """Budgets, where keys can have them (DATABASE_URL): in the system's shared state."""
+    settings = app[SETTINGS]
+    if settings.database_url is None:
+        return None
+    return BudgetGate(
+        ledger_for(system.state),
+        pricing,
+        chain=system.chain,
+        settings=settings.tenants,
+        spend=app.get(SPEND),
+        # A hold outlives its request (bounded by the deadline) by a margin; then it expires.
+        ttl=settings.max_operation_timeout + HOLD_MARGIN,
+    )
+
+
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the actor system for the app's lifetime; close it at cleanup."""
     settings, metrics = app[SETTINGS], app[METRICS]
     system = ActorSystem(settings, metrics, recent=app.get(RECENT))
     await system.start()
+    pricing = system.pricing  # one table for the requests' cost and the attempt spans'
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),
         settings=settings,
         metrics=metrics,
         system=system,
-        pricing=system.pricing,  # one table for the requests' cost and the attempt spans'
+        pricing=pricing,
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
+        resolver=app.get(RESOLVER),
+        open_without_key=not settings.api_keys and is_loopback(settings.host),
+        budgets=budget_gate(app, system, pricing),
         cache=settings.cache.enabled,
         capture=settings.database_url is not None and settings.history.store_content,
     )

@@ -1,0 +1,88 @@
+"""A budget's period and a request's worst-case cost: what a budgeted key reserves.
+
+Periods are in UTC: a day from 00:00, a week from Monday 00:00, a month from its first day;
+`total` never resets. A period is named by its start (`d20261206`, `w20261130`, `m202612`,
+`total`): the shared counters of one period live under that name, so a new period starts from
+zero without anyone resetting anything.
+
+The reservation bounds the request's cost from above whatever the provider answers: the prompt
+is at most one token per UTF-8 byte of its messages (no tokenizer makes more tokens than bytes)
+plus `TOKENS_PER_MESSAGE` for each message's role and separators, the answer at most
+`max_tokens` (else BUDGET_RESERVE_TOKENS), and every token is priced at the highest rate of the
+most expensive candidate the request may fall over to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import msgspec
+
+from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.keys import Period
+from modelrouter.tenants.prices import Rates
+
+TOKENS_PER_MESSAGE: Final = 8
+_PER: Final = 1_000_000  # rates are per million tokens
+
+
+class Window(msgspec.Struct, frozen=True, gc=False):
+    """One period of a budget: its name, its start, and when the next begins (None: never)."""
+
+    name: str
+    start: datetime | None
+    reset_at: datetime | None
+
+
+TOTAL: Final = Window("total", None, None)
+
+
+def window(period: Period, now: datetime) -> Window:
+    """The period of kind `period` that `now` (aware) is in."""
+    if period == "total":
+        return TOTAL
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return Window(f"d{day:%Y%m%d}", day, day + timedelta(days=1))
+    if period == "week":
+        start = day - timedelta(days=day.weekday())  # Monday is 0
+        return Window(f"w{start:%Y%m%d}", start, start + timedelta(days=7))
+    start = day.replace(day=1)
+    after = start.replace(year=start.year + 1, month=1) if start.month == 12 else None
+    after = after or start.replace(month=start.month + 1)
+    return Window(f"m{start:%Y%m}", start, after)
+
+
+def prompt_bound(chat: ChatRequest) -> int:
+    """Prompt tokens at most: UTF-8 bytes of every message's text, plus a few per message."""
+    total = 0
+    for message in chat.messages:
+        total += len(message.content.encode()) + TOKENS_PER_MESSAGE
+        calls = message.tool_calls
+        if calls:
+            total += len(msgspec.json.encode(calls))
+    if chat.tools:
+        total += len(msgspec.json.encode(chat.tools))
+    return total
+
+
+def output_bound(chat: ChatRequest, default: int) -> int:
+    given = chat.max_tokens
+    return given if given is not None and given > 0 else default
+
+
+def top_rate(rates: Iterable[Rates]) -> int:
+    """The highest per-token rate (nano-dollars per million tokens) of any kind, any candidate."""
+    return max(
+        (max(r.input, r.cached_input, r.cache_write, r.output) for r in rates),
+        default=0,
+    )
+
+
+def worst_case(chat: ChatRequest, rate: int, *, reserve_tokens: int) -> int:
+    """The most the request can cost, in nano-dollars (rounded up), at `rate` per token kind."""
+    tokens = prompt_bound(chat) + output_bound(chat, reserve_tokens)
+    return -(-tokens * rate // _PER)

@@ -1,0 +1,162 @@
+"""A budgeted key's admission: reserve the request's worst-case cost before the call, settle
+its real cost after (see `budget.py` for the bound, `state/ledger.py` for the counters).
+
+A period whose counters are unknown (a new process without Redis, Redis restarted empty) is
+loaded from PostgreSQL's spend first. If PostgreSQL cannot say, BUDGET_FAIL_CLOSED refuses
+the key (`SpendUnknown`); otherwise the request is admitted against what is counted so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
+import structlog
+
+from modelrouter.config import TenantSettings
+from modelrouter.schemas import ChatRequest
+from modelrouter.state.ledger import Hold, Ledger
+from modelrouter.tenants.budget import Window, top_rate, window, worst_case
+from modelrouter.tenants.cost import Pricing
+from modelrouter.tenants.keys import Key, Period
+from modelrouter.tenants.spend import SpendLog
+from modelrouter.tenants.store import DB_ERRORS
+
+log = structlog.get_logger("modelrouter.budget")
+Chain = Callable[[ChatRequest], tuple[tuple[str, str], ...] | None]
+MAX_MEMO: Final = 1024  # (model, provider, fallback) triples whose top rate is remembered
+_NO_PRICE: Final = -1
+
+
+class OverBudget(Exception):
+    def __init__(self, window: Window, remaining: int) -> None:
+        super().__init__("budget exhausted")
+        self.window = window
+        self.remaining = remaining
+
+
+class Unpriced(Exception):
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.model = model
+
+
+class SpendUnknown(Exception):
+    """The period's spend cannot be read, and BUDGET_FAIL_CLOSED is on."""
+
+
+class Admission(msgspec.Struct, frozen=True, gc=False):
+    hold: Hold
+    remaining: int  # nano-dollars left after the hold
+    expire_at: float | None
+
+
+class BudgetGate:
+    def __init__(
+        self,
+        ledger: Ledger,
+        pricing: Pricing,
+        *,
+        chain: Chain,
+        settings: TenantSettings,
+        spend: SpendLog | None,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.pricing = pricing
+        self.chain = chain
+        self.settings = settings
+        self.spend = spend
+        self.ttl = ttl  # a hold's lease: past the request's deadline, a crashed replica's go
+        self._clock = clock
+        self._windows: dict[Period, tuple[Window, float]] = {}  # the current one, and its end
+        self._rates: dict[tuple[str | None, str | None, bool], int] = {}
+
+    def window(self, period: Period) -> Window:
+        """The current period of kind `period` (computed again once it ends)."""
+        now = self._clock()
+        found = self._windows.get(period)
+        if found is not None and now < found[1]:
+            return found[0]
+        current = window(period, datetime.fromtimestamp(now, UTC))
+        end = current.reset_at.timestamp() if current.reset_at is not None else float("inf")
+        self._windows[period] = (current, end)
+        return current
+
+    def rate(self, chat: ChatRequest) -> int:
+        """The highest rate of the candidates `chat` may be answered by; Unpriced if one has
+        no price (unless BUDGET_ALLOW_UNPRICED)."""
+        memo = (chat.model, chat.provider, chat.fallback)
+        found = self._rates.get(memo)
+        if found is None:
+            found = self._top_rate(chat)
+            if len(self._rates) < MAX_MEMO:
+                self._rates[memo] = found
+        if found == _NO_PRICE:
+            raise Unpriced(chat.model or "auto")
+        return found
+
+    def _top_rate(self, chat: ChatRequest) -> int:
+        candidates = self.chain(chat) or ()
+        rates = [self.pricing.rates(provider, model) for provider, model in candidates]
+        if any(r is None for r in rates) and not self.settings.budget_allow_unpriced:
+            return _NO_PRICE
+        return top_rate(r for r in rates if r is not None)
+
+    async def reserve(self, key: Key, chat: ChatRequest) -> Admission:
+        """Hold the request's worst case against `key`'s budget, or raise OverBudget."""
+        budget = key.budget_nanos or 0
+        current = self.window(key.budget_period)
+        amount = worst_case(
+            chat, self.rate(chat), reserve_tokens=self.settings.budget_reserve_tokens
+        )
+        expire_at = None if current.reset_at is None else current.reset_at.timestamp()
+        ledger, ttl = self.ledger, self.ttl
+        outcome = await ledger.reserve(
+            key.id, current.name, budget=budget, amount=amount, ttl=ttl, expire_at=expire_at
+        )
+        if outcome.status == "unloaded":
+            loaded = await self._load(key, current, expire_at)
+            outcome = await ledger.reserve(
+                key.id,
+                current.name,
+                budget=budget,
+                amount=amount,
+                ttl=ttl,
+                expire_at=expire_at,
+                unchecked=not loaded,
+            )
+        if outcome.hold is None:
+            raise OverBudget(current, outcome.remaining)
+        return Admission(outcome.hold, outcome.remaining, expire_at)
+
+    async def _load(self, key: Key, current: Window, expire_at: float | None) -> bool:
+        """Add the period's recorded spend to the counters; False when it cannot be read."""
+        recorded = 0
+        if self.spend is not None:
+            try:
+                recorded = await self.spend.spent(key.id, current.start)
+            except (*DB_ERRORS, OSError) as exc:
+                log.warning("budget_spend_unknown", key_id=key.id, error=type(exc).__name__)
+                if self.settings.budget_fail_closed:
+                    raise SpendUnknown from None
+                return False
+        await self.ledger.load(key.id, current.name, recorded, expire_at=expire_at)
+        return True
+
+    def settle(self, admission: Admission, nanos: int) -> None:
+        """Replace the hold by the request's real cost (never suspends)."""
+        self.ledger.settle(admission.hold, nanos, expire_at=admission.expire_at)
+
+    async def period_spend(self, key_id: str, period: Period) -> tuple[Window, int]:
+        """What `key_id` has spent (settled) in its current `period`, as the ledger counts it
+        (PostgreSQL's figure when the ledger has not loaded the period yet)."""
+        current = self.window(period)
+        balance = await self.ledger.balance(key_id, current.name)
+        if balance.loaded or self.spend is None:
+            return current, balance.spent
+        return current, await self.spend.spent(key_id, current.start)

@@ -1,0 +1,87 @@
+"""Budgets on the request path: a budgeted virtual key's request reserves its worst case
+before it is routed (`admit`) and settles its real cost where it ends (`settle`), in a
+`finally` (the settle never suspends, so a cancellation cannot skip it).
+
+Over budget: 429 `insufficient_quota` (OpenAI's code and type) with `x-should-retry: false`
+and the period's reset time in the message. Answers to budgeted keys carry
+`x-modelrouter-budget-remaining-usd`: what is left after the settle (a stream: after its
+reservation, as its headers go before its cost is known).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from modelrouter.errors import ApiError
+from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.cost import usd_text
+from modelrouter.tenants.gate import OverBudget, SpendUnknown, Unpriced
+from modelrouter.web.runtime import SUMMARY, Runtime, Summary
+
+REMAINING_HEADER = "x-modelrouter-budget-remaining-usd"
+
+
+async def admit(request: web.Request, runtime: Runtime, chat: ChatRequest) -> None:
+    """Reserve the request's worst case if its key has a budget (else nothing to do)."""
+    summary = request[SUMMARY]
+    identity = summary.identity
+    key = None if identity is None else identity.key
+    if key is None or key.budget_nanos is None:
+        return
+    gate = runtime.budgets
+    if gate is None:  # a virtual key needs DATABASE_URL, and then the gate exists
+        return
+    try:
+        summary.admission = await gate.reserve(key, chat)
+    except OverBudget as exc:
+        runtime.metrics.key_rejections.labels("budget").inc()
+        reset = exc.window.reset_at
+        when = (
+            "it does not reset (a total budget)"
+            if reset is None
+            else f"it resets at {reset:%Y-%m-%dT%H:%M:%SZ}"
+        )
+        raise ApiError(
+            429,
+            "insufficient_quota",
+            f"this key's budget of {usd_text(key.budget_nanos)} USD per {key.budget_period} is"
+            f" spent (or held by requests in flight: {usd_text(exc.remaining)} USD left); {when}",
+            retryable=False,
+        ) from None
+    except Unpriced as exc:
+        runtime.metrics.key_rejections.labels("unpriced").inc()
+        raise ApiError(
+            403,
+            "model_unpriced",
+            f"model {exc.model!r} has no price, and this key has a budget: give it a price in"
+            " PRICES_FILE (or set BUDGET_ALLOW_UNPRICED=true)",
+            param="model",
+        ) from None
+    except SpendUnknown:
+        runtime.metrics.key_rejections.labels("budget_unavailable").inc()
+        raise ApiError(
+            503,
+            "budget_unavailable",
+            "this key's spend cannot be verified now (BUDGET_FAIL_CLOSED): retry",
+            retry_after=1.0,
+        ) from None
+
+
+def settle(runtime: Runtime, summary: Summary) -> None:
+    """Replace the request's hold by its cost (0 when it cost nothing or never answered)."""
+    admission = summary.admission
+    if admission is None or runtime.budgets is None:
+        return
+    summary.admission = None
+    cost = summary.cost
+    nanos = 0 if cost is None else cost.nanos
+    runtime.budgets.settle(admission, nanos)
+    summary.budget_left = admission.remaining + admission.hold.amount - nanos
+
+
+def remaining_header(summary: Summary) -> str | None:
+    """The header's value: after the settle, else after the reservation (a stream)."""
+    left = summary.budget_left
+    if left is None and summary.admission is not None:
+        left = summary.admission.remaining
+    return None if left is None else usd_text(max(left, 0))

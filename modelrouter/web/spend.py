@@ -1,0 +1,226 @@
+"""`GET /admin/spend` (admin key) and `GET /v1/spend` (a client's own), and the spend log's
+lifetime in the app (`spend_ctx`).
+
+`?group_by=key|team|provider|model|day&from=&to=`: spend and requests in [from, to) (ISO 8601
+times or dates, UTC when no offset is given; default: the current UTC month up to now), from
+PostgreSQL's spend rows (written within a second or so of each request). Rows grouped by key
+also carry the key's name, team, budget, the spend of its current budget period (as the
+budget counters have it) and when that period resets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any, get_args
+
+import msgspec
+from aiohttp import web
+
+from modelrouter.errors import ApiError, bad_request
+from modelrouter.schemas import json_encoder
+from modelrouter.tenants.cost import usd
+from modelrouter.tenants.keys import Key
+from modelrouter.tenants.spend import GroupBy, SpendLog
+from modelrouter.tenants.store import DB_ERRORS
+from modelrouter.web.accounting import ACCOUNTING
+from modelrouter.web.admin import KEYS, admin_store
+from modelrouter.web.auth import authenticate
+from modelrouter.web.runtime import RUNTIME, SPEND, Runtime
+
+CLOSE_TIMEOUT = 5.0
+GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
+
+
+class SpendEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    group: str | None
+    spend_usd: float
+    requests: int
+    # group_by=key only (and /v1/spend)
+    name: str | None = None
+    team: str | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    period_spend_usd: float | None = None
+    reset_at: datetime | None = None
+
+
+class SpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end": "to"}):
+    data: list[SpendEntry]
+    start: datetime
+    end: datetime
+
+
+async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With DATABASE_URL: the spend log (in the key store's database) for the app's lifetime,
+    fed by the accounting; at cleanup, what is queued is written (bounded)."""
+    store = app.get(KEYS)
+    if store is None:
+        yield
+        return
+    spend = app[SPEND] = SpendLog(store.pool)
+    spend.start()
+    accounting = app[ACCOUNTING]
+    accounting.spend = spend
+    try:
+        yield
+    finally:
+        accounting.drain()
+        accounting.spend = None
+        await spend.close(timeout=CLOSE_TIMEOUT)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/spend", admin_spend)
+
+
+# -- parameters ----------------------------------------------------------------------------------
+def _when(query: Any, name: str, default: datetime) -> datetime:
+    text = query.get(name)
+    if text is None:
+        return default
+    try:
+        found = (
+            datetime.combine(date.fromisoformat(text), time())
+            if len(text) == 10
+            else datetime.fromisoformat(text)
+        )
+    except ValueError:
+        raise bad_request(
+            f"`{name}` must be an ISO 8601 date or time (2026-12-01, 2026-12-01T08:00:00Z)",
+            param=name,
+        ) from None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
+def _range(query: Any) -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start, end = _when(query, "from", month), _when(query, "to", now)
+    if start >= end:
+        raise bad_request("`from` must be before `to`", param="from")
+    return start, end
+
+
+def _group_by(query: Any, default: str) -> GroupBy:
+    value = query.get("group_by", default)
+    if value not in GROUP_BYS:
+        raise bad_request(f"`group_by` must be one of {', '.join(GROUP_BYS)}", param="group_by")
+    return value  # type: ignore[no-any-return]
+
+
+def _unknown(query: Any, known: tuple[str, ...]) -> None:
+    for name in query:
+        if name not in known:
+            raise bad_request(f"unknown parameter `{name}`", param=name)
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503, "spend_unavailable", "the spend database is not answering", retry_after=1.0
+    )
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=json_encoder.encode(data), content_type="application/json")
+
+
+def _spend_log(request: web.Request) -> SpendLog:
+    spend = request.app.get(SPEND)
+    if spend is None:
+        raise ApiError(
+            503,
+            "keys_unavailable",
+            "spend lives in PostgreSQL and DATABASE_URL is not set",
+            retryable=False,
+        )
+    return spend
+
+
+# -- the budget columns ----------------------------------------------------------------------------
+async def _budget_columns(
+    runtime: Runtime,
+    key_id: str,
+    *,
+    name: str | None,
+    team: str | None,
+    budget: Any,
+    period: Any,
+) -> dict[str, Any]:
+    columns: dict[str, Any] = {"name": name, "team": team, "budget_period": period}
+    if budget is None:
+        return columns
+    columns["budget_usd"] = float(budget)
+    gate = runtime.budgets
+    if gate is not None:
+        window, spent = await gate.period_spend(key_id, period)
+        columns |= {"period_spend_usd": usd(spent), "reset_at": window.reset_at}
+    return columns
+
+
+def _budget_of(key: Key) -> Decimal | None:
+    return None if key.budget_nanos is None else Decimal(key.budget_nanos).scaleb(-9)
+
+
+# -- the routes ----------------------------------------------------------------------------------
+async def admin_spend(request: web.Request) -> web.Response:
+    admin_store(request)  # the admin key, and the database configured
+    spend = _spend_log(request)
+    query = request.query
+    _unknown(query, ("group_by", "from", "to"))
+    group_by = _group_by(query, "key")
+    start, end = _range(query)
+    runtime = request.app[RUNTIME]
+    try:
+        groups = await spend.report(group_by, start, end)
+        keys = await spend.keys([g.group for g in groups if g.group]) if group_by == "key" else {}
+        data = []
+        for g in groups:
+            extra: dict[str, Any] = {}
+            row = keys.get(g.group) if g.group else None
+            if row is not None:
+                extra = await _budget_columns(
+                    runtime,
+                    row["id"],
+                    name=row["name"],
+                    team=row["team"],
+                    budget=row["budget_usd"],
+                    period=row["budget_period"],
+                )
+            data.append(SpendEntry(g.group, usd(g.nanos), g.requests, **extra))
+    except DB_ERRORS:
+        raise _unavailable() from None
+    return _json(SpendReport(data, start, end))
+
+
+async def client_spend(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    identity = await authenticate(request, runtime)
+    spend = _spend_log(request)
+    query = request.query
+    _unknown(query, ("from", "to"))
+    start, end = _range(query)
+    key = identity.key
+    try:
+        groups = await spend.report("key", start, end, key_id=identity.client_id)
+        extra: dict[str, Any] = {}
+        if key is not None:
+            extra = await _budget_columns(
+                runtime,
+                key.id,
+                name=key.name,
+                team=key.team,
+                budget=_budget_of(key),
+                period=key.budget_period,
+            )
+    except DB_ERRORS:
+        raise _unavailable() from None
+    found = groups[0] if groups else None
+    entry = SpendEntry(
+        identity.client_id,
+        usd(found.nanos) if found else 0.0,
+        found.requests if found else 0,
+        **extra,
+    )
+    return _json(SpendReport([entry], start, end))
