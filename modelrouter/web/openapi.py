@@ -29,6 +29,7 @@ from modelrouter.web.console import ErrorList, Overview
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.runtime import SETTINGS
+from modelrouter.web.spend import GROUP_BYS, SpendReport
 
 # -- OpenAI's shapes, as /v1/chat/completions reads and writes them ----------------------------
 
@@ -155,6 +156,7 @@ class ModelList(msgspec.Struct, frozen=True):
 
 
 _TYPES: tuple[Any, ...] = (
+    SpendReport,
     Overview,
     ErrorList,
     ChatRequest,
@@ -286,7 +288,22 @@ def _admin_paths() -> dict[str, Any]:
         {"name": "team", "in": "query", "required": False, "schema": {"type": "string"}},
     ]
     read_errors = _errors((401, 404), "ErrorEnvelope")
+    period = [
+        _query_parameter("from", "ISO 8601 date or time (UTC without an offset)", type="string"),
+        _query_parameter("to", "ISO 8601 date or time (default: now)", type="string"),
+    ]
+    group_by = _query_parameter("group_by", "what a row sums", enum=list(GROUP_BYS))
     return {
+        "/admin/spend": {
+            "get": _admin(
+                _operation(
+                    "Spend and requests in [from, to) by key (with its budget, the spend of "
+                    "its current period and its reset), team, provider, model or day",
+                    {"200": _answer("the rows", _json("SpendReport"))} | errors,
+                    parameters=[group_by, *period],
+                )
+            )
+        },
         "/admin/overview": {
             "get": _admin(
                 _operation(
@@ -412,6 +429,17 @@ def _paths() -> dict[str, Any]:
                 {"200": _answer("the model", _json("Model"))}
                 | _errors((401, 404), "OpenAIErrorEnvelope"),
                 parameters=[model_parameter],
+            )
+        },
+        "/v1/spend": {
+            "get": _operation(
+                "This client key's spend and requests in [from, to), with its budget",
+                {"200": _answer("its row", _json("SpendReport"))}
+                | _errors((400, 401, 503), "OpenAIErrorEnvelope"),
+                parameters=[
+                    _query_parameter("from", "ISO 8601 date or time", type="string"),
+                    _query_parameter("to", "ISO 8601 date or time", type="string"),
+                ],
             )
         },
         "/v1/history": {
