@@ -45,9 +45,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # make bench BENCH_ARGS="--redis --redis-delay-ms 1 --rounds 5 --scenario 'chat, 64'"
+# With BENCH_DATABASE_URL (a PostgreSQL database of its own): also the `history` and
+# `virtual key` rows (a key with an rpm, a tpm and a budget), and bench-instructions also
+# measures that key against a static key.
 BENCH_ARGS ?=
+BENCH_DATABASE_URL ?=
+BENCH_DB_ARGS = $(if $(BENCH_DATABASE_URL),--history $(BENCH_DATABASE_URL) --keys $(BENCH_DATABASE_URL))
 bench: $(STAMP)
-	$(PY) -m modelrouter.bench.suite $(BENCH_ARGS)
+	$(PY) -m modelrouter.bench.suite $(BENCH_DB_ARGS) $(BENCH_ARGS)
 
 # A/B against another revision (default: the parent commit), interleaved in the same rounds.
 BASE ?= HEAD~1
@@ -57,6 +62,7 @@ bench-ab: $(STAMP)
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
 bench-instructions: $(STAMP)
 	$(PY) -m modelrouter.bench.instructions --compare $(BASE)
+	$(if $(BENCH_DATABASE_URL),$(PY) -m modelrouter.bench.instructions --keys $(BENCH_DATABASE_URL))
 
 bench-streams: $(STAMP)
 	$(PY) -m modelrouter.bench.suite --seconds 1 --rounds 1 --open-streams 10000

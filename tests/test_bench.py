@@ -458,3 +458,26 @@ def test_bench_suite_runs_memory_redis_and_delayed_redis_in_the_same_rounds(
     assert "redis +1ms against redis: per round (median of 2)" in printed
     assert "redis +1ms: delay proxy CPU" in printed
     assert "note:" not in printed.replace("note: wrk not found", "")
+
+
+async def test_bench_suite_runs_a_virtual_key_row(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--keys DATABASE_URL`: a gateway whose every request carries a virtual key with an rpm,
+    a tpm and a budget that no run reaches: served, never refused."""
+    from modelrouter.bench import suite
+    from tests.history.conftest import create_database, drop_database
+
+    url = await create_database()
+    out = tmp_path / "bench.json"  # type: ignore[operator]
+    args = ["--seconds", "0.3", "--rounds", "1", "--no-redis", "--scenario", "chat, 1 client"]
+    try:
+        code = await asyncio.to_thread(suite.main, [*args, "--keys", url, "--json", str(out)])
+    finally:
+        await drop_database(url)
+    assert code == 0
+    assert "virtual key" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    keyed = result["others"]["virtual key"]["modelrouter"]
+    assert keyed["requests"] > 0
+    assert keyed["errors"] == {}

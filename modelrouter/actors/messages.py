@@ -26,6 +26,7 @@ class Route(msgspec.Struct, frozen=True):
     deadline: float
     stream: bool
     request_id: str
+    allow: tuple[str, ...] = ()  # the key's model allow-list (patterns); empty: all
 
 
 class Attempt(msgspec.Struct, frozen=True):

@@ -133,7 +133,7 @@ class RouterSupervisor:
 
     async def _answer(self, route: Route) -> Done | Failed:
         try:
-            candidates = self.planner.plan(route.request, stream=route.stream)
+            candidates = self.planner.plan(route.request, stream=route.stream, allow=route.allow)
             fallback = Fallback(
                 route, candidates, loop=self._loop_(), metrics=self.metrics, redact=self.redact
             )

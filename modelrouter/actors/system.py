@@ -184,10 +184,13 @@ class ActorSystem:
         deadline: float,
         relay_size: int = 64,
         cache: CachePolicy = USE_CACHE,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay:
         """Start answering `request` by `deadline` (loop time); Overloaded when the system
         cannot take it now. A whole-answer reader (`stream=False`) is woken only at the end.
-        `cache` is what the request allows the response cache (when CACHE_MODE is on)."""
+        `cache` is what the request allows the response cache (when CACHE_MODE is on), `scope`
+        the cache scope its answers belong to; `allow`, its key's model allow-list."""
         if self.cache is not None:
             return self.cache.route(
                 request,
@@ -197,9 +200,11 @@ class ActorSystem:
                 relay_size=relay_size,
                 policy=cache,
                 loop=self.loop,
+                allow=allow,
+                scope=scope,
             )
         relay = Relay(maxsize=relay_size, eager=stream, loop=self.loop)
-        self.router.route(Route(request, relay, deadline, stream, request_id))
+        self.router.route(Route(request, relay, deadline, stream, request_id, allow))
         return relay
 
     def join(
@@ -211,6 +216,8 @@ class ActorSystem:
         deadline: float,
         relay_size: int = 64,
         cache: CachePolicy = USE_CACHE,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay | None:
         """`request` answered without an upstream call of its own (CACHE_MODE on): a stored
         answer, or an identical request's answer in flight, joined. None: `route` it (a stream
@@ -226,17 +233,24 @@ class ActorSystem:
             relay_size=relay_size,
             policy=cache,
             loop=self.loop,
+            allow=allow,
+            scope=scope,
         )
 
-    def chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
-        """The providers and models `request` may be answered by, in a fixed order (None: it
-        is refused): what a budget prices its reservation at."""
-        return self._chain(request)
+    def chain(
+        self, request: ChatRequest, allow: tuple[str, ...] = ()
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The providers and models `request` may be answered by (within the allow-list
+        `allow`), in a fixed order (None: it is refused): what a budget prices its
+        reservation at."""
+        return self._chain(request, allow)
 
-    def _chain(self, request: ChatRequest) -> tuple[tuple[str, str], ...] | None:
+    def _chain(
+        self, request: ChatRequest, allow: tuple[str, ...] = ()
+    ) -> tuple[tuple[str, str], ...] | None:
         """The providers and models `request` resolves to, in order (None: it is refused)."""
         try:
-            candidates = self.router.planner.chain(request)
+            candidates = self.router.planner.chain(request, allow=allow)
         except PlanError:
             return None
         return tuple((c.actor.name, c.model) for c in candidates)

@@ -1,5 +1,6 @@
 """The gateways `make bench` runs side by side: this tree's, and each variant asked for
-(another revision, Redis on loopback and behind the delay proxy, history in PostgreSQL)."""
+(another revision, Redis on loopback and behind the delay proxy, history in PostgreSQL, a
+virtual key with an rpm, a tpm and a budget)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from modelrouter.bench import procs, redis_rows
+from modelrouter.bench import keyed, procs, redis_rows
 from modelrouter.bench.redis_rows import redis_url
 
 # Mock path prefixes (fault specs): the scenarios' upstreams, and the provider wired to each.
@@ -54,6 +55,7 @@ class Gateway(msgspec.Struct):
     proxy_pid: int | None = None  # the delay proxy between it and Redis, sampled with it
     versus: str | None = None  # another gateway's label: also compared round by round with it
     on_redis: bool = False  # meant to run on Redis shared state all along
+    headers: dict[str, str] = {}  # what each request carries (a virtual key)
 
 
 @contextmanager
@@ -82,6 +84,7 @@ class Variant(msgspec.Struct, frozen=True):
     proxy_pid: int | None = None
     versus: str | None = None
     on_redis: bool = False
+    keyed: bool = False  # requests carry a virtual key made on it at start
 
 
 def redis_variants(
@@ -124,6 +127,8 @@ def start_gateways(
         wanted.extend(redis_variants(stack, args, settings))
     if args.history:
         wanted.append(Variant("history", {"DATABASE_URL": args.history}))
+    if args.keys:  # the history is on too: read it against the `history` row
+        wanted.append(Variant("virtual key", keyed.keyed_env(args.keys), keyed=True))
     gateways = []
     for variant in wanted:
         port = procs.free_port()
@@ -131,6 +136,9 @@ def start_gateways(
         command = ["serve", "--port", str(port), "--workers", str(args.workers)]
         pid = stack.enter_context(procs.child(command, port, env))
         url = f"http://127.0.0.1:{port}"
+        headers = {}
+        if variant.keyed:
+            headers["Authorization"] = f"Bearer {keyed.create_key(port)}"
         gateways.append(
             Gateway(
                 variant.label,
@@ -139,6 +147,7 @@ def start_gateways(
                 proxy_pid=variant.proxy_pid,
                 versus=variant.versus,
                 on_redis=variant.on_redis,
+                headers=headers,
             )
         )
     return gateways

@@ -7,7 +7,11 @@ start-up, shutdown and first-request warm-up), for this tree and for `--compare 
 temporary git worktree), and prints instructions per request for `/chat` and `/stream`.
 It complements `make bench`: it sees CPU work (the event loop's included), not waiting.
 
-`--tracing RATIO` runs both trees with traces on, sampled at RATIO
+`--keys DATABASE_URL` measures this tree with keys instead: a static API_KEY, then a virtual
+key with an rpm, a tpm and a budget (`bench.keyed`), both with that database (so both write the
+history), and prints the virtual key's figure against the static key's.
+
+`--tracing RATIO` runs the gateways with traces on, sampled at RATIO
 (`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
 OTLP/HTTP sink in this process that answers 200 and keeps nothing: the export's work in the
 gateway (its SDK thread included) is counted, the receiver's is not.
@@ -31,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 
 import msgspec
 
-from modelrouter.bench import procs
+from modelrouter.bench import keyed, procs
 from modelrouter.bench.suite import checkout
 
 BODY = msgspec.json.encode(
@@ -92,10 +96,13 @@ def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
     }
 
 
-def send(port: int, path: str, count: int) -> None:
+def send(port: int, path: str, count: int, secret: str | None = None) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
     for _ in range(count):
-        connection.request("POST", path, BODY, {"Content-Type": "application/json"})
+        connection.request("POST", path, BODY, headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
@@ -103,13 +110,28 @@ def send(port: int, path: str, count: int) -> None:
     connection.close()
 
 
+class Keys(msgspec.Struct, frozen=True):
+    """Which key the requests carry: a static one, or a virtual one made at start."""
+
+    database_url: str
+    virtual: bool
+
+    def env(self) -> dict[str, str]:
+        return keyed.keyed_env(self.database_url) | {"API_KEY": keyed.STATIC_KEY}
+
+    def secret(self, port: int) -> str:
+        return keyed.create_key(port, timeout=300) if self.virtual else keyed.STATIC_KEY
+
+
 def instructions(
-    source: str | None, mock_port: int, path: str, count: int, extra: dict[str, str]
+    source: str | None, mock_port: int, path: str, count: int, keys: Keys | None = None
 ) -> int:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
-    serving `count` requests to `path`, with `extra` in its environment."""
+    serving `count` requests to `path` (with `keys`: each carrying that key)."""
     port = procs.free_port()
-    env = {**os.environ, **gateway_env(mock_port), **extra}
+    env = {**os.environ, **gateway_env(mock_port)}
+    if keys is not None:
+        env |= keys.env()
     if source is not None:
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
@@ -121,7 +143,7 @@ def instructions(
         )
         try:
             procs.wait_listening(port, timeout=300)
-            send(port, path, count)
+            send(port, path, count, None if keys is None else keys.secret(port))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
@@ -132,11 +154,11 @@ def instructions(
     return int(found.group(1))
 
 
-def per_request(
-    source: str | None, mock_port: int, path: str, few: int, many: int, *, extra: dict[str, str]
+def per_request(  # noqa: PLR0917 - the run's figures, in the order they are read
+    source: str | None, mock_port: int, path: str, few: int, many: int, keys: Keys | None = None
 ) -> float:
-    first = instructions(source, mock_port, path, few, extra)
-    return (instructions(source, mock_port, path, many, extra) - first) / (many - few)
+    first = instructions(source, mock_port, path, few, keys)
+    return (instructions(source, mock_port, path, many, keys) - first) / (many - few)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
     parser.add_argument("--many", type=int, default=1300, help="requests of the second run")
     parser.add_argument("--paths", default="/chat,/stream", help="comma-separated routes")
+    parser.add_argument(
+        "--keys",
+        metavar="DATABASE_URL",
+        help="measure a virtual key (rpm, tpm, budget) against a static key instead",
+    )
     parser.add_argument(
         "--tracing",
         type=float,
@@ -163,16 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mock_port = procs.free_port()
     with ExitStack() as stack:
-        extra: dict[str, str] = {}
-        if args.tracing is not None:
-            extra = tracing_env(stack.enter_context(otlp_sink()), args.tracing)
+        if args.tracing is not None:  # every gateway started from here inherits it
+            os.environ.update(tracing_env(stack.enter_context(otlp_sink()), args.tracing))
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
+        if args.keys:
+            _keys(args, mock_port)
+            return 0
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for path in (p.strip() for p in args.paths.split(",") if p.strip()):
             counts = [
-                (label, per_request(src, mock_port, path, args.few, args.many, extra=extra))
+                (label, per_request(src, mock_port, path, args.few, args.many))
                 for label, src in sources
             ]
             mine = counts[0][1]
@@ -182,6 +211,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{path:<8} {label:<12} {count:>12,.0f} instructions/request{ratio}\n"
                 )
     return 0
+
+
+def _keys(args: argparse.Namespace, mock_port: int) -> None:
+    """This tree: a virtual key's instructions per request against a static key's."""
+    for path in (p.strip() for p in args.paths.split(",") if p.strip()):
+        static = per_request(
+            None, mock_port, path, args.few, args.many, Keys(args.keys, virtual=False)
+        )
+        virtual = per_request(
+            None, mock_port, path, args.few, args.many, Keys(args.keys, virtual=True)
+        )
+        sys.stdout.write(
+            f"{path:<8} static key   {static:>12,.0f} instructions/request\n"
+            f"{path:<8} virtual key  {virtual:>12,.0f} instructions/request"
+            f" (x{virtual / static:.4f} of the static key's)\n"
+        )
 
 
 if __name__ == "__main__":

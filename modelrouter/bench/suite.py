@@ -71,12 +71,25 @@ SCENARIOS = [
 ]
 
 
-def measure(url: str, body: bytes, scenario: Scenario, seconds: float) -> Measurement:
+def measure(
+    url: str,
+    body: bytes,
+    scenario: Scenario,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+) -> Measurement:
     if scenario.tool == "wrk" and wrk.available():
-        return wrk.run_wrk(url, body, concurrency=scenario.concurrency, duration=seconds)
+        return wrk.run_wrk(
+            url, body, concurrency=scenario.concurrency, duration=seconds, headers=headers
+        )
     result = asyncio.run(
         run_load(
-            url, body, concurrency=scenario.concurrency, duration=seconds, stream=scenario.stream
+            url,
+            body,
+            concurrency=scenario.concurrency,
+            duration=seconds,
+            stream=scenario.stream,
+            headers=headers,
         )
     )
     return result.measurement()
@@ -148,7 +161,8 @@ def run_scenario(
             with ExitStack() as sampling:
                 for sampler in samplers:
                     sampling.enter_context(sampler)
-                total.runs.append(measure(f"{gateway.url}{path}", gateway_body, scenario, seconds))
+                url = f"{gateway.url}{path}"
+                total.runs.append(measure(url, gateway_body, scenario, seconds, gateway.headers))
             total.client_cpu += _children_cpu() - before
             sample, upstream, *proxy = samplers
             total.peak_rss = max(total.peak_rss, sample.peak_rss)
@@ -244,6 +258,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--history",
         metavar="DATABASE_URL",
         help="also run this tree's gateway with history written to this PostgreSQL database",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="DATABASE_URL",
+        help="also run this tree's gateway with virtual keys in this PostgreSQL database, each "
+        "request carrying a key with an rpm, a tpm and a budget (none of them reached)",
     )
     args = parser.parse_args(argv)
     if not chosen(args.scenario):

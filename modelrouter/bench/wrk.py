@@ -17,13 +17,22 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(url: str, body: bytes, *, concurrency: int, duration: float) -> Measurement:
-    """POST `body` to `url`; returns counts and the p50/p90/p99 wrk reports."""
-    escaped = body.decode().replace("\\", "\\\\").replace("'", "\\'")
-    script = (
-        f"wrk.method = 'POST'\nwrk.body = '{escaped}'\n"
-        "wrk.headers['Content-Type'] = 'application/json'\n"
-    )
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    duration: float,
+    headers: dict[str, str] | None = None,
+) -> Measurement:
+    """POST `body` to `url` (with `headers`); returns counts and the p50/p90/p99 wrk reports."""
+    script = f"wrk.method = 'POST'\nwrk.body = {_quoted(body.decode())}\n"
+    for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        script += f"wrk.headers[{_quoted(name)}] = {_quoted(value)}\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
         lua.flush()

@@ -18,7 +18,7 @@ def build_cache(
     metrics: Metrics,
     *,
     route: Callable[[Route], None],
-    chain: Callable[[ChatRequest], Chain | None],
+    chain: Callable[[ChatRequest, tuple[str, ...]], Chain | None],
 ) -> ResponseCache | None:
     cache = settings.cache
     if not cache.enabled:

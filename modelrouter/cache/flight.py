@@ -27,11 +27,26 @@ from modelrouter.schemas import ChatRequest
 class Member:
     """One request served by a flight: its relay, and what to route if it must go alone."""
 
-    __slots__ = ("cursor", "deadline", "leader", "relay", "request", "request_id", "reroute")
+    __slots__ = (
+        "allow",
+        "cursor",
+        "deadline",
+        "leader",
+        "relay",
+        "request",
+        "request_id",
+        "reroute",
+    )
 
     def __init__(
-        self, relay: Relay, request: ChatRequest, request_id: str, deadline: float
+        self,
+        relay: Relay,
+        request: ChatRequest,
+        request_id: str,
+        deadline: float,
+        allow: tuple[str, ...] = (),
     ) -> None:
+        self.allow = allow  # its key's model allow-list, for its own route
         self.relay = relay
         self.request = request
         self.request_id = request_id

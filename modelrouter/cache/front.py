@@ -74,7 +74,7 @@ class ResponseCache:
         metrics: Metrics,
         *,
         route: Callable[[Route], None],
-        chain: Callable[[ChatRequest], Chain | None],
+        chain: Callable[[ChatRequest, tuple[str, ...]], Chain | None],
         remote: RedisStore | None = None,
         poll: float = 0.05,
         max_waiting: int = 10_000,
@@ -119,13 +119,15 @@ class ResponseCache:
         relay_size: int,
         policy: CachePolicy,
         loop: asyncio.AbstractEventLoop | None,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay:
         relay = Relay(maxsize=relay_size, eager=stream, loop=loop)
-        member = Member(relay, request, request_id, deadline)
-        key = self._key(request, stream, policy)
+        member = Member(relay, request, request_id, deadline, allow)
+        key = self._key(request, stream, policy, allow, scope)
         if key is None:
             self._tell(member, "bypass")
-            self._route(Route(request, relay, deadline, stream, request_id))
+            self._route(Route(request, relay, deadline, stream, request_id, allow))
             return relay
         source = self._source(key, deadline) if policy.lookup else None
         if source is not None:
@@ -160,6 +162,8 @@ class ResponseCache:
         relay_size: int,
         policy: CachePolicy,
         loop: asyncio.AbstractEventLoop | None,
+        allow: tuple[str, ...] = (),
+        scope: str = "",
     ) -> Relay | None:
         """`request` answered without an upstream call of its own, as `route` would answer it:
         a stored answer, or an identical request's answer in flight, joined. None when it
@@ -168,12 +172,12 @@ class ResponseCache:
         relay ends with `ALONE`, and the caller routes the request again."""
         if not policy.lookup or not (self.flights or self.memory):
             return None  # nothing stored, nothing in flight: spared the key
-        key = self._key(request, stream, policy)
+        key = self._key(request, stream, policy, allow, scope)
         source = None if key is None else self._source(key, deadline)
         if source is None:
             return None
         relay = Relay(maxsize=relay_size, eager=stream, loop=loop)
-        member = Member(relay, request, request_id, deadline)
+        member = Member(relay, request, request_id, deadline, allow)
         member.reroute = False  # its caller routes it again (ALONE), within a stream slot
         self._serve(member, source)
         return relay
@@ -197,18 +201,28 @@ class ResponseCache:
         else:
             replay(member.relay, source)
 
-    def _key(self, request: ChatRequest, stream: bool, policy: CachePolicy) -> str | None:
-        """The request's key, or None when it bypasses the cache."""
+    def _key(
+        self,
+        request: ChatRequest,
+        stream: bool,
+        policy: CachePolicy,
+        allow: tuple[str, ...],
+        scope: str,
+    ) -> str | None:
+        """The request's key, or None when it bypasses the cache. `scope` (CACHE_SCOPE: the
+        key's id, its team, or nothing) keeps one tenant's answers from another's."""
         if not (policy.lookup or policy.store) or not cacheable(request, self.settings.mode):
             return None
         if self.remote is not None and (
             not self.remote.available or len(self.tasks) >= self.max_waiting
         ):
             return None
-        chain = self._chain(request)
+        chain = self._chain(request, allow)
         if chain is None:  # the router refuses it: let it say why
             return None
-        return cache_key(request, chain, stream=stream, with_user=self.settings.key_user)
+        return cache_key(
+            request, chain, stream=stream, with_user=self.settings.key_user, scope=scope
+        )
 
     def _flight(self, key: str, stream: bool, deadline: float, *, store: bool) -> Flight:
         return Flight(
@@ -223,7 +237,14 @@ class ResponseCache:
 
     def _start(self, flight: Flight, member: Member) -> None:
         self._route(
-            Route(member.request, flight, flight.deadline, flight.stream, member.request_id)
+            Route(
+                member.request,
+                flight,
+                flight.deadline,
+                flight.stream,
+                member.request_id,
+                member.allow,
+            )
         )
 
     def _tell(self, member: Member, result: CacheResult) -> None:
@@ -241,7 +262,14 @@ class ResponseCache:
         try:
             relay.announce(STATUS["miss"])
             self._route(
-                Route(member.request, relay, member.deadline, flight.stream, member.request_id)
+                Route(
+                    member.request,
+                    relay,
+                    member.deadline,
+                    flight.stream,
+                    member.request_id,
+                    member.allow,
+                )
             )
         except ClientGone:
             return

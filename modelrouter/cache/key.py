@@ -43,7 +43,9 @@ def _real(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def cache_key(request: ChatRequest, chain: Chain, *, stream: bool, with_user: bool) -> str:
+def cache_key(
+    request: ChatRequest, chain: Chain, *, stream: bool, with_user: bool, scope: str = ""
+) -> str:
     """A hex digest that two requests share exactly when the same answer serves both."""
     # Routing fields are replaced by the chain they resolve to; struct fields encode in
     # their declared order, so the encoding is canonical.
@@ -60,4 +62,6 @@ def cache_key(request: ChatRequest, chain: Chain, *, stream: bool, with_user: bo
     )
     digest = hashlib.blake2b(KEY_VERSION, digest_size=20)
     digest.update(_encode(_Normal(normal, chain, stream)))
+    if scope:  # a tenant's own answers (CACHE_SCOPE); none: the global scope, as before
+        digest.update(b"\x00scope\x00" + scope.encode())
     return digest.hexdigest()

@@ -27,6 +27,7 @@ from modelrouter.config.structs import (
     DEFAULT_ORDER,
     KNOWN_PROVIDERS,
     PREFIX_RE,
+    CacheScope,
     CacheSettings,
     ConfigError,
     HistorySettings,
@@ -232,10 +233,22 @@ def _cache(r: Reader) -> CacheSettings:
         max_value_bytes=r.integer("CACHE_MAX_VALUE_BYTES", d.max_value_bytes, minimum=1024),
         key_user=r.get("CACHE_KEY_USER", d.key_user, flag, "a flag (1/0, true/false)"),
         lock_seconds=r.number("CACHE_LOCK_SECONDS", d.lock_seconds, minimum=0.1),
+        scope=_cache_scope(r),
     )
     if cache.max_value_bytes > cache.max_bytes:
         r.problems.append("CACHE_MAX_VALUE_BYTES must be <= CACHE_MAX_BYTES")
     return cache
+
+
+def _cache_scope(r: Reader) -> CacheScope:
+    scope = (r.raw("CACHE_SCOPE", _CACHE.scope) or _CACHE.scope).lower()
+    if scope == "team":
+        return "team"
+    if scope == "global":
+        return "global"
+    if scope != "key":
+        r.problems.append(f"CACHE_SCOPE={scope!r} is not key, team or global")
+    return "key"
 
 
 def _history(r: Reader) -> HistorySettings:

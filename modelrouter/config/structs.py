@@ -108,6 +108,11 @@ CacheMode = Literal["off", "deterministic", "all"]
 DATABASE_SCHEMES: Final = frozenset({"postgresql", "postgres"})
 
 
+# key: each virtual key its own (the static API_KEY list is one scope); team: a virtual key's
+# team (a key without a team: its own); global: every client shares.
+CacheScope = Literal["key", "team", "global"]
+
+
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The response cache (see modelrouter.cache)."""
 
@@ -117,6 +122,7 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_value_bytes: int = 1024 * 1024  # CACHE_MAX_VALUE_BYTES: a larger answer is not stored
     key_user: bool = False  # CACHE_KEY_USER: the request's `user` is part of the key
     lock_seconds: float = 10.0  # CACHE_LOCK_SECONDS: the lease of a fleet-wide leader's lock
+    scope: CacheScope = "key"  # CACHE_SCOPE: whose answers a cached answer serves
 
     @property
     def enabled(self) -> bool:

@@ -28,6 +28,7 @@ from modelrouter.routing.candidate import Candidate
 from modelrouter.routing.groups import Group, build_groups
 from modelrouter.routing.strategies import Strategies
 from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.keys import allowed
 
 if TYPE_CHECKING:
     from modelrouter.actors.provider import ProviderActor
@@ -82,15 +83,22 @@ class Planner:
         self.strategies = strategies or Strategies()
         self._known = {**KNOWN_PROVIDERS, **self.providers}  # what `name/model` may name
 
-    def plan(self, request: ChatRequest, *, stream: bool = False) -> list[Candidate]:
-        """The candidates, in the order their strategies say (`stream`: which latency)."""
+    def plan(
+        self, request: ChatRequest, *, stream: bool = False, allow: tuple[str, ...] = ()
+    ) -> list[Candidate]:
+        """The candidates, in the order their strategies say (`stream`: which latency), those
+        a key's allow-list (`allow`, patterns; empty: all) does not allow left out."""
         candidates, named = self._candidates(request, stream=stream, ordered=False)
+        if allow:
+            candidates = allowed_candidates(request, candidates, allow)
         return _capable(request, candidates, named=named)
 
-    def chain(self, request: ChatRequest) -> list[Candidate]:
+    def chain(self, request: ChatRequest, *, allow: tuple[str, ...] = ()) -> list[Candidate]:
         """The same candidates in a fixed order (no strategy applied): what the request
         resolves to, for the response cache's key."""
         candidates, named = self._candidates(request, stream=False, ordered=True)
+        if allow:
+            candidates = allowed_candidates(request, candidates, allow)
         return _capable(request, candidates, named=named)
 
     def _candidates(
@@ -181,6 +189,29 @@ class Planner:
         named = {c.actor.name for c in serving}
         rest = [_default(self.providers[n]) for n in self.order if n not in named]
         return [*serving, *rest]
+
+
+def allowed_candidates(
+    request: ChatRequest, candidates: list[Candidate], allow: tuple[str, ...]
+) -> list[Candidate]:
+    """The candidates a key's allow-list lets through: all of them when the model group or
+    alias asked for is allowed, else those whose `provider/model` (or bare model) is; none
+    left is a 403 `model_not_allowed` naming the model (`auto` is the configured order, so it
+    is never allowed by name)."""
+    asked = request.model
+    by_name = asked is not None and asked != "auto" and request.provider is None
+    if by_name and allowed(allow, (asked or "",)):
+        return candidates
+    kept = [c for c in candidates if allowed(allow, (f"{c.actor.name}/{c.model}", c.model))]
+    if not kept:
+        name = asked if request.provider is None else f"{request.provider}/{asked or ''}"
+        raise PlanError(
+            f"model {name or 'auto'!r} is not allowed for this key",
+            param="model",
+            type_="model_not_allowed",
+            status=403,
+        )
+    return kept
 
 
 def _serves(actor: ProviderActor, model: str) -> bool:

@@ -45,6 +45,14 @@ class SharedState(Protocol):
         """Take one request from the GCRA bucket `key` (burst = per_minute) if it has budget."""
         ...
 
+    async def acquire_units(
+        self, key: str, per_minute: int, units: float, *, force: bool = False
+    ) -> RateDecision:
+        """Take `units` at once from the GCRA bucket `key` (per_minute units a minute, burst =
+        per_minute), if they fit; `force` takes them even over the limit (up to a full
+        bucket); negative units give back what a reservation did not use."""
+        ...
+
     @property
     def leases_expire(self) -> bool:
         """True when a lease not renewed within its TTL is lost (shared with other processes);

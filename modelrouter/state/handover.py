@@ -96,6 +96,13 @@ class Handover:
             self._in_doubt[key] = self._in_doubt.get(key, 0) + 1
         return decision
 
+    async def acquire_units(
+        self, key: str, per_minute: int, units: float, *, force: bool
+    ) -> RateDecision:
+        share = self.share(per_minute)  # a reservation larger than the share takes it whole
+        units = units if force or units <= share else float(share)
+        return await self._memory.acquire_units(key, share, units, force=force)
+
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         local = await self._memory.acquire_lease(key, self.share(limit), ttl=ttl)
         return None if local is None else Lease(key, f"{self._tag}:{local.token}")

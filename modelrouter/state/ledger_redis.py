@@ -128,10 +128,16 @@ class RedisLedger:
             self._tokens += 1
             token = f"{id(self):x}:{self._tokens}"
             args = [budget, amount, int(ttl * 1000), token, _expiry(expire_at)]
+            keys = self._keys(account, period)
+            sent = state.fast.script(_RESERVE, keys, [*args, "1" if unchecked else "0"])
             try:
-                reply = await state.fast.script(
-                    _RESERVE, self._keys(account, period), [*args, "1" if unchecked else "0"]
-                )
+                # Shielded: a caller cancelled meanwhile (a client gone) still learns the
+                # reply, and gives back a hold it will never settle.
+                reply = await asyncio.shield(sent)
+            except asyncio.CancelledError:
+                hold = Hold(account, period, token, amount, shared=True)
+                sent.add_done_callback(lambda done: self._orphaned(done, hold, expire_at))
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure: the local share decides
                 state.failed("budget_reserve", exc)
             else:
@@ -157,6 +163,11 @@ class RedisLedger:
         return self._local.take(
             account, period, budget=share, amount=amount, ttl=ttl, unchecked=True
         )
+
+    def _orphaned(self, done: asyncio.Future[Any], hold: Hold, expire_at: float | None) -> None:
+        """The reply to a reservation whose caller was cancelled: release what it held."""
+        if not done.cancelled() and done.exception() is None and int(done.result()[0]) == 1:
+            self.settle(hold, 0, expire_at=expire_at)
 
     # -- settle --------------------------------------------------------------------------------
     def settle(self, hold: Hold, nanos: int, *, expire_at: float | None) -> None:

@@ -29,6 +29,11 @@ class MemoryState:
     async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
         return gcra(self._tat, key, per_minute, self._now())
 
+    async def acquire_units(
+        self, key: str, per_minute: int, units: float, *, force: bool = False
+    ) -> RateDecision:
+        return gcra(self._tat, key, per_minute, self._now(), cost=units, force=force)
+
     @property
     def leases_expire(self) -> bool:
         return False
@@ -120,8 +125,18 @@ class MemoryState:
         return debts, leases
 
 
-def gcra(tats: dict[str, float], key: str, per_minute: int, now: float) -> RateDecision:
+def gcra(
+    tats: dict[str, float],
+    key: str,
+    per_minute: int,
+    now: float,
+    *,
+    cost: float = 1.0,
+    force: bool = False,
+) -> RateDecision:
     """Generic cell rate algorithm with a burst of `per_minute`: N at once from idle, then N/min.
+    `cost` units are taken at once (negative: given back); `force` takes them even over the
+    limit, up to a full bucket (as the Redis script does).
 
     `per_minute == 0` means unlimited.
     """
@@ -130,8 +145,10 @@ def gcra(tats: dict[str, float], key: str, per_minute: int, now: float) -> RateD
     interval = 60.0 / per_minute
     window = 60.0  # burst * interval
     tat = max(tats.get(key, now), now)
-    new_tat = tat + interval
+    new_tat = tat + cost * interval
     if new_tat - now > window + 1e-9:
-        return RateDecision(False, new_tat - window - now, 0)
+        if not force:
+            return RateDecision(False, new_tat - window - now, 0)
+        new_tat = now + window
     tats[key] = new_tat
-    return RateDecision(True, 0.0, int((window - (new_tat - now)) / interval + 1e-9))
+    return RateDecision(True, 0.0, max(0, int((window - (new_tat - now)) / interval + 1e-9)))

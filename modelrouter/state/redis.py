@@ -238,6 +238,24 @@ class RedisState:
         self._local.seen(key, float(ahead))
         return RateDecision(bool(allowed), float(retry_after), int(remaining))
 
+    async def acquire_units(
+        self, key: str, per_minute: int, units: float, *, force: bool = False
+    ) -> RateDecision:
+        if per_minute <= 0:
+            return UNLIMITED
+        self._limits[key] = per_minute
+        if not self._breaker.up:
+            return await self._local.acquire_units(key, per_minute, units, force=force)
+        args = [per_minute, repr(float(units)), 1 if force else 0]
+        try:
+            reply = await self._fast.script(self._scripts.gcra, [self.key(key)], args)
+        except REDIS_ERRORS as exc:
+            self._failed("rate", exc)
+            return await self._local.acquire_units(key, per_minute, units, force=force)
+        allowed, retry_after, remaining, ahead = reply
+        self._local.seen(key, float(ahead))
+        return RateDecision(bool(allowed), float(retry_after), int(remaining))
+
     # -- leases ------------------------------------------------------------------------------
     @property
     def leases_expire(self) -> bool:

@@ -17,14 +17,17 @@ from typing import Any
 import msgspec
 import structlog
 
-from modelrouter.config import ConfigError, load_settings, secrets_of
+from modelrouter.config import ConfigError, Settings, load_settings, secrets_of
 from modelrouter.observability import configure_logging
+from modelrouter.state.connect import connect
 from modelrouter.tenants.keys import MAX_GRACE_SECONDS, KeyPage, NewKey
+from modelrouter.tenants.push import channel_of, publish
 from modelrouter.tenants.rows import BadCursor
 from modelrouter.tenants.store import (
     DB_ERRORS,
     MAX_LIMIT,
     BadKey,
+    KeyChange,
     KeyRevoked,
     KeyStore,
     NameTaken,
@@ -121,13 +124,25 @@ async def _act(store: KeyStore, args: argparse.Namespace) -> Any:
     return key.created(secret, now)
 
 
-async def _run(dsn: str, args: argparse.Namespace) -> Any:
-    store = KeyStore.from_url(dsn, pool_size=1)
+async def _run(settings: Settings, args: argparse.Namespace) -> Any:
+    assert settings.database_url is not None
+    client = None
+    on_change = None
+    if settings.redis_url is not None:  # running replicas hear the change as the API's
+        client = connect(settings.redis_url, settings.redis, name="modelrouter:keys-command")
+        channel = channel_of(settings.redis.key_prefix)
+
+        async def on_change(change: KeyChange) -> None:
+            await publish(client, channel, change)
+
+    store = KeyStore.from_url(settings.database_url, pool_size=1, on_change=on_change)
     await store.start()
     try:
         return await _act(store, args)
     finally:
         await store.close()
+        if client is not None:
+            await client.aclose()
 
 
 def run_keys(args: argparse.Namespace) -> int:
@@ -143,7 +158,7 @@ def run_keys(args: argparse.Namespace) -> int:
         # Log lines (a migration, a warning) go to stderr: stdout is the JSON a script reads.
         configure_logging(level="WARNING", fmt=settings.log_format, secrets=secrets_of(settings))
     try:
-        result = asyncio.run(_run(settings.database_url, args))
+        result = asyncio.run(_run(settings, args))
     except (msgspec.DecodeError, BadKey, BadCursor) as exc:  # ValidationError included
         print(f"modelrouter: invalid key settings: {exc}", file=sys.stderr)
         return 2

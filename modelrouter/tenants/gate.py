@@ -26,8 +26,8 @@ from modelrouter.tenants.spend import SpendLog
 from modelrouter.tenants.store import DB_ERRORS
 
 log = structlog.get_logger("modelrouter.budget")
-Chain = Callable[[ChatRequest], tuple[tuple[str, str], ...] | None]
-MAX_MEMO: Final = 1024  # (model, provider, fallback) triples whose top rate is remembered
+Chain = Callable[[ChatRequest, tuple[str, ...]], tuple[tuple[str, str], ...] | None]
+MAX_MEMO: Final = 1024  # (model, provider, fallback, allow-list) whose top rate is remembered
 _NO_PRICE: Final = -1
 
 
@@ -74,7 +74,7 @@ class BudgetGate:
         self.ttl = ttl  # a hold's lease: past the request's deadline, a crashed replica's go
         self._clock = clock
         self._windows: dict[Period, tuple[Window, float]] = {}  # the current one, and its end
-        self._rates: dict[tuple[str | None, str | None, bool], int] = {}
+        self._rates: dict[tuple[str | None, str | None, bool, tuple[str, ...]], int] = {}
 
     def window(self, period: Period) -> Window:
         """The current period of kind `period` (computed again once it ends)."""
@@ -87,21 +87,21 @@ class BudgetGate:
         self._windows[period] = (current, end)
         return current
 
-    def rate(self, chat: ChatRequest) -> int:
-        """The highest rate of the candidates `chat` may be answered by; Unpriced if one has
-        no price (unless BUDGET_ALLOW_UNPRICED)."""
-        memo = (chat.model, chat.provider, chat.fallback)
+    def rate(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int:
+        """The highest rate of the candidates `chat` may be answered by (within the key's
+        allow-list); Unpriced if one has no price (unless BUDGET_ALLOW_UNPRICED)."""
+        memo = (chat.model, chat.provider, chat.fallback, allow)
         found = self._rates.get(memo)
         if found is None:
-            found = self._top_rate(chat)
+            found = self._top_rate(chat, allow)
             if len(self._rates) < MAX_MEMO:
                 self._rates[memo] = found
         if found == _NO_PRICE:
             raise Unpriced(chat.model or "auto")
         return found
 
-    def _top_rate(self, chat: ChatRequest) -> int:
-        candidates = self.chain(chat) or ()
+    def _top_rate(self, chat: ChatRequest, allow: tuple[str, ...]) -> int:
+        candidates = self.chain(chat, allow) or ()
         rates = [self.pricing.rates(provider, model) for provider, model in candidates]
         if any(r is None for r in rates) and not self.settings.budget_allow_unpriced:
             return _NO_PRICE
@@ -112,7 +112,7 @@ class BudgetGate:
         budget = key.budget_nanos or 0
         current = self.window(key.budget_period)
         amount = worst_case(
-            chat, self.rate(chat), reserve_tokens=self.settings.budget_reserve_tokens
+            chat, self.rate(chat, key.models), reserve_tokens=self.settings.budget_reserve_tokens
         )
         expire_at = None if current.reset_at is None else current.reset_at.timestamp()
         ledger, ttl = self.ledger, self.ttl

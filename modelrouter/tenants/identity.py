@@ -19,3 +19,14 @@ class Identity(msgspec.Struct, frozen=True, gc=False):
     @property
     def team(self) -> str | None:
         return None if self.key is None else self.key.team
+
+
+def cache_scope(identity: Identity | None, scope: str) -> str:
+    """The response cache's scope of a request (CACHE_SCOPE `scope`): a virtual key's id, or
+    its team; "" (one scope) for the static API_KEY list, requests without a key, and global."""
+    key = None if identity is None else identity.key
+    if key is None or scope == "global":
+        return ""
+    if scope == "team" and key.team is not None:
+        return f"team:{key.team}"
+    return f"key:{key.id}"

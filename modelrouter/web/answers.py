@@ -32,10 +32,12 @@ from modelrouter.events import (
 )
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
+from modelrouter.tenants.identity import cache_scope
 from modelrouter.web.budget import REMAINING_HEADER, admit, remaining_header, settle
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
+from modelrouter.web.keylimits import admit_key, count_refusal, model_allow, settle_key
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime, Summary
 from modelrouter.web.sse import HEADERS, StreamFormat
 
@@ -63,8 +65,10 @@ def deadline_of(runtime: Runtime) -> float:
 def route(
     request: web.Request, runtime: Runtime, chat: ChatRequest, *, stream: bool, deadline: float
 ) -> Relay:
+    summary = request[SUMMARY]
     if runtime.capture:  # the history keeps what was asked
-        request[SUMMARY].chat = chat
+        summary.chat = chat
+    identity = summary.identity
     try:
         return runtime.system.route(
             chat,
@@ -73,6 +77,8 @@ def route(
             deadline=deadline,
             relay_size=RELAY_SIZE,
             cache=cache_policy(request) if runtime.cache else USE_CACHE,
+            allow=model_allow(identity),
+            scope=cache_scope(identity, runtime.cache_scope) if runtime.cache else "",
         )
     except Overloaded:
         raise ApiError(
@@ -81,6 +87,19 @@ def route(
 
 
 async def whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
+    """The whole answer, within the key's limits (a virtual key's hold is settled either way)."""
+    hold = await admit_key(request, runtime, chat, stream=False)
+    try:
+        return await _whole_answer(request, runtime, chat)
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
+    finally:
+        if hold is not None:
+            settle_key(runtime, hold, request[SUMMARY])
+
+
+async def _whole_answer(request: web.Request, runtime: Runtime, chat: ChatRequest) -> Answer:
     """Wait for the whole answer (or raise its failure); the relay is closed either way.
 
     No timer here: the routing task answers by the request's deadline (each attempt is cut to
@@ -132,6 +151,21 @@ def _close(runtime: Runtime, summary: Summary, relay: Relay | None) -> None:
 async def serve_stream(
     request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
 ) -> web.StreamResponse:
+    """The stream, within the key's limits (a virtual key's hold is settled either way)."""
+    hold = await admit_key(request, runtime, chat, stream=True)
+    try:
+        return await _serve_stream(request, runtime, chat, fmt)
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
+    finally:
+        if hold is not None:
+            settle_key(runtime, hold, request[SUMMARY])
+
+
+async def _serve_stream(
+    request: web.Request, runtime: Runtime, chat: ChatRequest, fmt: StreamFormat
+) -> web.StreamResponse:
     """Route `chat` as a stream written in `fmt`. MAX_CONCURRENT_STREAMS bounds the streams
     that call upstream: one the cache answers (a stored answer, or an identical request's in
     flight, joined) takes no slot, unless the call it joined fails and it goes on its own."""
@@ -177,6 +211,7 @@ def _join(
     """The stream answered by the cache alone, or None (the cache off, or it would lead)."""
     if not runtime.cache:
         return None
+    identity = request[SUMMARY].identity
     relay = runtime.system.join(
         chat,
         stream=True,
@@ -184,6 +219,8 @@ def _join(
         deadline=deadline,
         relay_size=RELAY_SIZE,
         cache=cache_policy(request),
+        allow=model_allow(identity),
+        scope=cache_scope(identity, runtime.cache_scope),
     )
     if relay is not None and runtime.capture:
         request[SUMMARY].chat = chat

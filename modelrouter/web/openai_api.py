@@ -14,9 +14,11 @@ from aiohttp import web
 from modelrouter.config import Settings
 from modelrouter.errors import ApiError
 from modelrouter.schemas import json_encoder
+from modelrouter.tenants.keys import allowed
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
+from modelrouter.web.keylimits import model_allow
 from modelrouter.web.openai_format import OpenAIStream, completion_body
 from modelrouter.web.openai_request import parse_completion_request
 from modelrouter.web.runtime import REQUEST_ID, RUNTIME, SUMMARY
@@ -73,22 +75,58 @@ def served_models(settings: Settings) -> list[dict[str, object]]:
     return models
 
 
+def visible(
+    models: list[dict[str, object]], settings: Settings, allow: tuple[str, ...]
+) -> list[dict[str, object]]:
+    """What a key with the allow-list `allow` may use: each `provider/model` it allows, each
+    alias or model group allowed by name or with a target it allows, and `auto` when any
+    enabled provider's model is allowed (it is the configured order, filtered)."""
+    if not allow:
+        return models
+    targets = {
+        alias.name: [f"{t.provider}/{t.model}" for t in alias.targets]
+        for alias in settings.model_aliases
+    }
+    for group in settings.model_groups:
+        targets[group.name] = [
+            f"{p.name}/{model}"
+            for p in settings.providers
+            if p.from_file and group.name in p.models
+            for model in (group.name, p.models[group.name])
+        ]
+    targets["auto"] = [f"{p.name}/{p.model}" for p in settings.providers if not p.from_file]
+
+    def usable(name: str) -> bool:
+        return allowed(allow, (name, name.partition("/")[2] or name))
+
+    return [
+        entry
+        for entry in models
+        if ((name := str(entry["id"])) != "auto" and usable(name))
+        or any(usable(target) for target in targets.get(name, ()))
+    ]
+
+
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    await authenticate(request, runtime)
-    body = {"object": "list", "data": served_models(runtime.settings)}
+    identity = await authenticate(request, runtime)
+    models = visible(served_models(runtime.settings), runtime.settings, model_allow(identity))
+    body = {"object": "list", "data": models}
     return web.Response(body=json_encoder.encode(body), content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    await authenticate(request, runtime)
+    identity = await authenticate(request, runtime)
     wanted = request.match_info["model"]
     found = next((m for m in served_models(runtime.settings) if m["id"] == wanted), None)
     provider, _, model = wanted.partition("/")
     if found is None and _model_name(model) and runtime.settings.provider(provider) is not None:
         # Any well-formed model name of an enabled provider routes, listed or not.
         found = {"id": wanted, "object": "model", "created": 0, "owned_by": provider}
+    allow = model_allow(identity)
+    if found is not None and allow and not visible([found], runtime.settings, allow):
+        found = None  # not the key's to use: as if not served
     if found is not None:
         return web.Response(body=json_encoder.encode(found), content_type="application/json")
     raise ApiError(404, "model_not_found", f"model {wanted!r} is not served (see GET /v1/models)")

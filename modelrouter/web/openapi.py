@@ -435,7 +435,7 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "This client key's spend and requests in [from, to), with its budget",
                 {"200": _answer("its row", _json("SpendReport"))}
-                | _errors((400, 401, 503), "OpenAIErrorEnvelope"),
+                | _errors((400, 401, 404, 503), "OpenAIErrorEnvelope"),
                 parameters=[
                     _query_parameter("from", "ISO 8601 date or time", type="string"),
                     _query_parameter("to", "ISO 8601 date or time", type="string"),

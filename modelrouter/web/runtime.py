@@ -19,6 +19,7 @@ from modelrouter.state.ledger_redis import ledger_for
 from modelrouter.tenants.cost import Charge, Pricing
 from modelrouter.tenants.gate import Admission, BudgetGate
 from modelrouter.tenants.identity import Identity
+from modelrouter.tenants.limits import KeyLimits
 from modelrouter.tenants.lookup import KeyResolver
 from modelrouter.tenants.spend import SpendLog
 
@@ -38,10 +39,11 @@ class Runtime(msgspec.Struct, kw_only=True):
     key_ids: tuple[str, ...] = (ANONYMOUS,)
     identities: tuple[Identity, ...] = (Identity(ANONYMOUS),)  # as `key_ids`, for `authenticate`
     resolver: KeyResolver | None = None  # virtual keys (DATABASE_URL), see web.auth
-    open_without_key: bool = (
-        False  # no API_KEY, loopback: keyless requests pass while no key exists
-    )
+    key_limits: KeyLimits | None = None  # virtual keys' rpm, tpm and streams
     budgets: BudgetGate | None = None  # virtual keys' budgets (DATABASE_URL), see web.budget
+    # No API_KEY, on loopback: a request without a key passes while no virtual key exists.
+    open_without_key: bool = False
+    cache_scope: str = "key"  # CACHE_SCOPE
     cache: bool = False  # CACHE_MODE is on: read each request's cache policy
     capture: bool = False  # history keeps content: note each request's messages and answer
 
@@ -120,6 +122,14 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     system = ActorSystem(settings, metrics, recent=app.get(RECENT))
     await system.start()
     pricing = system.pricing  # one table for the requests' cost and the attempt spans'
+    resolver = app.get(RESOLVER)
+    key_limits = None
+    if resolver is not None:
+        key_limits = KeyLimits(
+            system.state,
+            lease_ttl=settings.stream_lease_ttl,
+            renew_every=settings.stream_lease_renew,
+        )
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),
         settings=settings,
@@ -129,13 +139,17 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         api_keys=tuple(k.encode() for k in settings.api_keys),
         key_ids=(*(key_id(k) for k in settings.api_keys), ANONYMOUS),
         identities=(*(Identity(key_id(k)) for k in settings.api_keys), Identity(ANONYMOUS)),
-        resolver=app.get(RESOLVER),
+        resolver=resolver,
+        key_limits=key_limits,
         open_without_key=not settings.api_keys and is_loopback(settings.host),
         budgets=budget_gate(app, system, pricing),
         cache=settings.cache.enabled,
+        cache_scope=settings.cache.scope,
         capture=settings.database_url is not None and settings.history.store_content,
     )
     try:
         yield
     finally:
+        if key_limits is not None:  # before the state closes: the settles still owed
+            await key_limits.close()
         await system.close()

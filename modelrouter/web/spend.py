@@ -128,13 +128,8 @@ def _json(data: Any) -> web.Response:
 
 def _spend_log(request: web.Request) -> SpendLog:
     spend = request.app.get(SPEND)
-    if spend is None:
-        raise ApiError(
-            503,
-            "keys_unavailable",
-            "spend lives in PostgreSQL and DATABASE_URL is not set",
-            retryable=False,
-        )
+    if spend is None:  # as /v1/history: a route that is off is a 404, not a server's fault
+        raise ApiError(404, "spend_off", "spend is off (DATABASE_URL is not set)")
     return spend
 
 
