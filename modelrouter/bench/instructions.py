@@ -32,6 +32,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import NamedTuple
 
 import msgspec
 
@@ -123,9 +124,17 @@ class Keys(msgspec.Struct, frozen=True):
         return keyed.create_key(port, timeout=300) if self.virtual else keyed.STATIC_KEY
 
 
+class Count(NamedTuple):
+    """Instructions of every thread, and of the main thread alone (the event loop: the
+    request path, without the work of other threads such as the trace exporter's)."""
+
+    total: float
+    main: float
+
+
 def instructions(
     source: str | None, mock_port: int, path: str, count: int, keys: Keys | None = None
-) -> int:
+) -> Count:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
     serving `count` requests to `path` (with `keys`: each carrying that key)."""
     port = procs.free_port()
@@ -136,7 +145,9 @@ def instructions(
         env["PYTHONPATH"] = source
     with tempfile.TemporaryDirectory(prefix="modelrouter-callgrind-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        # A file per thread (out-01 is the main thread's: the event loop's).
+        command = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
+        command.append(f"--callgrind-out-file={out}")
         command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -147,18 +158,36 @@ def instructions(
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
-        with open(out, "rb") as file:
+        counts = _summaries(tmp)
+    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0))
+
+
+def _summaries(folder: str) -> dict[str, int]:
+    """Each thread's instructions, by the name of its callgrind file."""
+    counts: dict[str, int] = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as file:
             found = _TOTAL.search(file.read())
-    if found is None:
+        if found is not None:
+            counts[name] = int(found.group(1))
+    if not counts:
         raise RuntimeError("callgrind wrote no summary")
-    return int(found.group(1))
+    return counts
 
 
 def per_request(  # noqa: PLR0917 - the run's figures, in the order they are read
     source: str | None, mock_port: int, path: str, few: int, many: int, keys: Keys | None = None
 ) -> float:
+    return per_request_by_thread(source, mock_port, path, few, many, keys).total
+
+
+def per_request_by_thread(  # noqa: PLR0917 - as per_request
+    source: str | None, mock_port: int, path: str, few: int, many: int, keys: Keys | None = None
+) -> Count:
     first = instructions(source, mock_port, path, few, keys)
-    return (instructions(source, mock_port, path, many, keys) - first) / (many - few)
+    last = instructions(source, mock_port, path, many, keys)
+    requests = many - few
+    return Count((last.total - first.total) / requests, (last.main - first.main) / requests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,14 +230,17 @@ def main(argv: list[str] | None = None) -> int:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for path in (p.strip() for p in args.paths.split(",") if p.strip()):
             counts = [
-                (label, per_request(src, mock_port, path, args.few, args.many))
+                (label, per_request_by_thread(src, mock_port, path, args.few, args.many))
                 for label, src in sources
             ]
             mine = counts[0][1]
             for label, count in counts:
-                ratio = f" (x{count / mine:.4f} of this tree)" if label != "this tree" else ""
+                ratio = ""
+                if label != "this tree":
+                    ratio = f" (x{count.total / mine.total:.4f} of this tree)"
                 sys.stdout.write(
-                    f"{path:<8} {label:<12} {count:>12,.0f} instructions/request{ratio}\n"
+                    f"{path:<8} {label:<12} {count.total:>12,.0f} instructions/request{ratio}"
+                    f"; main thread {count.main:,.0f}\n"
                 )
     return 0
 
