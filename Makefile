@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m modelrouter serve
 
-# The system tools the tests drive (tinyproxy, redis-server and redis-cli, promtool; nginx for
+# The system tools the tests drive (tinyproxy, redis-server and redis-cli, promtool, chromium; nginx for
 # e2e): installed when missing as root, else named with the one command that installs them.
 # First, so that a missing tool stops `make test` before anything else runs.
 tools:

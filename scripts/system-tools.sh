@@ -4,7 +4,8 @@
 #
 #   scripts/system-tools.sh test   tinyproxy (tests/transport's forward proxy), redis-server and
 #                                  redis-cli (Cluster and Sentinel topologies), promtool (checks
-#                                  the metrics page, alert rules and dashboard queries)
+#                                  the metrics page, alert rules and dashboard queries),
+#                                  chromium (tests/console drives it with Playwright)
 #   scripts/system-tools.sh e2e    nginx (tests/e2e, in front of gateway processes)
 #
 # What is missing is installed when run as root (apt-get); otherwise it stops at once, naming
@@ -14,7 +15,7 @@ set -euo pipefail
 # tool:package, per suite
 tools_of() {
     case "$1" in
-        test) echo "tinyproxy:tinyproxy-bin redis-server:redis-server redis-cli:redis-tools promtool:prometheus" ;;
+        test) echo "tinyproxy:tinyproxy-bin redis-server:redis-server redis-cli:redis-tools promtool:prometheus chromium:chromium" ;;
         e2e) echo "nginx:nginx" ;;
         *) echo "system-tools: unknown suite '$1' (expected: test, e2e)" >&2; exit 2 ;;
     esac

@@ -18,6 +18,7 @@ PACKAGES = {  # what `make test` needs: Debian package -> the tool it brings
     "redis-server": "redis-server",
     "redis-tools": "redis-cli",
     "prometheus": "promtool",
+    "chromium": "chromium",
 }
 APT_GET = """#!/bin/sh
 echo "$*" >> "$APT_LOG"

@@ -139,6 +139,11 @@ async def test_fallback_is_traced_as_two_attempts_under_the_callers_span(
     assert found["gen_ai.response.finish_reasons"] == ["stop"]
     assert found["gen_ai.usage.input_tokens"] > 0
     assert found["gen_ai.usage.output_tokens"] > 0
+    # The answering attempt's usage at the price table's price: what the request was billed.
+    billed = float(response.headers["x-modelrouter-cost-usd"])
+    assert billed > 0
+    assert found["modelrouter.cost_usd"] == pytest.approx(billed)
+    assert "modelrouter.cost_usd" not in failed_attributes  # no usage, no cost
     # The exporter sent the configured headers; the receiver is the only one to see them.
     assert receiver.headers[0]["x-api-key"] == "otlp-secret-0123456789"
 

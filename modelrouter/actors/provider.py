@@ -29,8 +29,10 @@ from modelrouter.actors.upstream import Upstream, run_attempt
 from modelrouter.actors.views import ProviderState, ProviderView
 from modelrouter.config import ProviderSettings, Settings
 from modelrouter.observability import Metrics, tracing
+from modelrouter.observability.recent import Ring
 from modelrouter.routing.latency import Latency
 from modelrouter.state import HealthRecord, SharedState
+from modelrouter.tenants.cost import Pricing, usd
 from modelrouter.transport import PoolFull
 
 log = structlog.get_logger("modelrouter.provider")
@@ -71,6 +73,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         mailbox_size: int = 4096,
         on_change: Callable[[ProviderView], None] | None = None,
         fresh: bool = False,
+        window: Ring | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         """`fresh`: start healthy, whatever the shared state holds under this name (a reload
         gave the name another endpoint); a restart after a crash reloads it all the same."""
@@ -91,6 +95,9 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self.elsewhere = 0  # attempts in flight on the other replicas (routing/fleet.py)
         self._fresh = fresh
+        self.window = window or Ring()  # the console's last hour of attempts
+        self.pricing = pricing  # an attempt span's cost (only recorded attempts are priced)
+        self.budget_remaining: int | None = None  # at its last admission (rate-limited only)
         self._tune(provider)
 
     def _tune(self, provider: ProviderSettings) -> None:
@@ -143,6 +150,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             last_reason=health.last_reason,
             in_flight=len(self._tickets),
             in_flight_elsewhere=self.elsewhere,
+            rate_limit=self._rate_limit,
+            budget_remaining=self.budget_remaining,
             restarts=self.restarts,
             mailbox_depth=self.mailbox_depth,
             idle_connections=self.upstream.pool.idle,
@@ -211,6 +220,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             if self._rate_limit > 0:
                 budget = await self.state.acquire_rate(self._rate_key, self._rate_limit)
                 self._m.set_budget(budget.remaining)
+                self.budget_remaining = budget.remaining
                 if not budget.allowed:
                     self._m.rate_rejected.inc()
                     return Admission("rate_limited", retry_after=budget.retry_after)
@@ -299,11 +309,16 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         except BaseException as exc:
             span.abandon(exc)
             raise
+        usage, pricing = result.usage, self.pricing
+        cost = None
+        if usage is not None and pricing is not None:
+            cost = usd(pricing.charge(self.name, attempt.model, usage).nanos)
         span.end(
             ok=result.ok,
             reason=result.reason,
             finish_reason=result.finish_reason,
-            usage=result.usage,
+            usage=usage,
+            cost_usd=cost,
         )
         return result
 
@@ -320,6 +335,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             return
         if result.ok:
             self._m.success.inc()
+            self.window.attempt(True, time.time())
             if ticket.epoch == health.epoch and health.succeed():
                 log.info("provider_recovered", provider=self.name, request_id=ticket.request_id)
                 self._publish()
@@ -327,6 +343,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         if result.reason is None:
             return  # the client's request was wrong, not the provider
         self._m.failures[result.reason].inc()
+        self.window.attempt(False, time.time())
         if result.cut_by_deadline or result.reason == "model_not_found":
             return  # the request ran out of time, or wants a model this provider lacks
         self._blacklist(ticket, result)

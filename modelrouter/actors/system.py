@@ -44,6 +44,7 @@ from modelrouter.cache import ALONE, USE_CACHE, CachePolicy, build_cache
 from modelrouter.config import ProviderSettings, Settings, secrets_of, upstream_secrets
 from modelrouter.events import Failed
 from modelrouter.observability import REDACTOR, Metrics
+from modelrouter.observability.recent import Recent
 from modelrouter.providers import build_adapter
 from modelrouter.redact import Redactor
 from modelrouter.routing import PlanError, Planner
@@ -53,6 +54,7 @@ from modelrouter.routing.hedging import configured as hedging_configured
 from modelrouter.schemas import ChatRequest
 from modelrouter.state import HealthRecord, Lease, SharedState, create_state
 from modelrouter.state.connect import connect
+from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.prices import price_table
 from modelrouter.transport import Pool, open_pool
 
@@ -88,13 +90,21 @@ def hedging_of(settings: Settings) -> Hedging | None:
 
 class ActorSystem:
     def __init__(
-        self, settings: Settings, metrics: Metrics, *, state: SharedState | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        state: SharedState | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.recent = recent or Recent()  # the console's last hour, per deployment
         self.secrets = secrets_of(settings)
         self.redactor = Redactor(self.secrets)
         self.state = state if state is not None else create_state(settings, metrics)
+        # The price table, read once: the requests' cost (web) and the attempt spans' price.
+        self.pricing = Pricing(price_table(settings.tenants.prices))
         self._listeners: list[HealthListener] = []
         self._pools: list[Pool] = []
         # The deployments a `latency` group ranks: only their attempts are timed.
@@ -109,7 +119,7 @@ class ActorSystem:
             aliases=settings.model_aliases,
             groups=settings.model_groups,
             default_model=settings.default_model,
-            prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+            prices=self.pricing.table if settings.model_groups else None,
             hedging=self.hedging,
             continue_on_cut=settings.continue_on_cut,
         )
@@ -136,6 +146,8 @@ class ActorSystem:
             metrics=self.metrics,
             on_change=self._health_changed,
             fresh=fresh,
+            window=self.recent.ring(provider.name),
+            pricing=self.pricing,
         )
 
     def _upstream(self, provider: ProviderSettings) -> Upstream:
@@ -244,7 +256,7 @@ class ActorSystem:
             aliases=settings.model_aliases,
             groups=settings.model_groups,
             default_model=settings.default_model,
-            prices=price_table(settings.tenants.prices) if settings.model_groups else None,
+            prices=self.pricing.table if settings.model_groups else None,
         )
         await self.router.adopt(plan.actors, planner, retired=plan.retired)
         self._rehedge(settings)

@@ -20,6 +20,8 @@ class ProviderView(msgspec.Struct, frozen=True, kw_only=True):
     last_reason: str | None = None
     in_flight: int = 0  # attempts running now
     in_flight_elsewhere: int = 0  # on the other replicas, as last heard (routing/fleet.py)
+    rate_limit: int = 0  # requests per minute (0: unlimited)
+    budget_remaining: int | None = None  # of `rate_limit`, at its last admission
     restarts: int = 0  # times its supervisor restarted its loop
     mailbox_depth: int = 0
     idle_connections: int = 0  # upstream connections waiting in its pool

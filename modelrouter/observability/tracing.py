@@ -214,15 +214,20 @@ class AttemptSpan:
         reason: str | None,
         finish_reason: str | None,
         usage: Usage | None,
+        cost_usd: float | None = None,
     ) -> None:
         """End with the attempt's result: `ok`, or its failure `reason` (None: the upstream
-        rejected the request itself)."""
+        rejected the request itself); `cost_usd`: its usage at the price table's price."""
         span = self.span
         outcome = "ok" if ok else reason or "invalid_request"
-        found: dict[str, str | int | tuple[str, ...]] = {"modelrouter.attempt.outcome": outcome}
+        found: dict[str, str | int | float | tuple[str, ...]] = {
+            "modelrouter.attempt.outcome": outcome
+        }
         if usage is not None:
             found["gen_ai.usage.input_tokens"] = usage.prompt_tokens
             found["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        if cost_usd is not None:
+            found["modelrouter.cost_usd"] = cost_usd
         if finish_reason is not None:
             found["gen_ai.response.finish_reasons"] = (finish_reason,)
         if not ok:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from modelrouter.history import History, Record
 from modelrouter.observability import Metrics
+from modelrouter.observability.recent import ErrorEntry, Recent
 from modelrouter.tenants.cost import usd, usd_text
 from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Summary
@@ -31,6 +32,8 @@ HISTORY_ROUTES = frozenset(
         "/v1/embeddings",
     }
 )
+# Not in the console's list of errors: its own polling, and paths that match no route.
+UNLISTED_PREFIXES = ("/admin", "/ui", "unmatched")
 
 
 class Accounting:
@@ -40,8 +43,16 @@ class Accounting:
     so does shutdown.
     """
 
-    def __init__(self, metrics: Metrics, *, delay: float = 0.002, limit: int = 256) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        recent: Recent | None = None,
+        delay: float = 0.002,
+        limit: int = 256,
+    ) -> None:
         self.metrics = metrics
+        self.recent = recent or Recent()  # the console's figures of this replica
         self.delay = delay
         self._limit = limit
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
@@ -66,13 +77,15 @@ class Accounting:
             self._due = None
         pending, self._pending = self._pending, []
         metrics = self.metrics
+        # Wall time of arrival, from the monotonic times the requests noted.
+        offset = time.time() - time.perf_counter()
         for request, route, status, seconds, quiet in pending:
             metrics.observe_request(route, request.method, status, seconds)
             _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
             self._count_cost(request[SUMMARY])
+            if not quiet:
+                self._note(request, route, status, seconds, offset)
         history, spend = self.history, self.spend
-        # Wall time of arrival, from the monotonic times the requests noted.
-        offset = time.time() - time.perf_counter()
         if history is not None:
             for request, route, status, seconds, _ in pending:
                 if route in HISTORY_ROUTES and status != 401:
@@ -82,6 +95,37 @@ class Accounting:
                 row = spend_row(request, offset)
                 if row is not None:
                     spend.add(row)
+
+    def _note(
+        self, request: web.Request, route: str, status: int, seconds: float, offset: float
+    ) -> None:
+        """The console's figures: the deployment's time to first byte, the cache's answer, the
+        request in the last errors if it failed (what and where only)."""
+        summary: Summary = request[SUMMARY]
+        recent = self.recent
+        answering = summary.answering
+        at = summary.started + offset
+        if summary.cache is not None:
+            recent.count_cache(summary.cache)
+        failed = status >= 400 or summary.error is not None
+        if answering is not None and not failed and summary.cache != "hit":
+            first_byte = summary.first_byte
+            ring = recent.ring(answering.provider)
+            ring.first_byte(seconds if first_byte is None else first_byte, at)
+        if failed and not route.startswith(UNLISTED_PREFIXES):
+            recent.errors.append(
+                ErrorEntry(
+                    at=round(at, 3),
+                    request_id=request[REQUEST_ID],
+                    route=route,
+                    status=status,
+                    type=summary.error,
+                    provider=answering.provider or None if answering is not None else None,
+                    model=answering.model or None if answering is not None else None,
+                    attempts=answering.attempt if answering is not None else 0,
+                    client=summary.client,
+                )
+            )
 
     def _count_cost(self, summary: Summary) -> None:
         """The spend metric, and an unpriced model counted (and said once)."""

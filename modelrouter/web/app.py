@@ -8,10 +8,12 @@ from aiohttp import web
 
 from modelrouter.config import Settings
 from modelrouter.observability import Metrics, tracing
+from modelrouter.observability.recent import Recent
 from modelrouter.web import (
     admin,
     anthropic_api,
     chat,
+    console,
     embeddings,
     health,
     history,
@@ -23,7 +25,7 @@ from modelrouter.web import (
 )
 from modelrouter.web.accounting import ACCOUNTING, Accounting
 from modelrouter.web.middleware import front
-from modelrouter.web.runtime import METRICS, SETTINGS, runtime_ctx
+from modelrouter.web.runtime import METRICS, RECENT, SETTINGS, runtime_ctx
 
 
 def create_app(
@@ -34,7 +36,8 @@ def create_app(
     app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
-    accounting = app[ACCOUNTING] = Accounting(app[METRICS])
+    recent = app[RECENT] = Recent()  # this replica's last hour, for the console
+    accounting = app[ACCOUNTING] = Accounting(app[METRICS], recent=recent)
     accounting.key_labels = settings.tenants.metrics_key_labels
 
     async def account_the_rest(_: web.Application) -> None:
@@ -67,8 +70,10 @@ def create_app(
     app.router.add_get("/ready", health.ready)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.document)
+    console.add_ui_routes(app)  # the pages; what they read needs a key of its own
     if settings.tenants.admin_keys:  # else /admin/* is not routed at all: a 404, any method
         admin.add_routes(app)
         app.router.add_post("/admin/reload", reload.admin_reload)
+        console.add_admin_routes(app)
         spend.add_routes(app)
     return app

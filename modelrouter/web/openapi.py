@@ -26,6 +26,7 @@ from modelrouter.schemas import (
 )
 from modelrouter.tenants import CreatedKey, KeyInfo, KeyPage, KeyPatch, NewKey, Rotation
 from modelrouter.web import openapi_more
+from modelrouter.web.console import ErrorList, Overview
 from modelrouter.web.health import Health, Ready
 from modelrouter.web.history import HistoryPage
 from modelrouter.web.reload import ReloadOutcome
@@ -158,6 +159,9 @@ class ModelList(msgspec.Struct, frozen=True):
 
 
 _TYPES: tuple[Any, ...] = (
+    SpendReport,
+    Overview,
+    ErrorList,
     ChatRequest,
     ChatResponse,
     ErrorEnvelope,
@@ -302,6 +306,7 @@ def _admin_paths() -> dict[str, Any]:
         {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
         {"name": "team", "in": "query", "required": False, "schema": {"type": "string"}},
     ]
+    read_errors = _errors((401, 404), "ErrorEnvelope")
     return {
         "/admin/spend": {
             "get": _admin(
@@ -325,6 +330,24 @@ def _admin_paths() -> dict[str, Any]:
                     }
                     | errors,
                     parameters=_spend_parameters(group_by=True),
+                )
+            )
+        },
+        "/admin/overview": {
+            "get": _admin(
+                _operation(
+                    "Deployments (state, in flight, rate budget, time to first byte and error "
+                    "rate over 5 and 60 minutes), cache and history: the console's overview",
+                    {"200": _answer("the overview", _json("Overview"))} | read_errors,
+                )
+            )
+        },
+        "/admin/errors": {
+            "get": _admin(
+                _operation(
+                    "The last 50 failed requests of this replica, newest first (what and "
+                    "where: no message, prompt or key)",
+                    {"200": _answer("the errors", _json("ErrorList"))} | read_errors,
                 )
             )
         },

@@ -13,6 +13,7 @@ from modelrouter.actors.system import ActorSystem
 from modelrouter.config import Settings, is_loopback
 from modelrouter.events import Answering, Usage
 from modelrouter.observability import Metrics
+from modelrouter.observability.recent import Recent
 from modelrouter.routing.hedging import Hints
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger_redis import ledger_for
@@ -21,7 +22,6 @@ from modelrouter.tenants.gate import Admission, BudgetGate
 from modelrouter.tenants.identity import Identity
 from modelrouter.tenants.limits import KeyLimits
 from modelrouter.tenants.lookup import KeyResolver
-from modelrouter.tenants.prices import price_table
 from modelrouter.tenants.spend import SpendLog
 
 HOLD_MARGIN = 60.0  # seconds a budget's hold outlives its request's deadline
@@ -95,6 +95,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SUMMARY = web.RequestKey("summary", Summary)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+RECENT = web.AppKey("recent", Recent)  # this replica's last hour, for the console
 RESOLVER = web.AppKey("resolver", KeyResolver)
 SPEND = web.AppKey("spend", SpendLog)
 
@@ -123,9 +124,9 @@ def budget_gate(app: web.Application, system: ActorSystem, pricing: Pricing) -> 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the actor system for the app's lifetime; close it at cleanup."""
     settings, metrics = app[SETTINGS], app[METRICS]
-    system = ActorSystem(settings, metrics)
+    system = ActorSystem(settings, metrics, recent=app.get(RECENT))
     await system.start()
-    pricing = Pricing(price_table(settings.tenants.prices))
+    pricing = system.pricing  # one table for the requests' cost and the attempt spans'
     resolver = app.get(RESOLVER)
     key_limits = None
     if resolver is not None:

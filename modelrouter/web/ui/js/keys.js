@@ -1,0 +1,83 @@
+// Keys: spend against budget, reset time, revoke (DELETE with the admin key, in two clicks).
+import { call, routes } from "./api.js";
+import { fill, h, usd, when } from "./dom.js";
+
+const confirming = new Set(); // key ids whose revoke button asks for its second click
+let refresh = () => {};
+
+async function revoke(key, button) {
+  if (!confirming.has(key.id)) {
+    confirming.add(key.id);
+    button.textContent = "Confirm revoke";
+    button.className = "confirm";
+    return;
+  }
+  confirming.delete(key.id);
+  button.disabled = true;
+  await call("DELETE", `/admin/keys/${encodeURIComponent(key.id)}`);
+  await refresh();
+}
+
+function spendCell(spend, key) {
+  if (!spend) return h("td", {}, "–");
+  const budget = key.budget_usd;
+  const used = spend.period_spend_usd ?? 0;
+  if (budget === null || budget === undefined) return h("td", { "data-role": "spend" }, usd(used));
+  return h(
+    "td",
+    { "data-role": "spend" },
+    h("meter", { min: 0, max: budget, value: Math.min(used, budget), high: budget * 0.8 }),
+    ` ${usd(used)} of ${usd(budget)}`,
+  );
+}
+
+function row(key, spend) {
+  const revoked = key.status === "revoked";
+  const asking = confirming.has(key.id);
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: asking ? "confirm" : "danger",
+      "data-action": "revoke",
+      disabled: revoked,
+    },
+    revoked ? "Revoked" : asking ? "Confirm revoke" : "Revoke",
+  );
+  if (!revoked) button.addEventListener("click", () => revoke(key, button).catch(refresh.fail));
+  const budget = key.budget_usd === null ? "none" : `${usd(key.budget_usd)} / ${key.budget_period}`;
+  return h(
+    "tr",
+    { "data-key": key.id, "data-status": key.status },
+    h("td", {}, key.name),
+    h("td", {}, key.id),
+    h("td", {}, key.team || "–"),
+    h("td", { "data-role": "status" }, key.status),
+    spendCell(spend, key),
+    h("td", {}, budget),
+    h("td", {}, when(spend ? spend.reset_at : null)),
+    h("td", { "data-role": "total" }, spend ? usd(spend.spend_usd ?? 0) : "–"),
+    h("td", { "data-role": "requests" }, spend ? spend.requests ?? 0 : "–"),
+    h("td", {}, button),
+  );
+}
+
+export async function showKeys(again, fail) {
+  refresh = again;
+  refresh.fail = fail;
+  const served = await routes();
+  const withSpend = served.has("GET /admin/spend");
+  const [page, spend] = await Promise.all([
+    call("GET", "/admin/keys?limit=200"),
+    withSpend ? call("GET", "/admin/spend?group_by=key") : null,
+  ]);
+  const byKey = new Map(((spend && spend.data) || []).map((r) => [r.group, r]));
+  document.getElementById("keys-note").textContent = withSpend
+    ? "Spend from the history (fleet-wide)."
+    : "This gateway has no /admin/spend: spend is not shown.";
+  const rows = page.data.map((key) => row(key, withSpend ? byKey.get(key.id) || {} : null));
+  fill(
+    document.querySelector("#keys tbody"),
+    rows.length ? rows : [h("tr", {}, h("td", { colspan: 10 }, "no keys"))],
+  );
+}
