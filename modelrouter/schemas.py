@@ -124,6 +124,11 @@ class EmbedChat(ChatRequest, frozen=True, kw_only=True):
     operation: ClassVar[Operation] = "embed"
     embed: EmbedInput
 
+    def given_tokens(self) -> int:
+        """The tokens of its token arrays (its texts are in `messages`)."""
+        tokens = self.embed.tokens
+        return 0 if tokens is None else sum(len(array) for array in tokens)
+
 
 class CountChat(NativeChat, frozen=True, kw_only=True):
     """A request whose input tokens are to be counted by the deployment that would answer

@@ -20,7 +20,7 @@ from typing import Final
 
 import msgspec
 
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat
 from modelrouter.tenants.keys import Period
 from modelrouter.tenants.prices import Rates
 
@@ -72,6 +72,11 @@ def prompt_bound(chat: ChatRequest) -> int:
 
 
 def output_bound(chat: ChatRequest, default: int) -> int:
+    """Output tokens at most: none for an operation that writes no text (embeddings, a token
+    count; what is not in `prompt_bound`, an embedding's token arrays, is counted here), else
+    `max_tokens`, or `default`."""
+    if chat.operation != "chat":  # a token array's tokens are input, known exactly
+        return chat.given_tokens() if isinstance(chat, EmbedChat) else 0
     given = chat.max_tokens
     return given if given is not None and given > 0 else default
 

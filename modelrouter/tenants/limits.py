@@ -17,7 +17,7 @@ import asyncio
 import math
 from typing import Final
 
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat
 from modelrouter.state.base import Lease, SharedState
 from modelrouter.state.memory import MemoryState
 from modelrouter.tenants.keys import Key
@@ -41,6 +41,8 @@ def token_ceiling(chat: ChatRequest, *, default_output: int = DEFAULT_RESERVE_TO
     TOKENS_PER_MESSAGE a message (no tokenizer makes fewer bytes than tokens), plus max_tokens
     or `default_output`."""
     prompt = sum(len(m.content.encode()) + TOKENS_PER_MESSAGE for m in chat.messages)
+    if chat.operation != "chat":  # embeddings, a token count: no output
+        return prompt + (chat.given_tokens() if isinstance(chat, EmbedChat) else 0)
     return prompt + (chat.max_tokens or default_output)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from modelrouter.tenants.cost import FREE
 from modelrouter.web.answers import response_headers, serve_stream, whole_answer
 from modelrouter.web.anthropic_format import AnthropicStream, message_body
 from modelrouter.web.anthropic_request import MessagesRequest, parse_messages_request
@@ -70,8 +69,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     that one cannot count: never an estimate). Admitted and rate-limited as a request; free."""
     runtime = request.app[RUNTIME]
     parsed = await read_messages_request(request, runtime, counting=True)
-    _, usage, answering = await gather(request, runtime, parsed.chat)
-    request[SUMMARY].cost = FREE
+    _, usage, answering = await gather(request, runtime, parsed.chat, free=True)
     return web.Response(
         body=_encode({"input_tokens": usage.prompt_tokens}),
         content_type="application/json",

@@ -21,7 +21,7 @@ from aiohttp import web
 from modelrouter.errors import bad_request
 from modelrouter.events import Embeddings
 from modelrouter.schemas import EmbedChat, EmbedInput, Message
-from modelrouter.web.answers import charge, response_headers
+from modelrouter.web.answers import response_headers
 from modelrouter.web.auth import authenticate
 from modelrouter.web.body import read_body
 from modelrouter.web.openai_format import model_id
@@ -96,9 +96,6 @@ async def embeddings(request: web.Request) -> web.Response:
         await read_body(request, runtime.settings.max_body_bytes)
     )
     events, usage, answering = await gather(request, runtime, chat)
-    summary = request[SUMMARY]
-    summary.usage = usage
-    summary.cost = charge(runtime, summary, answering, usage)
     vectors = next((e.vectors for e in events if isinstance(e, Embeddings)), [])
     body: dict[str, Any] = {
         "object": "list",

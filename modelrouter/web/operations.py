@@ -1,27 +1,39 @@
 """Answering a request that is not a chat (embeddings, a token count): routed as a whole
-answer is (`web.answers.route`), its events gathered until the end."""
+answer is (`web.answers.route`), its events gathered until the end, within the same door as
+a chat: a virtual key's limits (rpm, tpm) and budget, held before and settled after."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from modelrouter.errors import ApiError
 from modelrouter.events import Answering, CacheStatus, Done, Event, Failed, Usage
 from modelrouter.schemas import ChatRequest
-from modelrouter.web.answers import NOBODY, deadline_of, route
+from modelrouter.tenants.cost import FREE
+from modelrouter.web.answers import NOBODY, charge, deadline_of, route
+from modelrouter.web.budget import admit, settle
 from modelrouter.web.errors import from_event
+from modelrouter.web.keylimits import admit_key, count_refusal, settle_key
 from modelrouter.web.runtime import SUMMARY, Runtime
 
 
-async def gather(
-    request: web.Request, runtime: Runtime, chat: ChatRequest
+async def gather(  # noqa: PLR0912 - one flat loop, as whole_answer
+    request: web.Request, runtime: Runtime, chat: ChatRequest, *, free: bool = False
 ) -> tuple[list[Event], Usage, Answering]:
-    """The answer's events (its usage and who answered apart, noted on the summary but for
-    the usage), or its failure raised. The relay is closed either way."""
-    relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
+    """The answer's events (its usage and who answered apart, noted on the summary), or its
+    failure raised. The request's cost is noted before the key's holds are settled: its
+    usage at its price, or nothing when `free` (a token count: it also gives back the tokens
+    its tpm hold took). The relay is closed either way."""
     summary = request[SUMMARY]
+    key = None if summary.identity is None else summary.identity.key
+    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
+    relay = None
     found: list[Event] = []
     usage = Usage()
     try:
+        if key is not None and key.budget_nanos is not None:
+            await admit(request, runtime, key, chat)
+        relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
                 kind = type(event)
@@ -34,8 +46,22 @@ async def gather(
                 elif kind is Failed:
                     raise from_event(event)  # type: ignore[arg-type]
                 elif kind is Done:
-                    return found, usage, summary.answering or NOBODY
+                    answering = summary.answering or NOBODY
+                    if free:
+                        summary.cost = FREE
+                    else:
+                        summary.usage = usage
+                        summary.cost = charge(runtime, summary, answering, usage)
+                    return found, usage, answering
                 else:
                     found.append(event)
+    except ApiError as exc:
+        count_refusal(runtime, exc)
+        raise
     finally:
-        relay.close()
+        if relay is not None:
+            relay.close()
+        if hold is not None:
+            settle_key(runtime, hold, summary)
+        if summary.admission is not None:  # a budget's hold: the cost is known now
+            settle(runtime, summary)
