@@ -7,13 +7,14 @@ import base64
 import struct
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 
 from modelrouter.actors.upstream import Upstream
 from modelrouter.config import ProviderSettings
 from modelrouter.events import Embeddings, UpstreamFailure, Usage
-from modelrouter.mock.embeddings import embed
+from modelrouter.mock.embeddings import embed, gemini_batch_embed
 from modelrouter.providers import build_adapter
 from modelrouter.providers.base import Refusal
 from modelrouter.redact import Redactor
@@ -176,3 +177,34 @@ def test_gemini_embeddings_request_line() -> None:
     upstream = Upstream(gemini, Pool(gemini.url), Redactor())
     head = upstream.operation_head_for("embed", "models/gemini-embedding-001")
     assert head.startswith(b"POST /v1beta/models/gemini-embedding-001:batchEmbedContents HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    ("body", "fault"),
+    [
+        ({}, "requests"),
+        ({"requests": [{"model": "models/m", "content": {"parts": [{"inline": 1}]}}]}, "parts"),
+        ({"requests": [{"model": "m", "content": {"parts": [{"text": "x"}]}}]}, "models/"),
+        (
+            {
+                "requests": [
+                    {"model": "models/m", "content": {"parts": [{"text": "x"}]}}
+                    | {"outputDimensionality": 0}
+                ]
+            },
+            "dimensions",
+        ),
+    ],
+)
+def test_the_mock_refuses_a_malformed_batch_embed(body: dict[str, Any], fault: str) -> None:
+    with pytest.raises(ValueError, match=fault):
+        gemini_batch_embed(body)
+
+
+async def test_the_mock_answers_gemini_s_errors_on_batch_embed(mock: Mock) -> None:
+    """A fault on the embeddings path answers in Gemini's error shape (the adapter reads it)."""
+    async with aiohttp.ClientSession() as session:
+        url = f"{mock.url}/x/status=429/v1beta/models/m:batchEmbedContents"
+        async with session.post(url, json={"requests": []}) as response:
+            assert response.status == 429
+            assert (await response.json())["error"]["status"] == "RESOURCE_EXHAUSTED"
