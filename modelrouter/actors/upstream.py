@@ -36,7 +36,7 @@ from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.continuation import continue_final
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, Operation
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -100,7 +100,8 @@ class Upstream:
         self.answers = answers if answers is not None else Redactor()
         self.timed = timed
         self.head = pool.header_block("POST", "", adapter.headers)
-        self._heads: dict[tuple[str, bool], bytes] = {}
+        # Keyed by model and stream flag (chat) or operation (the others).
+        self._heads: dict[tuple[str, bool | str], bytes] = {}
         # One head per operation other than chat that the adapter offers (its own endpoint).
         self.operation_heads = {
             operation: pool.header_block("POST", "", adapter.headers, url=url)
@@ -111,6 +112,8 @@ class Upstream:
         """The request head of `attempt`."""
         operation = attempt.request.operation
         if operation != "chat":
+            if self.adapter.model_in_path:
+                return self.operation_head_for(operation, attempt.model)
             return self.operation_heads[operation]
         if self.adapter.model_in_path:
             return self.head_for(attempt.model, attempt.stream)
@@ -126,6 +129,18 @@ class Upstream:
             head = self.pool.header_block("POST", path, self.adapter.headers)
             if len(self._heads) < MAX_HEADS:
                 self._heads[model, stream] = head
+        return head
+
+    def operation_head_for(self, operation: Operation, model: str) -> bytes:
+        """The head of an operation whose path names the model (Azure's deployment, Gemini's
+        model), kept as `head_for` keeps chat's."""
+        head = self._heads.get((model, operation))
+        if head is None:
+            url = self.adapter.endpoints[operation]
+            path = self.adapter.operation_path(operation, model)
+            head = self.pool.header_block("POST", path, self.adapter.headers, url=url)
+            if len(self._heads) < MAX_HEADS:
+                self._heads[model, operation] = head
         return head
 
 

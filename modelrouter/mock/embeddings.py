@@ -1,6 +1,7 @@
 """The mock's answers that are not chats: embeddings (vectors of a fixed size, or the
-`dimensions` asked, that depend only on the input) in OpenAI's (`/v1/embeddings`) and Ollama's
-(`/api/embed`) shapes, and Anthropic's token count (`/v1/messages/count_tokens`)."""
+`dimensions` asked, that depend only on the input) in OpenAI's (`/v1/embeddings`, and Azure's
+paths), Ollama's (`/api/embed`) and Gemini's (`:batchEmbedContents`) shapes, and Anthropic's
+token count (`/v1/messages/count_tokens`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,27 @@ def ollama_embed(body: dict[str, Any]) -> bytes:
     vectors = [embed(item, size) for item in inputs]
     tokens = sum(map(_tokens, inputs))
     return _encode({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
+
+
+def gemini_batch_embed(body: dict[str, Any]) -> bytes:
+    """`batchEmbedContents`: a vector per request, each of its content's text parts joined
+    (the same vector as OpenAI's for that text), `outputDimensionality` long if given."""
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise ValueError("'requests' must be a non-empty list")
+    vectors = []
+    for item in requests:
+        content = item.get("content") if isinstance(item, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
+        ):
+            raise ValueError("each request needs 'content.parts' of text")
+        if not str(item.get("model", "")).startswith("models/"):
+            raise ValueError("each request's 'model' must be 'models/{model}'")
+        size = _size({"dimensions": item.get("outputDimensionality", EMBED_SIZE)})
+        vectors.append({"values": embed("".join(p["text"] for p in parts), size)})
+    return _encode({"embeddings": vectors})
 
 
 def count_tokens(body: dict[str, Any]) -> bytes:

@@ -21,7 +21,12 @@ from aiohttp import web
 
 from modelrouter.mock.anthropic import ANTHROPIC
 from modelrouter.mock.azure import AZURE
-from modelrouter.mock.embeddings import count_tokens, ollama_embed, openai_embeddings
+from modelrouter.mock.embeddings import (
+    count_tokens,
+    gemini_batch_embed,
+    ollama_embed,
+    openai_embeddings,
+)
 from modelrouter.mock.faults import Faults, add_mock_arguments, faults_from_args, slow
 from modelrouter.mock.flavours import OLLAMA, OPENAI, STREAM_ERROR, Flavour, Reply
 from modelrouter.mock.gemini import GEMINI
@@ -306,6 +311,18 @@ def create_mock_app(defaults: Faults | None = None) -> web.Application:
         ("POST", "/v1/messages/count_tokens", _json_handler(ANTHROPIC, count_tokens)),
         ("POST", "/openai/deployments/{deployment}/chat/completions", _chat_handler(AZURE)),
         ("POST", "/openai/v1/chat/completions", _chat_handler(AZURE)),
+        (
+            "POST",
+            "/openai/deployments/{deployment}/embeddings",
+            _json_handler(AZURE, openai_embeddings),
+        ),
+        ("POST", "/openai/v1/embeddings", _json_handler(AZURE, openai_embeddings)),
+        # Before the chat methods' route, which would take any `{model}:{method}`.
+        (
+            "POST",
+            "/v1beta/models/{model}:batchEmbedContents",
+            _json_handler(GEMINI, gemini_batch_embed),
+        ),
         ("POST", "/v1beta/models/{call}", _chat_handler(GEMINI)),
         ("GET", "/v1/models", _listing_handler(OPENAI, _OPENAI_MODELS)),
         ("GET", "/api/tags", _listing_handler(OLLAMA, _OLLAMA_TAGS)),

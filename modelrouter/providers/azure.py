@@ -13,6 +13,10 @@
   (https://learn.microsoft.com/en-us/azure/ai-services/openai/concepts/content-filter), a
   client error like any 400. A deployment that does not exist is a 404 with
   `code: DeploymentNotFound`: another deployment of the group may serve the model.
+- Embeddings (https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference#embeddings):
+  `POST {endpoint}/openai/deployments/{deployment}/embeddings?api-version=...`, or
+  `/openai/v1/embeddings` with the deployment as `model`; OpenAI's body and answer (the
+  OpenAI-compatible mapping, `input` strings or token arrays, `dimensions`, `user`).
 - A 429 may say how long to wait in `retry-after-ms` beside `Retry-After` (OpenAI's own SDKs
   read it first, `_parse_retry_after_header` in openai-python); the milliseconds are the finer.
 """
@@ -27,6 +31,7 @@ from urllib.parse import quote
 from modelrouter.config import ProviderSettings
 from modelrouter.events import UpstreamFailure
 from modelrouter.providers.openai_compat import OpenAICompatAdapter, error_code
+from modelrouter.schemas import Operation
 
 DEFAULT_API_VERSION: Final = "2024-10-21"
 V1: Final = "v1"  # the version-less API: /openai/v1 paths
@@ -40,8 +45,10 @@ class AzureAdapter(OpenAICompatAdapter):
         self.model_in_path = self.api_version != V1
         super().__init__(settings)
 
-    def embed_endpoint(self, base_url: str) -> str | None:  # noqa: ARG002 - not yet
-        return None  # Azure's embeddings path names the deployment: not mapped yet
+    def embed_endpoint(self, base_url: str) -> str | None:
+        if self.api_version == V1:
+            return f"{base_url}/openai/v1/embeddings"
+        return f"{base_url}/openai/deployments"  # the deployment follows (`operation_path`)
 
     def endpoint(self, base_url: str) -> str:
         if self.api_version == V1:
@@ -53,6 +60,10 @@ class AzureAdapter(OpenAICompatAdapter):
             return ""
         version = quote(self.api_version, safe="")
         return f"/{quote(model, safe='')}/chat/completions?api-version={version}"
+
+    def operation_path(self, operation: Operation, model: str) -> str:  # noqa: ARG002 - embed only
+        version = quote(self.api_version, safe="")
+        return f"/{quote(model, safe='')}/embeddings?api-version={version}"
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"api-key": api_key} if api_key else {}

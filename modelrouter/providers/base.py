@@ -190,6 +190,11 @@ class Adapter(ABC):
         (percent-encoded here: a model name is the client's text)."""
         return ""
 
+    def operation_path(self, operation: Operation, model: str) -> str:  # noqa: ARG002 - for subclasses
+        """What follows the operation's endpoint path in the request target, for adapters with
+        `model_in_path` (Azure's deployment, Gemini's model and method), percent-encoded here."""
+        return ""
+
     def request_headers(self, request: ChatRequest) -> bytes:  # noqa: ARG002 - for subclasses
         """Header lines (each ending in CRLF) a request of a client API adds to the adapter's
         own (Anthropic's allowed beta headers); asked only for a `NativeChat`."""

@@ -8,7 +8,8 @@ GenerateContentResponse), the FinishReason values as listed for Vertex AI
 UsageMetadata and FunctionDeclaration as the Gen AI SDK documents them
 (https://googleapis.github.io/js-genai/release_docs/classes/types.GenerateContentResponseUsageMetadata.html,
 .../interfaces/types.FunctionDeclaration.html), https://ai.google.dev/gemini-api/docs/thought-signatures
-and https://ai.google.dev/gemini-api/docs/troubleshooting (error statuses).
+and https://ai.google.dev/gemini-api/docs/troubleshooting (error statuses); embeddings in
+`gemini_embed` (https://ai.google.dev/api/embeddings#method:-models.batchembedcontents).
 
 - `POST {base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`,
   the key in `x-goog-api-key`. The model and the method are in the path: no `model` or `stream`
@@ -44,12 +45,13 @@ from modelrouter.providers.base import (
     decode,
     requested_features,
 )
+from modelrouter.providers.gemini_embed import batch_body, batch_vectors
 from modelrouter.providers.gemini_request import (
     SIGNATURE_MARK,
     request_body,
     request_refusals,
 )
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat, Operation
 
 _encode = msgspec.json.Encoder().encode
 
@@ -234,6 +236,7 @@ class GeminiAdapter(Adapter):
         }
     )
     model_in_path = True
+    embed_fields = frozenset({"dimensions"})  # as outputDimensionality; no token arrays
 
     def endpoint(self, base_url: str) -> str:
         return f"{base_url}/v1beta/models"
@@ -242,6 +245,18 @@ class GeminiAdapter(Adapter):
         name = model.removeprefix("models/")
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"/{quote(name, safe='')}:{method}"
+
+    def embed_endpoint(self, base_url: str) -> str | None:
+        return f"{base_url}/v1beta/models"  # the model and method follow (`operation_path`)
+
+    def operation_path(self, operation: Operation, model: str) -> str:  # noqa: ARG002 - embed only
+        return f"/{quote(model.removeprefix('models/'), safe='')}:batchEmbedContents"
+
+    def map_embed_request(self, request: EmbedChat, model: str) -> bytes:
+        return batch_body(request, model)
+
+    def map_embed_response(self, body: bytes) -> tuple[list[list[float]], Usage]:
+        return batch_vectors(body)
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"x-goog-api-key": api_key} if api_key else {}
