@@ -51,6 +51,8 @@ def group_file(strategy: str, urls: list[str], **extra: str) -> str:
             "    models: {fast: mock-model}",
             f"    rpm: {extra.get(f'rpm{index}', 0)}",
         ]
+        if f"tpm{index}" in extra:
+            lines.append(f"    tpm: {extra[f'tpm{index}']}")
     lines += ["models:", f"  fast: {{strategy: {strategy}}}"]
     return "\n".join(lines) + "\n"
 
@@ -117,6 +119,21 @@ async def test_a_deployments_rpm_is_its_own_not_its_siblings(
     assert response.status == 429, "both budgets spent"
     assert await mock.count("tokens=3") == 2
     assert await mock.count("tokens=4") == 5
+
+
+async def test_a_deployment_out_of_tpm_falls_back_to_its_sibling_then_429s(
+    file_gateway: FileGateway, mock: Mock
+) -> None:
+    # A tpm of 1: the first request reserves it and its reported usage overdraws it.
+    urls = [mock.base("tokens=3"), mock.base("tokens=4")]
+    client = await file_gateway(group_file("ordered", urls, tpm0="1", tpm1="1"))
+    assert await served_by(client, "fast") == "d0"
+    assert await served_by(client, "fast") == "d1", "d0's tpm spent: its sibling serves"
+    response = await client.post("/chat", json={**USER, "model": "fast"}, headers=AUTH)
+    assert response.status == 429, "both tpm spent"
+    assert float(response.headers["Retry-After"]) > 0
+    assert await mock.count("tokens=3") == 1
+    assert await mock.count("tokens=4") == 1
 
 
 async def test_a_failing_deployment_is_skipped_and_the_group_is_the_fallback(
