@@ -147,7 +147,7 @@ async def test_a_deployments_stream_lease_sends_the_next_stream_to_its_sibling(
     first = asyncio.create_task(served_by(client, "fast", stream=True))
 
     async def d0_streams() -> bool:
-        return d0.in_flight == 1
+        return bool(d0.in_flight == 1)
 
     await wait_until(d0_streams)
     assert await served_by(client, "fast", stream=True) == "d1", "d0's one stream is taken"
@@ -155,7 +155,7 @@ async def test_a_deployments_stream_lease_sends_the_next_stream_to_its_sibling(
     assert await first == "d0"
 
     async def d0_idle() -> bool:  # the attempt's end (its lease released before its ticket)
-        return d0.in_flight == 0
+        return bool(d0.in_flight == 0)
 
     await wait_until(d0_idle)
     assert await served_by(client, "fast", stream=True) == "d0", "its lease was released"
