@@ -256,13 +256,15 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         else:
             return result
         finally:
-            if hold is not None:
-                assert limits is not None
-                limits.settle(hold, result)
             try:
-                self._finish(ticket, result)
-            except Exception as exc:  # noqa: BLE001 - as a tell's error: the actor crashes
-                self.crash(exc)
+                if hold is not None:  # its tokens settled, its stream lease released
+                    assert limits is not None
+                    limits.settle(hold, result)
+            finally:
+                try:
+                    self._finish(ticket, result)
+                except Exception as exc:  # noqa: BLE001 - as a tell's error: the actor crashes
+                    self.crash(exc)
 
     async def _give_back_request(self) -> None:
         """Its tpm or streams refused an attempt its rpm had taken: the request goes back."""
