@@ -12,6 +12,7 @@ writing its health to the shared state, and adopting other replicas' changes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
@@ -22,6 +23,7 @@ import msgspec
 import structlog
 
 from modelrouter.actors.base import Actor
+from modelrouter.actors.deployment_limits import DeploymentLimits
 from modelrouter.actors.health import Health
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult, HealthChanged
 from modelrouter.actors.relay import ClientGone
@@ -98,6 +100,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self.window = window or Ring()  # the console's last hour of attempts
         self.pricing = pricing  # an attempt span's cost (only recorded attempts are priced)
         self.budget_remaining: int | None = None  # at its last admission (rate-limited only)
+        self._settling: set[asyncio.Task[None]] = set()  # its limits' settles still running
         self._tune(provider)
 
     def _tune(self, provider: ProviderSettings) -> None:
@@ -112,6 +115,18 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self._first_chunk_timeout = provider.first_chunk_timeout or settings.first_chunk_timeout
         self._connect_timeout = provider.connect_timeout or settings.connect_timeout
         self._m = self.metrics.provider(provider.name, rate_limited=provider.rate_limit > 0)
+        # tpm and max_parallel_streams (routing file): None, and nothing to pay, without them.
+        self._limits: DeploymentLimits | None = None
+        if provider.tpm or provider.max_parallel_streams:
+            self._limits = DeploymentLimits(
+                self.state,
+                provider.name,
+                tpm=provider.tpm,
+                max_parallel_streams=provider.max_parallel_streams,
+                settling=self._settling,
+                lease_ttl=settings.stream_lease_ttl,
+                renew_every=settings.stream_lease_renew,
+            )
 
     def retune(self, provider: ProviderSettings, upstream: Upstream) -> None:
         """A reload kept this deployment (same name, kind, base URL and key) with other
@@ -216,6 +231,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             return ticket
         assert isinstance(ticket, int)
         result: AttemptResult | None = None
+        hold = limits = None
         try:
             if self._rate_limit > 0:
                 budget = await self.state.acquire_rate(self._rate_key, self._rate_limit)
@@ -224,6 +240,14 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
                 if not budget.allowed:
                     self._m.rate_rejected.inc()
                     return Admission("rate_limited", retry_after=budget.retry_after)
+            if self._limits is not None:
+                limits = self._limits
+                taken = await limits.take(attempt)
+                if type(taken) is Admission:
+                    await self._give_back_request()
+                    return taken
+                assert not isinstance(taken, Admission)
+                hold = taken
             if admitted is not None:
                 admitted()
             result = await self._call(attempt)
@@ -233,9 +257,19 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             return result
         finally:
             try:
-                self._finish(ticket, result)
-            except Exception as exc:  # noqa: BLE001 - as a tell's error: the actor crashes
-                self.crash(exc)
+                if hold is not None:  # its tokens settled, its stream lease released
+                    assert limits is not None
+                    limits.settle(hold, result)
+            finally:
+                try:
+                    self._finish(ticket, result)
+                except Exception as exc:  # noqa: BLE001 - as a tell's error: the actor crashes
+                    self.crash(exc)
+
+    async def _give_back_request(self) -> None:
+        """Its tpm or streams refused an attempt its rpm had taken: the request goes back."""
+        if self._rate_limit > 0:
+            await self.state.acquire_units(self._rate_key, self._rate_limit, -1)
 
     def _admit(self, attempt: Attempt) -> int | Admission:
         """The synchronous step: take a ticket, or say why not."""
@@ -393,4 +427,6 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         if self.running:
             with contextlib.suppress(Exception):  # a loop too busy or crashed: stop anyway
                 await self.ask(FLUSH, timeout=settle)
+        if self._settling:  # bounded by the state's own timeouts
+            await asyncio.gather(*self._settling, return_exceptions=True)
         await self.stop()

@@ -79,6 +79,10 @@ class ProviderSettings(msgspec.Struct, frozen=True):
     # <PROVIDER>_CONTINUATION or `continuation:`: how it continues a cut stream's assistant
     # turn (providers/continuation.py); None: its kind's default
     continuation: Continuation | None = None
+    # Set by the routing file only: tokens per minute (the request's token ceiling reserved
+    # per attempt, settled on its usage) and streamed attempts in flight; 0: unlimited.
+    tpm: int = 0
+    max_parallel_streams: int = 0
 
 
 class ModelGroup(msgspec.Struct, frozen=True):

@@ -33,6 +33,8 @@ DEPLOYMENT_KEYS: Final = frozenset(
         "api_key",
         "models",
         "rpm",
+        "tpm",
+        "max_parallel_streams",
         "max_concurrency",
         "max_connections",
         "weight",
@@ -77,6 +79,8 @@ def read_deployment(
         model=next(iter(models.values()), ""),
         api_key=_api_key(source, fields.get("api_key"), what),
         rate_limit=fields_.get("rpm", integer(0), "an integer >= 0", default_rpm),
+        tpm=fields_.get("tpm", integer(1), "an integer >= 1", 0),
+        max_parallel_streams=fields_.get("max_parallel_streams", integer(1), "an integer >= 1", 0),
         max_concurrency=fields_.get(
             "max_concurrency", integer(1), "an integer >= 1", _DEFAULT.max_concurrency
         ),

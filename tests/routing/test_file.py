@@ -292,6 +292,8 @@ deployments:
         ("azure", "http://h", "api_version", "'2024 10'", "api_version '2024 10' is not a version"),
         ("openai", "http://h", "max_connections", "0", "max_connections must be an integer >= 1"),
         ("openai", "http://h", "rpm", "1.5", "rpm must be an integer >= 0"),
+        ("openai", "http://h", "tpm", "0", "tpm must be an integer >= 1"),
+        ("openai", "http://h", "max_parallel_streams", "two", "max_parallel_streams must be an"),
         ("openai", "http://h", "weight", "heavy", "weight must be a number > 0"),
         ("openai", "http://h", "connect_timeout", ".inf", "connect_timeout must be a number"),
         ("openai", "http://u:p@h", "rpm", "1", "base_url carries user:password and api_key"),

@@ -51,6 +51,10 @@ def group_file(strategy: str, urls: list[str], **extra: str) -> str:
             "    models: {fast: mock-model}",
             f"    rpm: {extra.get(f'rpm{index}', 0)}",
         ]
+        if f"tpm{index}" in extra:
+            lines.append(f"    tpm: {extra[f'tpm{index}']}")
+        if f"streams{index}" in extra:
+            lines.append(f"    max_parallel_streams: {extra[f'streams{index}']}")
     lines += ["models:", f"  fast: {{strategy: {strategy}}}"]
     return "\n".join(lines) + "\n"
 
@@ -117,6 +121,44 @@ async def test_a_deployments_rpm_is_its_own_not_its_siblings(
     assert response.status == 429, "both budgets spent"
     assert await mock.count("tokens=3") == 2
     assert await mock.count("tokens=4") == 5
+
+
+async def test_a_deployment_out_of_tpm_falls_back_to_its_sibling_then_429s(
+    file_gateway: FileGateway, mock: Mock
+) -> None:
+    # A tpm of 1: the first request reserves it and its reported usage overdraws it.
+    urls = [mock.base("tokens=3"), mock.base("tokens=4")]
+    client = await file_gateway(group_file("ordered", urls, tpm0="1", tpm1="1"))
+    assert await served_by(client, "fast") == "d0"
+    assert await served_by(client, "fast") == "d1", "d0's tpm spent: its sibling serves"
+    response = await client.post("/chat", json={**USER, "model": "fast"}, headers=AUTH)
+    assert response.status == 429, "both tpm spent"
+    assert float(response.headers["Retry-After"]) > 0
+    assert await mock.count("tokens=3") == 1
+    assert await mock.count("tokens=4") == 1
+
+
+async def test_a_deployments_stream_lease_sends_the_next_stream_to_its_sibling(
+    file_gateway: FileGateway, mock: Mock
+) -> None:
+    urls = [mock.base("token_delay=0.05,tokens=40"), mock.base()]
+    client = await file_gateway(group_file("ordered", urls, streams0="1"))
+    d0 = client.app[RUNTIME].system.router.providers["d0"]
+    first = asyncio.create_task(served_by(client, "fast", stream=True))
+
+    async def d0_streams() -> bool:
+        return bool(d0.in_flight == 1)
+
+    await wait_until(d0_streams)
+    assert await served_by(client, "fast", stream=True) == "d1", "d0's one stream is taken"
+    assert await served_by(client, "fast") == "d0", "a whole answer takes no stream lease"
+    assert await first == "d0"
+
+    async def d0_idle() -> bool:  # the attempt's end (its lease released before its ticket)
+        return bool(d0.in_flight == 0)
+
+    await wait_until(d0_idle)
+    assert await served_by(client, "fast", stream=True) == "d0", "its lease was released"
 
 
 async def test_a_failing_deployment_is_skipped_and_the_group_is_the_fallback(

@@ -312,3 +312,20 @@ async def test_a_reload_turns_a_groups_hedging_on_and_off_keeping_what_it_learnt
     assert system.hedging is None
     assert system.router.hedging is None
     assert not system.router.special
+
+
+async def test_a_reload_picks_up_a_deployments_tpm_and_a_tpm_refusal_returns_the_rpm(
+    reloadable: Reloadable, mock: Mock, tmp_path: Path
+) -> None:
+    urls = [mock.base("tokens=2"), mock.base()]
+    client = await reloadable(group_file("ordered", urls, rpm0="2", tpm0="1"))
+    d0 = client.app[RUNTIME].system.router.providers["d0"]
+    assert await served_by(client, "fast") == "d0", "its tpm of 1 is overdrawn by the usage"
+    assert await served_by(client, "fast") == "d1", "refused by d0's tpm, its rpm given back"
+    rewrite(tmp_path, group_file("ordered", urls, rpm0="2"))
+    report = await client.app[RELOADER].reload()
+    assert "d0" in report.retuned + report.kept
+    assert client.app[RUNTIME].system.router.providers["d0"] is d0, "the same actor"
+    assert await served_by(client, "fast") == "d0", "no tpm now; one request of its rpm left"
+    assert await served_by(client, "fast") == "d1", "its rpm of 2 spent"
+    assert await mock.count("tokens=2") == 2
