@@ -36,6 +36,7 @@ from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.tenants.identity import cache_scope
+from modelrouter.tenants.limits import Hold
 from modelrouter.web.budget import REMAINING_HEADER, admit, remaining_header, settle
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
@@ -174,6 +175,7 @@ async def serve_stream(
     hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
     deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
+    ending = _Ending(runtime, summary, chat, hold, slot)
     relay: Relay | None = None
     if runtime.capture:
         fmt = Capturing(fmt, summary)
@@ -184,7 +186,7 @@ async def serve_stream(
         if relay is not None:
             try:
                 return await _relay_stream(
-                    request, runtime, relay, fmt, chat=chat, deadline=deadline
+                    request, runtime, relay, fmt, chat=chat, deadline=deadline, ending=ending
                 )
             except GoneAlone:  # the call it joined failed before answering
                 relay.close()
@@ -192,7 +194,9 @@ async def serve_stream(
         if relay is None:
             relay = await _lead(request, runtime, chat, deadline, slot)
         try:
-            return await _relay_stream(request, runtime, relay, fmt, chat=chat, deadline=deadline)
+            return await _relay_stream(
+                request, runtime, relay, fmt, chat=chat, deadline=deadline, ending=ending
+            )
         except GoneAlone:  # the second call it joined failed too: the client hears it
             raise from_event(ALONE) from None
     except ApiError as exc:
@@ -201,14 +205,42 @@ async def serve_stream(
     finally:
         if relay is not None:
             relay.close()
+        await ending()  # a no-op when the stream's end already gave everything back
+
+
+class _Ending:
+    """What a stream gives back when it ends: its key's hold, its budget's hold and its
+    stream slot. Called before the stream's last bytes are written (a client told that the
+    stream is over may start the next one at once, on this replica or another, and must find
+    its slot and limits free), and again, then a no-op, in `serve_stream`'s `finally`."""
+
+    __slots__ = ("chat", "hold", "runtime", "slot", "summary")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        summary: Summary,
+        chat: ChatRequest,
+        hold: Hold | None,
+        slot: StreamSlot,
+    ) -> None:
+        self.runtime = runtime
+        self.summary = summary
+        self.chat = chat
+        self.hold = hold
+        self.slot = slot
+
+    async def __call__(self) -> None:
+        runtime, summary = self.runtime, self.summary
         if summary.cost is None and summary.first_byte is not None:
             # Started, then abandoned by the client or cut by the deadline's guard.
-            summary.cost = stream_charge(runtime, summary, chat, complete=False)
+            summary.cost = stream_charge(runtime, summary, self.chat, complete=False)
+        hold, self.hold = self.hold, None
         if hold is not None:  # its usage is known now (or estimated, for a cut stream)
             settle_key(runtime, hold, summary)
         if summary.admission is not None:  # a budget's hold: its cost is known now too
             settle(runtime, summary)
-        await slot.release()
+        await self.slot.release()
 
 
 def _join(
@@ -288,6 +320,7 @@ async def _relay_stream(
     *,
     chat: ChatRequest,
     deadline: float,
+    ending: _Ending,
 ) -> web.StreamResponse:
     summary = request[SUMMARY]
     response = web.StreamResponse(headers=HEADERS)
@@ -318,6 +351,7 @@ async def _relay_stream(
                         summary.relayed = relayed
                         # Before the end is written: the final usage chunk carries the cost.
                         summary.cost = stream_charge(runtime, summary, chat, complete=kind is Done)
+                        await ending()  # before the client hears the end (see _Ending)
                         out.append(fmt.event(event))
                         await response.write(b"".join(out))
                         await response.write_eof()
