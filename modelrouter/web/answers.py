@@ -106,6 +106,15 @@ def _note_hints(request: web.Request) -> None:
     request[SUMMARY].hints = hints
 
 
+def release_holds(runtime: Runtime, summary: Summary, hold: Hold | None) -> None:
+    """A request's holds become what it used, once its usage and cost are on its summary: its
+    virtual key's tpm (and stream lease), its budget's reservation. Each is given back once."""
+    if hold is not None:
+        settle_key(runtime, hold, summary)
+    if summary.admission is not None:
+        settle(runtime, summary)
+
+
 # One flat loop over the event kinds: no nested coroutine per request on the hot path.
 async def whole_answer(  # noqa: PLR0912
     request: web.Request, runtime: Runtime, chat: ChatRequest
@@ -157,10 +166,7 @@ async def whole_answer(  # noqa: PLR0912
     finally:
         if relay is not None:
             relay.close()
-        if hold is not None:
-            settle_key(runtime, hold, summary)
-        if summary.admission is not None:  # a budget's hold: the cost is known now
-            settle(runtime, summary)
+        release_holds(runtime, summary, hold)
 
 
 async def serve_stream(
@@ -236,10 +242,7 @@ class _Ending:
             # Started, then abandoned by the client or cut by the deadline's guard.
             summary.cost = stream_charge(runtime, summary, self.chat, complete=False)
         hold, self.hold = self.hold, None
-        if hold is not None:  # its usage is known now (or estimated, for a cut stream)
-            settle_key(runtime, hold, summary)
-        if summary.admission is not None:  # a budget's hold: its cost is known now too
-            settle(runtime, summary)
+        release_holds(runtime, summary, hold)  # its usage and cost are known (or estimated)
         await self.slot.release()
 
 

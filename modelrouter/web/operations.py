@@ -10,10 +10,10 @@ from modelrouter.errors import ApiError
 from modelrouter.events import Answering, CacheStatus, Done, Event, Failed, Usage
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE
-from modelrouter.web.answers import NOBODY, charge, deadline_of, route
-from modelrouter.web.budget import admit, settle
+from modelrouter.web.answers import NOBODY, charge, deadline_of, release_holds, route
+from modelrouter.web.budget import admit
 from modelrouter.web.errors import from_event
-from modelrouter.web.keylimits import admit_key, count_refusal, settle_key
+from modelrouter.web.keylimits import admit_key, count_refusal
 from modelrouter.web.runtime import SUMMARY, Runtime
 
 
@@ -61,7 +61,4 @@ async def gather(  # noqa: PLR0912 - one flat loop, as whole_answer
     finally:
         if relay is not None:
             relay.close()
-        if hold is not None:
-            settle_key(runtime, hold, summary)
-        if summary.admission is not None:  # a budget's hold: the cost is known now
-            settle(runtime, summary)
+        release_holds(runtime, summary, hold)
