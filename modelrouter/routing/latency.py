@@ -16,6 +16,11 @@ import time
 from typing import Final
 
 ALPHA: Final = 0.3  # the newest sample's weight: a deployment that slows is noticed in a few
+# A sample over SPIKE times the average counts as SPIKE times it unless the previous sample of
+# that mode was over too: one stall (a pause on this host, one slow answer) does not send the
+# fastest deployment behind the others until exploration measures it again (about 50 requests);
+# a deployment that really slowed is noticed on its second slow answer.
+SPIKE: Final = 4.0
 
 
 class Latency:
@@ -24,6 +29,8 @@ class Latency:
         "fleet_stream_at",
         "fleet_whole",
         "fleet_whole_at",
+        "spiked_stream",
+        "spiked_whole",
         "stream",
         "stream_at",
         "whole",
@@ -33,6 +40,8 @@ class Latency:
     def __init__(self) -> None:
         self.stream: float | None = None  # seconds; None: not measured yet
         self.whole: float | None = None
+        self.spiked_stream = False  # the previous sample was over SPIKE times the average
+        self.spiked_whole = False
         self.stream_at = 0.0  # wall clock of the newest sample (0: none)
         self.whole_at = 0.0
         # Another replica's average with the newest sample (fleet.py), and its time.
@@ -44,11 +53,25 @@ class Latency:
     def observe(self, seconds: float, *, stream: bool) -> None:
         if stream:
             old = self.stream
-            self.stream = seconds if old is None else old + ALPHA * (seconds - old)
+            if old is None:
+                self.stream = seconds
+            else:
+                spike = seconds > SPIKE * old
+                if spike and not self.spiked_stream:
+                    seconds = SPIKE * old
+                self.spiked_stream = spike
+                self.stream = old + ALPHA * (seconds - old)
             self.stream_at = time.time()
         else:
             old = self.whole
-            self.whole = seconds if old is None else old + ALPHA * (seconds - old)
+            if old is None:
+                self.whole = seconds
+            else:
+                spike = seconds > SPIKE * old
+                if spike and not self.spiked_whole:
+                    seconds = SPIKE * old
+                self.spiked_whole = spike
+                self.whole = old + ALPHA * (seconds - old)
             self.whole_at = time.time()
 
     def heard(self, stream: tuple[float, float] | None, whole: tuple[float, float] | None) -> None:

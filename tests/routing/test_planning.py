@@ -157,8 +157,25 @@ def test_latency_follows_a_deployment_that_slows_down() -> None:
     a.latency.observe(0.01, stream=False)
     b.latency.observe(0.05, stream=False)
     assert first(plan, request("fast")) == "a"
-    a.latency.observe(0.3, stream=False)  # one slow answer is enough to be noticed
+    a.latency.observe(0.3, stream=False)  # one slow answer may be a stall: it counts as 0.04
+    assert first(plan, request("fast")) == "a"
+    a.latency.observe(0.3, stream=False)  # a second one in a row is a slowdown
     assert first(plan, request("fast")) == "b"
+
+
+def test_one_stall_does_not_move_the_fastest_behind_the_others() -> None:
+    (a, b), plan = group_of("latency", "a", "b")
+    for _ in range(3):
+        a.latency.observe(0.01, stream=True)
+        b.latency.observe(0.05, stream=True)
+    a.latency.observe(2.0, stream=True)  # one stall on this host
+    assert first(plan, request("fast"), stream=True) == "a"
+    assert a.latency.estimate(stream=True) == pytest.approx(0.01 + 0.3 * 0.03)
+    a.latency.observe(0.01, stream=True)
+    a.latency.observe(2.0, stream=True)  # not in a row: capped again
+    assert first(plan, request("fast"), stream=True) == "a"
+    a.latency.observe(2.0, stream=False)  # the other mode has its own history
+    assert a.latency.estimate(stream=False) == 2.0, "the first sample is taken as it is"
 
 
 def test_cost_tries_the_cheapest_priced_first_and_the_unpriced_last() -> None:
