@@ -118,6 +118,7 @@ class KeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     disabled: bool
     revoked_at: datetime | None
     previous_key_expires_at: datetime | None  # the last rotation's old secret works until then
+    budget_resets_at: datetime | None = None  # the current period's end (None: no budget, total)
 
 
 class CreatedKey(KeyInfo, frozen=True, kw_only=True):
@@ -183,6 +184,8 @@ class Key(msgspec.Struct, frozen=True, kw_only=True):
         return allowed(self.models, names)
 
     def info(self, now: datetime) -> KeyInfo:
+        from modelrouter.tenants.budget import window  # noqa: PLC0415 - budget imports keys
+
         budget = self.budget_nanos
         grace = self.previous_expires_at
         return KeyInfo(
@@ -203,6 +206,7 @@ class Key(msgspec.Struct, frozen=True, kw_only=True):
             disabled=self.disabled,
             revoked_at=self.revoked_at,
             previous_key_expires_at=grace if grace is not None and grace > now else None,
+            budget_resets_at=None if budget is None else window(self.budget_period, now).reset_at,
         )
 
     def created(self, secret: str, now: datetime) -> CreatedKey:

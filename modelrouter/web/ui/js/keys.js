@@ -2,8 +2,32 @@
 import { call, routes } from "./api.js";
 import { fill, h, usd, when } from "./dom.js";
 
+export const PAGE_SIZE = 50; // keys a page, newest first (the admin API's cursor pages)
 const confirming = new Set(); // key ids whose revoke button asks for its second click
 let refresh = () => {};
+// The cursors of the pages shown so far: cursors[i] opens page i + 1 (null: the first).
+const cursors = [null];
+let following = null; // the next (older) page's cursor, as the last answer gave it
+
+function pager() {
+  const nav = document.getElementById("keys-pages");
+  const newer = nav.querySelector("[data-action=newer]");
+  const older = nav.querySelector("[data-action=older]");
+  if (!nav.dataset.wired) {
+    nav.dataset.wired = "1";
+    newer.addEventListener("click", () => {
+      if (cursors.length > 1) cursors.pop();
+      refresh();
+    });
+    older.addEventListener("click", () => {
+      if (following) cursors.push(following);
+      refresh();
+    });
+  }
+  newer.disabled = cursors.length === 1;
+  older.disabled = !following;
+  nav.querySelector("[data-role=page]").textContent = `page ${cursors.length}`;
+}
 
 async function revoke(key, button) {
   if (!confirming.has(key.id)) {
@@ -55,7 +79,7 @@ function row(key, spend) {
     h("td", { "data-role": "status" }, key.status),
     spendCell(spend, key),
     h("td", {}, budget),
-    h("td", {}, when(spend ? spend.reset_at : null)),
+    h("td", { "data-role": "resets" }, when((spend && spend.reset_at) || key.budget_resets_at)),
     h("td", { "data-role": "total" }, spend ? usd(spend.spend_usd ?? 0) : "–"),
     h("td", { "data-role": "requests" }, spend ? spend.requests ?? 0 : "–"),
     h("td", {}, button),
@@ -67,14 +91,18 @@ export async function showKeys(again, fail) {
   refresh.fail = fail;
   const served = await routes();
   const withSpend = served.has("GET /admin/spend");
+  const cursor = cursors[cursors.length - 1];
+  const query = `limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
   const [page, spend] = await Promise.all([
-    call("GET", "/admin/keys?limit=200"),
+    call("GET", `/admin/keys?${query}`),
     withSpend ? call("GET", "/admin/spend?group_by=key") : null,
   ]);
   const byKey = new Map(((spend && spend.data) || []).map((r) => [r.group, r]));
   document.getElementById("keys-note").textContent = withSpend
     ? "Spend from the history (fleet-wide)."
     : "This gateway has no /admin/spend: spend is not shown.";
+  following = page.next_cursor || null;
+  pager();
   const rows = page.data.map((key) => row(key, withSpend ? byKey.get(key.id) || {} : null));
   fill(
     document.querySelector("#keys tbody"),
