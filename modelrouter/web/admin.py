@@ -36,6 +36,7 @@ from modelrouter.tenants import (
     Rotation,
 )
 from modelrouter.tenants.store import MAX_LIMIT
+from modelrouter.web.auth import bearer_token
 from modelrouter.web.body import read_body
 from modelrouter.web.runtime import SETTINGS
 
@@ -87,9 +88,7 @@ def _store(request: web.Request) -> KeyStore:
 
 def require_admin(request: web.Request) -> None:
     """401 unless the caller shows a key of ADMIN_API_KEY (every /admin route asks this)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
+    given = bearer_token(request)
     found = False
     for key in request.app[SETTINGS].tenants.admin_keys:  # each compared: timing tells nothing
         found |= hmac.compare_digest(given, key.encode())
