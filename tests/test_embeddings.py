@@ -67,6 +67,19 @@ async def test_falls_over_to_a_deployment_of_the_same_model(gateway: Gateway, mo
     assert await mock.count("status=500") == 1
 
 
+async def test_one_vector_short_is_a_bad_answer_and_the_next_deployment_answers(
+    gateway: Gateway, mock: Mock
+) -> None:
+    client = await gateway(**embedders(mock, groq="short=1"))
+    api = sdk(client)
+    raw = await api.embeddings.with_raw_response.create(
+        model=MODEL, input=["hello", "world"], encoding_format="float"
+    )
+    assert raw.headers["x-modelrouter-provider"] == "openrouter"
+    assert [item.embedding for item in raw.parse().data] == [embed("hello"), embed("world")]
+    assert await mock.count("short=1") == 1
+
+
 async def test_never_falls_over_to_another_model(gateway: Gateway, mock: Mock) -> None:
     client = await gateway(**two_providers(mock, groq="status=500", API_KEY=CLIENT_KEY))
     with pytest.raises(openai.InternalServerError):

@@ -24,6 +24,7 @@ from modelrouter.events import (
     Answering,
     Chunk,
     Done,
+    Embeddings,
     Event,
     Finish,
     Thinking,
@@ -36,7 +37,7 @@ from modelrouter.providers.base import MAX_ERROR_BODY, bad_response
 from modelrouter.providers.continuation import continue_final
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
-from modelrouter.schemas import ChatRequest, Operation
+from modelrouter.schemas import ChatRequest, EmbedChat, Operation
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -345,14 +346,25 @@ async def _read_whole(
 async def _read_operation(
     adapter: Adapter, response: Response, attempt: Attempt, timer: Deadline, progress: _Progress
 ) -> None:
-    operation = attempt.request.operation
-    events = adapter.map_operation_response(operation, await response.read())
+    request = attempt.request
+    events = adapter.map_operation_response(request.operation, await response.read())
+    if isinstance(request, EmbedChat):
+        _check_vectors(request, events)
     relay = attempt.relay
     for event in events:
         if isinstance(event, Usage):
             progress.usage = event
         if not relay.offer(event):
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
+
+
+def _check_vectors(request: EmbedChat, events: list[Event]) -> None:
+    """One vector per input, or the answer is a bad response (the walk moves on): a client
+    zips inputs with vectors by position, and a short list would silently misalign them."""
+    given = request.embed.texts or request.embed.tokens or ()
+    got = next((len(e.vectors) for e in events if isinstance(e, Embeddings)), 0)
+    if got != len(given):
+        raise bad_response(f"{got} embeddings for {len(given)} inputs")
 
 
 async def _wait_for_client(

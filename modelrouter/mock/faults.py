@@ -44,6 +44,7 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     truncate: bool = False
     no_done: bool = False
     hold_open: bool = False
+    short: bool = False
 
 
 def _status(raw: str) -> int:
@@ -133,12 +134,23 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "truncate": _flag,
     "no_done": _flag,
     "hold_open": _flag,
+    "short": _flag,
 }
 if set(_PARSERS) != set(Faults.__struct_fields__):  # pragma: no cover - a developer error
     raise RuntimeError("every Faults field needs a value parser in _PARSERS")
 
 _BOOLEANS = frozenset(
-    ("malformed", "echo_auth", "echo", "tool_call", "html", "truncate", "no_done", "hold_open")
+    (
+        "malformed",
+        "echo_auth",
+        "echo",
+        "tool_call",
+        "html",
+        "truncate",
+        "no_done",
+        "hold_open",
+        "short",
+    )
 )
 
 
@@ -263,4 +275,5 @@ _FIELD_DOCS: dict[str, str] = {
     "truncate": "close the connection cleanly halfway through the body (stream: the 2nd token)",
     "no_done": "stream: end the response cleanly without the end events ([DONE], message_stop)",
     "hold_open": "send the whole answer but never end the HTTP response (hold the connection)",
+    "short": "embeddings: answer one vector fewer than the inputs (the last one left out)",
 }

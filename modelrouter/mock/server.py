@@ -258,6 +258,9 @@ def _json_handler(flavour: Flavour, answer: Callable[[dict[str, Any]], bytes]) -
             return await _fail(request, flavour, faults, state)
         if not isinstance(body, dict):
             return _error(request, flavour, faults, 400, "request body must be a JSON object")
+        given = body.get("input")
+        if faults.short and isinstance(given, list) and len(given) > 1:
+            body = {**body, "input": given[:-1]}
         try:
             return web.Response(body=answer(body), content_type=JSON)
         except ValueError as exc:
