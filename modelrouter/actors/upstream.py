@@ -38,6 +38,7 @@ from modelrouter.providers.continuation import continue_final
 from modelrouter.providers.framing import FramingError
 from modelrouter.redact import Redactor
 from modelrouter.schemas import ChatRequest, EmbedChat, Operation
+from modelrouter.tenants.cost import estimated_usage
 from modelrouter.transport import BadResponse, Connection, ConnectTimeout, Pool, Response
 
 
@@ -349,7 +350,7 @@ async def _read_operation(
     request = attempt.request
     events = adapter.map_operation_response(request.operation, await response.read())
     if isinstance(request, EmbedChat):
-        _check_vectors(request, events)
+        events = _checked_embeddings(request, events)
     relay = attempt.relay
     for event in events:
         if isinstance(event, Usage):
@@ -358,13 +359,23 @@ async def _read_operation(
             await _wait_for_client(relay, event, timer, attempt.deadline, 0.0)
 
 
-def _check_vectors(request: EmbedChat, events: list[Event]) -> None:
+def _checked_embeddings(request: EmbedChat, events: list[Event]) -> list[Event]:
     """One vector per input, or the answer is a bad response (the walk moves on): a client
-    zips inputs with vectors by position, and a short list would silently misalign them."""
+    zips inputs with vectors by position, and a short list would silently misalign them.
+    A usage of no input tokens (Gemini's batch answer counts none) is estimated from the
+    inputs, marked so: an embedding is never free to a budget."""
     given = request.embed.texts or request.embed.tokens or ()
     got = next((len(e.vectors) for e in events if isinstance(e, Embeddings)), 0)
     if got != len(given):
         raise bad_response(f"{got} embeddings for {len(given)} inputs")
+    return [
+        _estimated(request, e) if type(e) is Usage and not e.prompt_tokens else e for e in events
+    ]
+
+
+def _estimated(request: EmbedChat, usage: Usage) -> Usage:
+    prompt = estimated_usage(request, 0, None).prompt_tokens + request.given_tokens()
+    return Usage(prompt, usage.completion_tokens, estimated=True)
 
 
 async def _wait_for_client(
