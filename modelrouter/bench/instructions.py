@@ -240,7 +240,19 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
 ) -> Count:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
     serving `count` requests to `route` (NotServed if it does not serve it; `routing`:
-    configured by ROUTING_FILE)."""
+    configured by ROUTING_FILE). A port another program took meanwhile: again, on another."""
+    for tries in range(3):
+        try:
+            return _instructions(source, mock_port, route, count, auth, routing)
+        except procs.PortTaken:
+            if tries == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _instructions(  # noqa: PLR0917 - as instructions
+    source: str | None, mock_port: int, route: str, count: int, auth: Auth, routing: bool
+) -> Count:
     port = procs.free_port()
     env = {**os.environ, **gateway_env(mock_port), **auth.env}
     if source is not None:
@@ -261,7 +273,7 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
             command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            procs.wait_listening(port, timeout=300)
+            procs.wait_listening(port, timeout=300, process=process)
             send(port, route, count, auth.key, routing=routing)
         finally:
             process.send_signal(signal.SIGTERM)

@@ -22,15 +22,56 @@ def free_port() -> int:
     return port
 
 
-def wait_listening(port: int, *, timeout: float = 15.0) -> None:
+class PortTaken(RuntimeError):
+    """Another process listens on the port the child was given (taken between `free_port`
+    and the child's bind: other programs start servers on this machine too)."""
+
+
+def wait_listening(
+    port: int, *, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once 127.0.0.1:`port` accepts connections; with `process`, once that process
+    (or one of its descendants) is the one listening: PortTaken if it exits first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise PortTaken(f"the child exited ({process.returncode}) before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                if process is None or _listens(tree(process.pid), port):
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _listens(pids: list[int], port: int) -> bool:
+    """Whether one of `pids` holds a socket listening on `port` (read from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as file:
+                lines = file.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        folder = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if os.readlink(f"{folder}/{name}") in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 @contextmanager
