@@ -17,6 +17,7 @@ outage. Nothing here runs per request of the gateway: recording stays in `recent
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any, Final, TypeVar
@@ -31,6 +32,7 @@ from modelrouter.observability.recent import (
     Count,
     ErrorEntry,
     Recent,
+    Ring,
     Series,
     Step,
     Sums,
@@ -44,10 +46,13 @@ VERSION: Final = "v1"
 
 
 class Published(msgspec.Struct, array_like=True, frozen=True):
+    """What a replica writes in its field: JSON arrays (the client reads text)."""
+
     at: float  # when (epoch seconds): a field older than STALE is a replica gone
 
     @property
     def fits(self) -> bool:
+        """Every figure is in range (checked on another replica's, before it is used)."""
         return True
 
 
@@ -70,12 +75,18 @@ class Errors(Published, array_like=True, frozen=True):
     errors: list[ErrorEntry]
 
 
+def charted(ring: Ring, now: float) -> tuple[list[Step], list[Step]] | None:
+    """A deployment's steps of the last 5 and 60 minutes; None if the hour holds nothing."""
+    long = ring.steps(now, LAST_60M)
+    return (ring.steps(now, LAST_5M), long) if long else None
+
+
 def charts_of(recent: Recent, now: float) -> Charts:
     steps = {}
     for name, ring in recent.rings.items():
-        short, long = ring.steps(now, LAST_5M), ring.steps(now, LAST_60M)
-        if long:  # the last hour holds something (the 5 minutes are part of it)
-            steps[name] = (short, long)
+        found = charted(ring, now)
+        if found is not None:
+            steps[name] = found
     return Charts(now, recent.cache_hits, recent.cache_misses, steps)
 
 
@@ -114,14 +125,15 @@ class FleetCharts:
 
 
 Figures = TypeVar("Figures", bound=Published)
+_CHARTS = msgspec.json.Decoder(Charts)
+_ERRORS = msgspec.json.Decoder(Errors)
 
 
 def _live(
-    fields: dict[str, str], kind: type[Figures], me: str, now: float
+    fields: dict[str, str], decoder: msgspec.json.Decoder[Figures], me: str, now: float
 ) -> tuple[list[Figures], list[str]]:
     """The other replicas' figures decoded, and the names of the stale or malformed fields
     (never trusted: skipped, then deleted)."""
-    decoder = msgspec.json.Decoder(kind)
     found: list[Figures] = []
     stale: list[str] = []
     for replica, text in fields.items():
@@ -143,7 +155,7 @@ def merge_charts(
     mine: Charts, fields: dict[str, str], me: str, now: float
 ) -> tuple[FleetCharts, list[str]]:
     """This replica's charts and the other live replicas' in `fields`, summed; the stale fields."""
-    others, stale = _live(fields, Charts, me, now)
+    others, stale = _live(fields, _CHARTS, me, now)
     merged = FleetCharts()
     for charts in (mine, *others):
         merged.add(charts)
@@ -155,7 +167,7 @@ def merge_errors(
 ) -> tuple[list[ErrorEntry], list[str]]:
     """The newest `limit` errors of this replica and the other live ones, newest first; the
     stale fields."""
-    others, stale = _live(fields, Errors, me, now)
+    others, stale = _live(fields, _ERRORS, me, now)
     entries = [entry for errors in (mine, *others) for entry in errors.errors]
     entries.sort(key=lambda entry: entry.at, reverse=True)
     return entries[:limit], stale
@@ -199,10 +211,20 @@ class RecentFleet:
     async def publish(self) -> None:
         """One round trip: this replica's charts and errors, each hash's TTL set to STALE."""
         now = time.time()
+        recent = self.recent
+        steps = {}
+        for name, ring in list(recent.rings.items()):
+            found = charted(ring, now)
+            if found is not None:
+                steps[name] = found
+            # A deployment at a time (up to a millisecond for a busy hour): requests are
+            # served in between.
+            await asyncio.sleep(0)
+        charts = Charts(now, recent.cache_hits, recent.cache_misses, steps)
         ttl = int(STALE * 1000)
         encode = self._encoder.encode
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.charts_key, self.me, encode(charts_of(self.recent, now)))
+        pipe.hset(self.charts_key, self.me, encode(charts))
         pipe.pexpire(self.charts_key, ttl)
         pipe.hset(self.errors_key, self.me, encode(errors_of(self.recent, now)))
         pipe.pexpire(self.errors_key, ttl)
