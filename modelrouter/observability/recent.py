@@ -3,16 +3,22 @@
 Per deployment, a ring of 10-second buckets covering the last hour: attempts, failed attempts
 and a coarse histogram of time to first byte. Recording is O(1) (one bucket, reset when its
 slot comes round again), once per attempt and once per request, never per chunk; reading
-(every 2 s at most, per console tab) sums at most an hour of buckets.
+(every 2 s at most, per console tab) sums at most an hour of buckets into a chart's `Step`s
+(only those that hold anything), and `Sums` turns steps into a `Series`.
 
 Plus the last errors (what failed, never a message, prompt or key) and the response cache's
-hits and misses. All of it lives in this process: the JSON that shows it says `replica`.
+hits and misses. All of it lives in this process; with REDIS_URL, `recent_fleet.py` publishes
+it (the steps: bins of one histogram add up) and merges every replica's for the console.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterable
+from itertools import accumulate
+from operator import add
+from typing import Annotated, NamedTuple
 
 import msgspec
 
@@ -25,6 +31,20 @@ TTFB_BOUNDS_MS: tuple[float, ...] = (
 )  # fmt: skip
 _BINS = len(TTFB_BOUNDS_MS) + 1  # the last: over a minute
 MAX_ERRORS = 50
+
+
+class Window(NamedTuple):
+    """A chart's span and step, in seconds (both multiples of BUCKET_SECONDS)."""
+
+    seconds: int
+    step: int
+
+
+LAST_5M = Window(300, 10)
+LAST_60M = Window(3600, 60)
+
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Point(msgspec.Struct, frozen=True):
@@ -49,6 +69,80 @@ class Series(msgspec.Struct, frozen=True):
     ttfb_p50_ms: float | None
     ttfb_p95_ms: float | None
     points: list[Point]
+
+
+class Step(msgspec.Struct, array_like=True, frozen=True):
+    """One chart step's sums, as a replica publishes them (with Redis): `number` is the step's
+    start over its length; `ttfb` the histogram's bins from index `low` on, without the empty
+    bins before and after (most requests fall in a few bins)."""
+
+    # The constraints are checked when a step is decoded (another replica's), not when made.
+    number: int
+    attempts: Count
+    errors: Count
+    low: Annotated[int, msgspec.Meta(ge=0, lt=_BINS)] = 0
+    ttfb: Annotated[list[Count], msgspec.Meta(max_length=_BINS)] = msgspec.field(
+        default_factory=list
+    )
+
+    @property
+    def fits(self) -> bool:
+        """Its bins are the histogram's (a decoded step is checked before it is summed)."""
+        return self.low + len(self.ttfb) <= _BINS
+
+
+class Sums:
+    """Steps summed by number: one ring's, or every replica's ring of one deployment (bins of
+    one histogram add up, so percentiles are read from the fleet's bins)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: dict[int, list[int]] = {}  # number: [attempts, errors, *bins]
+
+    def add(self, steps: Iterable[Step]) -> Sums:
+        rows = self._rows
+        for step in steps:
+            row = rows.get(step.number)
+            if row is None:
+                row = rows[step.number] = [0] * (2 + _BINS)
+            row[0] += step.attempts
+            row[1] += step.errors
+            low, high = 2 + step.low, 2 + step.low + len(step.ttfb)
+            row[low:high] = map(add, row[low:high], step.ttfb)
+        return self
+
+    def series(self, now: float, window: Window) -> Series:
+        """The chart of `window` up to `now`: steps aligned on the clock (a point keeps its
+        place from one read to the next); the last one is the step under way."""
+        current = int(now) // window.step
+        points: list[Point] = []
+        total = [0] * (2 + _BINS)
+        for number in range(_first(current, window), current + 1):
+            row = self._rows.get(number)
+            if row is None:
+                points.append(Point(number * window.step, 0, 0, None, None, None))
+                continue
+            total[:] = map(add, total, row)
+            p50, p95 = _quantiles(row[2:])
+            points.append(
+                Point(number * window.step, row[0], row[1], _rate(row[1], row[0]), p50, p95)
+            )
+        p50, p95 = _quantiles(total[2:])
+        return Series(
+            window.seconds,
+            window.step,
+            total[0],
+            total[1],
+            _rate(total[1], total[0]),
+            p50,
+            p95,
+            points,
+        )
+
+
+def _first(current: int, window: Window) -> int:
+    return current - window.seconds // window.step + 1
 
 
 class Ring:
@@ -81,51 +175,38 @@ class Ring:
     def first_byte(self, seconds: float, now: float) -> None:
         self._ttfb[self._slot(now)][bisect_left(TTFB_BOUNDS_MS, seconds * 1000)] += 1
 
+    def steps(self, now: float, window: Window) -> list[Step]:
+        """The steps of `window` up to `now` that hold anything, oldest first."""
+        per_step = window.step // BUCKET_SECONDS
+        current = int(now) // window.step
+        epoch, ttfb = self._epoch, self._ttfb
+        found: list[Step] = []
+        for number in range(_first(current, window), current + 1):
+            buckets = range(number * per_step, (number + 1) * per_step)
+            slots = [bucket % BUCKETS for bucket in buckets if epoch[bucket % BUCKETS] == bucket]
+            if not slots:
+                continue
+            bins = ttfb[slots[0]]
+            for slot in slots[1:]:
+                bins = list(map(add, bins, ttfb[slot]))
+            attempts = sum(self._attempts[slot] for slot in slots)
+            found.append(_step(number, attempts, sum(self._errors[slot] for slot in slots), bins))
+        return found
+
     def series(self, now: float, *, window: int, step: int) -> Series:
         """The last `window` seconds in steps of `step` (both multiples of BUCKET_SECONDS)."""
-        per_step = step // BUCKET_SECONDS
-        last = int(now) // BUCKET_SECONDS
-        # Steps aligned on the clock (a point keeps its place from one read to the next); the
-        # last one is the step under way.
-        first = last - last % per_step - (window // step - 1) * per_step
-        points: list[Point] = []
-        total_attempts = total_errors = 0
-        total_bins = [0] * _BINS
-        for start in range(first, last + 1, per_step):
-            attempts = errors = 0
-            bins = [0] * _BINS
-            for number in range(start, min(start + per_step, last + 1)):
-                slot = number % BUCKETS
-                if self._epoch[slot] != number:
-                    continue
-                attempts += self._attempts[slot]
-                errors += self._errors[slot]
-                for index, count in enumerate(self._ttfb[slot]):
-                    bins[index] += count
-            total_attempts += attempts
-            total_errors += errors
-            for index, count in enumerate(bins):
-                total_bins[index] += count
-            points.append(
-                Point(
-                    start * BUCKET_SECONDS,
-                    attempts,
-                    errors,
-                    _rate(errors, attempts),
-                    percentile(bins, 0.5),
-                    percentile(bins, 0.95),
-                )
-            )
-        return Series(
-            window,
-            step,
-            total_attempts,
-            total_errors,
-            _rate(total_errors, total_attempts),
-            percentile(total_bins, 0.5),
-            percentile(total_bins, 0.95),
-            points,
-        )
+        frame = Window(window, step)
+        return Sums().add(self.steps(now, frame)).series(now, frame)
+
+
+def _step(number: int, attempts: int, errors: int, bins: list[int]) -> Step:
+    low = 0
+    while low < _BINS and not bins[low]:
+        low += 1
+    high = _BINS
+    while high > low and not bins[high - 1]:
+        high -= 1
+    return Step(number, attempts, errors, low if high > low else 0, bins[low:high])
 
 
 def _rate(errors: int, attempts: int) -> float | None:
@@ -136,15 +217,21 @@ def percentile(bins: list[int], q: float) -> float | None:
     """The upper bound (ms) of the bin holding the `q` quantile; None without samples. Past the
     last bound: that bound (the chart says "over a minute" by its ceiling)."""
     total = sum(bins)
+    return _bound(list(accumulate(bins)), q * total) if total else None
+
+
+def _quantiles(bins: list[int]) -> tuple[float | None, float | None]:
+    """p50 and p95, as `percentile`'s."""
+    seen = list(accumulate(bins))
+    total = seen[-1]
     if not total:
-        return None
-    rank = q * total
-    seen = 0
-    for index, count in enumerate(bins):
-        seen += count
-        if seen >= rank and count:
-            return TTFB_BOUNDS_MS[min(index, len(TTFB_BOUNDS_MS) - 1)]
-    return TTFB_BOUNDS_MS[-1]  # pragma: no cover - the loop always reaches the rank
+        return None, None
+    return _bound(seen, 0.5 * total), _bound(seen, 0.95 * total)
+
+
+def _bound(seen: list[int], rank: float) -> float:
+    """`seen`: the bins' running sums; the first bin that reaches `rank` holds the quantile."""
+    return TTFB_BOUNDS_MS[min(bisect_left(seen, rank), len(TTFB_BOUNDS_MS) - 1)]
 
 
 class ErrorEntry(msgspec.Struct, frozen=True):

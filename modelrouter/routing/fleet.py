@@ -13,16 +13,14 @@ deployments. Planning then reads only memory:
 
 A replica's field older than STALE (a replica that died or lost Redis) is ignored and deleted;
 the hash expires when no replica writes it. Redis unreachable: each replica ranks on its own
-numbers (what it was before) until Redis answers again; logged once per outage.
+numbers (what it was before) until Redis answers again; logged once per outage. (The task,
+the stale fields and the outage are `state/replicas.py`'s, shared with the console's figures.)
 Clocks: sample times are wall clocks of the replicas, so hosts should run NTP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
@@ -30,6 +28,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from modelrouter.routing.latency import Latency
+from modelrouter.state.replicas import Every, Outage, forget, replica_id
 
 log = structlog.get_logger("modelrouter.fleet")
 REFRESH: Final = 0.25  # seconds between two publications
@@ -46,11 +45,6 @@ class Shared(Protocol):
 
     @property
     def in_flight(self) -> int: ...
-
-
-def replica_id() -> str:
-    """This process, unique in the fleet: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def encode(actor: Shared, now: float) -> str:
@@ -127,36 +121,26 @@ class Fleet:
         self.client = client
         self.prefix = prefix
         self.shared = shared
-        self.every = every
         self.me = me or replica_id()
-        self.up = True
-        self._task: asyncio.Task[None] | None = None
+        self._every = Every(self.refresh, every, name="fleet")
+        self._outage = Outage(log, lost="fleet_routing_local", restored="fleet_routing_restored")
+
+    @property
+    def up(self) -> bool:
+        return self._outage.up
 
     def key(self, deployment: str) -> str:
         return f"{self.prefix}:{{{deployment}}}:fleet:{VERSION}"
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet")
+        self._every.start()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(Exception):  # our fields go with us (else they go stale)
-            actors = self.shared()
-            if actors:
-                pipe = self.client.pipeline(transaction=False)
-                for actor in actors:
-                    pipe.hdel(self.key(actor.name), self.me)
-                await pipe.execute()
+        await self._every.stop()
+        # Our fields go with us (else they go stale).
+        await forget(self.client, [(self.key(actor.name), [self.me]) for actor in self.shared()])
         with contextlib.suppress(Exception):
             await self.client.aclose()
-
-    async def _run(self) -> None:
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.every)
 
     async def refresh(self) -> None:
         """One round trip: publish this replica's numbers, read the others'."""
@@ -176,12 +160,10 @@ class Fleet:
         except Exception as exc:  # noqa: BLE001 - any Redis failure: rank on local numbers
             self._lost(actors, exc)
             return
-        if not self.up:
-            self.up = True
-            log.info("fleet_routing_restored")
+        self._outage.answered()
         stale = self._read(actors, results[2::3], now)
         if stale:
-            await self._forget(stale)
+            await forget(self.client, stale)
 
     def _read(
         self, actors: Iterable[Shared], found: Sequence[dict[str, str]], now: float
@@ -193,17 +175,8 @@ class Fleet:
                 stale.append((self.key(actor.name), gone))
         return stale
 
-    async def _forget(self, stale: list[tuple[str, list[str]]]) -> None:
-        with contextlib.suppress(Exception):  # the next refresh tries again
-            pipe = self.client.pipeline(transaction=False)
-            for key, fields in stale:
-                pipe.hdel(key, *fields)
-            await pipe.execute()
-
     def _lost(self, actors: Iterable[Shared], exc: BaseException) -> None:
         for actor in actors:
             actor.elsewhere = 0
             actor.latency.heard(None, None)
-        if self.up:
-            self.up = False
-            log.warning("fleet_routing_local", error=type(exc).__name__)
+        self._outage.failed(exc)

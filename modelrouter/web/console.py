@@ -1,5 +1,8 @@
 """The console: `/ui` (static pages, served under a strict Content-Security-Policy) and the
-admin JSON it reads, `GET /admin/overview` and `GET /admin/errors` (admin key only).
+admin JSON it reads, `GET /admin/overview` and `GET /admin/errors` (admin key only). With
+REDIS_URL their charts, cache counts and last errors are the fleet's (`recent_fleet.py`: every
+live replica's, merged at each read), else, or while Redis does not answer, this replica's; the
+JSON's `scope` says which.
 
 The pages are files in `web/ui/`, read once when the app is built; no build step, nothing from
 outside. The key a page signs in with lives in the tab's sessionStorage and goes out as
@@ -9,6 +12,7 @@ outside. The key a page signs in with lives in the tab's sessionStorage and goes
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Literal
@@ -18,11 +22,13 @@ from aiohttp import web
 
 from modelrouter.actors.system import ProviderView
 from modelrouter.errors import ApiError
-from modelrouter.observability.recent import ErrorEntry, Recent, Series
+from modelrouter.observability.recent import LAST_5M, LAST_60M, ErrorEntry, Recent, Series
+from modelrouter.observability.recent_fleet import RecentFleet
 from modelrouter.schemas import json_encoder
+from modelrouter.state.connect import connect
 from modelrouter.web.admin import require_admin
 from modelrouter.web.history import HISTORY
-from modelrouter.web.runtime import RECENT, RUNTIME
+from modelrouter.web.runtime import RECENT, RUNTIME, SETTINGS
 
 Scope = Literal["fleet", "replica"]
 # No inline script or style, nothing from another origin, never in a frame.
@@ -44,6 +50,7 @@ TYPES = {
     ".svg": "image/svg+xml",
 }
 UI_FILES = web.AppKey("ui_files", dict)
+RECENT_FLEET = web.AppKey("recent_fleet", RecentFleet)  # with REDIS_URL: the fleet's figures
 
 
 # -- the JSON ------------------------------------------------------------------------------------
@@ -100,8 +107,7 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def deployment(view: ProviderView, recent: Recent, now: float) -> DeploymentOverview:
-    ring = recent.ring(view.name)
+def deployment(view: ProviderView, charts: tuple[Series, Series]) -> DeploymentOverview:
     limit, remaining = view.rate_limit, view.budget_remaining
     used = None
     if limit > 0 and remaining is not None:
@@ -115,8 +121,8 @@ def deployment(view: ProviderView, recent: Recent, now: float) -> DeploymentOver
         in_flight=view.in_flight,
         rate_limit=limit or None,
         rate_budget_used=used,
-        last_5m=ring.series(now, window=300, step=10),
-        last_60m=ring.series(now, window=3600, step=60),
+        last_5m=charts[0],
+        last_60m=charts[1],
     )
 
 
@@ -130,8 +136,17 @@ async def overview(request: web.Request) -> web.Response:
     recent = request.app[RECENT]
     history = request.app.get(HISTORY)
     shared: Scope = "fleet" if view.state_backend == "redis" else "replica"
-    hits, misses = recent.cache_hits, recent.cache_misses
     now = time.time()
+    fleet = request.app.get(RECENT_FLEET)
+    merged = None if fleet is None else await fleet.charts(now)
+    if merged is None:  # no Redis, or it does not answer: this replica's own
+        charts: Scope = "replica"
+        hits, misses = recent.cache_hits, recent.cache_misses
+        series = {p.name: _own_series(recent, p.name, now) for p in view.providers}
+    else:
+        charts = "fleet"
+        hits, misses = merged.cache_hits, merged.cache_misses
+        series = {p.name: merged.series(p.name, now) for p in view.providers}
     return json_response(
         Overview(
             generated_at=_iso(now),
@@ -139,9 +154,9 @@ async def overview(request: web.Request) -> web.Response:
                 health=shared,
                 rate_budget=shared,
                 in_flight="replica",
-                charts="replica",
-                cache="replica",
-                errors="replica",
+                charts=charts,
+                cache=charts,
+                errors=charts,  # read likewise by `GET /admin/errors`
             ),
             state_backend=view.state_backend,
             requests_in_flight=view.requests_in_flight,
@@ -152,19 +167,49 @@ async def overview(request: web.Request) -> web.Response:
                 misses=misses,
                 hit_ratio=round(hits / (hits + misses), 4) if hits + misses else None,
             ),
-            deployments=[deployment(p, recent, now) for p in view.providers],
+            deployments=[deployment(p, series[p.name]) for p in view.providers],
         )
+    )
+
+
+def _own_series(recent: Recent, name: str, now: float) -> tuple[Series, Series]:
+    ring = recent.ring(name)
+    return (
+        ring.series(now, window=LAST_5M.seconds, step=LAST_5M.step),
+        ring.series(now, window=LAST_60M.seconds, step=LAST_60M.step),
     )
 
 
 async def errors(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(ErrorList("replica", list(reversed(request.app[RECENT].errors))))
+    fleet = request.app.get(RECENT_FLEET)
+    merged = None if fleet is None else await fleet.errors()
+    if merged is None:  # no Redis, or it does not answer: this replica's own
+        return json_response(ErrorList("replica", list(reversed(request.app[RECENT].errors))))
+    return json_response(ErrorList("fleet", merged))
+
+
+async def recent_fleet_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With REDIS_URL: publish this replica's recent figures for the fleet's console, and read
+    the fleet's (its own client, as routing's fleet has)."""
+    settings = app[SETTINGS]
+    if settings.redis_url is None:
+        yield
+        return
+    client = connect(settings.redis_url, settings.redis, name="modelrouter-console")
+    fleet = app[RECENT_FLEET] = RecentFleet(client, settings.redis.key_prefix, app[RECENT])
+    fleet.start()
+    try:
+        yield
+    finally:
+        await fleet.close()
 
 
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/overview", overview)
     app.router.add_get("/admin/errors", errors)
+    # Only a gateway that serves the console publishes its figures for the fleet's.
+    app.cleanup_ctx.append(recent_fleet_ctx)
 
 
 # -- the pages -----------------------------------------------------------------------------------

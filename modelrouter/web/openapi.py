@@ -345,8 +345,8 @@ def _admin_paths() -> dict[str, Any]:
         "/admin/errors": {
             "get": _admin(
                 _operation(
-                    "The last 50 failed requests of this replica, newest first (what and "
-                    "where: no message, prompt or key)",
+                    "The last 50 failed requests, newest first (what and where: no message, "
+                    "prompt or key): the fleet's with Redis, else this replica's (`scope`)",
                     {"200": _answer("the errors", _json("ErrorList"))} | read_errors,
                 )
             )

@@ -9,6 +9,11 @@ function scopeNote(scope) {
   return scope === "fleet" ? "fleet-wide" : "this replica";
 }
 
+// Fleet-wide figures are this replica's now and the others' as they published them (every 2 s).
+function recentNote(scope) {
+  return scope === "fleet" ? "fleet-wide, other replicas' up to 2 s old" : "this replica";
+}
+
 function stateText(deployment) {
   const state = STATES[deployment.state] || deployment.state;
   if (deployment.state !== "blacklisted") return state;
@@ -34,7 +39,7 @@ function card(deployment, scope) {
     h(
       "p",
       { class: "facts" },
-      `in flight ${deployment.in_flight} · ${budget} · ${deployment.failures} consecutive failures${reason}`,
+      `in flight ${deployment.in_flight} (${scopeNote(scope.in_flight)}) · ${budget} · ${deployment.failures} consecutive failures${reason}`,
     ),
     h(
       "div",
@@ -81,13 +86,13 @@ export async function showOverview() {
     ),
     fact("History", overview.history, { id: "history-status" }),
     fact("Deployment health", scopeNote(scope.health)),
-    fact("Charts", `${scopeNote(scope.charts)}, 10 s and 1 min steps`),
+    fact("Charts", `${recentNote(scope.charts)}; 10 s and 1 min steps`, { id: "charts-scope" }),
   );
   fill(
     document.getElementById("deployments"),
     overview.deployments.map((d) => card(d, scope)),
   );
-  document.getElementById("errors-scope").textContent = `(${scopeNote(errors.scope)})`;
+  document.getElementById("errors-scope").textContent = `(${recentNote(errors.scope)})`;
   const rows = errors.data.map(errorRow);
   fill(
     document.querySelector("#errors tbody"),
