@@ -20,6 +20,7 @@ from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.tenants.spend_spool import SpendSpool
 from tests.conftest import free_port, wait_until
 from tests.history.conftest import rows
+from tests.shared_state.topology import Cluster
 from tests.tenants.conftest import database as database  # noqa: PLC0414 - the fixture, shared
 
 pytestmark = pytest.mark.redis
@@ -227,3 +228,28 @@ async def test_without_redis_the_rows_wait_in_memory(database: str, dead_pool: A
     await log.close(timeout=0.5)
     assert len(log.queue) == 5  # what `spend_unwritten` reports: lost with the process
     assert log.spilled == 0
+
+
+async def test_the_spool_works_on_a_redis_cluster(
+    redis_cluster: Cluster, prefix: str, database: str, dead_pool: Any, pool: Any
+) -> None:
+    def cluster_spool() -> SpendSpool:
+        settings = RedisSettings(key_prefix=prefix, timeout=2.0, cluster=True)
+        return SpendSpool(connect(redis_cluster.url, settings), prefix=prefix)
+
+    stopped_spool = cluster_spool()
+    stopped = SpendLog(dead_pool, spool=stopped_spool)
+    for row in new_rows(40):
+        stopped.add(row)
+    await stopped.close(timeout=1.0)
+    assert await stopped_spool.length() == 40
+
+    spools = [cluster_spool(), cluster_spool()]
+    drainers = [SpendLog(pool, spool=s, batch_rows=15) for s in spools]
+    await asyncio.gather(*(d.drain() for d in drainers))
+    assert sum(d.drained for d in drainers) == 40
+    assert await stopped_spool.length() == 0
+    assert len(await table(database)) == 40
+    for spool in (stopped_spool, *spools):
+        await spool.client.delete(spool.key, spool.lock_key)
+        await spool.close()
