@@ -301,7 +301,8 @@ class SpendLog:
 
     # -- reads ---------------------------------------------------------------------------------
     async def spent(self, key_id: str, since: datetime | None) -> int:
-        """What `key_id` spent since `since` (None: ever), written or still queued here."""
+        """What `key_id` spent since `since` (None: ever), written or still queued here (not
+        what waits in the Redis spool: that counts once drained)."""
         async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
             await self._migrate(conn)
             found = await conn.fetchval(

@@ -60,7 +60,9 @@ async def table(database: str) -> list[Any]:
         return []
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["its-writer-spilled", "at-close"])
 async def test_rows_of_a_replica_stopped_while_postgres_is_away_are_written_by_the_next(
+    started: bool,
     redis_url: str,
     prefix: str,
     rclient: aioredis.Redis,
@@ -70,7 +72,8 @@ async def test_rows_of_a_replica_stopped_while_postgres_is_away_are_written_by_t
 ) -> None:
     first_spool = spool_of(redis_url, prefix)
     first = SpendLog(dead_pool, spool=first_spool)
-    first.start()
+    if started:
+        first.start()
     added = new_rows(250)
     for row in added:
         first.add(row)
@@ -253,3 +256,27 @@ async def test_the_spool_works_on_a_redis_cluster(
     for spool in (stopped_spool, *spools):
         await spool.client.delete(spool.key, spool.lock_key)
         await spool.close()
+
+
+async def test_a_full_spool_or_no_redis_keeps_the_rows_in_memory(
+    redis_url: str, prefix: str, dead_pool: Any
+) -> None:
+    client = connect(redis_url, RedisSettings(key_prefix=prefix, timeout=2.0))
+    spool = SpendSpool(client, prefix=prefix, max_rows=30)
+    log = SpendLog(dead_pool, spool=spool)
+    for row in new_rows(25):
+        log.add(row)
+    assert await log._spill()
+    for row in new_rows(10):
+        log.add(row)
+    assert not await log._spill()  # 35 rows would pass the cap: none of the 10 is appended
+    assert (await spool.length(), len(log.queue), log.spool_ok) == (25, 10, False)
+    await spool.close()
+
+    unreachable = connect(f"redis://127.0.0.1:{free_port()}/0", RedisSettings(key_prefix=prefix))
+    away = SpendLog(dead_pool, spool=SpendSpool(unreachable, prefix=prefix))
+    for row in new_rows(5):
+        away.add(row)
+    await away.close(timeout=1.0)
+    assert (len(away.queue), away.spilled) == (5, 0)  # `spend_unwritten`: lost with the process
+    await unreachable.aclose()
