@@ -75,3 +75,4 @@ async def test_a_gateway_killed_while_postgres_is_away_loses_no_spend(
         assert await post(session, f"{after.url}/chat", key["key"], ASK) == 200
     await settled(database, 12)
     assert await spend_total(database) == (12, 12 * COST)
+    after.stop()  # while its database is still there: else its stop spills to the spool

@@ -259,7 +259,7 @@ async def test_the_spool_works_on_a_redis_cluster(
 
 
 async def test_a_full_spool_or_no_redis_keeps_the_rows_in_memory(
-    redis_url: str, prefix: str, dead_pool: Any
+    redis_url: str, prefix: str, rclient: aioredis.Redis, dead_pool: Any
 ) -> None:
     client = connect(redis_url, RedisSettings(key_prefix=prefix, timeout=2.0))
     spool = SpendSpool(client, prefix=prefix, max_rows=30)
