@@ -7,11 +7,12 @@ was lost is written once (`ON CONFLICT DO NOTHING`). `close` writes what is left
 bounded time.
 
 A database that does not answer delays spend, it does not lose it:
-- with a Redis spool (REDIS_URL, `spend_spool.SpendSpool`), the rows of a failed write, and
-  every row added while the database stays away (each `flush_seconds`), go to Redis at once,
-  as do the rows left at `close`; any replica drains the spool into the database once it
-  answers (at start, every `drain_seconds`, and when its own writes recover), one replica at
-  a time. A kill loses what came in since the last write or spill: about `flush_seconds`.
+- with a Redis spool (REDIS_URL, `spend_spool.SpendSpool`), the rows of a failed write go to
+  Redis at once, and so does every row added while the database stays away or a write hangs
+  (each `flush_seconds`), and what is left at `close`; any replica drains the spool into the
+  database once it answers (at start, every `drain_seconds`, and when its own writes
+  recover), one replica at a time. A kill loses what came in since the last write or spill:
+  about `flush_seconds`.
 - without one, the rows wait in memory for the next try; a stop while the database is away
   loses them (`spend_unwritten`).
 """
@@ -156,7 +157,7 @@ class SpendLog:
         while True:
             tried = self.ok or loop.time() >= due
             if tried:
-                if await self._step():
+                if await self._try():
                     retry = self.min_retry
                 else:
                     due = loop.time() + retry
@@ -178,6 +179,25 @@ class SpendLog:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, pause))
+
+    async def _try(self) -> bool:
+        """`_step`; with a spool, what waits goes there each `flush_seconds` the step takes
+        (a database that does not answer at all holds it up to `timeout`). A batch both
+        written and spilled is drained later as a no-op (its ids)."""
+        if self.spool is None:
+            return await self._step()
+        step = asyncio.ensure_future(self._step())
+        try:
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=self.flush_seconds)
+                if done:
+                    return step.result()
+                if self.queue:
+                    await self._spill()
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
 
     async def _step(self) -> bool:
         """Write one batch; False when the database failed (the rows stay queued)."""

@@ -128,6 +128,37 @@ async def test_a_failed_write_spills_at_once_so_a_kill_loses_nothing(
     await spool.close()
 
 
+class SilentPool:
+    """A database that does not answer at all (its packets dropped): an acquire never ends."""
+
+    def acquire(self) -> Any:
+        return self
+
+    async def __aenter__(self) -> Any:
+        await asyncio.Event().wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+async def test_a_database_that_does_not_answer_at_all_does_not_hold_the_rows_in_memory(
+    redis_url: str, prefix: str, rclient: aioredis.Redis
+) -> None:
+    spool = spool_of(redis_url, prefix)
+    log = SpendLog(SilentPool(), spool=spool, flush_seconds=0.05, timeout=3600)
+    log.start()
+    for row in new_rows(30):
+        log.add(row)
+
+    async def spilled() -> bool:
+        return await spool.length() == 30
+
+    await wait_until(spilled, timeout=5)  # its write still waits, for up to an hour
+    assert not log.queue
+    await log.close(timeout=0.2)
+    await spool.close()
+
+
 async def test_two_drainers_at_once_write_each_row_once(
     redis_url: str, prefix: str, database: str, pool: Any
 ) -> None:
