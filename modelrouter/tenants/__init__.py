@@ -10,6 +10,7 @@
 - `gate`: `BudgetGate`, reserve before the call and settle after, on the ledger
   (`state/ledger.py`, `state/ledger_redis.py`);
 - `spend`: `SpendLog`, spend rows written to PostgreSQL in batches, and the spend reports;
+- `spend_spool`: `SpendSpool`, the rows PostgreSQL could not take, in Redis until it can;
 - `prices`: the bundled, dated price table with PRICES_FILE over it, and `cost`;
 - `cost`: a request's `Charge` (its usage at its price, `Pricing`), and the estimate of a
   stream's usage when the provider gave none.

@@ -2,10 +2,19 @@
 migrations), written in batches off the request path, and the reports read from it.
 
 `add` only appends to a bounded queue. A task owned here writes a batch every `flush_seconds`
-(or as soon as `batch_rows` wait); a database that does not answer keeps the rows for the next
-try, so an outage delays spend, it does not lose it. Each row's id is made here: a batch sent
-again after a reply was lost is written once (`ON CONFLICT DO NOTHING`). `close` writes what
-is left within a bounded time.
+(or as soon as `batch_rows` wait). Each row's id is made here: a batch sent again after a reply
+was lost is written once (`ON CONFLICT DO NOTHING`). `close` writes what is left within a
+bounded time.
+
+A database that does not answer delays spend, it does not lose it:
+- with a Redis spool (REDIS_URL, `spend_spool.SpendSpool`), the rows of a failed write go to
+  Redis at once, and so does every row added while the database stays away or a write hangs
+  (each `flush_seconds`), and what is left at `close`; any replica drains the spool into the
+  database once it answers (at start, every `drain_seconds`, and when its own writes
+  recover), one replica at a time. A kill loses what came in since the last write or spill:
+  about `flush_seconds`.
+- without one, the rows wait in memory for the next try; a stop while the database is away
+  loses them (`spend_unwritten`).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import msgspec
 import structlog
 
 from modelrouter.tenants.schema import KEYS, SPEND, migrate
+from modelrouter.tenants.spend_spool import REDIS_ERRORS, SpendSpool
 from modelrouter.tenants.store import DB_ERRORS
 
 log = structlog.get_logger("modelrouter.spend")
@@ -37,6 +47,7 @@ _INSERT: Final = (
     " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],"
     " $6::text[], $7::bigint[], $8::text[]) ON CONFLICT (id) DO NOTHING"
 )
+SPILL_ROWS: Final = 1000  # rows per append to the spool (one script call's arguments)
 
 
 class SpendRow(msgspec.Struct, frozen=True, gc=False):
@@ -67,8 +78,14 @@ class SpendLog:
         timeout: float = 5.0,
         min_retry: float = 0.2,
         max_retry: float = 10.0,
+        spool: SpendSpool | None = None,
+        drain_seconds: float = 5.0,
     ) -> None:
+        """`spool`: where rows go while the database is away (None: they wait in memory);
+        `drain_seconds`: how often the spool is looked at while the database answers."""
         self.pool = pool
+        self.spool = spool
+        self.drain_seconds = drain_seconds
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         self.queue_rows = queue_rows
@@ -78,9 +95,14 @@ class SpendLog:
         self.queue: deque[SpendRow] = deque()
         self.dropped = 0
         self.ok = True  # the last write succeeded
+        self.spool_ok = True  # the last spill succeeded
+        self.spilled = 0  # rows this process moved to the spool
+        self.drained = 0  # rows this process moved from the spool to the database
         self._migrated = False
         self._wake = asyncio.Event()
+        self._drain_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
     # -- the request side (from the accounting's drain, off the request path) -----------------
     def add(self, row: SpendRow) -> None:
@@ -102,28 +124,80 @@ class SpendLog:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="spend-writer")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="spend-writer")
+        if self.spool is not None:
+            self._drainer = loop.create_task(self._drain_loop(), name="spend-drainer")
 
     async def close(self, *, timeout: float = 5.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Write what is queued: to the database while it answers, within `timeout` (half of
+        it with a spool), then the rest to the spool."""
+        tasks = [t for t in (self._task, self._drainer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        database_end = end if self.spool is None else loop.time() + timeout / 2
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(database_end):
                 while self.queue and await self._step():
                     pass
+        if self.queue and self.spool is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(end):
+                    await self._spill()
         if self.queue:
             log.error("spend_unwritten", rows=len(self.queue))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         retry = self.min_retry
+        due = 0.0  # after a failed write, the database is tried again then
         while True:
-            ok = await self._step()
-            retry = self.min_retry if ok else min(retry * 2, self.max_retry)
-            if len(self.queue) < self.batch_rows or not ok:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds if ok else retry)
+            tried = self.ok or loop.time() >= due
+            if tried:
+                if await self._try():
+                    retry = self.min_retry
+                else:
+                    due = loop.time() + retry
+                    retry = min(retry * 2, self.max_retry)
+            # A spool that failed is tried again with the database.
+            spilling = self.spool is not None and (self.spool_ok or tried)
+            if not self.ok and spilling and self.queue:
+                # At once, not at the next try: what a kill loses stays about a tick's rows.
+                spilling = await self._spill()
+            if self.ok and len(self.queue) >= self.batch_rows:
+                continue
+            if self.ok:
+                pause = self.flush_seconds
+            elif spilling:  # a full batch, or the next tick, goes to the spool
+                pause = min(self.flush_seconds, due - loop.time())
+            else:  # nowhere to write: nothing to do before the next try
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, pause))
+
+    async def _try(self) -> bool:
+        """`_step`; with a spool, what waits goes there each `flush_seconds` the step takes
+        (a database that does not answer at all holds it up to `timeout`). A batch both
+        written and spilled is drained later as a no-op (its ids)."""
+        if self.spool is None:
+            return await self._step()
+        step = asyncio.ensure_future(self._step())
+        try:
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=self.flush_seconds)
+                if done:
+                    return step.result()
+                if self.queue:
+                    await self._spill()
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
 
     async def _step(self) -> bool:
         """Write one batch; False when the database failed (the rows stay queued)."""
@@ -135,20 +209,110 @@ class SpendLog:
                     await conn.execute(_INSERT, *_columns(batch))
         except DB_ERRORS as exc:
             if self.ok:
+                where = "Redis" if self.spool is not None else "memory"
                 log.warning(
                     "spend_unavailable",
                     error=type(exc).__name__,
                     queued=len(self.queue),
-                    message="spend waits in memory until PostgreSQL answers",
+                    message=f"spend waits in {where} until PostgreSQL answers",
                 )
             self.ok = self._migrated = False
             return False
-        for _ in batch:  # the rows written: only now do they leave the queue
-            self.queue.popleft()
+        self._forget(batch)  # the rows written: only now do they leave the queue
         if not self.ok:
             log.info("spend_recovered", queued=len(self.queue))
             self.ok = True
+            self._drain_now.set()
         return True
+
+    def _forget(self, batch: list[SpendRow]) -> None:
+        """Take `batch` off the head of the queue (unless `add` dropped some of it meanwhile)."""
+        queue = self.queue
+        for row in batch:
+            if queue and queue[0] is row:
+                queue.popleft()
+
+    # -- the Redis spool -------------------------------------------------------------------------
+    async def _spill(self) -> bool:
+        """Move every queued row to the spool; False when Redis failed or the spool is full
+        (the rows not moved stay queued)."""
+        assert self.spool is not None
+        while self.queue:
+            batch = [self.queue[i] for i in range(min(len(self.queue), SPILL_ROWS))]
+            try:
+                stored = await self.spool.spill([_encode(r) for r in batch])
+            except REDIS_ERRORS as exc:
+                return self._spill_failed(f"redis: {type(exc).__name__}")
+            if not stored:
+                return self._spill_failed(f"the spool holds {self.spool.max_rows} rows")
+            self._forget(batch)
+            self.spilled += len(batch)
+        if not self.spool_ok:
+            log.info("spend_spool_recovered")
+            self.spool_ok = True
+        return True
+
+    def _spill_failed(self, reason: str) -> bool:
+        if self.spool_ok:
+            log.warning(
+                "spend_spool_unavailable",
+                reason=reason,
+                queued=len(self.queue),
+                message="spend waits in memory until PostgreSQL or Redis answers",
+            )
+            self.spool_ok = False
+        return False
+
+    async def _drain_loop(self) -> None:
+        failed = False
+        while True:
+            if self.ok:  # the writer's view of the database; a drain finds out itself too
+                try:
+                    await self.drain()
+                    failed = False
+                except (*DB_ERRORS, *REDIS_ERRORS) as exc:
+                    if not failed:
+                        log.warning("spend_drain_failed", error=type(exc).__name__)
+                    failed = True
+            self._drain_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain_now.wait(), self.drain_seconds)
+
+    async def drain(self) -> int:
+        """Write the spool to the database, a batch at a time, unless another replica holds
+        the drainer's lock; the rows written. A failure raises, and leaves its batch in Redis.
+        """
+        spool = self.spool
+        if spool is None or not await spool.length():
+            return 0
+        token = await spool.lock()
+        if token is None:
+            return 0
+        written = 0
+        try:
+            while raw := await spool.head(self.batch_rows):
+                rows = _decode(raw)
+                if rows:
+                    await self._write(rows)
+                if not await spool.remove_head(token, len(raw)):
+                    break  # the lease ran out: the next drainer writes them again (once)
+                written += len(rows)
+        finally:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await spool.unlock(token)
+            if written:
+                self.drained += written
+                log.info("spend_drained", rows=written)
+        return written
+
+    async def _write(self, rows: list[SpendRow]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
+                await self._migrate(conn)
+                await conn.execute(_INSERT, *_columns(rows))
+        except DB_ERRORS:
+            self._migrated = False
+            raise
 
     async def _migrate(self, conn: Any) -> None:
         if not self._migrated:
@@ -157,7 +321,8 @@ class SpendLog:
 
     # -- reads ---------------------------------------------------------------------------------
     async def spent(self, key_id: str, since: datetime | None) -> int:
-        """What `key_id` spent since `since` (None: ever), written or still queued here."""
+        """What `key_id` spent since `since` (None: ever), written or still queued here (not
+        what waits in the Redis spool: that counts once drained)."""
         async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
             await self._migrate(conn)
             found = await conn.fetchval(
@@ -196,6 +361,21 @@ class SpendLog:
                 ids,
             )
         return {row["id"]: row for row in rows}
+
+
+_encode = msgspec.json.Encoder().encode
+_decoder = msgspec.json.Decoder(SpendRow)
+
+
+def _decode(raw: list[str]) -> list[SpendRow]:
+    """The spool's rows; one that does not decode is logged and left out (not retried)."""
+    rows = []
+    for item in raw:
+        try:
+            rows.append(_decoder.decode(item))
+        except msgspec.DecodeError as exc:
+            log.error("spend_spool_bad_row", error=str(exc), row=item[:200])  # noqa: TRY400 - no trace to show
+    return rows
 
 
 def _columns(batch: list[SpendRow]) -> tuple[list[Any], ...]:

@@ -10,6 +10,7 @@ budget counters have it) and when that period resets.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -18,16 +19,19 @@ from typing import Any, get_args
 import msgspec
 from aiohttp import web
 
+from modelrouter.config import Settings
 from modelrouter.errors import ApiError, bad_request
 from modelrouter.schemas import json_encoder
+from modelrouter.state.connect import connect
 from modelrouter.tenants.cost import usd
 from modelrouter.tenants.keys import Key
 from modelrouter.tenants.spend import GroupBy, SpendLog
+from modelrouter.tenants.spend_spool import SpendSpool
 from modelrouter.tenants.store import DB_ERRORS
 from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.admin import KEYS, admin_store
 from modelrouter.web.auth import authenticate
-from modelrouter.web.runtime import RUNTIME, SPEND, Runtime
+from modelrouter.web.runtime import RUNTIME, SETTINGS, SPEND, Runtime
 
 CLOSE_TIMEOUT = 5.0
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
@@ -69,12 +73,14 @@ class KeySpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end"
 
 async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
     """With DATABASE_URL: the spend log (in the key store's database) for the app's lifetime,
-    fed by the accounting; at cleanup, what is queued is written (bounded)."""
+    fed by the accounting; at cleanup, what is queued is written (bounded). With REDIS_URL
+    too, rows the database cannot take wait in Redis (see `tenants.spend`)."""
     store = app.get(KEYS)
     if store is None:
         yield
         return
-    spend = app[SPEND] = SpendLog(store.pool)
+    spool = spend_spool(app[SETTINGS])
+    spend = app[SPEND] = SpendLog(store.pool, spool=spool)
     spend.start()
     accounting = app[ACCOUNTING]
     accounting.spend = spend
@@ -84,6 +90,18 @@ async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
         accounting.drain()
         accounting.spend = None
         await spend.close(timeout=CLOSE_TIMEOUT)
+        if spool is not None:
+            await spool.close()
+
+
+def spend_spool(settings: Settings) -> SpendSpool | None:
+    """A client of its own: the state backend's is made after this log and closed before it
+    (the spool is needed most at the very end, for the rows a stop leaves)."""
+    if settings.redis_url is None:
+        return None
+    redis = msgspec.structs.replace(settings.redis, max_connections=2)  # a writer, a drainer
+    name = f"modelrouter:{redis.key_prefix}:spend:{os.getpid()}"
+    return SpendSpool(connect(settings.redis_url, redis, name=name), prefix=redis.key_prefix)
 
 
 def add_routes(app: web.Application) -> None:
