@@ -97,7 +97,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         self.latency = Latency()  # recent time to first byte, for the `latency` strategy
         self.elsewhere = 0  # attempts in flight on the other replicas (routing/fleet.py)
         self._fresh = fresh
-        self.window = window or Ring()  # the console's last hour of attempts
+        self.window = window  # the console's last hour of attempts (None: not recorded)
         self.pricing = pricing  # an attempt span's cost (only recorded attempts are priced)
         self.budget_remaining: int | None = None  # at its last admission (rate-limited only)
         self._settling: set[asyncio.Task[None]] = set()  # its limits' settles still running
@@ -369,7 +369,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
             return
         if result.ok:
             self._m.success.inc()
-            self.window.attempt(True, time.time())
+            if self.window is not None:
+                self.window.attempt(True, time.time())
             if ticket.epoch == health.epoch and health.succeed():
                 log.info("provider_recovered", provider=self.name, request_id=ticket.request_id)
                 self._publish()
@@ -377,7 +378,8 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
         if result.reason is None:
             return  # the client's request was wrong, not the provider
         self._m.failures[result.reason].inc()
-        self.window.attempt(False, time.time())
+        if self.window is not None:
+            self.window.attempt(False, time.time())
         if result.cut_by_deadline or result.reason == "model_not_found":
             return  # the request ran out of time, or wants a model this provider lacks
         self._blacklist(ticket, result)

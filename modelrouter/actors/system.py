@@ -99,7 +99,7 @@ class ActorSystem:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.recent = recent or Recent()  # the console's last hour, per deployment
+        self.recent = recent  # the console's last hour, per deployment (None: not recorded)
         self.secrets = secrets_of(settings)
         self.redactor = Redactor(self.secrets)
         self.state = state if state is not None else create_state(settings, metrics)
@@ -146,7 +146,7 @@ class ActorSystem:
             metrics=self.metrics,
             on_change=self._health_changed,
             fresh=fresh,
-            window=self.recent.ring(provider.name),
+            window=None if self.recent is None else self.recent.ring(provider.name),
             pricing=self.pricing,
         )
 

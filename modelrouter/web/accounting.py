@@ -52,7 +52,7 @@ class Accounting:
         limit: int = 256,
     ) -> None:
         self.metrics = metrics
-        self.recent = recent or Recent()  # the console's figures of this replica
+        self.recent = recent  # the console's figures of this replica (None: not recorded)
         self.delay = delay
         self._limit = limit
         self._pending: list[tuple[web.Request, str, int, float, bool]] = []
@@ -83,8 +83,8 @@ class Accounting:
             metrics.observe_request(route, request.method, status, seconds)
             _finished(request, metrics, route=route, status=status, seconds=seconds, quiet=quiet)
             self._count_cost(request[SUMMARY])
-            if not quiet:
-                self._note(request, route, status, seconds, offset)
+            if not quiet and self.recent is not None:
+                self._note(request, route, status, seconds, offset, recent=self.recent)
         history, spend = self.history, self.spend
         if history is not None:
             for request, route, status, seconds, _ in pending:
@@ -97,12 +97,18 @@ class Accounting:
                     spend.add(row)
 
     def _note(
-        self, request: web.Request, route: str, status: int, seconds: float, offset: float
+        self,
+        request: web.Request,
+        route: str,
+        status: int,
+        seconds: float,
+        offset: float,
+        *,
+        recent: Recent,
     ) -> None:
         """The console's figures: the deployment's time to first byte, the cache's answer, the
         request in the last errors if it failed (what and where only)."""
         summary: Summary = request[SUMMARY]
-        recent = self.recent
         answering = summary.answering
         at = summary.started + offset
         if summary.cache is not None:

@@ -36,8 +36,11 @@ def create_app(
     app = web.Application(middlewares=[front], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
-    recent = app[RECENT] = Recent()  # this replica's last hour, for the console
-    accounting = app[ACCOUNTING] = Accounting(app[METRICS], recent=recent)
+    # This replica's last hour, for the console: recorded only where the console is served
+    # (ADMIN_API_KEY), so that a gateway without it does no work per request for nobody.
+    recent = app[RECENT] = Recent()
+    recording = recent if settings.tenants.admin_keys else None
+    accounting = app[ACCOUNTING] = Accounting(app[METRICS], recent=recording)
     accounting.key_labels = settings.tenants.metrics_key_labels
 
     async def account_the_rest(_: web.Application) -> None:

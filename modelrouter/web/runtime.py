@@ -124,7 +124,8 @@ def budget_gate(app: web.Application, system: ActorSystem, pricing: Pricing) -> 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the actor system for the app's lifetime; close it at cleanup."""
     settings, metrics = app[SETTINGS], app[METRICS]
-    system = ActorSystem(settings, metrics, recent=app.get(RECENT))
+    recent = app.get(RECENT) if settings.tenants.admin_keys else None  # see create_app
+    system = ActorSystem(settings, metrics, recent=recent)
     await system.start()
     pricing = system.pricing  # one table for the requests' cost and the attempt spans'
     resolver = app.get(RESOLVER)

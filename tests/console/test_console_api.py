@@ -4,12 +4,15 @@ shapes, and the pages under their headers."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import msgspec
 
+from modelrouter.web.accounting import ACCOUNTING
 from modelrouter.web.console import ErrorList, Overview
 from modelrouter.web.openapi import openapi_document
+from modelrouter.web.runtime import RECENT, RUNTIME
 from tests.conftest import CLIENT_KEY, USER, Gateway, Mock, two_providers
 from tests.tenants.conftest import ADMIN_KEY, AS_ADMIN
 
@@ -31,6 +34,20 @@ async def test_without_admin_api_key_they_are_not_there(gateway: Gateway) -> Non
     client = await gateway(API_KEY=CLIENT_KEY)
     response = await client.get("/admin/overview", headers=AS_ADMIN)
     assert response.status == 404
+
+
+async def test_without_the_console_nothing_is_recorded_for_it(gateway: Gateway, mock: Mock) -> None:
+    client = await gateway(API_KEY=CLIENT_KEY, **two_providers(mock, groq="status=503"))
+    as_client = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    assert (await client.post("/chat", json=USER, headers=as_client)).status == 200
+    refused = await client.post("/chat", json={"messages": []}, headers=as_client)
+    assert refused.status == 400
+    client.app[ACCOUNTING].drain()
+    recent = client.app[RECENT]
+    assert recent.errors == deque()
+    assert recent.rings == {}
+    assert client.app[RUNTIME].system.recent is None
+    assert all(p.window is None for p in client.app[RUNTIME].system.router.providers.values())
 
 
 async def test_the_overview_shows_a_failing_deployment_and_the_errors_no_prompt(
