@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import http.client
 import http.server
 import os
@@ -143,11 +144,35 @@ async def virtual_key(database_url: str) -> str:
     return secret
 
 
+class Exported(NamedTuple):
+    """What the bench's OTLP sink was sent: exports (HTTP requests) and the spans in them."""
+
+    exports: int
+    spans: int
+
+
+class _SinkServer(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Sink)
+        self.exported = Exported(0, 0)
+        self.lock = threading.Lock()
+
+    def count(self, spans: int) -> None:
+        with self.lock:
+            self.exported = Exported(self.exported.exports + 1, self.exported.spans + spans)
+
+
 class _Sink(http.server.BaseHTTPRequestHandler):
-    """An OTLP/HTTP receiver that takes every export and keeps nothing."""
+    """An OTLP/HTTP receiver that takes every export, counts it and its spans, keeps nothing.
+    HTTP/1.1, as a collector: the exporter's connection is kept alive between exports (an
+    HTTP/1.0 sink would make every export open a connection, which no collector does)."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        assert isinstance(self.server, _SinkServer)
+        self.server.count(_spans_in(body, self.headers.get("Content-Encoding")))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -157,17 +182,43 @@ class _Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _spans_in(body: bytes, encoding: str | None) -> int:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
+        ExportTraceServiceRequest,
+    )
+
+    if encoding == "gzip":
+        body = gzip.decompress(body)
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(body)
+    return sum(len(scope.spans) for spans in message.resource_spans for scope in spans.scope_spans)
+
+
+class Sink(NamedTuple):
+    endpoint: str  # for OTEL_EXPORTER_OTLP_ENDPOINT
+    server: _SinkServer
+
+    def exported(self) -> Exported:
+        return self.server.exported
+
+
 @contextmanager
-def otlp_sink() -> Iterator[str]:
-    """An OTLP/HTTP endpoint on loopback (for OTEL_EXPORTER_OTLP_ENDPOINT) while in the block."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+def otlp_sink() -> Iterator[Sink]:
+    """An OTLP/HTTP endpoint on loopback while in the block, counting what it is sent."""
+    server = _SinkServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield Sink(f"http://127.0.0.1:{server.server_address[1]}", server)
     finally:
         server.shutdown()
         server.server_close()
+
+
+# The exporter's worker never wakes on its timer during a run (a day): it exports when a batch
+# is full and, at the gateway's shutdown, every span left; each span is exported exactly once
+# within the run, whatever the run's wall time (valgrind stretches it some 50 times).
+NO_TIMER_MS = 86_400_000
 
 
 def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
@@ -175,6 +226,7 @@ def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": repr(ratio),
+        "OTEL_BSP_SCHEDULE_DELAY": str(NO_TIMER_MS),
     }
 
 
@@ -224,10 +276,21 @@ def send(
 
 class Count(NamedTuple):
     """Instructions of every thread, and of the main thread alone (the event loop: the
-    request path, without the work of other threads such as the trace exporter's)."""
+    request path, without the work of other threads such as the trace exporter's); and the
+    spans the gateway exported (to the bench's sink, with `--tracing`)."""
 
     total: float
     main: float
+    spans: int = 0
+
+
+# The gateway's process, its `random` seeded first: which requests a ratio samples is then the
+# same in every run (each decision is a `random.random()` of the request path), so a run's
+# figure does not move with the luck of the draw. The instructions run are the same as unseeded.
+_SEEDED_MAIN = (
+    "import random, runpy; random.seed(0); "
+    "runpy.run_module('modelrouter', run_name='__main__', alter_sys=True)"
+)
 
 
 def instructions(  # noqa: PLR0917 - the run's settings, in the order they are read
@@ -237,10 +300,12 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
     count: int,
     auth: Auth = NO_AUTH,
     routing: bool = False,
+    *,
+    sink: Sink | None = None,
 ) -> Count:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
     serving `count` requests to `route` (NotServed if it does not serve it; `routing`:
-    configured by ROUTING_FILE)."""
+    configured by ROUTING_FILE); with the `sink` it exports to, the spans it exported."""
     port = procs.free_port()
     env = {**os.environ, **gateway_env(mock_port), **auth.env}
     if source is not None:
@@ -254,9 +319,10 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
         # A file per thread (out-01 is the main thread's: the event loop's).
         command = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
         command.append(f"--callgrind-out-file={out}")
-        command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
-        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: the
+        command += [sys.executable, "-c", _SEEDED_MAIN, "serve", "--port", str(port)]
+        # `python -c` puts its working directory first on sys.path, before PYTHONPATH: the
         # other revision runs from its own worktree, or this tree's code would be measured.
+        before = 0 if sink is None else sink.exported().spans
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
             command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -267,7 +333,9 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
         counts = _summaries(tmp)
-    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0))
+    # The gateway has exited: its last export (at shutdown) has been answered.
+    spans = 0 if sink is None else sink.exported().spans - before
+    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0), spans)
 
 
 def _summaries(folder: str) -> dict[str, int]:
@@ -293,15 +361,23 @@ def per_request(  # noqa: PLR0917 - as instructions
     many: int,
     auth: Auth = NO_AUTH,
     routing: bool = False,
+    *,
+    sink: Sink | None = None,
 ) -> Count | None:
-    """Instructions per request (None: the revision does not serve the route)."""
+    """Instructions per request (None: the revision does not serve the route); `spans`: those
+    the `many` requests exported more than the `few` (the difference's sampled requests' spans,
+    each exported once)."""
     try:
-        first = instructions(source, mock_port, route, few, auth, routing)
+        first = instructions(source, mock_port, route, few, auth, routing, sink=sink)
     except NotServed:
         return None
-    last = instructions(source, mock_port, route, many, auth, routing)
+    last = instructions(source, mock_port, route, many, auth, routing, sink=sink)
     requests = many - few
-    return Count((last.total - first.total) / requests, (last.main - first.main) / requests)
+    return Count(
+        (last.total - first.total) / requests,
+        (last.main - first.main) / requests,
+        last.spans - first.spans,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,19 +424,23 @@ def main(argv: list[str] | None = None) -> int:
     auth = auth_of(args.auth, args.database_url)
     mock_port = procs.free_port()
     with ExitStack() as stack:
+        sink = None
         if args.tracing is not None:  # every gateway started from here inherits it
-            os.environ.update(tracing_env(stack.enter_context(otlp_sink()), args.tracing))
+            sink = stack.enter_context(otlp_sink())
+            os.environ.update(tracing_env(sink.endpoint, args.tracing))
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for route in routes:
             counts = [
-                (label, per_request(src, mock_port, route, args.few, args.many, auth))
+                (label, per_request(src, mock_port, route, args.few, args.many, auth, sink=sink))
                 for label, src in sources
             ]
             if args.routing_file:
-                file_count = per_request(None, mock_port, route, args.few, args.many, auth, True)
+                file_count = per_request(
+                    None, mock_port, route, args.few, args.many, auth, True, sink=sink
+                )
                 counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:
@@ -375,7 +455,10 @@ def _figure(count: Count | None, mine: Count | None, label: str) -> str:
     ratio = ""
     if label != "this tree" and mine is not None and mine.total:
         ratio = f" (x{count.total / mine.total:.4f} of this tree)"
-    return f"{count.total:>12,.0f} instructions/request{ratio}; main thread {count.main:,.0f}"
+    spans = f"; {count.spans} spans exported" if count.spans else ""
+    return (
+        f"{count.total:>12,.0f} instructions/request{ratio}; main thread {count.main:,.0f}{spans}"
+    )
 
 
 if __name__ == "__main__":
