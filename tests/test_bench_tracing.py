@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import math
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from modelrouter.bench.instructions import (
+    EVEN_DRAWS,
     NO_TIMER_MS,
     Count,
     Exported,
@@ -68,3 +71,12 @@ def test_each_threads_summary_is_read_and_the_main_thread_is_the_first(tmp_path:
     counts = _summaries(str(tmp_path))
     assert counts == {"callgrind.out-01": 700, "callgrind.out-02": 50}
     assert Count(sum(counts.values()), counts["callgrind.out-01"]) == (750, 700, 0)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.003, 0.01, 0.5, 1.0])
+def test_the_sampling_draws_keep_exactly_the_ratio_of_any_run(ratio: float) -> None:
+    draws = eval(EVEN_DRAWS, {"math": math, "r": ratio})
+    assert all(0.0 <= draw < 1.0 for draw in draws)
+    for few, many in ((0, 100), (200, 800), (300, 1300), (1000, 100_000)):
+        kept = sum(draw < ratio for draw in draws[few:many])
+        assert kept == math.floor(many * ratio) - math.floor(few * ratio)

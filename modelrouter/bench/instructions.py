@@ -17,7 +17,21 @@ sees CPU work (the event loop's included), not waiting.
   virtual keys). With `--database-url` the history is on as well, for every run alike.
 - `--tracing RATIO` runs the gateways with traces on, sampled at RATIO
   (`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
-  OTLP/HTTP sink in this process that answers 200 and keeps nothing.
+  OTLP/HTTP sink in this process that answers 200, keeps nothing, keeps the connection alive
+  (as a collector does) and counts the spans it is sent: each figure then says how many spans
+  the difference exported. The figure of every thread includes the exporter's, and it is made
+  not to depend on the run's wall time (valgrind stretches it some 50 times, and the exporter
+  wakes on a timer): `OTEL_BSP_SCHEDULE_DELAY` is set to a day, so the exporter sends only full
+  batches (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, 512 spans) and, at the gateway's shutdown, every
+  span left. Each sampled span is exported exactly once within its run, so the few/many
+  difference counts the export work of the difference's spans; a run's one last export and its
+  start-up cancel out, as do the per-export costs that do not depend on the spans (each run
+  first sends one request that asks to be recorded, so that each has a last export). What the
+  figure leaves out by design is the timer: an idle wake-up of the exporter, and the fixed part
+  of an export of a few spans, are a cost per second and per export, not per request
+  (docs/tracing.md gives both). The sampling draws are spread evenly (`_EVEN_DRAWS_MAIN`), so
+  the difference samples exactly RATIO of its requests, in every run. A revision older than
+  OTEL_BSP_* (`--compare`) still exports on its own timer.
 """
 
 from __future__ import annotations
@@ -254,7 +268,13 @@ class NotServed(RuntimeError):
 
 
 def send(
-    port: int, route: str, count: int, key: str | None = None, *, routing: bool = False
+    port: int,
+    route: str,
+    count: int,
+    key: str | None = None,
+    *,
+    routing: bool = False,
+    traceparent: str | None = None,
 ) -> None:
     path, body = ROUTES[route]
     if routing:
@@ -262,6 +282,8 @@ def send(
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
         connection.request("POST", path, body, headers)
@@ -284,13 +306,28 @@ class Count(NamedTuple):
     spans: int = 0
 
 
-# The gateway's process, its `random` seeded first: which requests a ratio samples is then the
-# same in every run (each decision is a `random.random()` of the request path), so a run's
-# figure does not move with the luck of the draw. The instructions run are the same as unseeded.
-_SEEDED_MAIN = (
-    "import random, runpy; random.seed(0); "
+# The gateway's process, its sampling draws spread evenly: a request's decision is
+# `random.random() < ratio` (the request path's only call of it; ids and retry jitter use the
+# generator's other methods), and the i-th draw is 0 (kept) when i * ratio passes a whole
+# number, else the largest draw there is (dropped): exactly floor(n * ratio) of the first n
+# requests are sampled and the few/many difference has ratio * (many - few) of them, not a
+# random number (with 600 requests at 0.01 the binomial's spread is +-40%). The draws come from
+# a list iterator, a C call as the generator's is; the list is built at start-up, which the
+# difference removes.
+EVEN_DRAWS = (  # an expression of `r`, the ratio, and `math`
+    "[0.0 if math.floor(i * r) > math.floor((i - 1) * r) else 1 - 2**-53"
+    " for i in range(1, 200_002)]"
+)
+_EVEN_DRAWS_MAIN = (
+    "import math, os, random, runpy; "
+    "r = float(os.environ.get('OTEL_TRACES_SAMPLER_ARG') or 1); "
+    f"random.random = iter({EVEN_DRAWS}).__next__; "
     "runpy.run_module('modelrouter', run_name='__main__', alter_sys=True)"
 )
+# Before the counted requests, one the caller asks to record (sampled flag set): every run then
+# has spans to export at its end, so the first export's one-off work (imports, the connection)
+# is in both runs of a pair and cancels, even at a ratio that samples none of the few.
+RECORDED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def instructions(  # noqa: PLR0917 - the run's settings, in the order they are read
@@ -319,7 +356,7 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
         # A file per thread (out-01 is the main thread's: the event loop's).
         command = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
         command.append(f"--callgrind-out-file={out}")
-        command += [sys.executable, "-c", _SEEDED_MAIN, "serve", "--port", str(port)]
+        command += [sys.executable, "-c", _EVEN_DRAWS_MAIN, "serve", "--port", str(port)]
         # `python -c` puts its working directory first on sys.path, before PYTHONPATH: the
         # other revision runs from its own worktree, or this tree's code would be measured.
         before = 0 if sink is None else sink.exported().spans
@@ -328,6 +365,8 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
         )
         try:
             procs.wait_listening(port, timeout=300)
+            if sink is not None:
+                send(port, route, 1, auth.key, routing=routing, traceparent=RECORDED)
             send(port, route, count, auth.key, routing=routing)
         finally:
             process.send_signal(signal.SIGTERM)
