@@ -17,13 +17,28 @@ sees CPU work (the event loop's included), not waiting.
   virtual keys). With `--database-url` the history is on as well, for every run alike.
 - `--tracing RATIO` runs the gateways with traces on, sampled at RATIO
   (`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
-  OTLP/HTTP sink in this process that answers 200 and keeps nothing.
+  OTLP/HTTP sink in this process that answers 200, keeps nothing, keeps the connection alive
+  (as a collector does) and counts the spans it is sent: each figure then says how many spans
+  the difference exported. The figure of every thread includes the exporter's, and it is made
+  not to depend on the run's wall time (valgrind stretches it some 50 times, and the exporter
+  wakes on a timer): `OTEL_BSP_SCHEDULE_DELAY` is set to a day, so the exporter sends only full
+  batches (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, 512 spans) and, at the gateway's shutdown, every
+  span left. Each sampled span is exported exactly once within its run, so the few/many
+  difference counts the export work of the difference's spans; a run's one last export and its
+  start-up cancel out, as do the per-export costs that do not depend on the spans (each run
+  first sends one request that asks to be recorded, so that each has a last export). What the
+  figure leaves out by design is the timer: an idle wake-up of the exporter, and the fixed part
+  of an export of a few spans, are a cost per second and per export, not per request
+  (docs/tracing.md gives both). The sampling draws are spread evenly (`_EVEN_DRAWS_MAIN`), so
+  the difference samples exactly RATIO of its requests, in every run. A revision older than
+  OTEL_BSP_* (`--compare`) still exports on its own timer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import http.client
 import http.server
 import os
@@ -143,11 +158,35 @@ async def virtual_key(database_url: str) -> str:
     return secret
 
 
+class Exported(NamedTuple):
+    """What the bench's OTLP sink was sent: exports (HTTP requests) and the spans in them."""
+
+    exports: int
+    spans: int
+
+
+class _SinkServer(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Sink)
+        self.exported = Exported(0, 0)
+        self.lock = threading.Lock()
+
+    def count(self, spans: int) -> None:
+        with self.lock:
+            self.exported = Exported(self.exported.exports + 1, self.exported.spans + spans)
+
+
 class _Sink(http.server.BaseHTTPRequestHandler):
-    """An OTLP/HTTP receiver that takes every export and keeps nothing."""
+    """An OTLP/HTTP receiver that takes every export, counts it and its spans, keeps nothing.
+    HTTP/1.1, as a collector: the exporter's connection is kept alive between exports (an
+    HTTP/1.0 sink would make every export open a connection, which no collector does)."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        assert isinstance(self.server, _SinkServer)
+        self.server.count(_spans_in(body, self.headers.get("Content-Encoding")))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -157,17 +196,43 @@ class _Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _spans_in(body: bytes, encoding: str | None) -> int:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
+        ExportTraceServiceRequest,
+    )
+
+    if encoding == "gzip":
+        body = gzip.decompress(body)
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(body)
+    return sum(len(scope.spans) for spans in message.resource_spans for scope in spans.scope_spans)
+
+
+class Sink(NamedTuple):
+    endpoint: str  # for OTEL_EXPORTER_OTLP_ENDPOINT
+    server: _SinkServer
+
+    def exported(self) -> Exported:
+        return self.server.exported
+
+
 @contextmanager
-def otlp_sink() -> Iterator[str]:
-    """An OTLP/HTTP endpoint on loopback (for OTEL_EXPORTER_OTLP_ENDPOINT) while in the block."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+def otlp_sink() -> Iterator[Sink]:
+    """An OTLP/HTTP endpoint on loopback while in the block, counting what it is sent."""
+    server = _SinkServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield Sink(f"http://127.0.0.1:{server.server_address[1]}", server)
     finally:
         server.shutdown()
         server.server_close()
+
+
+# The exporter's worker never wakes on its timer during a run (a day): it exports when a batch
+# is full and, at the gateway's shutdown, every span left; each span is exported exactly once
+# within the run, whatever the run's wall time (valgrind stretches it some 50 times).
+NO_TIMER_MS = 86_400_000
 
 
 def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
@@ -175,6 +240,7 @@ def tracing_env(endpoint: str, ratio: float) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": repr(ratio),
+        "OTEL_BSP_SCHEDULE_DELAY": str(NO_TIMER_MS),
     }
 
 
@@ -202,7 +268,13 @@ class NotServed(RuntimeError):
 
 
 def send(
-    port: int, route: str, count: int, key: str | None = None, *, routing: bool = False
+    port: int,
+    route: str,
+    count: int,
+    key: str | None = None,
+    *,
+    routing: bool = False,
+    traceparent: str | None = None,
 ) -> None:
     path, body = ROUTES[route]
     if routing:
@@ -210,6 +282,8 @@ def send(
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(count):
         connection.request("POST", path, body, headers)
@@ -224,10 +298,36 @@ def send(
 
 class Count(NamedTuple):
     """Instructions of every thread, and of the main thread alone (the event loop: the
-    request path, without the work of other threads such as the trace exporter's)."""
+    request path, without the work of other threads such as the trace exporter's); and the
+    spans the gateway exported (to the bench's sink, with `--tracing`)."""
 
     total: float
     main: float
+    spans: int = 0
+
+
+# The gateway's process, its sampling draws spread evenly: a request's decision is
+# `random.random() < ratio` (the request path's only call of it; ids and retry jitter use the
+# generator's other methods), and the i-th draw is 0 (kept) when i * ratio passes a whole
+# number, else the largest draw there is (dropped): exactly floor(n * ratio) of the first n
+# requests are sampled and the few/many difference has ratio * (many - few) of them, not a
+# random number (with 600 requests at 0.01 the binomial's spread is +-40%). The draws come from
+# a list iterator, a C call as the generator's is; the list is built at start-up, which the
+# difference removes.
+EVEN_DRAWS = (  # an expression of `r`, the ratio, and `math`
+    "[0.0 if math.floor(i * r) > math.floor((i - 1) * r) else 1 - 2**-53"
+    " for i in range(1, 200_002)]"
+)
+_EVEN_DRAWS_MAIN = (
+    "import math, os, random, runpy; "
+    "r = float(os.environ.get('OTEL_TRACES_SAMPLER_ARG') or 1); "
+    f"random.random = iter({EVEN_DRAWS}).__next__; "
+    "runpy.run_module('modelrouter', run_name='__main__', alter_sys=True)"
+)
+# Before the counted requests, one the caller asks to record (sampled flag set): every run then
+# has spans to export at its end, so the first export's one-off work (imports, the connection)
+# is in both runs of a pair and cancels, even at a ratio that samples none of the few.
+RECORDED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def instructions(  # noqa: PLR0917 - the run's settings, in the order they are read
@@ -237,13 +337,16 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
     count: int,
     auth: Auth = NO_AUTH,
     routing: bool = False,
+    *,
+    sink: Sink | None = None,
 ) -> Count:
     """Instructions the gateway of `source` (None: this tree) executes from start to exit,
     serving `count` requests to `route` (NotServed if it does not serve it; `routing`:
-    configured by ROUTING_FILE). A port another program took meanwhile: again, on another."""
+    configured by ROUTING_FILE); with the `sink` it exports to, the spans it exported. A port
+    another program took meanwhile: again, on another."""
     for tries in range(3):
         try:
-            return _instructions(source, mock_port, route, count, auth, routing)
+            return _instructions(source, mock_port, route, count, auth, routing, sink)
         except procs.PortTaken:
             if tries == 2:
                 raise
@@ -251,7 +354,13 @@ def instructions(  # noqa: PLR0917 - the run's settings, in the order they are r
 
 
 def _instructions(  # noqa: PLR0917 - as instructions
-    source: str | None, mock_port: int, route: str, count: int, auth: Auth, routing: bool
+    source: str | None,
+    mock_port: int,
+    route: str,
+    count: int,
+    auth: Auth,
+    routing: bool,
+    sink: Sink | None,
 ) -> Count:
     port = procs.free_port()
     env = {**os.environ, **gateway_env(mock_port), **auth.env}
@@ -266,20 +375,25 @@ def _instructions(  # noqa: PLR0917 - as instructions
         # A file per thread (out-01 is the main thread's: the event loop's).
         command = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
         command.append(f"--callgrind-out-file={out}")
-        command += [sys.executable, "-m", "modelrouter", "serve", "--port", str(port)]
-        # `python -m` puts its working directory first on sys.path, before PYTHONPATH: the
+        command += [sys.executable, "-c", _EVEN_DRAWS_MAIN, "serve", "--port", str(port)]
+        # `python -c` puts its working directory first on sys.path, before PYTHONPATH: the
         # other revision runs from its own worktree, or this tree's code would be measured.
+        before = 0 if sink is None else sink.exported().spans
         process = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
             command, env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             procs.wait_listening(port, timeout=300, process=process)
+            if sink is not None:
+                send(port, route, 1, auth.key, routing=routing, traceparent=RECORDED)
             send(port, route, count, auth.key, routing=routing)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=300)
         counts = _summaries(tmp)
-    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0))
+    # The gateway has exited: its last export (at shutdown) has been answered.
+    spans = 0 if sink is None else sink.exported().spans - before
+    return Count(sum(counts.values()), counts.get("callgrind.out-01", 0), spans)
 
 
 def _summaries(folder: str) -> dict[str, int]:
@@ -305,15 +419,23 @@ def per_request(  # noqa: PLR0917 - as instructions
     many: int,
     auth: Auth = NO_AUTH,
     routing: bool = False,
+    *,
+    sink: Sink | None = None,
 ) -> Count | None:
-    """Instructions per request (None: the revision does not serve the route)."""
+    """Instructions per request (None: the revision does not serve the route); `spans`: those
+    the `many` requests exported more than the `few` (the difference's sampled requests' spans,
+    each exported once)."""
     try:
-        first = instructions(source, mock_port, route, few, auth, routing)
+        first = instructions(source, mock_port, route, few, auth, routing, sink=sink)
     except NotServed:
         return None
-    last = instructions(source, mock_port, route, many, auth, routing)
+    last = instructions(source, mock_port, route, many, auth, routing, sink=sink)
     requests = many - few
-    return Count((last.total - first.total) / requests, (last.main - first.main) / requests)
+    return Count(
+        (last.total - first.total) / requests,
+        (last.main - first.main) / requests,
+        last.spans - first.spans,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,19 +482,23 @@ def main(argv: list[str] | None = None) -> int:
     auth = auth_of(args.auth, args.database_url)
     mock_port = procs.free_port()
     with ExitStack() as stack:
+        sink = None
         if args.tracing is not None:  # every gateway started from here inherits it
-            os.environ.update(tracing_env(stack.enter_context(otlp_sink()), args.tracing))
+            sink = stack.enter_context(otlp_sink())
+            os.environ.update(tracing_env(sink.endpoint, args.tracing))
         stack.enter_context(procs.child(["mock-provider", "--port", str(mock_port)], mock_port))
         sources: list[tuple[str, str | None]] = [("this tree", None)]
         if args.compare:
             sources.append((args.compare, stack.enter_context(checkout(args.compare))))
         for route in routes:
             counts = [
-                (label, per_request(src, mock_port, route, args.few, args.many, auth))
+                (label, per_request(src, mock_port, route, args.few, args.many, auth, sink=sink))
                 for label, src in sources
             ]
             if args.routing_file:
-                file_count = per_request(None, mock_port, route, args.few, args.many, auth, True)
+                file_count = per_request(
+                    None, mock_port, route, args.few, args.many, auth, True, sink=sink
+                )
                 counts.append(("routing file", file_count))
             mine = counts[0][1]
             for label, count in counts:
@@ -387,7 +513,10 @@ def _figure(count: Count | None, mine: Count | None, label: str) -> str:
     ratio = ""
     if label != "this tree" and mine is not None and mine.total:
         ratio = f" (x{count.total / mine.total:.4f} of this tree)"
-    return f"{count.total:>12,.0f} instructions/request{ratio}; main thread {count.main:,.0f}"
+    spans = f"; {count.spans} spans exported" if count.spans else ""
+    return (
+        f"{count.total:>12,.0f} instructions/request{ratio}; main thread {count.main:,.0f}{spans}"
+    )
 
 
 if __name__ == "__main__":

@@ -205,6 +205,11 @@ class TracingSettings(msgspec.Struct, frozen=True, kw_only=True):
     sampler_arg: float = 1.0  # OTEL_TRACES_SAMPLER_ARG: the ratio of the *traceidratio samplers
     service_name: str = "modelrouter"  # OTEL_SERVICE_NAME
     capture_content: bool = False  # OTEL_CAPTURE_CONTENT: prompts in spans (else never)
+    # The batch span processor (OTEL_BSP_*, the spec's defaults; durations in milliseconds):
+    schedule_delay_ms: int = 5000  # OTEL_BSP_SCHEDULE_DELAY: the exporter wakes this often
+    max_queue_size: int = 2048  # OTEL_BSP_MAX_QUEUE_SIZE: ended spans waiting; more are dropped
+    max_export_batch_size: int = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export
+    export_timeout_ms: int = 30_000  # OTEL_BSP_EXPORT_TIMEOUT: an export, its retries included
 
     @property
     def enabled(self) -> bool:

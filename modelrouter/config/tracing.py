@@ -7,6 +7,7 @@ and their secrets (the exporter's headers usually carry an API key) masked and r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import unquote
 
@@ -16,6 +17,7 @@ from modelrouter.config.structs import TRACE_SAMPLERS, TracingSettings
 
 _DEFAULTS: Final = TracingSettings()
 TRACES_PATH: Final = "/v1/traces"  # appended to OTEL_EXPORTER_OTLP_ENDPOINT, as the spec says
+MAX_MILLIS: Final = 86_400_000  # a day: a duration's bound (the worker's wait must be finite)
 
 
 def read_tracing(r: Reader) -> TracingSettings:
@@ -39,7 +41,44 @@ def read_tracing(r: Reader) -> TracingSettings:
         capture_content=r.get(
             "OTEL_CAPTURE_CONTENT", d.capture_content, flag, "a flag (1/0, true/false)"
         ),
+        **_batching(r),
     )
+
+
+def _batching(r: Reader) -> dict[str, int]:
+    """The batch span processor's OTEL_BSP_* settings, integers as the spec says (durations in
+    milliseconds); a batch larger than the queue could never fill."""
+    d = _DEFAULTS
+    found = {
+        "schedule_delay_ms": _millis(r, "OTEL_BSP_SCHEDULE_DELAY", d.schedule_delay_ms),
+        "export_timeout_ms": _millis(r, "OTEL_BSP_EXPORT_TIMEOUT", d.export_timeout_ms),
+        "max_queue_size": r.integer("OTEL_BSP_MAX_QUEUE_SIZE", d.max_queue_size, minimum=1),
+        "max_export_batch_size": r.integer(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", d.max_export_batch_size, minimum=1
+        ),
+    }
+    if found["max_export_batch_size"] > found["max_queue_size"]:
+        r.problems.append(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={found['max_export_batch_size']} is more than "
+            f"OTEL_BSP_MAX_QUEUE_SIZE={found['max_queue_size']} (a batch must fit in the queue)"
+        )
+        found["max_export_batch_size"] = min(d.max_export_batch_size, found["max_queue_size"])
+    return found
+
+
+def _millis(r: Reader, name: str, default: int) -> int:
+    rule = f"an integer number of milliseconds from 1 to {MAX_MILLIS}"
+    return r.get(name, default, _whole_within(1, MAX_MILLIS), rule)
+
+
+def _whole_within(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not minimum <= value <= maximum:
+            raise ValueError(text)
+        return value
+
+    return parse
 
 
 def _endpoint(r: Reader) -> str | None:

@@ -37,7 +37,7 @@ from modelrouter.observability.sampling import (
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 ENABLED = False  # the one flag the request path reads (set by `start`, cleared by `stop`)
 # The request's trace, set by the front for the request's task and copied by its routing task:
@@ -68,58 +68,58 @@ class _Tracing:
 _tracing: _Tracing | None = None
 
 
-def start(
-    settings: TracingSettings,
-    *,
-    max_queue_size: int = 2048,
-    max_export_batch_size: int = 512,
-    schedule_delay: float = 1.0,
-    export_timeout: float = 5.0,
-    exporter: SpanExporter | None = None,
-) -> None:
-    """Start exporting to `settings.endpoint` (or to `exporter`): at most `max_queue_size`
-    spans wait (then new ones are dropped), sent `max_export_batch_size` at a time at least
-    every `schedule_delay` seconds, each export given `export_timeout` seconds. One tracing per
-    process: the flag is the process's."""
+def start(settings: TracingSettings, *, exporter: SpanExporter | None = None) -> None:
+    """Start exporting to `settings.endpoint` (or to `exporter`), batched as the settings say
+    (`OTEL_BSP_*`). One tracing per process: the flag is the process's."""
     global _tracing, ENABLED  # noqa: PLW0603 - the process's one tracing, read on the hot path
     # The SDK and the exporter (requests, protobuf) load only when tracing is on.
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: PLC0415
 
     if _tracing is not None:
         raise RuntimeError("tracing is already started in this process")
     if exporter is None:
-        exporter = _otlp_exporter(settings, timeout=export_timeout)
+        exporter = _otlp_exporter(settings)
     resource = Resource({"service.name": settings.service_name, "service.version": __version__})
     # The decision is taken before the SDK is called (`Sampling`): what it is given, it keeps.
     provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            exporter,
-            max_queue_size=max_queue_size,
-            max_export_batch_size=max_export_batch_size,
-            schedule_delay_millis=schedule_delay * 1000,
-            export_timeout_millis=export_timeout * 1000,
-        )
-    )
+    provider.add_span_processor(batch_processor(settings, exporter))
     _tracing = _Tracing(provider, settings)
     ENABLED = True
 
 
-def _otlp_exporter(settings: TracingSettings, *, timeout: float) -> SpanExporter:
+def batch_processor(settings: TracingSettings, exporter: SpanExporter) -> BatchSpanProcessor:
+    """The SDK's batch processor with the settings' OTEL_BSP_* values: at most
+    `max_queue_size` ended spans wait (then new ones are dropped), sent
+    `max_export_batch_size` at a time when that many wait, else every `schedule_delay_ms`."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    return BatchSpanProcessor(
+        exporter,
+        max_queue_size=settings.max_queue_size,
+        max_export_batch_size=settings.max_export_batch_size,
+        schedule_delay_millis=settings.schedule_delay_ms,
+        # The SDK's processor keeps this without using it: the exporter applies it (below).
+        export_timeout_millis=settings.export_timeout_ms,
+    )
+
+
+def _otlp_exporter(settings: TracingSettings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
     )
 
+    from modelrouter.observability.otlp_session import EnvironmentReadOnce  # noqa: PLC0415
+
     assert settings.endpoint is not None
     return OTLPSpanExporter(
         endpoint=settings.endpoint,
         headers=dict(settings.headers),
-        timeout=timeout,
+        timeout=settings.export_timeout_ms / 1000,  # one export, its retries included
         compression=Compression.Gzip,
+        session=EnvironmentReadOnce(settings.endpoint),
     )
 
 
