@@ -19,7 +19,7 @@ import structlog
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
-from modelrouter.tenants.budget import Window, top_rate, window, worst_case
+from modelrouter.tenants.budget import Window, nanos_for, top_rate, window, worst_case
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
 from modelrouter.tenants.spend import SpendLog
@@ -68,6 +68,7 @@ class BudgetGate:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
+        self._memory = ledger if type(ledger) is MemoryLedger else None  # never suspends
         self.pricing = pricing
         self.chain = chain
         self.settings = settings
@@ -112,17 +113,43 @@ class BudgetGate:
             return _NO_PRICE
         return top_rate(r for r in rates if r is not None)
 
-    async def reserve(self, key: Key, chat: ChatRequest) -> Admission:
-        """Hold the request's worst case against `key`'s budget, or raise OverBudget."""
+    def amount(self, key: Key, chat: ChatRequest, tokens: int) -> int:
+        """The request's worst case (nano-dollars) when it may use `tokens` (`token_ceiling`,
+        computed once for the key's tpm and its budget); Unpriced as `rate`."""
+        return nanos_for(tokens, self.rate(chat, key.models))
+
+    def reserve_now(self, key: Key, amount: int) -> Admission | None:
+        """`reserve` of `amount` without a coroutine, when the ledger is this process's and
+        the period's counters are loaded; None: `reserve` is to be awaited (nothing held)."""
+        ledger = self._memory
+        if ledger is None:
+            return None
+        current, end = self._current(key.budget_period)
+        outcome = ledger.take(
+            key.id, current.name, budget=key.budget_nanos or 0, amount=amount, ttl=self.ttl
+        )
+        hold = outcome.hold
+        if hold is None:
+            if outcome.status == "unloaded":
+                return None
+            raise OverBudget(current, outcome.remaining)
+        return Admission(hold, outcome.remaining, None if end == INF else end)
+
+    async def reserve(self, key: Key, chat: ChatRequest, *, amount: int | None = None) -> Admission:
+        """Hold the request's worst case (`amount`, if already known) against `key`'s budget,
+        or raise OverBudget."""
         budget = key.budget_nanos or 0
         current, end = self._current(key.budget_period)
-        amount = worst_case(
-            chat, self.rate(chat, key.models), reserve_tokens=self.settings.budget_reserve_tokens
-        )
+        if amount is None:
+            amount = worst_case(
+                chat,
+                self.rate(chat, key.models),
+                reserve_tokens=self.settings.budget_reserve_tokens,
+            )
         expire_at = None if end == INF else end
         ledger, ttl = self.ledger, self.ttl
-        if type(ledger) is MemoryLedger:  # no coroutine for what never suspends
-            outcome = ledger.take(key.id, current.name, budget=budget, amount=amount, ttl=ttl)
+        if self._memory is not None:  # no coroutine for what never suspends
+            outcome = self._memory.take(key.id, current.name, budget=budget, amount=amount, ttl=ttl)
         else:
             outcome = await ledger.reserve(
                 key.id, current.name, budget=budget, amount=amount, ttl=ttl, expire_at=expire_at
