@@ -27,13 +27,19 @@ async def admit_key(
     when it has none), then its budget's worst case (on `summary.admission`). Refused (a 429,
     or the budget's 403 or 503), nothing is held.
 
-    The request's token ceiling is computed once, for both. With the embedded state and
-    in-process ledger nothing here suspends: the only coroutine is this one."""
+    The request's token ceiling is computed once, for both: its output is max_tokens, else
+    the model's output limit (the price table's `max_output`, the largest of the candidates'),
+    else BUDGET_RESERVE_TOKENS. With the embedded state and in-process ledger nothing here
+    suspends: the only coroutine is this one."""
     limits, gate = runtime.key_limits, runtime.budgets
     budgeted = key.budget_nanos is not None and gate is not None
-    tokens = 0
+    tokens, top = 0, None
     if key.tpm is not None or budgeted:
-        tokens = token_ceiling(chat, default_output=runtime.settings.tenants.budget_reserve_tokens)
+        output = runtime.settings.tenants.budget_reserve_tokens
+        if gate is not None:
+            top = gate.top(chat, key.models)  # the candidates' top rate and output limit
+            output = top[1] or output
+        tokens = token_ceiling(chat, default_output=output)
     hold = None
     if limits is not None:
         try:
@@ -48,8 +54,9 @@ async def admit_key(
             ) from None
     if budgeted:
         assert gate is not None
+        assert top is not None
         try:
-            amount = gate.amount(key, chat, tokens)
+            amount = gate.amount(chat, tokens, top)
             admission = gate.reserve_now(key, amount)
             if admission is None:
                 admission = await gate.reserve(key, chat, amount=amount)

@@ -23,7 +23,14 @@ from modelrouter.web.keylimits import admit_key, settle_key
 from modelrouter.web.runtime import Runtime, Summary
 from tests.tenants.test_key_limits import key
 
-PRICES = PriceTable({"groq/*": Price(input=0.0, output=1000.0)}, date="test")  # $0.001 a token
+PRICES = PriceTable(
+    {
+        "groq/*": Price(input=0.0, output=1000.0),  # $0.001 a token
+        "groq/short": Price(input=0.0, output=1000.0, max_output=50),
+        "groq/long": Price(input=0.0, output=1000.0, max_output=70),
+    },
+    date="test",
+)
 
 
 class Counter:
@@ -36,13 +43,18 @@ class Counter:
         )
 
 
+def chain(request: ChatRequest, allow: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`model` a comma-separated list of groq's models: the request's candidates."""
+    return tuple(("groq", name) for name in (request.model or "m").split(","))
+
+
 def runtime(reserve_tokens: int = 16_384) -> Runtime:
     tenants = TenantSettings(budget_reserve_tokens=reserve_tokens)
     ledger = MemoryLedger()
     gate = BudgetGate(
         ledger,
         Pricing(PRICES),
-        chain=lambda request, allow: (("groq", "m"),),
+        chain=chain,
         settings=tenants,
         spend=None,
         ttl=60.0,
@@ -58,8 +70,8 @@ def runtime(reserve_tokens: int = 16_384) -> Runtime:
     )
 
 
-def chat(max_tokens: int | None = None) -> ChatRequest:
-    return ChatRequest(messages=[Message("user", "hello")], max_tokens=max_tokens)
+def chat(max_tokens: int | None = None, model: str | None = None) -> ChatRequest:
+    return ChatRequest(messages=[Message("user", "hello")], max_tokens=max_tokens, model=model)
 
 
 async def test_without_max_tokens_tpm_and_budget_reserve_the_same_budget_reserve_tokens() -> None:
@@ -94,3 +106,31 @@ async def test_a_request_the_budget_refuses_holds_none_of_the_keys_tpm() -> None
     assert hold is not None
     assert hold.reserved == tokens
     settle_key(door, hold, None)
+
+
+@pytest.mark.parametrize(
+    ("model", "max_tokens", "output"),
+    [
+        ("short", None, 50),  # the model's published limit, not the knob's 100
+        ("short,long", None, 70),  # the largest of the candidates'
+        ("short,m", None, 100),  # one candidate without a limit: the knob
+        ("long", 10, 10),  # max_tokens first
+    ],
+)
+async def test_without_max_tokens_the_models_output_limit_is_reserved(
+    model: str, max_tokens: int | None, output: int
+) -> None:
+    door = runtime(reserve_tokens=100)
+    await door.budgets.ledger.load("key_0123456789abcdef", "total", 0, expire_at=None)  # type: ignore[union-attr]
+    summary = Summary(0.0)
+    ask = chat(max_tokens, model)
+    hold = await admit_key(door, summary, key(tpm=10_000, budget_nanos=10**12), ask, stream=False)
+    assert hold is not None
+    tokens = prompt_bound(ask) + output
+    assert hold.reserved == tokens
+    assert summary.admission is not None
+    assert summary.admission.hold.amount == tokens * 1_000_000
+    # The gate's own reservation (without the door) bounds the same tokens.
+    assert door.budgets is not None
+    admission = await door.budgets.reserve(key(budget_nanos=10**12), ask)
+    assert admission.hold.amount == tokens * 1_000_000
