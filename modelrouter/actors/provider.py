@@ -126,6 +126,7 @@ class ProviderActor(Actor[HealthChanged | Publish | Flush]):
                 settling=self._settling,
                 lease_ttl=settings.stream_lease_ttl,
                 renew_every=settings.stream_lease_renew,
+                default_output=settings.tenants.budget_reserve_tokens,
             )
 
     def retune(self, provider: ProviderSettings, upstream: Upstream) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # structs imports this module, and reader imports structs
 MAX_PRICE: Final = 100_000.0  # USD per million tokens: far above any real price, catches typos
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 PerMillion = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
+OutputTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 # "provider/model": the provider as configured, the model as the provider names it.
 PRICE_KEY: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[^\s\x00-\x1f\x7f]{1,256}")
 
@@ -30,6 +31,9 @@ class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     cached_input: PerMillion | None = None  # a cache read (OpenAI's cached, Anthropic's hit)
     cache_write: PerMillion | None = None  # writing the prompt cache (Anthropic)
     source: str | None = None  # where the price was read, for the people who check it
+    # The most tokens the model writes in one answer, as published: what a request without
+    # max_tokens reserves of it (budgets, a key's tpm) instead of BUDGET_RESERVE_TOKENS.
+    max_output: OutputTokens | None = None
 
 
 def parse_prices(data: bytes) -> tuple[dict[str, Price], list[str]]:

@@ -140,11 +140,14 @@ class MemoryLedger:
         unchecked: bool = False,
     ) -> Outcome:
         """`reserve` without a coroutine."""
-        acc = self._account(account, period)
+        acc = self._accounts.get((account, period))
+        if acc is None:
+            acc = self._accounts[account, period] = _Account()
         if not acc.loaded and not unchecked:
             return UNLOADED
         now = self._now()
-        acc.prune(now)
+        if now >= acc.soonest:  # a hold may have expired
+            acc.prune(now)
         left = budget - acc.spent - acc.held
         if amount > left:
             return Outcome("refused", max(left, 0))

@@ -34,11 +34,21 @@ class MemoryState:
     ) -> RateDecision:
         return gcra(self._tat, key, per_minute, self._now(), cost=units, force=force)
 
+    def take_units(
+        self, key: str, per_minute: int, units: float = 1.0, *, force: bool = False
+    ) -> RateDecision:
+        """`acquire_units` (`acquire_rate` with one unit) without a coroutine."""
+        return gcra(self._tat, key, per_minute, self._now(), cost=units, force=force)
+
     @property
     def leases_expire(self) -> bool:
         return False
 
     async def acquire_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
+        return self.take_lease(key, limit, ttl=ttl)
+
+    def take_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
+        """`acquire_lease` without a coroutine."""
         now = self._now()
         holders = self._leases.setdefault(key, {})
         if len(holders) >= limit:

@@ -74,6 +74,10 @@ class Pricing:
                 self._memo[key] = found
         return None if found is _UNPRICED else found
 
+    def max_output(self, provider: str, model: str) -> int | None:
+        """The model's published output limit (`PriceTable.max_output`)."""
+        return self.table.max_output(provider, model)
+
     def charge(self, provider: str, model: str, usage: Usage) -> Charge:
         rates = self.rates(provider, model)
         if rates is None:

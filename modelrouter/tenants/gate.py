@@ -19,7 +19,7 @@ import structlog
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
-from modelrouter.tenants.budget import Window, top_rate, window, worst_case
+from modelrouter.tenants.budget import Window, nanos_for, top_rate, window, worst_case
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
 from modelrouter.tenants.spend import SpendLog
@@ -28,6 +28,7 @@ from modelrouter.tenants.store import DB_ERRORS
 log = structlog.get_logger("modelrouter.budget")
 Chain = Callable[[ChatRequest, tuple[str, ...]], tuple[tuple[str, str], ...] | None]
 MAX_MEMO: Final = 1024  # (model, provider, fallback, allow-list) whose top rate is remembered
+Top = tuple[int, int | None]
 _NO_PRICE: Final = -1
 INF: Final = float("inf")
 
@@ -68,6 +69,7 @@ class BudgetGate:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
+        self._memory = ledger if type(ledger) is MemoryLedger else None  # never suspends
         self.pricing = pricing
         self.chain = chain
         self.settings = settings
@@ -75,7 +77,8 @@ class BudgetGate:
         self.ttl = ttl  # a hold's lease: past the request's deadline, a crashed replica's go
         self._clock = clock
         self._windows: dict[Period, tuple[Window, float]] = {}  # the current one, and its end
-        self._rates: dict[tuple[str | None, str | None, bool, tuple[str, ...]], int] = {}
+        # (model, provider, fallback, allow-list) -> (top rate, output limit)
+        self._rates: dict[tuple[str | None, str | None, bool, tuple[str, ...]], Top] = {}
 
     def window(self, period: Period) -> Window:
         """The current period of kind `period` (computed again once it ends)."""
@@ -95,34 +98,78 @@ class BudgetGate:
     def rate(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int:
         """The highest rate of the candidates `chat` may be answered by (within the key's
         allow-list); Unpriced if one has no price (unless BUDGET_ALLOW_UNPRICED)."""
-        memo = (chat.model, chat.provider, chat.fallback, allow)
-        found = self._rates.get(memo)
-        if found is None:
-            found = self._top_rate(chat, allow)
-            if len(self._rates) < MAX_MEMO:
-                self._rates[memo] = found
+        found = self.top(chat, allow)[0]
         if found == _NO_PRICE:
             raise Unpriced(chat.model or "auto")
         return found
 
-    def _top_rate(self, chat: ChatRequest, allow: tuple[str, ...]) -> int:
-        candidates = self.chain(chat, allow) or ()
-        rates = [self.pricing.rates(provider, model) for provider, model in candidates]
-        if any(r is None for r in rates) and not self.settings.budget_allow_unpriced:
-            return _NO_PRICE
-        return top_rate(r for r in rates if r is not None)
+    def output_limit(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int | None:
+        """The most output tokens any candidate of `chat` can write (the price table's
+        `max_output`); None when one of them has no published limit."""
+        return self.top(chat, allow)[1]
 
-    async def reserve(self, key: Key, chat: ChatRequest) -> Admission:
-        """Hold the request's worst case against `key`'s budget, or raise OverBudget."""
+    def top(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> tuple[int, int | None]:
+        """`rate` (-1: a candidate is unpriced) and `output_limit` of `chat`, remembered."""
+        memo = (chat.model, chat.provider, chat.fallback, allow)
+        found = self._rates.get(memo)
+        if found is None:
+            found = self._top(chat, allow)
+            if len(self._rates) < MAX_MEMO:
+                self._rates[memo] = found
+        return found
+
+    def _top(self, chat: ChatRequest, allow: tuple[str, ...]) -> tuple[int, int | None]:
+        candidates = self.chain(chat, allow) or ()
+        pricing = self.pricing
+        limits = [pricing.max_output(provider, model) for provider, model in candidates]
+        known = [found for found in limits if found is not None]
+        limit = max(known) if known and len(known) == len(limits) else None
+        rates = [pricing.rates(provider, model) for provider, model in candidates]
+        if any(r is None for r in rates) and not self.settings.budget_allow_unpriced:
+            return _NO_PRICE, limit
+        return top_rate(r for r in rates if r is not None), limit
+
+    def amount(self, chat: ChatRequest, tokens: int, top: Top) -> int:
+        """The request's worst case (nano-dollars) when it may use `tokens` (`token_ceiling`,
+        computed once for the key's tpm and its budget) at `top`'s rate; Unpriced as `rate`."""
+        rate = top[0]
+        if rate == _NO_PRICE:
+            raise Unpriced(chat.model or "auto")
+        return nanos_for(tokens, rate)
+
+    def reserve_now(self, key: Key, amount: int) -> Admission | None:
+        """`reserve` of `amount` without a coroutine, when the ledger is this process's and
+        the period's counters are loaded; None: `reserve` is to be awaited (nothing held)."""
+        ledger = self._memory
+        if ledger is None:
+            return None
+        current, end = self._current(key.budget_period)
+        outcome = ledger.take(
+            key.id, current.name, budget=key.budget_nanos or 0, amount=amount, ttl=self.ttl
+        )
+        hold = outcome.hold
+        if hold is None:
+            if outcome.status == "unloaded":
+                return None
+            raise OverBudget(current, outcome.remaining)
+        return Admission(hold, outcome.remaining, None if end == INF else end)
+
+    async def reserve(self, key: Key, chat: ChatRequest, *, amount: int | None = None) -> Admission:
+        """Hold the request's worst case (`amount`, if already known) against `key`'s budget,
+        or raise OverBudget."""
         budget = key.budget_nanos or 0
         current, end = self._current(key.budget_period)
-        amount = worst_case(
-            chat, self.rate(chat, key.models), reserve_tokens=self.settings.budget_reserve_tokens
-        )
+        if amount is None:
+            amount = worst_case(
+                chat,
+                self.rate(chat, key.models),
+                reserve_tokens=self.output_limit(chat, key.models)
+                or self.settings.budget_reserve_tokens,
+            )
         expire_at = None if end == INF else end
         ledger, ttl = self.ledger, self.ttl
-        if type(ledger) is MemoryLedger:  # no coroutine for what never suspends
-            outcome = ledger.take(key.id, current.name, budget=budget, amount=amount, ttl=ttl)
+        if self._memory is not None:  # no coroutine for what never suspends
+            outcome = self._memory.take(key.id, current.name, budget=budget, amount=amount, ttl=ttl)
         else:
             outcome = await ledger.reserve(
                 key.id, current.name, budget=budget, amount=amount, ttl=ttl, expire_at=expire_at

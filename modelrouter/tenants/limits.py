@@ -7,8 +7,9 @@ a Redis Cluster. With Redis the limits are exact across replicas; without it, in
 with Redis away, each replica keeps its share (REDIS_EXPECTED_REPLICAS), as providers' limits do.
 
 A hold is always settled (`Hold.settle`, from a `finally`): a reservation's unused tokens and
-the stream lease go back whether the request ended well, failed, or its client went away. The
-settle runs as a task owned by `KeyLimits`, so a second cancellation cannot skip it.
+the stream lease go back whether the request ended well, failed, or its client went away. With
+Redis the settle runs as a task owned by `KeyLimits`, so a second cancellation cannot skip it;
+with the embedded state it is done at once (nothing there suspends).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import asyncio
 import math
 from typing import Final
 
-from modelrouter.schemas import ChatRequest, EmbedChat
+from modelrouter.config import TenantSettings
+from modelrouter.schemas import ChatRequest
 from modelrouter.state.base import Lease, SharedState
 from modelrouter.state.memory import MemoryState
+from modelrouter.tenants.budget import output_bound, prompt_bound
 from modelrouter.tenants.keys import Key
 
-DEFAULT_RESERVE_TOKENS: Final = 4096  # a request without max_tokens reserves this much output
-TOKENS_PER_MESSAGE: Final = 8  # a message's framing, above its content's bytes
+# A request without max_tokens reserves this much output: BUDGET_RESERVE_TOKENS, one knob for
+# a key's tpm, a deployment's tpm and a budget (the running value comes from the settings).
+DEFAULT_RESERVE_TOKENS: Final = TenantSettings().budget_reserve_tokens
 
 
 class Limited(Exception):
@@ -37,13 +41,11 @@ class Limited(Exception):
 
 
 def token_ceiling(chat: ChatRequest, *, default_output: int = DEFAULT_RESERVE_TOKENS) -> int:
-    """The most tokens the request can use: the prompt bounded above by its UTF-8 bytes plus
-    TOKENS_PER_MESSAGE a message (no tokenizer makes fewer bytes than tokens), plus max_tokens
-    or `default_output`."""
-    prompt = sum(len(m.content.encode()) + TOKENS_PER_MESSAGE for m in chat.messages)
-    if chat.operation != "chat":  # embeddings, a token count: no output
-        return prompt + (chat.given_tokens() if isinstance(chat, EmbedChat) else 0)
-    return prompt + (chat.max_tokens or default_output)
+    """The most tokens the request can use: its prompt bounded above (`budget.prompt_bound`:
+    UTF-8 bytes, a few a message, tools as JSON) plus its output (`budget.output_bound`:
+    max_tokens or `default_output`; none for embeddings and token counts). A budget prices
+    these same tokens: a request computes them once for both."""
+    return prompt_bound(chat) + output_bound(chat, default_output)
 
 
 class Hold:
@@ -70,14 +72,22 @@ class KeyLimits:
     ) -> None:
         self.state = state
         self.lease_ttl = lease_ttl if state.leases_expire else math.inf
-        self._local = isinstance(state, MemoryState)  # never suspends (see settle)
+        # The embedded state: its operations never suspend, so admission and settle call
+        # them directly (`admit_now`), with no coroutine or task per request.
+        self.memory = state if isinstance(state, MemoryState) else None
         self.renew_every = renew_every
         self.default_output = default_output
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def admit(self, key: Key, chat: ChatRequest, *, stream: bool) -> Hold | None:
+    async def admit(
+        self, key: Key, chat: ChatRequest, *, stream: bool, tokens: int | None = None
+    ) -> Hold | None:
         """Take the request's share of the key's limits (None: the key has none), or Limited
-        with nothing held."""
+        with nothing held. `tokens`: the request's `token_ceiling`, if already known."""
+        if tokens is None:
+            tokens = token_ceiling(chat, default_output=self.default_output)
+        if self.memory is not None:
+            return self.admit_now(key, tokens, stream=stream)
         streams = key.max_parallel_streams if stream else None
         if key.rpm is None and key.tpm is None and streams is None:
             return None
@@ -90,14 +100,14 @@ class KeyLimits:
             if state.leases_expire:
                 state.keep_lease(lease, ttl=self.lease_ttl, every=self.renew_every)
         try:
-            reserved = await self._rates(key, chat)
+            reserved = await self._rates(key, tokens)
         except BaseException:
             if lease is not None:
                 await state.release_lease(lease)
             raise
         return Hold(key, reserved, lease)
 
-    async def _rates(self, key: Key, chat: ChatRequest) -> int:
+    async def _rates(self, key: Key, tokens: int) -> int:
         """Take one request of the key's rpm and the request's ceiling of its tpm: the tokens
         reserved, or Limited with neither taken."""
         state = self.state
@@ -107,7 +117,7 @@ class KeyLimits:
                 raise Limited("rate_limited", decision.retry_after, "the key's rpm is used up")
         if key.tpm is None:
             return 0
-        reserved = min(token_ceiling(chat, default_output=self.default_output), key.tpm)
+        reserved = min(tokens, key.tpm)
         decision = await state.acquire_units(f"ktpm:{key.id}", key.tpm, reserved)
         if not decision.allowed:
             if key.rpm is not None:  # not served: its request goes back
@@ -115,22 +125,54 @@ class KeyLimits:
             raise Limited("tpm", decision.retry_after, "the key's tpm is used up")
         return reserved
 
+    def admit_now(self, key: Key, tokens: int, *, stream: bool) -> Hold | None:
+        """`admit` with the embedded state (`self.memory`), without a coroutine: the same
+        steps in the same order (streams, rpm, tpm), `tokens` the request's ceiling."""
+        memory = self.memory
+        assert memory is not None  # the caller checked
+        streams = key.max_parallel_streams if stream else None
+        rpm, tpm = key.rpm, key.tpm
+        if rpm is None and tpm is None and streams is None:
+            return None
+        lease = None
+        if streams is not None:
+            lease = memory.take_lease(f"kstreams:{key.id}", streams, ttl=self.lease_ttl)
+            if lease is None:
+                raise Limited("streams", 1.0, "the key's max_parallel_streams are all open")
+        reserved = 0
+        if rpm is not None:
+            decision = memory.take_units(f"krpm:{key.id}", rpm)
+            if not decision.allowed:
+                if lease is not None:
+                    memory.drop(lease.key, lease.token)
+                raise Limited("rate_limited", decision.retry_after, "the key's rpm is used up")
+        if tpm is not None:
+            reserved = tokens if tokens < tpm else tpm
+            decision = memory.take_units(f"ktpm:{key.id}", tpm, reserved)
+            if not decision.allowed:
+                if rpm is not None:  # not served: its request goes back
+                    memory.take_units(f"krpm:{key.id}", rpm, -1)
+                if lease is not None:
+                    memory.drop(lease.key, lease.token)
+                raise Limited("tpm", decision.retry_after, "the key's tpm is used up")
+        return Hold(key, reserved, lease)
+
     def settle(self, hold: Hold, used: int | None) -> asyncio.Task[None] | None:
         """End `hold`: the reservation becomes `used` tokens (None: nothing was used, give it
-        all back) and the lease is released. Runs on as its own task (None: nothing to do)."""
-        if hold.lease is None and (hold.key.tpm is None or (used or 0) == hold.reserved):
+        all back) and the lease is released. Done now with the embedded state; otherwise
+        runs on as its own task (None: nothing left to do)."""
+        key, used = hold.key, used or 0
+        if hold.lease is None and (key.tpm is None or used == hold.reserved):
             return None
-        settling = self._settle(hold, used or 0)
-        if self._local:
-            # The embedded state's operations complete without suspending: run it now, not as
-            # a task per request (nothing can interrupt a coroutine that never yields).
-            try:
-                settling.send(None)
-            except StopIteration:
-                return None
-            settling.close()
-            raise RuntimeError("the embedded state suspended a settle")  # its contract broken
-        task = asyncio.get_running_loop().create_task(settling)
+        memory = self.memory
+        if memory is not None:
+            if hold.lease is not None:
+                memory.drop(hold.lease.key, hold.lease.token)
+            if key.tpm is not None and used != hold.reserved:
+                extra = used - hold.reserved  # over the reservation: taken even over the limit
+                memory.take_units(f"ktpm:{key.id}", key.tpm, extra, force=extra > 0)
+            return None
+        task = asyncio.get_running_loop().create_task(self._settle(hold, used))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         return task

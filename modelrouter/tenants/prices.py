@@ -132,6 +132,11 @@ class PriceTable:
         name = self._name(provider, model)
         return None if name is None else self._rates[name]
 
+    def max_output(self, provider: str, model: str) -> int | None:
+        """The model's published output limit in tokens (None: not in the table)."""
+        name = self._name(provider, model)
+        return None if name is None else self.prices[name].max_output
+
     def cost(self, provider: str, model: str, usage: TokenUsage) -> int | None:
         return cost(usage, self.rates(provider, model))
 

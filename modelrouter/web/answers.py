@@ -37,7 +37,7 @@ from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
 from modelrouter.tenants.identity import cache_scope
 from modelrouter.tenants.limits import Hold
-from modelrouter.web.budget import REMAINING_HEADER, admit, remaining_header, settle
+from modelrouter.web.budget import REMAINING_HEADER, remaining_header, settle
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
@@ -126,15 +126,13 @@ async def whole_answer(  # noqa: PLR0912
     it), and ends the relay however it ends itself."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
-    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
+    hold = None if key is None else await admit_key(runtime, summary, key, chat, stream=False)
     relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
     thinking: list[Thinking] = []
     usage = Usage()
     try:
-        if key is not None and key.budget_nanos is not None:
-            await admit(request, runtime, key, chat)
         relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():
@@ -178,7 +176,7 @@ async def serve_stream(
     joined) takes no slot, unless the call it joined fails and it goes on its own."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
-    hold = None if key is None else await admit_key(runtime, key, chat, stream=True)
+    hold = None if key is None else await admit_key(runtime, summary, key, chat, stream=True)
     deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
     ending = _Ending(runtime, summary, chat, hold, slot)
@@ -186,8 +184,6 @@ async def serve_stream(
     if runtime.capture:
         fmt = Capturing(fmt, summary)
     try:
-        if key is not None and key.budget_nanos is not None:
-            await admit(request, runtime, key, chat)
         relay = _join(request, runtime, chat, deadline)
         if relay is not None:
             try:

@@ -101,7 +101,10 @@ async def authenticate(
             # No API_KEY: a token that is not a virtual key's is no key (as before keys).
             identity = await virtual_identity(runtime, resolver, b"")
         else:
-            identity = await virtual_identity(runtime, resolver, given)
+            known = resolver.known(given)  # the cache's answer, without a coroutine
+            identity = (
+                known if known is not None else await virtual_identity(runtime, resolver, given)
+            )
     summary = request[SUMMARY]
     summary.identity = identity
     summary.client = identity.client_id

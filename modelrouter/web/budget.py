@@ -1,6 +1,7 @@
 """Budgets on the request path: a budgeted virtual key's request reserves its worst case
-before it is routed (`admit`) and settles its real cost where it ends (`settle`), in a
-`finally` (the settle never suspends, so a cancellation cannot skip it).
+before it is routed (`web.keylimits.admit_key`, after the key's own limits) and settles its
+real cost where it ends (`settle`), in a `finally` (the settle never suspends, so a
+cancellation cannot skip it).
 
 Over budget: 429 `insufficient_quota` (OpenAI's code and type) with `x-should-retry: false`
 and the period's reset time in the message. Answers to budgeted keys carry
@@ -10,30 +11,21 @@ reservation, as its headers go before its cost is known).
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from modelrouter.errors import ApiError
-from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import usd_text
 from modelrouter.tenants.gate import OverBudget, SpendUnknown, Unpriced
 from modelrouter.tenants.keys import Key
-from modelrouter.web.runtime import SUMMARY, Runtime, Summary
+from modelrouter.web.runtime import Runtime, Summary
 
 REMAINING_HEADER = "x-modelrouter-budget-remaining-usd"
 
 
-async def admit(request: web.Request, runtime: Runtime, key: Key, chat: ChatRequest) -> None:
-    """Reserve the request's worst case against `key`'s budget (the caller checked it has one);
-    the hold is noted on the request's summary, for `settle`."""
-    summary = request[SUMMARY]
-    if key.budget_nanos is None:
-        return
-    gate = runtime.budgets
-    if gate is None:  # a virtual key needs DATABASE_URL, and then the gate exists
-        return
-    try:
-        summary.admission = await gate.reserve(key, chat)
-    except OverBudget as exc:
+REFUSALS = (OverBudget, Unpriced, SpendUnknown)  # what `BudgetGate` refuses a request with
+
+
+def refusal(runtime: Runtime, key: Key, exc: Exception) -> ApiError:
+    """The answer to a request its key's budget refused (`REFUSALS`), counted."""
+    if isinstance(exc, OverBudget):
         runtime.metrics.key_rejections.labels("budget").inc()
         reset = exc.window.reset_at
         when = (
@@ -41,30 +33,30 @@ async def admit(request: web.Request, runtime: Runtime, key: Key, chat: ChatRequ
             if reset is None
             else f"it resets at {reset:%Y-%m-%dT%H:%M:%SZ}"
         )
-        raise ApiError(
+        return ApiError(
             429,
             "insufficient_quota",
-            f"this key's budget of {usd_text(key.budget_nanos)} USD per {key.budget_period} is"
-            f" spent (or held by requests in flight: {usd_text(exc.remaining)} USD left); {when}",
+            f"this key's budget of {usd_text(key.budget_nanos or 0)} USD per"
+            f" {key.budget_period} is spent (or held by requests in flight:"
+            f" {usd_text(exc.remaining)} USD left); {when}",
             retryable=False,
-        ) from None
-    except Unpriced as exc:
+        )
+    if isinstance(exc, Unpriced):
         runtime.metrics.key_rejections.labels("unpriced").inc()
-        raise ApiError(
+        return ApiError(
             403,
             "model_unpriced",
             f"model {exc.model!r} has no price, and this key has a budget: give it a price in"
             " PRICES_FILE (or set BUDGET_ALLOW_UNPRICED=true)",
             param="model",
-        ) from None
-    except SpendUnknown:
-        runtime.metrics.key_rejections.labels("budget_unavailable").inc()
-        raise ApiError(
-            503,
-            "budget_unavailable",
-            "this key's spend cannot be verified now (BUDGET_FAIL_CLOSED): retry",
-            retry_after=1.0,
-        ) from None
+        )
+    runtime.metrics.key_rejections.labels("budget_unavailable").inc()
+    return ApiError(
+        503,
+        "budget_unavailable",
+        "this key's spend cannot be verified now (BUDGET_FAIL_CLOSED): retry",
+        retry_after=1.0,
+    )
 
 
 def settle(runtime: Runtime, summary: Summary) -> None:

@@ -11,7 +11,6 @@ from modelrouter.events import Answering, CacheStatus, Done, Event, Failed, Usag
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE
 from modelrouter.web.answers import NOBODY, charge, deadline_of, release_holds, route
-from modelrouter.web.budget import admit
 from modelrouter.web.errors import from_event
 from modelrouter.web.keylimits import admit_key, count_refusal
 from modelrouter.web.runtime import SUMMARY, Runtime
@@ -26,13 +25,11 @@ async def gather(  # noqa: PLR0912 - one flat loop, as whole_answer
     its tpm hold took). The relay is closed either way."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
-    hold = None if key is None else await admit_key(runtime, key, chat, stream=False)
+    hold = None if key is None else await admit_key(runtime, summary, key, chat, stream=False)
     relay = None
     found: list[Event] = []
     usage = Usage()
     try:
-        if key is not None and key.budget_nanos is not None:
-            await admit(request, runtime, key, chat)
         relay = route(request, runtime, chat, stream=False, deadline=deadline_of(runtime))
         while True:
             for event in await relay.take():

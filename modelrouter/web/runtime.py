@@ -135,6 +135,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             system.state,
             lease_ttl=settings.stream_lease_ttl,
             renew_every=settings.stream_lease_renew,
+            default_output=settings.tenants.budget_reserve_tokens,
         )
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),

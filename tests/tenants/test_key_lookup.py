@@ -192,3 +192,34 @@ async def test_closing_ends_the_lookups_in_flight(counted: Counted) -> None:
     await resolver.close()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_known_answers_only_what_identity_would_answer_from_the_cache(
+    counted: Counted,
+) -> None:
+    """The request path's synchronous lookup: the cached identity while fresh and valid, else
+    None (the caller then awaits `identity`, which refuses or asks the database)."""
+    now = datetime.now(UTC)
+    expiring = new("e", expires_at=(now + timedelta(hours=1)).isoformat())
+    key, secret = await counted.store.create(expiring)
+    other, other_secret = await counted.store.create(new("o"))
+    wall, clock = [now.timestamp()], [0.0]
+    resolver = KeyResolver(counted, ttl=30.0, wall=lambda: wall[0], clock=lambda: clock[0])
+    assert resolver.known(secret.encode()) is None  # never looked up
+    await resolver.identity(secret.encode())
+    await resolver.identity(other_secret.encode())
+    found = resolver.known(secret.encode())
+    assert found is not None
+    assert found.key == key
+    assert resolver.known(b"mr-" + b"x" * 49) is None
+    clock[0] += 31  # past KEY_CACHE_SECONDS: to be read again
+    assert resolver.known(secret.encode()) is None
+    await resolver.identity(secret.encode())
+    assert resolver.known(secret.encode()) is not None
+    wall[0] += 3601  # expired: identity refuses it
+    assert resolver.known(secret.encode()) is None
+    resolver.changed(
+        KeyChange(key_id=other.id, kind="revoked", hashes=(hash_secret(other_secret),))
+    )
+    assert resolver.known(other_secret.encode()) is None
+    assert counted.lookups == 3

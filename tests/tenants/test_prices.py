@@ -101,10 +101,25 @@ def test_prices_file_extends_and_overrides_the_bundled_table(tmp_path: Path) -> 
     assert table.date == bundled().date
 
 
+def test_a_models_output_limit_is_in_the_table_and_prices_file_may_set_it(
+    tmp_path: Path,
+) -> None:
+    assert bundled().max_output("openai", "gpt-4o-mini") == 16_384
+    assert bundled().max_output("openai", "gpt-4o-mini-2024-07-18") == 16_384  # a snapshot
+    assert bundled().max_output("ollama", "llama3") is None  # priced, no published limit
+    assert bundled().max_output("acme", "x") is None  # not in the table
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"ollama/llama3": {"input": 0, "output": 0, "max_output": 2048}}))
+    table = price_table(load_settings({"PRICES_FILE": str(path)}).tenants.prices)
+    assert table.max_output("ollama", "llama3") == 2048
+    assert table.max_output("ollama", "other") is None  # the bundled `ollama/*` still
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
         ('{"groq/x": {"input": -1, "output": 1}}', "Expected `float` >= 0.0"),
+        ('{"groq/x": {"input": 1, "output": 1, "max_output": 0}}', "Expected `int` >= 1"),
         ('{"groq/x": {"input": 1e400, "output": 1}}', "out of range"),
         ('{"groq/x": {"input": 1, "output": 1, "extra": 1}}', "unknown field `extra`"),
         ('{"groq/x": {"output": 1}}', "missing required field `input`"),
