@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import gc
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -21,6 +26,55 @@ from modelrouter.web import create_app
 configure_logging(level="DEBUG", fmt="json", cache=False)
 
 __all__ = ["free_port"]  # re-exported for the tests, from the benchmark's helpers
+
+# A test whose body has not ended after this long is cancelled, with the stack of every asyncio
+# task printed first: a hang (an await nothing will ever complete) then costs one test and says
+# where it waits, instead of holding the whole run until CI gives up. One that does not end
+# even then (a cancellation swallowed, or a blocking call) ends the run with every thread's
+# stack. (A signal would not do: uvloop does not run Python's handlers while it waits.)
+HANG_SECONDS = float(os.environ.get("MODELROUTER_TEST_HANG_SECONDS", "300"))
+STUCK_SECONDS = 30.0
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    sys.stderr.write(f"\n{name}: not done after {HANG_SECONDS:g} s; its tasks:\n")
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+        task.cancel()
+
+
+def _hung(name: str) -> None:
+    loops = [
+        o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
+    ]
+    for loop in loops:
+        loop.call_soon_threadsafe(_cancel_all, loop, name)
+    if not loops:
+        sys.stderr.write(f"\n{name}: not done after {HANG_SECONDS:g} s\n")
+        faulthandler.dump_traceback(all_threads=True)
+
+
+def _stuck(name: str) -> None:
+    sys.stderr.write(f"\n{name}: still running {STUCK_SECONDS:g} s after its cancellation\n")
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(70)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    timers = [
+        threading.Timer(HANG_SECONDS, _hung, (item.nodeid,)),
+        threading.Timer(HANG_SECONDS + STUCK_SECONDS, _stuck, (item.nodeid,)),
+    ]
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
+
 
 GROQ_KEY = "gsk_test_secret_groq_key"
 OPENROUTER_KEY = "sk-or-test-secret-openrouter"
