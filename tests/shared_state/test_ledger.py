@@ -75,7 +75,10 @@ async def make_ledger(
     states: list[RedisState] = []
 
     def make(url: str = redis_url, *, replicas: int = 1) -> RedisLedger:
-        settings = RedisSettings(key_prefix=prefix, timeout=0.25, expected_replicas=replicas)
+        # 2 s, not the default 0.25 s: a stalled CI machine must not pass for a Redis outage
+        # (the ledger would rightly serve its local share, and the exact counts would differ);
+        # the outage test opens the breaker itself.
+        settings = RedisSettings(key_prefix=prefix, timeout=2.0, expected_replicas=replicas)
         state = RedisState(
             connect(url, settings), settings=settings, metrics=Metrics(), min_wait=0.02
         )
