@@ -52,26 +52,10 @@ class Latency:
 
     def observe(self, seconds: float, *, stream: bool) -> None:
         if stream:
-            old = self.stream
-            if old is None:
-                self.stream = seconds
-            else:
-                spike = seconds > SPIKE * old
-                if spike and not self.spiked_stream:
-                    seconds = SPIKE * old
-                self.spiked_stream = spike
-                self.stream = old + ALPHA * (seconds - old)
+            self.stream, self.spiked_stream = _step(self.stream, seconds, self.spiked_stream)
             self.stream_at = time.time()
         else:
-            old = self.whole
-            if old is None:
-                self.whole = seconds
-            else:
-                spike = seconds > SPIKE * old
-                if spike and not self.spiked_whole:
-                    seconds = SPIKE * old
-                self.spiked_whole = spike
-                self.whole = old + ALPHA * (seconds - old)
+            self.whole, self.spiked_whole = _step(self.whole, seconds, self.spiked_whole)
             self.whole_at = time.time()
 
     def heard(self, stream: tuple[float, float] | None, whole: tuple[float, float] | None) -> None:
@@ -83,3 +67,14 @@ class Latency:
         if stream:
             return self.stream if self.stream_at >= self.fleet_stream_at else self.fleet_stream
         return self.whole if self.whole_at >= self.fleet_whole_at else self.fleet_whole
+
+
+def _step(old: float | None, seconds: float, spiked: bool) -> tuple[float, bool]:
+    """The average after a sample, and whether that sample was a spike (over SPIKE times the
+    average: counted as SPIKE times it unless the one before was a spike too)."""
+    if old is None:
+        return seconds, False
+    spike = seconds > SPIKE * old
+    if spike and not spiked:
+        seconds = SPIKE * old
+    return old + ALPHA * (seconds - old), spike
