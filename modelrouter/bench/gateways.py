@@ -126,7 +126,10 @@ def start_gateways(
     if args.redis:
         wanted.extend(redis_variants(stack, args, settings))
     if args.history:
-        wanted.append(Variant("history", {"DATABASE_URL": args.history}))
+        # With a static key: a gateway with DATABASE_URL serves keyless requests only while
+        # its database holds no virtual key, and the `virtual key` row makes one.
+        history = {"DATABASE_URL": args.history, "API_KEY": keyed.STATIC_KEY}
+        wanted.append(Variant("history", history))
     if args.keys:  # the history is on too: read it against the `history` row
         wanted.append(Variant("virtual key", keyed.keyed_env(args.keys), keyed=True))
     gateways = []
@@ -139,6 +142,8 @@ def start_gateways(
         headers = {}
         if variant.keyed:
             headers["Authorization"] = f"Bearer {keyed.create_key(port)}"
+        elif variant.env.get("API_KEY"):
+            headers["Authorization"] = f"Bearer {variant.env['API_KEY']}"
         gateways.append(
             Gateway(
                 variant.label,
