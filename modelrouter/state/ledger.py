@@ -33,7 +33,7 @@ class Hold(msgspec.Struct, frozen=True, gc=False):
 
     account: str
     period: str
-    token: str
+    token: str | int  # a number in this process's ledger
     amount: int
     shared: bool = False  # held in Redis (else in this process)
 
@@ -80,14 +80,16 @@ class Ledger(Protocol):
     async def balance(self, account: str, period: str) -> Balance: ...
 
 
-class _Account:
+class Account:
+    """One account's counters in one period, in this process (`MemoryLedger.account`)."""
+
     __slots__ = ("held", "holds", "loaded", "soonest", "spent")
 
     def __init__(self) -> None:
         self.spent = 0
         self.held = 0
         self.loaded = False
-        self.holds: dict[str, tuple[int, float]] = {}  # token -> (amount, expiry)
+        self.holds: dict[str | int, tuple[int, float]] = {}  # token -> (amount, expiry)
         self.soonest = math.inf  # no hold expires before this (a lower bound)
 
     def prune(self, now: float) -> None:
@@ -98,20 +100,41 @@ class _Account:
             self.held -= self.holds.pop(token)[0]
         self.soonest = min((expiry for _, expiry in self.holds.values()), default=math.inf)
 
+    def take(self, budget: int, amount: int, now: float, expiry: float, token: int) -> int | None:
+        """Hold `amount` under `token` until `expiry` if `budget` has it left (the holds
+        expired by `now` given back first): what is left after it; None: refused, nothing held."""
+        if now >= self.soonest:  # a hold may have expired
+            self.prune(now)
+        left = budget - self.spent - self.held - amount
+        if left < 0:
+            return None
+        self.holds[token] = (amount, expiry)
+        if expiry < self.soonest:  # noqa: PLR1730 - `min` is a call: on every request
+            self.soonest = expiry
+        self.held += amount
+        return left
+
+    def settle(self, token: str | int, nanos: int) -> None:
+        """The hold `token` (unless it expired) becomes the spend `nanos`."""
+        held = self.holds.pop(token, None)
+        if held is not None:
+            self.held -= held[0]
+        self.spent += nanos
+
 
 class MemoryLedger:
     """Every account in this process; each call completes without suspending."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, tag: str = "m") -> None:
-        self._now = clock
-        self._accounts: dict[tuple[str, str], _Account] = {}
-        self._tokens = itertools.count(1)
-        self._tag = tag
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._accounts: dict[tuple[str, str], Account] = {}
+        self.tokens = itertools.count(1)  # the holds' tokens: `next(ledger.tokens)`
 
-    def _account(self, account: str, period: str) -> _Account:
+    def account(self, account: str, period: str) -> Account:
+        """The counters of `account` in `period` (created empty and not loaded)."""
         found = self._accounts.get((account, period))
         if found is None:
-            found = self._accounts[account, period] = _Account()
+            found = self._accounts[account, period] = Account()
         return found
 
     async def reserve(
@@ -140,34 +163,22 @@ class MemoryLedger:
         unchecked: bool = False,
     ) -> Outcome:
         """`reserve` without a coroutine."""
-        acc = self._accounts.get((account, period))
-        if acc is None:
-            acc = self._accounts[account, period] = _Account()
+        acc = self.account(account, period)
         if not acc.loaded and not unchecked:
             return UNLOADED
-        now = self._now()
-        if now >= acc.soonest:  # a hold may have expired
-            acc.prune(now)
-        left = budget - acc.spent - acc.held
-        if amount > left:
-            return Outcome("refused", max(left, 0))
-        token = f"{self._tag}:{next(self._tokens)}"
-        expiry = now + ttl
-        acc.holds[token] = (amount, expiry)
-        acc.soonest = min(acc.soonest, expiry)
-        acc.held += amount
-        return Outcome("held", left - amount, Hold(account, period, token, amount))
+        now = self.clock()
+        token = next(self.tokens)
+        left = acc.take(budget, amount, now, now + ttl, token)
+        if left is None:
+            return Outcome("refused", max(budget - acc.spent - acc.held, 0))
+        return Outcome("held", left, Hold(account, period, token, amount))
 
     def settle(self, hold: Hold, nanos: int, *, expire_at: float | None = None) -> None:  # noqa: ARG002
-        acc = self._account(hold.account, hold.period)
-        held = acc.holds.pop(hold.token, None)
-        if held is not None:
-            acc.held -= held[0]
-        acc.spent += nanos
+        self.account(hold.account, hold.period).settle(hold.token, nanos)
 
     def add(self, account: str, period: str, nanos: int) -> None:
         """Spend without a hold (counted elsewhere, or a hold of another ledger)."""
-        self._account(account, period).spent += nanos
+        self.account(account, period).spent += nanos
 
     async def load(
         self,
@@ -177,7 +188,7 @@ class MemoryLedger:
         *,
         expire_at: float | None = None,  # noqa: ARG002
     ) -> None:
-        acc = self._account(account, period)
+        acc = self.account(account, period)
         if not acc.loaded:
             acc.spent += nanos
             acc.loaded = True
@@ -186,7 +197,7 @@ class MemoryLedger:
         acc = self._accounts.get((account, period))
         if acc is None:
             return Balance(0, 0, loaded=False)
-        acc.prune(self._now())
+        acc.prune(self.clock())
         return Balance(acc.spent, acc.held, acc.loaded)
 
     def forget_spend(self) -> None:

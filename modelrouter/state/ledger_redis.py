@@ -97,7 +97,7 @@ def _expiry(expire_at: float | None) -> str:
 class RedisLedger:
     def __init__(self, state: RedisState) -> None:
         self._state = state
-        self._local = MemoryLedger(tag=f"l{id(self):x}")
+        self._local = MemoryLedger()
         self._seen: dict[tuple[str, str], int] = {}  # what was left when Redis last said
         self._owed_settles: list[tuple[Hold, int, str]] = []
         self._owed_spend: dict[tuple[str, str], tuple[int, str]] = {}

@@ -14,7 +14,7 @@ class MemoryState:
     """Everything lives in this process; each method completes without suspending."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._now = clock
+        self.clock = clock
         self._tat: dict[str, float] = {}  # GCRA theoretical arrival time per key
         self._leases: dict[str, dict[str, float]] = {}  # key -> token -> expiry
         self._health: dict[str, HealthRecord] = {}
@@ -27,18 +27,18 @@ class MemoryState:
         return "memory"
 
     async def acquire_rate(self, key: str, per_minute: int) -> RateDecision:
-        return gcra(self._tat, key, per_minute, self._now())
+        return gcra(self._tat, key, per_minute, self.clock())
 
     async def acquire_units(
         self, key: str, per_minute: int, units: float, *, force: bool = False
     ) -> RateDecision:
-        return gcra(self._tat, key, per_minute, self._now(), cost=units, force=force)
+        return gcra(self._tat, key, per_minute, self.clock(), cost=units, force=force)
 
     def take_units(
         self, key: str, per_minute: int, units: float = 1.0, *, force: bool = False
     ) -> RateDecision:
         """`acquire_units` (`acquire_rate` with one unit) without a coroutine."""
-        return gcra(self._tat, key, per_minute, self._now(), cost=units, force=force)
+        return gcra(self._tat, key, per_minute, self.clock(), cost=units, force=force)
 
     @property
     def leases_expire(self) -> bool:
@@ -49,7 +49,7 @@ class MemoryState:
 
     def take_lease(self, key: str, limit: int, *, ttl: float) -> Lease | None:
         """`acquire_lease` without a coroutine."""
-        now = self._now()
+        now = self.clock()
         holders = self._leases.setdefault(key, {})
         if len(holders) >= limit:
             for token in [t for t, expiry in holders.items() if expiry <= now]:
@@ -63,7 +63,7 @@ class MemoryState:
     async def renew_lease(self, lease: Lease, *, ttl: float) -> None:
         holders = self._leases.get(lease.key)
         if holders is not None and lease.token in holders:
-            holders[lease.token] = self._now() + ttl
+            holders[lease.token] = self.clock() + ttl
 
     def keep_lease(self, lease: Lease, *, ttl: float, every: float) -> None:
         """Nothing to do: this process alone holds its leases and always releases them."""
@@ -113,7 +113,7 @@ class MemoryState:
         return None
 
     def now(self) -> float:
-        return self._now()
+        return self.clock()
 
     def carry(self, key: str, tat: float) -> None:
         """Start bucket `key` as used up to `tat` (this state's clock): usage counted elsewhere
@@ -126,7 +126,7 @@ class MemoryState:
         """Hand over what is still live, and forget it: for each rate key, how many seconds its
         bucket is ahead of now by this state's own use (less what was carried in); for each
         lease, (key, token, seconds left)."""
-        now = self._now()
+        now = self.clock()
         debts = {}
         for key, tat in self._tat.items():
             own = tat - max(self._carried.get(key, now), now)

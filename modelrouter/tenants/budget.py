@@ -25,7 +25,7 @@ from modelrouter.tenants.keys import Period
 from modelrouter.tenants.prices import Rates
 
 TOKENS_PER_MESSAGE: Final = 8
-_PER: Final = 1_000_000  # rates are per million tokens
+PER_MILLION: Final = 1_000_000  # rates are per million tokens
 
 
 class Window(msgspec.Struct, frozen=True, gc=False):
@@ -56,8 +56,10 @@ def window(period: Period, now: datetime) -> Window:
     return Window(f"m{start:%Y%m}", start, after)
 
 
-def prompt_bound(chat: ChatRequest) -> int:
-    """Prompt tokens at most: UTF-8 bytes of every message's text, plus a few per message."""
+def token_bound(chat: ChatRequest, default_output: int | None = None) -> int:
+    """Tokens the request can use at most: its prompt (UTF-8 bytes of every message's text,
+    plus a few per message; tool calls and tools as JSON) and, unless `default_output` is
+    None, its output (`output_bound`). One call on the request path for both."""
     total = 0
     for message in chat.messages:
         content = message.content
@@ -68,7 +70,17 @@ def prompt_bound(chat: ChatRequest) -> int:
             total += len(msgspec.json.encode(calls))
     if chat.tools:
         total += len(msgspec.json.encode(chat.tools))
-    return total
+    if default_output is None:
+        return total
+    if chat.operation == "chat":  # `output_bound`'s common case
+        given = chat.max_tokens
+        return total + (given if given is not None and given > 0 else default_output)
+    return total + output_bound(chat, default_output)
+
+
+def prompt_bound(chat: ChatRequest) -> int:
+    """Prompt tokens at most (`token_bound` without the output)."""
+    return token_bound(chat)
 
 
 def output_bound(chat: ChatRequest, default: int) -> int:
@@ -91,9 +103,9 @@ def top_rate(rates: Iterable[Rates]) -> int:
 
 def worst_case(chat: ChatRequest, rate: int, *, reserve_tokens: int) -> int:
     """The most the request can cost, in nano-dollars (rounded up), at `rate` per token kind."""
-    return nanos_for(prompt_bound(chat) + output_bound(chat, reserve_tokens), rate)
+    return nanos_for(token_bound(chat, reserve_tokens), rate)
 
 
 def nanos_for(tokens: int, rate: int) -> int:
     """`tokens` at `rate` (nano-dollars per million tokens), in nano-dollars rounded up."""
-    return -(-tokens * rate // _PER)
+    return -(-tokens * rate // PER_MILLION)

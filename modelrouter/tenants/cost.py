@@ -107,8 +107,16 @@ def estimated_usage(chat: ChatRequest | None, relayed_chars: int, given: Usage |
 
 def usd_text(nanos: int) -> str:
     """Nano-dollars as an exact decimal number of dollars (`0.000123`, `0`)."""
-    whole, part = divmod(nanos, NANOS_PER_USD)
-    return f"{whole}.{part:09d}".rstrip("0").rstrip(".")
+    if nanos < 0:
+        return f"-{usd_text(-nanos)}"
+    # From the integer's digits: cheaper than a division and a format spec, and this is on
+    # the headers of every answer.
+    text = str(nanos)
+    if len(text) > 9:
+        whole, part = text[:-9], text[-9:].rstrip("0")
+    else:
+        whole, part = "0", text.rjust(9, "0").rstrip("0")
+    return f"{whole}.{part}" if part else whole
 
 
 def usd(nanos: int) -> float:

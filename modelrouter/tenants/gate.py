@@ -19,7 +19,7 @@ import structlog
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
-from modelrouter.tenants.budget import Window, nanos_for, top_rate, window, worst_case
+from modelrouter.tenants.budget import Window, top_rate, window, worst_case
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
 from modelrouter.tenants.spend import SpendLog
@@ -75,18 +75,18 @@ class BudgetGate:
         self.settings = settings
         self.spend = spend
         self.ttl = ttl  # a hold's lease: past the request's deadline, a crashed replica's go
-        self._clock = clock
+        self.clock = clock
         self._windows: dict[Period, tuple[Window, float]] = {}  # the current one, and its end
         # (model, provider, fallback, allow-list) -> (top rate, output limit)
-        self._rates: dict[tuple[str | None, str | None, bool, tuple[str, ...]], Top] = {}
+        self.tops: dict[tuple[str | None, str | None, bool, tuple[str, ...]], Top] = {}
 
     def window(self, period: Period) -> Window:
         """The current period of kind `period` (computed again once it ends)."""
-        return self._current(period)[0]
+        return self.current(period)[0]
 
-    def _current(self, period: Period) -> tuple[Window, float]:
+    def current(self, period: Period) -> tuple[Window, float]:
         """The current period and its end (epoch seconds; inf for `total`)."""
-        now = self._clock()
+        now = self.clock()
         found = self._windows.get(period)
         if found is not None and now < found[1]:
             return found
@@ -111,11 +111,11 @@ class BudgetGate:
     def top(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> tuple[int, int | None]:
         """`rate` (-1: a candidate is unpriced) and `output_limit` of `chat`, remembered."""
         memo = (chat.model, chat.provider, chat.fallback, allow)
-        found = self._rates.get(memo)
+        found = self.tops.get(memo)
         if found is None:
             found = self._top(chat, allow)
-            if len(self._rates) < MAX_MEMO:
-                self._rates[memo] = found
+            if len(self.tops) < MAX_MEMO:
+                self.tops[memo] = found
         return found
 
     def _top(self, chat: ChatRequest, allow: tuple[str, ...]) -> tuple[int, int | None]:
@@ -129,36 +129,11 @@ class BudgetGate:
             return _NO_PRICE, limit
         return top_rate(r for r in rates if r is not None), limit
 
-    def amount(self, chat: ChatRequest, tokens: int, top: Top) -> int:
-        """The request's worst case (nano-dollars) when it may use `tokens` (`token_ceiling`,
-        computed once for the key's tpm and its budget) at `top`'s rate; Unpriced as `rate`."""
-        rate = top[0]
-        if rate == _NO_PRICE:
-            raise Unpriced(chat.model or "auto")
-        return nanos_for(tokens, rate)
-
-    def reserve_now(self, key: Key, amount: int) -> Admission | None:
-        """`reserve` of `amount` without a coroutine, when the ledger is this process's and
-        the period's counters are loaded; None: `reserve` is to be awaited (nothing held)."""
-        ledger = self._memory
-        if ledger is None:
-            return None
-        current, end = self._current(key.budget_period)
-        outcome = ledger.take(
-            key.id, current.name, budget=key.budget_nanos or 0, amount=amount, ttl=self.ttl
-        )
-        hold = outcome.hold
-        if hold is None:
-            if outcome.status == "unloaded":
-                return None
-            raise OverBudget(current, outcome.remaining)
-        return Admission(hold, outcome.remaining, None if end == INF else end)
-
     async def reserve(self, key: Key, chat: ChatRequest, *, amount: int | None = None) -> Admission:
         """Hold the request's worst case (`amount`, if already known) against `key`'s budget,
         or raise OverBudget."""
         budget = key.budget_nanos or 0
-        current, end = self._current(key.budget_period)
+        current, end = self.current(key.budget_period)
         if amount is None:
             amount = worst_case(
                 chat,

@@ -256,7 +256,3 @@ class KeyResolver:
             if entry.refusal != "revoked":
                 entry.fresh_until = 0.0
         self._any_until = 0.0
-
-
-def is_virtual(secret: bytes) -> bool:
-    return secret.startswith(VIRTUAL_PREFIX)

@@ -35,13 +35,13 @@ from modelrouter.events import (
 from modelrouter.routing.hedging import HINTS, Hints, header_choice
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE, Charge, estimated_usage, usd_text
+from modelrouter.tenants.holds import Hold
 from modelrouter.tenants.identity import cache_scope
-from modelrouter.tenants.limits import Hold
-from modelrouter.web.budget import REMAINING_HEADER, remaining_header, settle
+from modelrouter.web.budget import REMAINING_HEADER, remaining_header
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
-from modelrouter.web.keylimits import admit_key, count_refusal, model_allow, settle_key
+from modelrouter.web.keylimits import admit_key, count_refusal, model_allow, release_holds
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime, Summary
 from modelrouter.web.sse import HEADERS, StreamFormat
 
@@ -104,15 +104,6 @@ def _note_hints(request: web.Request) -> None:
     )
     HINTS.set(hints)  # set for every stream: a keep-alive connection's next one starts anew
     request[SUMMARY].hints = hints
-
-
-def release_holds(runtime: Runtime, summary: Summary, hold: Hold | None) -> None:
-    """A request's holds become what it used, once its usage and cost are on its summary: its
-    virtual key's tpm (and stream lease), its budget's reservation. Each is given back once."""
-    if hold is not None:
-        settle_key(runtime, hold, summary)
-    if summary.admission is not None:
-        settle(runtime, summary)
 
 
 # One flat loop over the event kinds: no nested coroutine per request on the hot path.
@@ -421,8 +412,9 @@ def response_headers(summary: Summary, answering: Answering) -> dict[str, str]:
         headers[COST_HEADER] = usd_text(summary.cost.nanos)
     if summary.cache is not None:
         headers[CACHE_HEADER] = summary.cache
-    if summary.budget_left is not None:
-        headers[REMAINING_HEADER] = remaining_header(summary) or "0"
+    left = summary.budget_left  # after the settle (`web.budget.remaining_header`)
+    if left is not None:
+        headers[REMAINING_HEADER] = usd_text(left if left > 0 else 0)
     return headers
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from modelrouter.errors import ApiError
 from modelrouter.tenants.identity import Identity
-from modelrouter.tenants.lookup import KeyRefused, KeyResolver, KeysUnavailable, is_virtual
+from modelrouter.tenants.lookup import VIRTUAL_PREFIX, KeyRefused, KeyResolver, KeysUnavailable
 from modelrouter.web.runtime import SUMMARY, Runtime
 
 
@@ -95,7 +95,7 @@ async def authenticate(
         found = static_key(runtime.api_keys, given)
         if found >= 0:
             identity = runtime.identities[found]
-        elif not is_virtual(given):
+        elif not given.startswith(VIRTUAL_PREFIX):  # not a virtual key's secret
             if runtime.api_keys:
                 raise refused(runtime, "unknown" if given else "missing")
             # No API_KEY: a token that is not a virtual key's is no key (as before keys).

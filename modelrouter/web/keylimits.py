@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from modelrouter.errors import ApiError
 from modelrouter.schemas import ChatRequest
+from modelrouter.tenants.budget import nanos_for, token_bound
+from modelrouter.tenants.gate import Unpriced
+from modelrouter.tenants.holds import Hold, Limited
 from modelrouter.tenants.identity import Identity
 from modelrouter.tenants.keys import Key
-from modelrouter.tenants.limits import Hold, Limited, token_ceiling
-from modelrouter.web.budget import REFUSALS, refusal
+from modelrouter.web.budget import REFUSALS, refusal, settle
 from modelrouter.web.runtime import Runtime, Summary
 
 _TYPES = {
@@ -27,58 +29,103 @@ async def admit_key(
     when it has none), then its budget's worst case (on `summary.admission`). Refused (a 429,
     or the budget's 403 or 503), nothing is held.
 
-    The request's token ceiling is computed once, for both: its output is max_tokens, else
-    the model's output limit (the price table's `max_output`, the largest of the candidates'),
-    else BUDGET_RESERVE_TOKENS. With the embedded state and in-process ledger nothing here
-    suspends: the only coroutine is this one."""
+    The request's token ceiling is computed once, for both: its prompt bounded above, and
+    its output: max_tokens, else the model's output limit (the price table's `max_output`,
+    the largest of the candidates'), else BUDGET_RESERVE_TOKENS. With the embedded state the
+    key's meter takes it all in one call (`tenants.meter`): the only coroutine is this one."""
+    limits = runtime.key_limits
+    assert limits is not None  # virtual keys come with their limits
+    meters = limits.meters
+    if meters is None:
+        return await _admit_shared(runtime, summary, key, chat, stream=stream)
+    meter = meters.by_id.get(key.id)
+    if meter is None or meter.key is not key:
+        meter = meters.of(key)
+    try:
+        hold = meter.admit(chat, stream)
+    except Limited as exc:
+        raise limited(runtime, exc) from None
+    except REFUSALS as exc:
+        raise refusal(runtime, key, exc) from None
+    admission = hold.admission
+    if admission is None and hold.amount is not None:  # the period's spend is not loaded yet
+        gate = runtime.budgets
+        assert gate is not None
+        try:
+            admission = hold.admission = await gate.reserve(key, chat, amount=hold.amount)
+        except BaseException as exc:
+            meter.settle(hold, None, 0)  # nothing used: all given back
+            if isinstance(exc, REFUSALS):
+                raise refusal(runtime, key, exc) from None
+            raise
+    summary.admission = admission
+    return hold
+
+
+async def _admit_shared(
+    runtime: Runtime, summary: Summary, key: Key, chat: ChatRequest, *, stream: bool
+) -> Hold | None:
+    """`admit_key` against the shared state (Redis): the limits, then the budget."""
     limits, gate = runtime.key_limits, runtime.budgets
+    assert limits is not None
     budgeted = key.budget_nanos is not None and gate is not None
-    tokens, top = 0, None
+    tokens, amount = 0, 0
     if key.tpm is not None or budgeted:
         output = runtime.settings.tenants.budget_reserve_tokens
         if gate is not None:
             top = gate.top(chat, key.models)  # the candidates' top rate and output limit
             output = top[1] or output
-        tokens = token_ceiling(chat, default_output=output)
-    hold = None
-    if limits is not None:
-        try:
-            if limits.memory is not None:
-                hold = limits.admit_now(key, tokens, stream=stream)
-            else:
-                hold = await limits.admit(key, chat, stream=stream, tokens=tokens)
-        except Limited as exc:
-            runtime.metrics.key_rejections.labels(exc.reason).inc()
-            raise ApiError(
-                429, _TYPES[exc.reason], exc.message, retry_after=max(exc.retry_after, 0.001)
-            ) from None
+        tokens = token_bound(chat, output)
+        if gate is not None and budgeted:
+            if top[0] < 0:  # a candidate has no price
+                raise refusal(runtime, key, Unpriced(chat.model or "auto"))
+            amount = nanos_for(tokens, top[0])
+    try:
+        hold = await limits.admit(key, chat, stream=stream, tokens=tokens)
+    except Limited as exc:
+        raise limited(runtime, exc) from None
     if budgeted:
         assert gate is not None
-        assert top is not None
         try:
-            amount = gate.amount(chat, tokens, top)
-            admission = gate.reserve_now(key, amount)
-            if admission is None:
-                admission = await gate.reserve(key, chat, amount=amount)
+            summary.admission = await gate.reserve(key, chat, amount=amount)
         except BaseException as exc:
             if hold is not None:
-                settle_key(runtime, hold, None)  # nothing used: all given back
+                limits.settle(hold, None)  # nothing used: all given back
             if isinstance(exc, REFUSALS):
                 raise refusal(runtime, key, exc) from None
             raise
-        summary.admission = admission
     return hold
 
 
-def settle_key(runtime: Runtime, hold: Hold, summary: Summary | None) -> None:
-    """The reservation becomes what the request used (nothing: a failure, a cache hit, or
-    no summary: a request refused after its hold was taken)."""
-    usage = None if summary is None else summary.usage
-    used = (
-        None if usage is None or summary is None or summary.cache == "hit" else usage.total_tokens
-    )
-    assert runtime.key_limits is not None  # a hold came from it
-    runtime.key_limits.settle(hold, used)
+def limited(runtime: Runtime, exc: Limited) -> ApiError:
+    """The 429 of a key's limit, counted."""
+    runtime.metrics.key_rejections.labels(exc.reason).inc()
+    return ApiError(429, _TYPES[exc.reason], exc.message, retry_after=max(exc.retry_after, 0.001))
+
+
+def release_holds(runtime: Runtime, summary: Summary, hold: Hold | None) -> None:
+    """A request's holds become what it used, once its usage and cost are on its summary: its
+    virtual key's tpm (and stream lease), its budget's reservation. Each is given back once.
+    Nothing used (a failure, a cache hit): the tpm's reservation all given back."""
+    if hold is not None:
+        usage = summary.usage
+        used = (
+            None
+            if usage is None or summary.cache == "hit"
+            else usage.prompt_tokens + usage.completion_tokens
+        )
+        meter = hold.meter
+        if meter is None:
+            assert runtime.key_limits is not None  # a hold came from it
+            runtime.key_limits.settle(hold, used)
+        else:  # the embedded state: the budget's admission too, in the same call
+            cost = summary.cost
+            left = meter.settle(hold, used, 0 if cost is None else cost.nanos)
+            if left is not None:
+                summary.budget_left = left
+                summary.admission = None
+    if summary.admission is not None:
+        settle(runtime, summary)
 
 
 def model_allow(identity: Identity | None) -> tuple[str, ...]:

@@ -10,9 +10,9 @@ from modelrouter.errors import ApiError
 from modelrouter.events import Answering, CacheStatus, Done, Event, Failed, Usage
 from modelrouter.schemas import ChatRequest
 from modelrouter.tenants.cost import FREE
-from modelrouter.web.answers import NOBODY, charge, deadline_of, release_holds, route
+from modelrouter.web.answers import NOBODY, charge, deadline_of, route
 from modelrouter.web.errors import from_event
-from modelrouter.web.keylimits import admit_key, count_refusal
+from modelrouter.web.keylimits import admit_key, count_refusal, release_holds
 from modelrouter.web.runtime import SUMMARY, Runtime
 
 

@@ -129,6 +129,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await system.start()
     pricing = system.pricing  # one table for the requests' cost and the attempt spans'
     resolver = app.get(RESOLVER)
+    budgets = budget_gate(app, system, pricing)
     key_limits = None
     if resolver is not None:
         key_limits = KeyLimits(
@@ -136,6 +137,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             lease_ttl=settings.stream_lease_ttl,
             renew_every=settings.stream_lease_renew,
             default_output=settings.tenants.budget_reserve_tokens,
+            budgets=budgets,
         )
     app[RUNTIME] = Runtime(
         loop=asyncio.get_running_loop(),
@@ -149,7 +151,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         resolver=resolver,
         key_limits=key_limits,
         open_without_key=not settings.api_keys and is_loopback(settings.host),
-        budgets=budget_gate(app, system, pricing),
+        budgets=budgets,
         cache=settings.cache.enabled,
         cache_scope=settings.cache.scope,
         capture=settings.database_url is not None and settings.history.store_content,

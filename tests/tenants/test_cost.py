@@ -79,10 +79,14 @@ def test_an_estimate_keeps_the_prompt_tokens_the_provider_gave() -> None:
 
 
 def test_dollars_are_written_as_exact_decimals() -> None:
-    assert [usd_text(n) for n in (0, 1, 7500, 1_000_000_000, 12_345_678_901)] == [
+    nanos = (0, 1, 7500, 999_999_999, 1_000_000_000, 12_345_678_901, 10**18 + 5, -7500)
+    assert [usd_text(n) for n in nanos] == [
         "0",
         "0.000000001",
         "0.0000075",
+        "0.999999999",
         "1",
         "12.345678901",
+        "1000000000.000000005",
+        "-0.0000075",
     ]

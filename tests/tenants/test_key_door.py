@@ -19,7 +19,7 @@ from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.gate import BudgetGate
 from modelrouter.tenants.limits import KeyLimits
 from modelrouter.tenants.prices import PriceTable
-from modelrouter.web.keylimits import admit_key, settle_key
+from modelrouter.web.keylimits import admit_key
 from modelrouter.web.runtime import Runtime, Summary
 from tests.tenants.test_key_limits import key
 
@@ -62,7 +62,7 @@ def runtime(reserve_tokens: int = 16_384) -> Runtime:
     return cast(
         Runtime,
         SimpleNamespace(
-            key_limits=KeyLimits(MemoryState(), default_output=reserve_tokens),
+            key_limits=KeyLimits(MemoryState(), default_output=reserve_tokens, budgets=gate),
             budgets=gate,
             settings=SimpleNamespace(tenants=tenants),
             metrics=SimpleNamespace(key_rejections=Counter()),
@@ -105,7 +105,7 @@ async def test_a_request_the_budget_refuses_holds_none_of_the_keys_tpm() -> None
     hold = await admit_key(door, Summary(0.0), rich, ask, stream=False)
     assert hold is not None
     assert hold.reserved == tokens
-    settle_key(door, hold, None)
+    door.key_limits.settle(hold, None)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
