@@ -34,12 +34,6 @@ class MemoryState:
     ) -> RateDecision:
         return gcra(self._tat, key, per_minute, self.clock(), cost=units, force=force)
 
-    def take_units(
-        self, key: str, per_minute: int, units: float = 1.0, *, force: bool = False
-    ) -> RateDecision:
-        """`acquire_units` (`acquire_rate` with one unit) without a coroutine."""
-        return gcra(self._tat, key, per_minute, self.clock(), cost=units, force=force)
-
     @property
     def leases_expire(self) -> bool:
         return False
