@@ -59,9 +59,14 @@ class Strategies:
     def latency(self, members: Sequence[Candidate], stream: bool) -> list[Candidate]:
         """Lowest recent time to first byte first (an unmeasured deployment first of all, so
         each is measured); a small share puts a random one first, so a deployment that got
-        faster is noticed."""
+        faster is noticed (only once each is measured: an unmeasured one is exploration
+        enough, and a random pick could put a measured one before it)."""
         ordered = sorted(members, key=lambda m: m.actor.latency.estimate(stream=stream) or 0.0)
-        if len(ordered) > 1 and self.rng.random() < self.explore:
+        if (
+            len(ordered) > 1
+            and ordered[0].actor.latency.estimate(stream=stream) is not None
+            and self.rng.random() < self.explore
+        ):
             ordered.insert(0, ordered.pop(self.rng.randrange(1, len(ordered))))
         return ordered
 

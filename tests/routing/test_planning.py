@@ -152,6 +152,20 @@ def test_latency_prefers_the_lowest_recent_time_to_first_byte_per_mode() -> None
     assert wholes["a"] + wholes["b"] > 0, "a small share explores the others"
 
 
+def test_latency_explores_only_once_every_deployment_is_measured() -> None:
+    # A random pick could put the one measured deployment before an unmeasured one (the fleet
+    # test's warm-up once measured d0 twice); an unmeasured one first is exploration enough.
+    (a, b, c), plan = group_of("latency", "a", "b", "c")
+    plan.strategies.explore = 1.0
+    a.latency.observe(0.01, stream=False)
+    assert {first(plan, request("fast")) for _ in range(50)} == {"b"}
+    b.latency.observe(0.01, stream=False)
+    assert {first(plan, request("fast")) for _ in range(50)} == {"c"}
+    c.latency.observe(0.01, stream=False)
+    firsts = {first(plan, request("fast")) for _ in range(50)}
+    assert firsts == {"b", "c"}, "measured, the first is never the one exploration keeps"
+
+
 def test_latency_follows_a_deployment_that_slows_down() -> None:
     (a, b), plan = group_of("latency", "a", "b")
     a.latency.observe(0.01, stream=False)
