@@ -308,6 +308,7 @@ def _tenants(r: Reader) -> TenantSettings:
             "BUDGET_RESERVE_TOKENS", d.budget_reserve_tokens, minimum=1
         ),
         metrics_key_labels=r.get("METRICS_KEY_LABELS", d.metrics_key_labels, flag, FLAG_RULE),
+        spend_retention_days=r.integer("SPEND_RETENTION_DAYS", d.spend_retention_days),
     )
 
 

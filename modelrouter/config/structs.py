@@ -181,6 +181,9 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     budget_allow_unpriced: bool = False
     budget_reserve_tokens: int = 16_384
     metrics_key_labels: bool = False  # METRICS_KEY_LABELS: spend per key in /metrics
+    # SPEND_RETENTION_DAYS: spend rows older become daily totals (tenants/spend_rollup.py); 0
+    # keeps every row.
+    spend_retention_days: int = 30
 
 
 TraceSampler = Literal[

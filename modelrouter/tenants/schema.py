@@ -15,6 +15,7 @@ LOCK_ID: Final = 0x6D72_6B79  # "mrky": this schema's advisory lock
 VERSIONS: Final = "modelrouter_tenants_schema"
 KEYS: Final = "modelrouter_keys"
 SPEND: Final = "modelrouter_spend"
+SPEND_DAILY: Final = "modelrouter_spend_daily"
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (
         1,
@@ -65,6 +66,25 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         );
         CREATE INDEX IF NOT EXISTS {SPEND}_key_time ON {SPEND} (key_id, created_at);
         CREATE INDEX IF NOT EXISTS {SPEND}_time ON {SPEND} (created_at);
+        """,
+    ),
+    (
+        3,
+        # Spend rows past SPEND_RETENTION_DAYS, summed per UTC day, key, team, provider and
+        # model (tenants/spend_rollup.py): a day is counted once, in rows or here. `team` is ''
+        # for none, as a primary key's columns cannot be null.
+        f"""
+        CREATE TABLE IF NOT EXISTS {SPEND_DAILY} (
+            day date NOT NULL,
+            key_id text NOT NULL,
+            team text NOT NULL DEFAULT '',
+            provider text NOT NULL,
+            model text NOT NULL,
+            cost_nanos bigint NOT NULL CHECK (cost_nanos >= 0),
+            requests bigint NOT NULL CHECK (requests >= 0),
+            PRIMARY KEY (day, key_id, team, provider, model)
+        );
+        CREATE INDEX IF NOT EXISTS {SPEND_DAILY}_key_day ON {SPEND_DAILY} (key_id, day);
         """,
     ),
 )

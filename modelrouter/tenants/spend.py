@@ -15,6 +15,10 @@ A database that does not answer delays spend, it does not lose it:
   about `flush_seconds`.
 - without one, the rows wait in memory for the next try; a stop while the database is away
   loses them (`spend_unwritten`).
+
+Rows older than `retention_days` (SPEND_RETENTION_DAYS) become daily totals
+(`spend_rollup`). The reads count the rows, the daily totals and what waits in the spool (up to
+SPOOL_READ_ROWS of it; a row both written and still spooled is counted once, by its id).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import msgspec
 import structlog
 
-from modelrouter.tenants.schema import KEYS, SPEND, migrate
+from modelrouter.tenants.schema import KEYS, SPEND, SPEND_DAILY, migrate
+from modelrouter.tenants.spend_rollup import cutoff, first_day, roll_up
 from modelrouter.tenants.spend_spool import REDIS_ERRORS, SpendSpool
 from modelrouter.tenants.store import DB_ERRORS
 
@@ -42,6 +47,33 @@ GROUPS: Final[dict[str, str]] = {
     "model": "s.provider || '/' || s.model",
     "day": "to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }
+SPOOL_READ_ROWS: Final = 100_000  # the most a read takes from the spool (a report says the rest)
+# What a key spent since $2 (null: ever): its rows (less those also in the spool: $3), its
+# daily totals from the first day starting at or after $2 ($4).
+_SPENT: Final = (
+    f"SELECT (SELECT coalesce(sum(cost_nanos), 0) FROM {SPEND}"  # noqa: S608 - constants
+    " WHERE key_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)"
+    " AND id <> ALL($3::uuid[]))"
+    f" + (SELECT coalesce(sum(cost_nanos), 0) FROM {SPEND_DAILY}"
+    " WHERE key_id = $1 AND ($4::date IS NULL OR day >= $4))"
+)
+# Spend and requests in [$1, $2) (one key's with $3): rows not also in the spool ($4), daily
+# totals of the days starting in the range ($5, $6), and the spool's rows in it ($7-$12).
+_REPORT: Final = (
+    "WITH s AS ("  # noqa: S608 - constants, and a column from GROUPS
+    " SELECT key_id, team, provider, model, created_at, cost_nanos, 1::bigint AS requests"
+    f" FROM {SPEND} WHERE created_at >= $1 AND created_at < $2"
+    " AND ($3::text IS NULL OR key_id = $3) AND id <> ALL($4::uuid[])"
+    " UNION ALL"
+    " SELECT key_id, nullif(team, ''), provider, model,"
+    " day::timestamp AT TIME ZONE 'UTC', cost_nanos, requests"
+    f" FROM {SPEND_DAILY} WHERE day >= $5 AND day < $6 AND ($3::text IS NULL OR key_id = $3)"
+    " UNION ALL"
+    " SELECT k, t, p, m, c, n, 1::bigint FROM unnest($7::text[], $8::text[], $9::text[],"
+    " $10::text[], $11::timestamptz[], $12::bigint[]) AS u(k, t, p, m, c, n)"
+    ") SELECT {column} AS grp, sum(s.cost_nanos) AS nanos, sum(s.requests) AS requests"
+    " FROM s GROUP BY grp ORDER BY nanos DESC, grp LIMIT 10000"
+)
 _INSERT: Final = (
     f"INSERT INTO {SPEND} (id, created_at, key_id, team, provider, model, cost_nanos, request_id)"  # noqa: S608 - constants
     " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],"
@@ -67,6 +99,14 @@ class Group(msgspec.Struct, frozen=True):
     requests: int
 
 
+class Spooled(msgspec.Struct, frozen=True):
+    """What a read took from the spool: its rows, and how many it left (None: Redis did not
+    answer, so none were counted)."""
+
+    rows: list[SpendRow]
+    uncounted: int | None = 0
+
+
 class SpendLog:
     def __init__(
         self,
@@ -80,12 +120,19 @@ class SpendLog:
         max_retry: float = 10.0,
         spool: SpendSpool | None = None,
         drain_seconds: float = 5.0,
+        retention_days: int = 0,
+        rollup_seconds: float = 3600.0,
     ) -> None:
         """`spool`: where rows go while the database is away (None: they wait in memory);
-        `drain_seconds`: how often the spool is looked at while the database answers."""
+        `drain_seconds`: how often the spool is looked at while the database answers;
+        `retention_days`: rows older become daily totals, looked at every `rollup_seconds`
+        (0: rows are kept)."""
         self.pool = pool
         self.spool = spool
         self.drain_seconds = drain_seconds
+        self.retention_days = retention_days
+        self.rollup_seconds = rollup_seconds
+        self.rolled = 0  # rows this process moved into daily totals
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         self.queue_rows = queue_rows
@@ -103,6 +150,7 @@ class SpendLog:
         self._drain_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._roller: asyncio.Task[None] | None = None
 
     # -- the request side (from the accounting's drain, off the request path) -----------------
     def add(self, row: SpendRow) -> None:
@@ -128,11 +176,13 @@ class SpendLog:
         self._task = loop.create_task(self._run(), name="spend-writer")
         if self.spool is not None:
             self._drainer = loop.create_task(self._drain_loop(), name="spend-drainer")
+        if self.retention_days > 0:
+            self._roller = loop.create_task(self._rollup_loop(), name="spend-rollup")
 
     async def close(self, *, timeout: float = 5.0) -> None:
         """Write what is queued: to the database while it answers, within `timeout` (half of
         it with a spool), then the rest to the spool."""
-        tasks = [t for t in (self._task, self._drainer) if t is not None]
+        tasks = [t for t in (self._task, self._drainer, self._roller) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -305,6 +355,28 @@ class SpendLog:
                 log.info("spend_drained", rows=written)
         return written
 
+    # -- retention ---------------------------------------------------------------------------
+    async def _rollup_loop(self) -> None:
+        while True:
+            try:
+                await self.roll_up()
+            except DB_ERRORS as exc:
+                log.warning("spend_rollup_failed", error=type(exc).__name__)
+            await asyncio.sleep(self.rollup_seconds)
+
+    async def roll_up(self, now: datetime | None = None) -> int:
+        """Move the rows past the retention into daily totals (unless another replica is at
+        it); the rows moved. A chunk's transaction is bounded by the writer's timeout."""
+        before = cutoff(now or datetime.now(UTC), self.retention_days)
+        async with self.pool.acquire() as conn:
+            async with asyncio.timeout(self.timeout):
+                await self._migrate(conn)
+            moved = await roll_up(conn, before)
+        if moved:
+            self.rolled += moved
+            log.info("spend_rolled_up", rows=moved, before=before.date().isoformat())
+        return moved or 0
+
     async def _write(self, rows: list[SpendRow]) -> None:
         try:
             async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
@@ -321,35 +393,62 @@ class SpendLog:
 
     # -- reads ---------------------------------------------------------------------------------
     async def spent(self, key_id: str, since: datetime | None) -> int:
-        """What `key_id` spent since `since` (None: ever), written or still queued here (not
-        what waits in the Redis spool: that counts once drained)."""
+        """What `key_id` spent since `since` (None: ever): written (rows and daily totals),
+        waiting in the Redis spool, or still queued here."""
+        spooled = [
+            r
+            for r in (await self.spooled()).rows
+            if r.key_id == key_id and (since is None or r.created_at >= since)
+        ]
         async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
             await self._migrate(conn)
             found = await conn.fetchval(
-                f"SELECT coalesce(sum(cost_nanos), 0) FROM {SPEND}"  # noqa: S608 - constants
-                " WHERE key_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)",
+                _SPENT,
                 key_id,
                 since,
+                [r.id for r in spooled],
+                None if since is None else first_day(since),
             )
-        return int(found) + self.queued(key_id, since)
+        return int(found) + sum(r.cost_nanos for r in spooled) + self.queued(key_id, since)
 
     async def report(
         self, group_by: GroupBy, start: datetime, end: datetime, *, key_id: str | None = None
-    ) -> list[Group]:
-        """Spend and requests in [start, end), by `group_by` (one key's only, with `key_id`)."""
-        column = GROUPS[group_by]
+    ) -> tuple[list[Group], int | None]:
+        """Spend and requests in [start, end), by `group_by` (one key's only, with `key_id`),
+        and the spool's rows it could not count (`Spooled.uncounted`)."""
+        spooled = await self.spooled()
+        rows = [
+            r
+            for r in spooled.rows
+            if start <= r.created_at < end and (key_id is None or r.key_id == key_id)
+        ]
         async with asyncio.timeout(self.timeout), self.pool.acquire() as conn:
             await self._migrate(conn)
-            rows = await conn.fetch(
-                f"SELECT {column} AS grp, sum(s.cost_nanos) AS nanos, count(*) AS requests"  # noqa: S608 - a column from GROUPS
-                f" FROM {SPEND} s WHERE s.created_at >= $1 AND s.created_at < $2"
-                " AND ($3::text IS NULL OR s.key_id = $3)"
-                " GROUP BY grp ORDER BY nanos DESC, grp LIMIT 10000",
+            found = await conn.fetch(
+                _REPORT.format(column=GROUPS[group_by]),
                 start,
                 end,
                 key_id,
+                [r.id for r in rows],
+                first_day(start),
+                first_day(end),
+                *_spooled_columns(rows),
             )
-        return [Group(row["grp"], int(row["nanos"]), int(row["requests"])) for row in rows]
+        groups = [Group(row["grp"], int(row["nanos"]), int(row["requests"])) for row in found]
+        return groups, spooled.uncounted
+
+    async def spooled(self) -> Spooled:
+        """The rows waiting in the spool (the first SPOOL_READ_ROWS of them)."""
+        spool = self.spool
+        if spool is None:
+            return Spooled([])
+        try:
+            waiting = await spool.length()
+            raw = await spool.head(SPOOL_READ_ROWS) if waiting else []
+        except REDIS_ERRORS as exc:
+            log.warning("spend_spool_unread", error=type(exc).__name__)
+            return Spooled([], None)
+        return Spooled(_decode(raw), max(0, waiting - len(raw)))
 
     async def keys(self, ids: list[str]) -> dict[str, Any]:
         """The key rows of `ids` that are virtual keys (name, team, budget, period)."""
@@ -376,6 +475,17 @@ def _decode(raw: list[str]) -> list[SpendRow]:
         except msgspec.DecodeError as exc:
             log.error("spend_spool_bad_row", error=str(exc), row=item[:200])  # noqa: TRY400 - no trace to show
     return rows
+
+
+def _spooled_columns(rows: list[SpendRow]) -> tuple[list[Any], ...]:
+    return (
+        [r.key_id for r in rows],
+        [r.team for r in rows],
+        [r.provider for r in rows],
+        [r.model for r in rows],
+        [r.created_at for r in rows],
+        [r.cost_nanos for r in rows],
+    )
 
 
 def _columns(batch: list[SpendRow]) -> tuple[list[Any], ...]:

@@ -3,7 +3,10 @@ lifetime in the app (`spend_ctx`).
 
 `?group_by=key|team|provider|model|day&from=&to=`: spend and requests in [from, to) (ISO 8601
 times or dates, UTC when no offset is given; default: the current UTC month up to now), from
-PostgreSQL's spend rows (written within a second or so of each request). Rows grouped by key
+PostgreSQL's spend rows (written within a second or so of each request), their daily totals
+past SPEND_RETENTION_DAYS (a day counted when its 00:00 UTC is in the range) and the rows
+waiting in the Redis spool while PostgreSQL was away (`uncounted_rows`: those a report could not
+read, null when Redis did not answer). Rows grouped by key
 also carry the key's name, team, budget, the spend of its current budget period (as the
 budget counters have it) and when that period resets.
 """
@@ -61,6 +64,7 @@ class SpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end": "
     data: list[SpendEntry]
     start: datetime
     end: datetime
+    uncounted_rows: int | None = 0
 
 
 class KeySpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end": "to"}):
@@ -69,6 +73,7 @@ class KeySpendReport(msgspec.Struct, frozen=True, rename={"start": "from", "end"
     data: list[KeySpendEntry]
     start: datetime
     end: datetime
+    uncounted_rows: int | None = 0
 
 
 async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,7 +85,9 @@ async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     spool = spend_spool(app[SETTINGS])
-    spend = app[SPEND] = SpendLog(store.pool, spool=spool)
+    spend = app[SPEND] = SpendLog(
+        store.pool, spool=spool, retention_days=app[SETTINGS].tenants.spend_retention_days
+    )
     spend.start()
     accounting = app[ACCOUNTING]
     accounting.spend = spend
@@ -206,7 +213,7 @@ async def admin_spend(request: web.Request) -> web.Response:
     start, end = _range(query)
     runtime = request.app[RUNTIME]
     try:
-        groups = await spend.report(group_by, start, end)
+        groups, uncounted = await spend.report(group_by, start, end)
         keys = await spend.keys([g.group for g in groups if g.group]) if group_by == "key" else {}
         data: list[Any] = []
         for g in groups:
@@ -228,7 +235,7 @@ async def admin_spend(request: web.Request) -> web.Response:
     except DB_ERRORS:
         raise _unavailable() from None
     report = KeySpendReport if group_by == "key" else SpendReport
-    return _json(report(data, start, end))
+    return _json(report(data, start, end, uncounted))
 
 
 async def client_spend(request: web.Request) -> web.Response:
@@ -240,7 +247,7 @@ async def client_spend(request: web.Request) -> web.Response:
     start, end = _range(query)
     key = identity.key
     try:
-        groups = await spend.report("key", start, end, key_id=identity.client_id)
+        groups, uncounted = await spend.report("key", start, end, key_id=identity.client_id)
         extra: dict[str, Any] = {}
         if key is not None:
             extra = await _budget_columns(
@@ -260,4 +267,4 @@ async def client_spend(request: web.Request) -> web.Response:
         found.requests if found else 0,
         **extra,
     )
-    return _json(KeySpendReport([entry], start, end))
+    return _json(KeySpendReport([entry], start, end, uncounted))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from modelrouter.config import RedisSettings
 from modelrouter.state.connect import connect
-from modelrouter.tenants.spend import SpendLog, SpendRow
+from modelrouter.tenants.spend import SpendLog, SpendRow, _encode
 from modelrouter.tenants.spend_spool import SpendSpool
 from tests.conftest import free_port, wait_until
 from tests.history.conftest import rows
@@ -311,3 +311,43 @@ async def test_a_full_spool_or_no_redis_keeps_the_rows_in_memory(
     await away.close(timeout=1.0)
     assert (len(away.queue), away.spilled) == (5, 0)  # `spend_unwritten`: lost with the process
     await unreachable.aclose()
+
+
+async def test_reads_count_the_spooled_rows_once_whether_written_yet_or_not(
+    redis_url: str, prefix: str, database: str, pool: Any, rclient: aioredis.Redis
+) -> None:
+    # Rows that wait in the spool are spend already: a report, or a budget reloaded, counts
+    # them; a row both written and still spooled (a drain between its write and its trim)
+    # is counted once; a spool Redis cannot read is said, not hidden.
+    spool = spool_of(redis_url, prefix)
+    log = SpendLog(pool, spool=spool)
+    written, waiting = new_rows(20), new_rows(30, key_id="key_b")
+    for row in written:
+        log.add(row)
+    assert await log._step()
+    await spool.spill([_encode(r) for r in [*written[:5], *waiting]])
+    start, end = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
+    groups, uncounted = await log.report("key", start, end)
+    assert uncounted == 0
+    expected = {
+        "key_a": (sum(r.cost_nanos for r in written), 20),
+        "key_b": (sum(r.cost_nanos for r in waiting), 30),
+    }
+    assert {g.group: (g.nanos, g.requests) for g in groups} == expected
+    one, _ = await log.report("model", start, end, key_id="key_b")
+    assert [(g.group, g.nanos, g.requests) for g in one] == [("groq/mock-a", *expected["key_b"])]
+    assert await log.spent("key_a", None) == expected["key_a"][0]
+    assert await log.spent("key_b", start) == expected["key_b"][0]
+
+    assert await log.drain() == 35
+    assert {g.group: (g.nanos, g.requests) for g in (await log.report("key", start, end))[0]} == (
+        expected
+    )
+    await spool.spill([_encode(r) for r in waiting[:3]])
+    gone = SpendLog(pool, spool=spool_of("redis://127.0.0.1:1", prefix))  # Redis unreachable
+    groups, uncounted = await gone.report("key", start, end)
+    assert uncounted is None
+    assert {g.group: (g.nanos, g.requests) for g in groups} == expected
+    await gone.spool.close()  # type: ignore[union-attr]
+    await rclient.delete(spool.key)
+    await spool.close()

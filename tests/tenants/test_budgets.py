@@ -187,7 +187,8 @@ async def test_spend_reports_group_by_each_dimension_and_a_client_sees_its_own(
     )
     assert (row["spend_usd"], row["requests"], row["period_spend_usd"]) == (0.003, 3, 0.003)
     assert row["reset_at"].endswith("T00:00:00Z")
-    assert set(body) == {"data", "from", "to"}
+    assert set(body) == {"data", "from", "to", "uncounted_rows"}
+    assert body["uncounted_rows"] == 0, "no spool: every row counted"
     by_model = await (await client.get("/admin/spend?group_by=model", headers=AS_ADMIN)).json()
     assert {r["group"]: r["requests"] for r in by_model["data"]} == {"groq/a": 2, "openrouter/b": 1}
     assert {frozenset(r) for r in by_model["data"]} == {
@@ -254,6 +255,7 @@ def test_the_spend_routes_are_in_the_openapi_document() -> None:
         "data",
         "from",
         "to",
+        "uncounted_rows",
     }
 
 
