@@ -101,11 +101,6 @@ def top_rate(rates: Iterable[Rates]) -> int:
     )
 
 
-def worst_case(chat: ChatRequest, rate: int, *, reserve_tokens: int) -> int:
-    """The most the request can cost, in nano-dollars (rounded up), at `rate` per token kind."""
-    return nanos_for(token_bound(chat, reserve_tokens), rate)
-
-
 def nanos_for(tokens: int, rate: int) -> int:
     """`tokens` at `rate` (nano-dollars per million tokens), in nano-dollars rounded up."""
     return -(-tokens * rate // PER_MILLION)

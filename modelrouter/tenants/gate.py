@@ -19,7 +19,7 @@ import structlog
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
-from modelrouter.tenants.budget import Window, top_rate, window, worst_case
+from modelrouter.tenants.budget import Window, nanos_for, token_bound, top_rate, window
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
 from modelrouter.tenants.spend import SpendLog
@@ -103,6 +103,21 @@ class BudgetGate:
             raise Unpriced(chat.model or "auto")
         return found
 
+    def ceiling(
+        self, chat: ChatRequest, allow: tuple[str, ...] = (), *, budgeted: bool = True
+    ) -> tuple[int, int]:
+        """The request's token ceiling (its prompt bounded above, and its output: max_tokens,
+        else the candidates' output limit, else BUDGET_RESERVE_TOKENS) and, `budgeted`, its
+        worst-case cost at the candidates' top rate (else 0); Unpriced if a candidate has no
+        price. `tenants.meter` does the same inline, on its embedded-state path."""
+        rate, limit = self.top(chat, allow)
+        tokens = token_bound(chat, limit or self.settings.budget_reserve_tokens)
+        if not budgeted:
+            return tokens, 0
+        if rate == _NO_PRICE:
+            raise Unpriced(chat.model or "auto")
+        return tokens, nanos_for(tokens, rate)
+
     def output_limit(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int | None:
         """The most output tokens any candidate of `chat` can write (the price table's
         `max_output`); None when one of them has no published limit."""
@@ -135,12 +150,7 @@ class BudgetGate:
         budget = key.budget_nanos or 0
         current, end = self.current(key.budget_period)
         if amount is None:
-            amount = worst_case(
-                chat,
-                self.rate(chat, key.models),
-                reserve_tokens=self.output_limit(chat, key.models)
-                or self.settings.budget_reserve_tokens,
-            )
+            amount = self.ceiling(chat, key.models)[1]
         expire_at = None if end == INF else end
         ledger, ttl = self.ledger, self.ttl
         if self._memory is not None:  # no coroutine for what never suspends

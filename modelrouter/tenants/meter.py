@@ -82,7 +82,7 @@ class Meter:
     def admit(self, chat: ChatRequest, stream: bool) -> Hold:  # noqa: PLR0912, PLR0915 - one call
         """Take, in this order, a stream lease (a stream, with max_parallel_streams), a request
         of the rpm, the request's token ceiling of the tpm and its worst-case cost of the
-        budget (`budget.worst_case`'s, on the same tokens); Limited, OverBudget or Unpriced
+        budget (`BudgetGate.ceiling`'s, on the same tokens); Limited, OverBudget or Unpriced
         with nothing held. A period whose spend is not loaded yet holds no budget (the Hold
         has its `amount`, no admission): the caller reserves it with `BudgetGate.reserve`,
         which loads it.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from modelrouter.errors import ApiError
 from modelrouter.schemas import ChatRequest
-from modelrouter.tenants.budget import nanos_for, token_bound
+from modelrouter.tenants.budget import token_bound
 from modelrouter.tenants.gate import Unpriced
 from modelrouter.tenants.holds import Hold, Limited
 from modelrouter.tenants.identity import Identity
@@ -70,16 +70,13 @@ async def _admit_shared(
     assert limits is not None
     budgeted = key.budget_nanos is not None and gate is not None
     tokens, amount = 0, 0
-    if key.tpm is not None or budgeted:
-        output = runtime.settings.tenants.budget_reserve_tokens
-        if gate is not None:
-            top = gate.top(chat, key.models)  # the candidates' top rate and output limit
-            output = top[1] or output
-        tokens = token_bound(chat, output)
-        if gate is not None and budgeted:
-            if top[0] < 0:  # a candidate has no price
-                raise refusal(runtime, key, Unpriced(chat.model or "auto"))
-            amount = nanos_for(tokens, top[0])
+    if gate is not None and (key.tpm is not None or budgeted):
+        try:
+            tokens, amount = gate.ceiling(chat, key.models, budgeted=budgeted)
+        except Unpriced as exc:
+            raise refusal(runtime, key, exc) from None
+    elif key.tpm is not None:
+        tokens = token_bound(chat, runtime.settings.tenants.budget_reserve_tokens)
     try:
         hold = await limits.admit(key, chat, stream=stream, tokens=tokens)
     except Limited as exc:

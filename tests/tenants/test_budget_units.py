@@ -12,11 +12,12 @@ from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import MemoryLedger
 from modelrouter.tenants.budget import (
     TOTAL,
+    nanos_for,
     output_bound,
     prompt_bound,
+    token_bound,
     top_rate,
     window,
-    worst_case,
 )
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.gate import BudgetGate, OverBudget, SpendUnknown, Unpriced
@@ -72,8 +73,8 @@ def test_the_worst_case_is_every_token_at_the_top_rate_rounded_up() -> None:
     rate = top_rate([Rates(1, 2, 3, 100_000_000_000), Rates(5, 5, 5, 7)])
     assert rate == 100_000_000_000  # $100 per million tokens, in nano-dollars
     # (14 + 10) tokens at $100/M = $0.0024
-    assert worst_case(chat(max_tokens=10), rate, reserve_tokens=1) == 2_400_000
-    assert worst_case(chat(max_tokens=1), 1, reserve_tokens=1) == 1  # rounded up
+    assert nanos_for(token_bound(chat(max_tokens=10), 1), rate) == 2_400_000
+    assert nanos_for(token_bound(chat(max_tokens=1), 1), 1) == 1  # rounded up
 
 
 def key(**fields: object) -> Key:
