@@ -57,20 +57,22 @@ _SPENT: Final = (
     f" + (SELECT coalesce(sum(cost_nanos), 0) FROM {SPEND_DAILY}"
     " WHERE key_id = $1 AND ($4::date IS NULL OR day >= $4))"
 )
-# Spend and requests in [$1, $2) (one key's with $3): rows not also in the spool ($4), daily
-# totals of the days starting in the range ($5, $6), and the spool's rows in it ($7-$12).
+# Spend and requests in [$1, $2) (one key's with $3): the rows not also in the spool, daily
+# totals of the days starting in the range ($4, $5), and the spool's rows in it ($6-$13, as
+# `_columns` gives them; $6 their ids).
 _REPORT: Final = (
     "WITH s AS ("  # noqa: S608 - constants, and a column from GROUPS
     " SELECT key_id, team, provider, model, created_at, cost_nanos, 1::bigint AS requests"
     f" FROM {SPEND} WHERE created_at >= $1 AND created_at < $2"
-    " AND ($3::text IS NULL OR key_id = $3) AND id <> ALL($4::uuid[])"
+    " AND ($3::text IS NULL OR key_id = $3) AND id <> ALL($6::uuid[])"
     " UNION ALL"
     " SELECT key_id, nullif(team, ''), provider, model,"
     " day::timestamp AT TIME ZONE 'UTC', cost_nanos, requests"
-    f" FROM {SPEND_DAILY} WHERE day >= $5 AND day < $6 AND ($3::text IS NULL OR key_id = $3)"
+    f" FROM {SPEND_DAILY} WHERE day >= $4 AND day < $5 AND ($3::text IS NULL OR key_id = $3)"
     " UNION ALL"
-    " SELECT k, t, p, m, c, n, 1::bigint FROM unnest($7::text[], $8::text[], $9::text[],"
-    " $10::text[], $11::timestamptz[], $12::bigint[]) AS u(k, t, p, m, c, n)"
+    " SELECT k, t, p, m, c, n, 1::bigint FROM unnest($6::uuid[], $7::timestamptz[], $8::text[],"
+    " $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[])"
+    " AS u(i, c, k, t, p, m, n, r)"
     ") SELECT {column} AS grp, sum(s.cost_nanos) AS nanos, sum(s.requests) AS requests"
     " FROM s GROUP BY grp ORDER BY nanos DESC, grp LIMIT 10000"
 )
@@ -429,10 +431,9 @@ class SpendLog:
                 start,
                 end,
                 key_id,
-                [r.id for r in rows],
                 first_day(start),
                 first_day(end),
-                *_spooled_columns(rows),
+                *_columns(rows),
             )
         groups = [Group(row["grp"], int(row["nanos"]), int(row["requests"])) for row in found]
         return groups, spooled.uncounted
@@ -475,17 +476,6 @@ def _decode(raw: list[str]) -> list[SpendRow]:
         except msgspec.DecodeError as exc:
             log.error("spend_spool_bad_row", error=str(exc), row=item[:200])  # noqa: TRY400 - no trace to show
     return rows
-
-
-def _spooled_columns(rows: list[SpendRow]) -> tuple[list[Any], ...]:
-    return (
-        [r.key_id for r in rows],
-        [r.team for r in rows],
-        [r.provider for r in rows],
-        [r.model for r in rows],
-        [r.created_at for r in rows],
-        [r.cost_nanos for r in rows],
-    )
 
 
 def _columns(batch: list[SpendRow]) -> tuple[list[Any], ...]:
