@@ -373,7 +373,7 @@ class SpendLog:
         async with self.pool.acquire() as conn:
             async with asyncio.timeout(self.timeout):
                 await self._migrate(conn)
-            moved = await roll_up(conn, before)
+            moved = await roll_up(conn, before, timeout=self.timeout * 6)
         if moved:
             self.rolled += moved
             log.info("spend_rolled_up", rows=moved, before=before.date().isoformat())

@@ -13,6 +13,7 @@ Reads count a rolled-up day at its start: it is in a range [from, to) when its 0
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
@@ -52,12 +53,15 @@ def first_day(at: datetime) -> date:
     return day if at.time() == time() else day + timedelta(days=1)
 
 
-async def roll_up(conn: Any, before: datetime, *, chunk: int = CHUNK_ROWS) -> int | None:
-    """Move the rows older than `before` into the daily totals; the rows moved, or None when
-    another replica is rolling up now."""
+async def roll_up(
+    conn: Any, before: datetime, *, chunk: int = CHUNK_ROWS, timeout: float = 30.0
+) -> int | None:
+    """Move the rows older than `before` into the daily totals, each chunk within `timeout`
+    seconds (TimeoutError: that chunk is rolled back); the rows moved, or None when another
+    replica is rolling up now."""
     moved = 0
     while True:
-        async with conn.transaction():
+        async with asyncio.timeout(timeout), conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_ID):
                 return None if moved == 0 else moved
             count = int(await conn.fetchval(_MOVE, before, chunk))

@@ -11,12 +11,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from modelrouter.config.load import load_settings
 from modelrouter.config.structs import ConfigError
 from modelrouter.tenants.spend import SpendLog, SpendRow
 from modelrouter.tenants.spend_rollup import cutoff, first_day
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.history.conftest import rows
 from tests.tenants.conftest import database as database  # noqa: PLC0414 - the fixture, shared
 
@@ -167,3 +168,22 @@ def test_spend_retention_days_is_read_and_checked() -> None:
     assert load_settings({"SPEND_RETENTION_DAYS": "0"}).tenants.spend_retention_days == 0
     with pytest.raises(ConfigError, match="SPEND_RETENTION_DAYS"):
         load_settings({"SPEND_RETENTION_DAYS": "-1"})
+
+
+async def test_a_roll_up_that_fails_is_logged_and_tried_again() -> None:
+    pool = await asyncpg.create_pool(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/none", min_size=0, max_size=1
+    )
+    log = SpendLog(pool, retention_days=30, rollup_seconds=0.01)
+    with capture_logs() as logs:
+        log.start()
+        try:
+
+            async def failed_twice() -> bool:
+                return sum(e["event"] == "spend_rollup_failed" for e in logs) >= 2
+
+            await wait_until(failed_twice, timeout=10)
+        finally:
+            await log.close(timeout=0.1)
+            await pool.close()
+    assert log.rolled == 0
