@@ -112,6 +112,13 @@ def gateway_env(mock_port: int) -> dict[str, str]:
         "LOG_LEVEL": "INFO",
         "API_KEY": "",
         "REDIS_URL": "",
+        # What runs on a timer, not per request: valgrind stretches the wall time some 50
+        # times, so a flush each second would write a few rows at a time (its fixed cost
+        # counted per request 50 times over, and varying with the run's pace), and a virtual
+        # key would be read again every 30 s. Rows are written by full batches and at exit.
+        "HISTORY_FLUSH_SECONDS": "86400",
+        "SPEND_FLUSH_SECONDS": "86400",
+        "KEY_CACHE_SECONDS": "3600",
     }
 
 

@@ -309,6 +309,9 @@ def _tenants(r: Reader) -> TenantSettings:
         ),
         metrics_key_labels=r.get("METRICS_KEY_LABELS", d.metrics_key_labels, flag, FLAG_RULE),
         spend_retention_days=r.integer("SPEND_RETENTION_DAYS", d.spend_retention_days),
+        spend_flush_seconds=r.seconds(
+            "SPEND_FLUSH_SECONDS", d.spend_flush_seconds, minimum=0.01, maximum=86_400
+        ),
     )
 
 

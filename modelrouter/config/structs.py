@@ -184,6 +184,9 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     # SPEND_RETENTION_DAYS: spend rows older become daily totals (tenants/spend_rollup.py); 0
     # keeps every row.
     spend_retention_days: int = 30
+    # SPEND_FLUSH_SECONDS: the longest a spend row waits in memory before it is written (what a
+    # kill loses); 1000 rows waiting are written at once.
+    spend_flush_seconds: float = 1.0
 
 
 TraceSampler = Literal[

@@ -85,8 +85,12 @@ async def spend_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     spool = spend_spool(app[SETTINGS])
+    tenants = app[SETTINGS].tenants
     spend = app[SPEND] = SpendLog(
-        store.pool, spool=spool, retention_days=app[SETTINGS].tenants.spend_retention_days
+        store.pool,
+        spool=spool,
+        retention_days=tenants.spend_retention_days,
+        flush_seconds=tenants.spend_flush_seconds,
     )
     spend.start()
     accounting = app[ACCOUNTING]

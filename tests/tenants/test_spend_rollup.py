@@ -168,6 +168,9 @@ def test_spend_retention_days_is_read_and_checked() -> None:
     assert load_settings({"SPEND_RETENTION_DAYS": "0"}).tenants.spend_retention_days == 0
     with pytest.raises(ConfigError, match="SPEND_RETENTION_DAYS"):
         load_settings({"SPEND_RETENTION_DAYS": "-1"})
+    assert load_settings({"SPEND_FLUSH_SECONDS": "0.5"}).tenants.spend_flush_seconds == 0.5
+    with pytest.raises(ConfigError, match="SPEND_FLUSH_SECONDS"):
+        load_settings({"SPEND_FLUSH_SECONDS": "0"})
 
 
 async def test_a_roll_up_that_fails_is_logged_and_tried_again() -> None:
