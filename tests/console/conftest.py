@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
+from tests.conftest import CLIENT_KEY, GROQ_KEY, OPENROUTER_KEY
 from tests.history.conftest import create_database, drop_database
+from tests.tenants.conftest import ADMIN_KEY
 
 CHROMIUM = os.environ.get("MODELROUTER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "console"
@@ -37,6 +39,24 @@ def database() -> Iterator[str]:
     url = asyncio.run(create_database())
     yield url
     asyncio.run(drop_database(url))
+
+
+def overview_env(mock: str, *, openrouter_rate_limit: str, **extra: str) -> dict[str, str]:
+    """A gateway for the overview pages (for `LiveGateway`, given the mock's URL): groq fails
+    from its first request on and stays blacklisted for the module, openrouter answers."""
+    return {
+        "PROVIDER_ORDER": "groq,openrouter",
+        "BACKOFF_BASE_SECONDS": "60",  # blacklisted for the whole module once it fails
+        "GROQ_API_KEY": GROQ_KEY,
+        "GROQ_BASE_URL": f"{mock}/x/status=503/v1",  # fails from its first request on
+        "GROQ_RATE_LIMIT": "0",
+        "OPENROUTER_API_KEY": OPENROUTER_KEY,
+        "OPENROUTER_BASE_URL": f"{mock}/v1",
+        "OPENROUTER_RATE_LIMIT": openrouter_rate_limit,
+        "API_KEY": CLIENT_KEY,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        **extra,
+    }
 
 
 class Watched:

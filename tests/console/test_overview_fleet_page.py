@@ -12,8 +12,8 @@ import redis
 from playwright.sync_api import expect
 
 from modelrouter.observability import recent_fleet
-from tests.conftest import CLIENT_KEY, GROQ_KEY, OPENROUTER_KEY
-from tests.console.conftest import SHOWN_WITHIN_MS, Watched, sign_in
+from tests.conftest import CLIENT_KEY
+from tests.console.conftest import SHOWN_WITHIN_MS, Watched, overview_env, sign_in
 from tests.console.live import LiveGateway
 from tests.shared_state.conftest import redis_url  # noqa: F401 - the fixture, used by name
 from tests.tenants.conftest import ADMIN_KEY
@@ -27,20 +27,9 @@ def replicas(redis_url: str) -> Iterator[tuple[LiveGateway, LiveGateway]]:  # no
     prefix = f"mrtest-{uuid.uuid4().hex[:12]}"
 
     def env(mock: str) -> dict[str, str]:
-        return {
-            "PROVIDER_ORDER": "groq,openrouter",
-            "BACKOFF_BASE_SECONDS": "60",  # blacklisted for the whole module once it fails
-            "GROQ_API_KEY": GROQ_KEY,
-            "GROQ_BASE_URL": f"{mock}/x/status=503/v1",  # fails from its first request on
-            "GROQ_RATE_LIMIT": "0",
-            "OPENROUTER_API_KEY": OPENROUTER_KEY,
-            "OPENROUTER_BASE_URL": f"{mock}/v1",
-            "OPENROUTER_RATE_LIMIT": "0",
-            "API_KEY": CLIENT_KEY,
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": prefix,
-        }
+        return overview_env(
+            mock, openrouter_rate_limit="0", REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix
+        )
 
     started = []
     with pytest.MonkeyPatch.context() as patch:

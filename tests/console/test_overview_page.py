@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import CLIENT_KEY, GROQ_KEY, OPENROUTER_KEY
-from tests.console.conftest import SHOWN_WITHIN_MS, Watched, sign_in
+from tests.conftest import CLIENT_KEY
+from tests.console.conftest import SHOWN_WITHIN_MS, Watched, overview_env, sign_in
 from tests.console.live import LiveGateway
 from tests.tenants.conftest import ADMIN_KEY
 
@@ -20,19 +20,7 @@ CANARY = "prompt-canary-7f3a"  # a prompt that must never reach the page
 @pytest.fixture(scope="module")
 def live(database: str) -> Iterator[LiveGateway]:
     def env(mock: str) -> dict[str, str]:
-        return {
-            "PROVIDER_ORDER": "groq,openrouter",
-            "BACKOFF_BASE_SECONDS": "60",  # blacklisted for the whole module once it fails
-            "GROQ_API_KEY": GROQ_KEY,
-            "GROQ_BASE_URL": f"{mock}/x/status=503/v1",  # fails from its first request on
-            "GROQ_RATE_LIMIT": "0",
-            "OPENROUTER_API_KEY": OPENROUTER_KEY,
-            "OPENROUTER_BASE_URL": f"{mock}/v1",
-            "OPENROUTER_RATE_LIMIT": "600",
-            "API_KEY": CLIENT_KEY,
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "DATABASE_URL": database,
-        }
+        return overview_env(mock, openrouter_rate_limit="600", DATABASE_URL=database)
 
     gateway = LiveGateway(env).start()
     yield gateway
