@@ -43,9 +43,11 @@ async def next_change(pubsub: Any) -> Any:
                 return message["data"]
 
 
-async def two_gateways(
+@pytest.fixture
+async def gateways(
     gateway: Gateway, mock: Mock, database: str, redis_url: str, prefix: str
 ) -> tuple[Client, Client]:
+    """Two gateways on the test's PostgreSQL and Redis, both subscribed to the keys channel."""
     env = two_providers(
         mock,
         DATABASE_URL=database,
@@ -72,15 +74,14 @@ async def status(client: Client, secret: str) -> int:
 
 
 async def test_a_revocation_on_one_gateway_is_refused_by_the_other_at_once(
-    gateway: Gateway,
-    mock: Mock,
+    heard: Any,
+    gateways: tuple[Client, Client],
     database: str,
     redis_url: str,
     prefix: str,
-    heard: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    first, second = await two_gateways(gateway, mock, database, redis_url, prefix)
+    first, second = gateways
     key_id, secret = await new_key(first, "a")
     await next_change(heard)  # the creation
     assert await status(second, secret) == 200  # cached on the second, fresh for 30 s
@@ -104,15 +105,9 @@ async def _refused(client: Client, secret: str) -> bool:
 
 
 async def test_a_message_that_is_not_a_change_is_ignored(
-    gateway: Gateway,
-    mock: Mock,
-    database: str,
-    redis_url: str,
-    prefix: str,
-    rclient: aioredis.Redis,
-    heard: Any,
+    rclient: aioredis.Redis, heard: Any, gateways: tuple[Client, Client], prefix: str
 ) -> None:
-    first, second = await two_gateways(gateway, mock, database, redis_url, prefix)
+    first, second = gateways
     await rclient.publish(channel_of(prefix), "not a change")
     await next_change(heard)
     key_id, secret = await new_key(first, "a")
@@ -122,15 +117,9 @@ async def test_a_message_that_is_not_a_change_is_ignored(
 
 
 async def test_a_lost_subscription_is_made_again_and_cached_keys_are_read_again(
-    gateway: Gateway,
-    mock: Mock,
-    database: str,
-    redis_url: str,
-    prefix: str,
-    rclient: aioredis.Redis,
-    heard: Any,
+    rclient: aioredis.Redis, heard: Any, gateways: tuple[Client, Client], prefix: str
 ) -> None:
-    first, second = await two_gateways(gateway, mock, database, redis_url, prefix)
+    first, second = gateways
     key_id, secret = await new_key(first, "a")
     assert await status(second, secret) == 200
     resolver = second.app[RESOLVER]
