@@ -32,6 +32,23 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
+# Bounded (the run takes seconds) and the same examples every run.
+FUZZ_SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+
+
+def call_and_validate(case: schemathesis.Case, gateway: GatewayProcess) -> None:
+    """Send a generated request as the client key: no 5xx, and an answer the document allows."""
+    case.call_and_validate(
+        base_url=gateway.url,
+        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        checks=CHECKS,
+        timeout=15,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +67,11 @@ def test_the_served_document_is_the_generated_one(gateway: GatewayProcess) -> No
 
 
 @SCHEMA.parametrize()
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
+@FUZZ_SETTINGS
 def test_no_input_gives_a_5xx_or_an_answer_outside_the_document(
     case: schemathesis.Case, gateway: GatewayProcess
 ) -> None:
-    case.call_and_validate(
-        base_url=gateway.url,
-        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-        checks=CHECKS,
-        timeout=15,
-    )
+    call_and_validate(case, gateway)
 
 
 def test_the_gateway_logged_no_error_while_fuzzed(gateway: GatewayProcess) -> None:

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 
 from modelrouter.web.openapi import openapi_document
-from tests.faults.support import AUTH, CLIENT_KEY, USER, GatewayProcess, MockProcess, fault_env
+from tests.faults.support import AUTH, USER, GatewayProcess, MockProcess, fault_env
 from tests.history.conftest import count_rows, create_database, drop_database
-from tests.test_fuzz_api import CHECKS
+from tests.test_fuzz_api import CHECKS, FUZZ_SETTINGS, call_and_validate
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document(auth=True)).include(
     path_regex="^/v1/history"
@@ -74,21 +73,11 @@ def gateway() -> Iterator[GatewayProcess]:
 
 
 @SCHEMA.parametrize()
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
+@FUZZ_SETTINGS
 def test_no_history_query_gives_a_5xx_or_an_answer_outside_the_document(
     case: schemathesis.Case, gateway: GatewayProcess
 ) -> None:
-    case.call_and_validate(
-        base_url=gateway.url,
-        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-        checks=CHECKS,
-        timeout=15,
-    )
+    call_and_validate(case, gateway)
 
 
 def test_a_page_of_records_matches_the_document(gateway: GatewayProcess) -> None:
