@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -77,6 +78,19 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
+@pytest.fixture
+def traced_gateway(mock: Mock, receiver: Receiver, gateway: Gateway) -> Gateway:
+    """Start a gateway before the mock's two providers (groq's answers as `groq` says) that
+    exports its spans to the receiver; `env` adds to its settings."""
+
+    async def start(groq: str = "", **env: str) -> TestClient[Any, Any]:
+        return await gateway(
+            **two_providers(mock, groq=groq), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **env
+        )
+
+    return start
+
+
 def attributes(span: Span) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for item in span.attributes:
@@ -97,12 +111,10 @@ def traceparent_parent(header: str) -> tuple[str, str]:
 
 
 async def test_fallback_is_traced_as_two_attempts_under_the_callers_span(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+    mock: Mock, receiver: Receiver, traced_gateway: Gateway
 ) -> None:
-    client = await gateway(
-        **two_providers(mock, groq="status=500"),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_EXPORTER_OTLP_HEADERS="x-api-key=otlp-secret-0123456789",
+    client = await traced_gateway(
+        groq="status=500", OTEL_EXPORTER_OTLP_HEADERS="x-api-key=otlp-secret-0123456789"
     )
     response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
     assert response.status == 200, await response.text()
@@ -157,9 +169,9 @@ async def test_fallback_is_traced_as_two_attempts_under_the_callers_span(
 
 
 async def test_a_request_without_traceparent_starts_a_trace(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+    receiver: Receiver, traced_gateway: Gateway
 ) -> None:
-    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    client = await traced_gateway()
     response = await client.post("/stream", json=USER)
     assert response.status == 200
     await response.read()
@@ -174,13 +186,9 @@ async def test_a_request_without_traceparent_starts_a_trace(
 
 
 async def test_propagate_trace_false_keeps_traceparent_from_that_provider(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+    mock: Mock, receiver: Receiver, traced_gateway: Gateway
 ) -> None:
-    client = await gateway(
-        **two_providers(mock),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        GROQ_PROPAGATE_TRACE="false",
-    )
+    client = await traced_gateway(GROQ_PROPAGATE_TRACE="false")
     response = await client.post("/chat", json=USER, headers={"traceparent": TRACEPARENT})
     assert response.status == 200
     await receiver.wait_for(f"chat {GROQ_MODEL}")  # traced all the same
@@ -189,20 +197,16 @@ async def test_propagate_trace_false_keeps_traceparent_from_that_provider(
 
 
 async def test_prompts_stay_out_of_spans_unless_content_capture_is_on(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+    receiver: Receiver, traced_gateway: Gateway
 ) -> None:
-    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    client = await traced_gateway()
     assert (await client.post("/chat", json=USER)).status == 200
     await receiver.wait_for("POST /chat", f"chat {GROQ_MODEL}")
     assert all("hello there" not in str(attributes(span)) for span in receiver.spans)
     await client.close()  # the app's cleanup stops this process's tracing
 
     receiver.spans.clear()
-    client = await gateway(
-        **two_providers(mock),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_CAPTURE_CONTENT="true",
-    )
+    client = await traced_gateway(OTEL_CAPTURE_CONTENT="true")
     assert (await client.post("/chat", json=USER)).status == 200
     await receiver.wait_for(f"chat {GROQ_MODEL}")
     [attempt] = receiver.named(f"chat {GROQ_MODEL}")
@@ -225,8 +229,8 @@ async def test_tracing_off_opens_no_span_and_sends_no_traceparent(
     assert "traceparent" not in request["headers"]
 
 
-async def test_probes_are_not_traced(receiver: Receiver, gateway: Gateway, mock: Mock) -> None:
-    client = await gateway(**two_providers(mock), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+async def test_probes_are_not_traced(receiver: Receiver, traced_gateway: Gateway) -> None:
+    client = await traced_gateway()
     assert (await client.get("/health")).status == 200
     assert (await client.get("/v1/models")).status == 200
     await receiver.wait_for("GET /v1/models")
@@ -244,13 +248,9 @@ def test_network_policy_lets_traces_out_to_an_otlp_collector() -> None:
 
 
 async def test_a_sampled_out_request_creates_no_span_and_passes_the_callers_traceparent_on(
-    mock: Mock, receiver: Receiver, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+    mock: Mock, receiver: Receiver, traced_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = await gateway(
-        **two_providers(mock),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_TRACES_SAMPLER="parentbased_always_on",
-    )
+    client = await traced_gateway(OTEL_TRACES_SAMPLER="parentbased_always_on")
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the SDK was asked for a span of a request sampled out")
@@ -269,13 +269,9 @@ async def test_a_sampled_out_request_creates_no_span_and_passes_the_callers_trac
 
 
 async def test_a_sampled_out_request_without_traceparent_sends_none(
-    mock: Mock, receiver: Receiver, gateway: Gateway
+    mock: Mock, receiver: Receiver, traced_gateway: Gateway
 ) -> None:
-    client = await gateway(
-        **two_providers(mock),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_TRACES_SAMPLER="always_off",
-    )
+    client = await traced_gateway(OTEL_TRACES_SAMPLER="always_off")
     assert (await client.post("/chat", json=USER)).status == 200
     assert await tracing.flush()
     assert receiver.spans == []
