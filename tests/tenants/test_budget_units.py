@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 import pytest
@@ -23,6 +23,7 @@ from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.gate import BudgetGate, OverBudget, SpendUnknown, Unpriced
 from modelrouter.tenants.keys import Key
 from modelrouter.tenants.prices import PriceTable, Rates
+from tests.tenants.support import make_key
 
 
 def at(text: str) -> datetime:
@@ -78,28 +79,8 @@ def test_the_worst_case_is_every_token_at_the_top_rate_rounded_up() -> None:
 
 
 def key(**fields: object) -> Key:
-    now = datetime.now(UTC)
-    base = {
-        "id": "key_1",
-        "name": "k",
-        "team": None,
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": None,
-        "models": (),
-        "rpm": None,
-        "tpm": None,
-        "max_parallel_streams": None,
-        "budget_nanos": 5_000_000,
-        "budget_period": "total",
-        "metadata": {},
-        "disabled": False,
-        "revoked_at": None,
-        "secret_hash": "h",
-        "previous_hash": None,
-        "previous_expires_at": None,
-    }
-    return Key(**(base | fields))  # type: ignore[arg-type]
+    """A key of $0.005 in total."""
+    return make_key(**({"id": "key_1", "budget_nanos": 5_000_000, "secret_hash": "h"} | fields))
 
 
 class BrokenSpend:

@@ -4,7 +4,6 @@ back, a reservation given up comes back whole); streams are leases, released on 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from modelrouter.schemas import ChatRequest, Message
 from modelrouter.state import MemoryState
 from modelrouter.tenants import Key
 from modelrouter.tenants.limits import KeyLimits, Limited, token_ceiling
+from tests.tenants.support import make_key
 
 
 class Clock:
@@ -24,28 +24,7 @@ class Clock:
 
 
 def key(**limits: Any) -> Key:
-    now = datetime.now(UTC)
-    fields: dict[str, Any] = {
-        "id": "key_0123456789abcdef",
-        "name": "k",
-        "team": None,
-        "created_at": now,
-        "updated_at": now,
-        "expires_at": None,
-        "models": (),
-        "rpm": None,
-        "tpm": None,
-        "max_parallel_streams": None,
-        "budget_nanos": None,
-        "budget_period": "total",
-        "metadata": {},
-        "disabled": False,
-        "revoked_at": None,
-        "secret_hash": "0" * 64,
-        "previous_hash": None,
-        "previous_expires_at": None,
-    }
-    return Key(**(fields | limits))
+    return make_key(**limits)
 
 
 def chat(text: str = "hello", max_tokens: int | None = 10) -> ChatRequest:
