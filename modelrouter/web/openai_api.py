@@ -113,10 +113,29 @@ def visible(
     ]
 
 
+def named_in(
+    allow: tuple[str, ...], settings: Settings, listed: set[str]
+) -> list[dict[str, object]]:
+    """The models an allow-list names exactly as `provider/model` (no pattern) of an enabled
+    provider, not configured there: they route (as `GET /v1/models/{id}` says), so a key
+    allowed only those sees them listed, not an empty list."""
+    found: list[dict[str, object]] = []
+    for name in allow:
+        provider, _, model = name.partition("/")
+        if name in listed or not _model_name(model) or any(c in name for c in "*?["):
+            continue
+        if settings.provider(provider) is not None:
+            listed.add(name)
+            found.append({"id": name, "object": "model", "created": 0, "owned_by": provider})
+    return found
+
+
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     identity = await authenticate(request, runtime)
-    models = visible(served_models(runtime.settings), runtime.settings, model_allow(identity))
+    allow = model_allow(identity)
+    models = visible(served_models(runtime.settings), runtime.settings, allow)
+    models += named_in(allow, runtime.settings, {str(m["id"]) for m in models})
     body = {"object": "list", "data": models}
     return web.Response(body=json_encoder.encode(body), content_type="application/json")
 

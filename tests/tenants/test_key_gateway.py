@@ -153,6 +153,14 @@ async def test_models_lists_only_what_the_key_may_use(
     assert hidden.status == 404
     shown = await client.get("/v1/models/groq/llama-3.3-70b-versatile", headers=bearer(secret))
     assert shown.status == 200
+    # A model the allow-list names exactly routes though not configured: it is listed too
+    # (not a pattern, nor a provider that is not enabled, nor a bare name).
+    names = ["groq/llama-3.1-8b-instant", "groq/x*", "nosuch/model", "gpt-4o"]
+    _, exact = await new_key(client, "exact", models=names)
+    listed = await (await client.get("/v1/models", headers=bearer(exact))).json()
+    assert [m["id"] for m in listed["data"]] == ["groq/llama-3.1-8b-instant"]
+    one = await client.get("/v1/models/groq/llama-3.1-8b-instant", headers=bearer(exact))
+    assert (await one.json())["id"] == "groq/llama-3.1-8b-instant"
 
 
 async def test_the_openai_sdk_raises_permission_denied_outside_the_allow_list(
