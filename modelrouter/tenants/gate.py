@@ -34,10 +34,13 @@ INF: Final = float("inf")
 
 
 class OverBudget(Exception):
-    def __init__(self, window: Window, remaining: int) -> None:
+    """`amount`, the request's worst case, does not fit in the `remaining` nano-dollars."""
+
+    def __init__(self, window: Window, remaining: int, amount: int = 0) -> None:
         super().__init__("budget exhausted")
         self.window = window
         self.remaining = remaining
+        self.amount = amount
 
 
 class Unpriced(Exception):
@@ -171,7 +174,7 @@ class BudgetGate:
                 unchecked=not loaded,
             )
         if outcome.hold is None:
-            raise OverBudget(current, outcome.remaining)
+            raise OverBudget(current, outcome.remaining, amount)
         return Admission(outcome.hold, outcome.remaining, expire_at)
 
     async def _load(self, key: Key, current: Window, expire_at: float | None) -> bool:

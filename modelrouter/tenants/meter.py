@@ -149,7 +149,7 @@ class Meter:
         if left < 0:
             self.tpm_tat = tpm_tat  # nothing held by a refused request
             self._drop(lease)
-            raise OverBudget(self.window, max(budget - account.spent - account.held, 0))
+            raise OverBudget(self.window, max(budget - account.spent - account.held, 0), amount)
         token = next(ledger.tokens)
         expiry = now + meters.hold_ttl
         account.holds[token] = (amount, expiry)

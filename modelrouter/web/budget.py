@@ -33,14 +33,19 @@ def refusal(runtime: Runtime, key: Key, exc: Exception) -> ApiError:
             if reset is None
             else f"it resets at {reset:%Y-%m-%dT%H:%M:%SZ}"
         )
-        return ApiError(
-            429,
-            "insufficient_quota",
-            f"this key's budget of {usd_text(key.budget_nanos or 0)} USD per"
-            f" {key.budget_period} is spent (or held by requests in flight:"
-            f" {usd_text(exc.remaining)} USD left); {when}",
-            retryable=False,
-        )
+        budget = f"this key's budget of {usd_text(key.budget_nanos or 0)} USD"
+        budget += f" per {key.budget_period}"
+        if exc.remaining > 0:  # not spent: this request's worst case is more than is left
+            message = (
+                f"this request may cost up to {usd_text(exc.amount)} USD (its prompt and"
+                " max_tokens at the highest price of the models it may use; without max_tokens,"
+                " the model's output limit or BUDGET_RESERVE_TOKENS is reserved), more than the"
+                f" {usd_text(exc.remaining)} USD {budget} has left (neither spent nor held by"
+                f" requests in flight): send a lower max_tokens; {when}"
+            )
+        else:
+            message = f"{budget} is spent (or held by requests in flight); {when}"
+        return ApiError(429, "insufficient_quota", message, retryable=False)
     if isinstance(exc, Unpriced):
         runtime.metrics.key_rejections.labels("unpriced").inc()
         return ApiError(

@@ -94,10 +94,20 @@ async def test_a_budget_serves_what_it_pays_for_then_refuses_with_insufficient_q
     reset = window("day", datetime.now(UTC)).reset_at
     assert reset is not None
     assert f"{reset:%Y-%m-%dT%H:%M:%SZ}" in error["message"]
+    # Not spent: the message says why this request does not fit, and what to do.
+    assert "may cost up to 0.002 USD" in error["message"]
+    assert "more than the 0.001 USD this key's budget of 0.01 USD per day has left" in (
+        error["message"]
+    )
+    assert "send a lower max_tokens" in error["message"]
     # The seed's route refuses in its own error shape.
     seed = await client.post("/chat", json=ASK, headers=bearer(key))
     assert seed.status == 429
     assert (await seed.json())["error"]["type"] == "insufficient_quota"
+    nothing = await new_key(client, name="nothing", budget_usd=0)
+    spent = await client.post("/v1/chat/completions", json=ASK, headers=bearer(nothing))
+    message = (await spent.json())["error"]["message"]
+    assert message.startswith("this key's budget of 0 USD per total is spent"), message
     history = await wait_rows(database, 11)
     served = [r for r in history if r["status"] == 200]
     await wait_until(lambda: _count(database, len(served)))
