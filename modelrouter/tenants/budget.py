@@ -93,6 +93,15 @@ def output_bound(chat: ChatRequest, default: int) -> int:
     return given if given is not None and given > 0 else default
 
 
+def output_that_fits(chat: ChatRequest, rate: int, left: int) -> int | None:
+    """The largest max_tokens whose worst case at `rate` fits in `left` nano-dollars (0: not
+    even the prompt does); None where output is not what a request reserves (not a chat, or
+    no rate)."""
+    if rate <= 0 or chat.operation != "chat":
+        return None
+    return max(left * PER_MILLION // rate - token_bound(chat), 0)
+
+
 def top_rate(rates: Iterable[Rates]) -> int:
     """The highest per-token rate (nano-dollars per million tokens) of any kind, any candidate."""
     return max(

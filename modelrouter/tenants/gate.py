@@ -19,7 +19,14 @@ import structlog
 from modelrouter.config import TenantSettings
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.ledger import Hold, Ledger, MemoryLedger
-from modelrouter.tenants.budget import Window, nanos_for, token_bound, top_rate, window
+from modelrouter.tenants.budget import (
+    Window,
+    nanos_for,
+    output_that_fits,
+    token_bound,
+    top_rate,
+    window,
+)
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.keys import Key, Period
 from modelrouter.tenants.spend import SpendLog
@@ -36,11 +43,14 @@ INF: Final = float("inf")
 class OverBudget(Exception):
     """`amount`, the request's worst case, does not fit in the `remaining` nano-dollars."""
 
-    def __init__(self, window: Window, remaining: int, amount: int = 0) -> None:
+    def __init__(
+        self, window: Window, remaining: int, amount: int = 0, fits: int | None = None
+    ) -> None:
         super().__init__("budget exhausted")
         self.window = window
         self.remaining = remaining
         self.amount = amount
+        self.fits = fits  # the largest max_tokens that would fit (`budget.output_that_fits`)
 
 
 class Unpriced(Exception):
@@ -174,7 +184,9 @@ class BudgetGate:
                 unchecked=not loaded,
             )
         if outcome.hold is None:
-            raise OverBudget(current, outcome.remaining, amount)
+            left = outcome.remaining
+            fits = output_that_fits(chat, self.top(chat, key.models)[0], left)
+            raise OverBudget(current, left, amount, fits)
         return Admission(outcome.hold, outcome.remaining, expire_at)
 
     async def _load(self, key: Key, current: Window, expire_at: float | None) -> bool:

@@ -23,7 +23,7 @@ from modelrouter.state.base import Lease
 from modelrouter.state.ledger import Account, MemoryLedger
 from modelrouter.state.ledger import Hold as BudgetHold
 from modelrouter.state.memory import MemoryState
-from modelrouter.tenants.budget import PER_MILLION, Window, token_bound
+from modelrouter.tenants.budget import PER_MILLION, Window, output_that_fits, token_bound
 from modelrouter.tenants.gate import INF, Admission, BudgetGate, OverBudget, Unpriced
 from modelrouter.tenants.holds import Hold, Limited
 from modelrouter.tenants.keys import Key, Period
@@ -149,7 +149,9 @@ class Meter:
         if left < 0:
             self.tpm_tat = tpm_tat  # nothing held by a refused request
             self._drop(lease)
-            raise OverBudget(self.window, max(budget - account.spent - account.held, 0), amount)
+            left = max(budget - account.spent - account.held, 0)
+            fits = None if top is None else output_that_fits(chat, top[0], left)
+            raise OverBudget(self.window, left, amount, fits)
         token = next(ledger.tokens)
         expiry = now + meters.hold_ttl
         account.holds[token] = (amount, expiry)

@@ -36,12 +36,20 @@ def refusal(runtime: Runtime, key: Key, exc: Exception) -> ApiError:
         budget = f"this key's budget of {usd_text(key.budget_nanos or 0)} USD"
         budget += f" per {key.budget_period}"
         if exc.remaining > 0:  # not spent: this request's worst case is more than is left
+            fits = exc.fits
+            advice = (
+                "send a lower max_tokens"
+                if fits is None
+                else f"send max_tokens of at most {fits}"
+                if fits > 0
+                else "its prompt alone may cost more"
+            )
             message = (
                 f"this request may cost up to {usd_text(exc.amount)} USD (its prompt and"
                 " max_tokens at the highest price of the models it may use; without max_tokens,"
                 " the model's output limit or BUDGET_RESERVE_TOKENS is reserved), more than the"
                 f" {usd_text(exc.remaining)} USD {budget} has left (neither spent nor held by"
-                f" requests in flight): send a lower max_tokens; {when}"
+                f" requests in flight): {advice}; {when}"
             )
         else:
             message = f"{budget} is spent (or held by requests in flight); {when}"

@@ -8,12 +8,13 @@ import msgspec
 import pytest
 
 from modelrouter.config import Price, TenantSettings
-from modelrouter.schemas import ChatRequest
+from modelrouter.schemas import ChatRequest, EmbedChat, EmbedInput
 from modelrouter.state.ledger import MemoryLedger
 from modelrouter.tenants.budget import (
     TOTAL,
     nanos_for,
     output_bound,
+    output_that_fits,
     prompt_bound,
     token_bound,
     top_rate,
@@ -76,6 +77,17 @@ def test_the_worst_case_is_every_token_at_the_top_rate_rounded_up() -> None:
     # (14 + 10) tokens at $100/M = $0.0024
     assert nanos_for(token_bound(chat(max_tokens=10), 1), rate) == 2_400_000
     assert nanos_for(token_bound(chat(max_tokens=1), 1), 1) == 1  # rounded up
+
+
+def test_the_output_that_fits_is_what_is_left_less_the_prompt() -> None:
+    rate = 100_000_000_000  # $100 per million tokens
+    ask = chat()  # 14 prompt tokens at most
+    assert output_that_fits(ask, rate, 2_400_000) == 10  # $0.0024: 24 tokens
+    assert nanos_for(token_bound(chat(max_tokens=10), 1), rate) == 2_400_000, "it fits exactly"
+    assert output_that_fits(ask, rate, 1_000_000) == 0, "not even the prompt"
+    assert output_that_fits(ask, 0, 1_000_000) is None, "no rate: nothing to say"
+    embed = EmbedChat(messages=ask.messages, embed=EmbedInput(texts=["hi"]))
+    assert output_that_fits(embed, rate, 2_400_000) is None, "an embedding reserves no output"
 
 
 def key(**fields: object) -> Key:

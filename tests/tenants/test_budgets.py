@@ -96,24 +96,34 @@ async def test_a_budget_serves_what_it_pays_for_then_refuses_with_insufficient_q
     assert f"{reset:%Y-%m-%dT%H:%M:%SZ}" in error["message"]
     # Not spent: the message says why this request does not fit, and what to do.
     assert "may cost up to 0.002 USD" in error["message"]
-    assert "more than the 0.001 USD this key's budget of 0.01 USD per day has left" in (
-        error["message"]
+    assert (
+        "more than the 0.001 USD this key's budget of 0.01 USD per day has left"
+        in (error["message"])
     )
-    assert "send a lower max_tokens" in error["message"]
+    assert "its prompt alone may cost more" in error["message"], "10 prompt tokens: $0.001"
     # The seed's route refuses in its own error shape.
     seed = await client.post("/chat", json=ASK, headers=bearer(key))
     assert seed.status == 429
     assert (await seed.json())["error"]["type"] == "insufficient_quota"
-    nothing = await new_key(client, name="nothing", budget_usd=0)
-    spent = await client.post("/v1/chat/completions", json=ASK, headers=bearer(nothing))
-    message = (await spent.json())["error"]["message"]
-    assert message.startswith("this key's budget of 0 USD per total is spent"), message
     history = await wait_rows(database, 11)
     served = [r for r in history if r["status"] == 200]
     await wait_until(lambda: _count(database, len(served)))
     spent = await spend_rows(database)
     assert sum(r["cost_nanos"] for r in spent) == sum(r["cost_nanos"] for r in served) == 9_000_000
     assert {r["key_id"] for r in spent} == {key["id"]}
+    # The largest max_tokens that fits is named, and it is served: $0.005 is 50 tokens at $100
+    # per million, less the prompt's 10.
+    small = await new_key(client, name="small", budget_usd=0.005)
+    big = {**ASK, "max_tokens": 1000}
+    refused = await client.post("/v1/chat/completions", json=big, headers=bearer(small))
+    assert "send max_tokens of at most 40;" in (await refused.json())["error"]["message"]
+    fits = {**ASK, "max_tokens": 40}
+    answered = await client.post("/v1/chat/completions", json=fits, headers=bearer(small))
+    assert answered.status == 200, await answered.text()
+    nothing = await new_key(client, name="nothing", budget_usd=0)
+    refused = await client.post("/v1/chat/completions", json=ASK, headers=bearer(nothing))
+    message = (await refused.json())["error"]["message"]
+    assert message.startswith("this key's budget of 0 USD per total is spent"), message
 
 
 async def _count(database: str, n: int) -> bool:
