@@ -149,7 +149,13 @@ async def test_retention_zero_keeps_every_row(pool: Any, database: str) -> None:
 
 
 async def test_a_started_log_rolls_up_at_once(pool: Any, database: str) -> None:
-    log = await written(pool, [row(400, 7), row(0, 9)])  # 400 days before NOW: past any cutoff
+    # The started log rolls up by the real clock: rows of 400 days ago and of now.
+    now = datetime.now(UTC)
+    old, new = (
+        SpendRow(now - timedelta(days=d), "key_a", None, "groq", "m", n, "r")
+        for d, n in ((400, 7), (0, 9))
+    )
+    log = await written(pool, [old, new])
     log.start()
     try:
 
