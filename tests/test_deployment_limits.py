@@ -9,7 +9,8 @@ from modelrouter.actors.relay import Relay
 from modelrouter.events import Usage
 from modelrouter.schemas import ChatRequest, Message
 from modelrouter.state.memory import MemoryState
-from modelrouter.tenants.limits import token_ceiling
+from modelrouter.tenants.budget import token_bound
+from modelrouter.tenants.limits import DEFAULT_RESERVE_TOKENS
 
 # 9 bytes + 8 for the message + max_tokens 8: a ceiling of 25 tokens.
 CHAT = ChatRequest(messages=[Message(role="user", content="x" * 9)], max_tokens=8)
@@ -36,7 +37,7 @@ async def take(limits: DeploymentLimits, *, stream: bool = False) -> DeploymentH
 
 
 async def test_the_ceiling_is_the_key_sides_and_four_of_25_fill_a_tpm_of_100() -> None:
-    assert token_ceiling(CHAT) == 25
+    assert token_bound(CHAT, DEFAULT_RESERVE_TOKENS) == 25
     deployment = limits(MemoryState(), tpm=100)
     holds = [await take(deployment) for _ in range(4)]
     assert [h.reserved for h in holds] == [25] * 4

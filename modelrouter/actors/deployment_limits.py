@@ -16,7 +16,8 @@ import math
 from modelrouter.actors.messages import Admission, Attempt, AttemptResult
 from modelrouter.state.base import Lease, SharedState
 from modelrouter.state.memory import MemoryState
-from modelrouter.tenants.limits import DEFAULT_RESERVE_TOKENS, token_ceiling
+from modelrouter.tenants.budget import token_bound
+from modelrouter.tenants.limits import DEFAULT_RESERVE_TOKENS
 
 
 class DeploymentHold:
@@ -71,9 +72,7 @@ class DeploymentLimits:
         tpm, reserved = self.tpm, 0
         if tpm:
             try:
-                reserved = min(
-                    token_ceiling(attempt.request, default_output=self.default_output), tpm
-                )
+                reserved = min(token_bound(attempt.request, self.default_output), tpm)
                 decision = await state.acquire_units(self.tpm_key, tpm, reserved)
             except BaseException:
                 if lease is not None:

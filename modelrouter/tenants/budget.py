@@ -78,15 +78,10 @@ def token_bound(chat: ChatRequest, default_output: int | None = None) -> int:
     return total + output_bound(chat, default_output)
 
 
-def prompt_bound(chat: ChatRequest) -> int:
-    """Prompt tokens at most (`token_bound` without the output)."""
-    return token_bound(chat)
-
-
 def output_bound(chat: ChatRequest, default: int) -> int:
     """Output tokens at most: none for an operation that writes no text (embeddings, a token
-    count; what is not in `prompt_bound`, an embedding's token arrays, is counted here), else
-    `max_tokens`, or `default`."""
+    count; what `token_bound`'s prompt leaves out, an embedding's token arrays, is counted
+    here), else `max_tokens`, or `default`."""
     if chat.operation != "chat":  # a token array's tokens are input, known exactly
         return chat.given_tokens() if isinstance(chat, EmbedChat) else 0
     given = chat.max_tokens

@@ -108,14 +108,6 @@ class BudgetGate:
         found = self._windows[period] = (current, end)
         return found
 
-    def rate(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int:
-        """The highest rate of the candidates `chat` may be answered by (within the key's
-        allow-list); Unpriced if one has no price (unless BUDGET_ALLOW_UNPRICED)."""
-        found = self.top(chat, allow)[0]
-        if found == _NO_PRICE:
-            raise Unpriced(chat.model or "auto")
-        return found
-
     def ceiling(
         self, chat: ChatRequest, allow: tuple[str, ...] = (), *, budgeted: bool = True
     ) -> tuple[int, int]:
@@ -131,13 +123,11 @@ class BudgetGate:
             raise Unpriced(chat.model or "auto")
         return tokens, nanos_for(tokens, rate)
 
-    def output_limit(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> int | None:
-        """The most output tokens any candidate of `chat` can write (the price table's
-        `max_output`); None when one of them has no published limit."""
-        return self.top(chat, allow)[1]
-
     def top(self, chat: ChatRequest, allow: tuple[str, ...] = ()) -> tuple[int, int | None]:
-        """`rate` (-1: a candidate is unpriced) and `output_limit` of `chat`, remembered."""
+        """The highest rate of the candidates `chat` may be answered by, within the key's
+        allow-list (-1: a candidate is unpriced, unless BUDGET_ALLOW_UNPRICED), and the most
+        output tokens any of them can write (the price table's `max_output`; None when one
+        has no published limit); remembered."""
         memo = (chat.model, chat.provider, chat.fallback, allow)
         found = self.tops.get(memo)
         if found is None:

@@ -33,14 +33,6 @@ from modelrouter.tenants.meter import Meters
 DEFAULT_RESERVE_TOKENS: Final = TenantSettings().budget_reserve_tokens
 
 
-def token_ceiling(chat: ChatRequest, *, default_output: int = DEFAULT_RESERVE_TOKENS) -> int:
-    """The most tokens the request can use: its prompt bounded above (`budget.prompt_bound`:
-    UTF-8 bytes, a few a message, tools as JSON) plus its output (`budget.output_bound`:
-    max_tokens or `default_output`; none for embeddings and token counts). A budget prices
-    these same tokens: a request computes them once for both."""
-    return token_bound(chat, default_output)
-
-
 class KeyLimits:
     """Admission against keys' limits, and the settles it owes (awaited at shutdown)."""
 
@@ -70,7 +62,7 @@ class KeyLimits:
         self, key: Key, chat: ChatRequest, *, stream: bool, tokens: int | None = None
     ) -> Hold | None:
         """Take the request's share of the key's limits (None: the key has none), or Limited
-        with nothing held. `tokens`: the request's `token_ceiling`, if already known.
+        with nothing held. `tokens`: the request's `budget.token_bound`, if already known.
 
         With the embedded state the key's meter takes it (`Meter.admit`, its own ceiling),
         and with `budgets` the key's budget too: the Hold's admission, settled by `settle`."""
@@ -82,7 +74,7 @@ class KeyLimits:
         if key.rpm is None and key.tpm is None and streams is None:
             return None
         if tokens is None:
-            tokens = token_ceiling(chat, default_output=self.default_output)
+            tokens = token_bound(chat, self.default_output)
         state = self.state
         lease = None
         if streams is not None:

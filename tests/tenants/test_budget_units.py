@@ -15,7 +15,6 @@ from modelrouter.tenants.budget import (
     nanos_for,
     output_bound,
     output_that_fits,
-    prompt_bound,
     token_bound,
     top_rate,
     window,
@@ -64,9 +63,9 @@ def chat(**fields: object) -> ChatRequest:
 
 
 def test_the_prompt_is_bounded_by_its_utf8_bytes_plus_8_a_message() -> None:
-    assert prompt_bound(chat()) == len("héllo".encode()) + 8 == 14
+    assert token_bound(chat()) == len("héllo".encode()) + 8 == 14
     two = chat(messages=[{"role": "system", "content": "ab"}, {"role": "user", "content": "c"}])
-    assert prompt_bound(two) == 2 + 8 + 1 + 8
+    assert token_bound(two) == 2 + 8 + 1 + 8
 
 
 def test_the_worst_case_is_every_token_at_the_top_rate_rounded_up() -> None:

@@ -14,7 +14,7 @@ from modelrouter.errors import ApiError
 from modelrouter.schemas import ChatRequest, Message
 from modelrouter.state import MemoryState
 from modelrouter.state.ledger import MemoryLedger
-from modelrouter.tenants.budget import prompt_bound
+from modelrouter.tenants.budget import token_bound
 from modelrouter.tenants.cost import Pricing
 from modelrouter.tenants.gate import BudgetGate
 from modelrouter.tenants.limits import KeyLimits
@@ -81,7 +81,7 @@ async def test_without_max_tokens_tpm_and_budget_reserve_the_same_budget_reserve
     summary = Summary(0.0)
     hold = await admit_key(door, summary, limited, chat(), stream=False)
     assert hold is not None
-    tokens = prompt_bound(chat()) + 100  # the knob, not a second default of the tpm's own
+    tokens = token_bound(chat()) + 100  # the knob, not a second default of the tpm's own
     assert hold.reserved == tokens
     assert summary.admission is not None
     assert summary.admission.hold.amount == tokens * 1_000_000  # $0.001 a token
@@ -91,7 +91,7 @@ async def test_a_request_the_budget_refuses_holds_none_of_the_keys_tpm() -> None
     door = runtime()
     await door.budgets.ledger.load("key_0123456789abcdef", "total", 0, expire_at=None)  # type: ignore[union-attr]
     ask = chat(max_tokens=10)  # 13 + 10 tokens: $0.023
-    tokens = prompt_bound(ask) + 10
+    tokens = token_bound(ask) + 10
     # A tpm that fits one request's ceiling at a time, and a budget that fits none.
     poor = key(tpm=tokens, budget_nanos=1)
     summary = Summary(0.0)
@@ -126,7 +126,7 @@ async def test_without_max_tokens_the_models_output_limit_is_reserved(
     ask = chat(max_tokens, model)
     hold = await admit_key(door, summary, key(tpm=10_000, budget_nanos=10**12), ask, stream=False)
     assert hold is not None
-    tokens = prompt_bound(ask) + output
+    tokens = token_bound(ask) + output
     assert hold.reserved == tokens
     assert summary.admission is not None
     assert summary.admission.hold.amount == tokens * 1_000_000

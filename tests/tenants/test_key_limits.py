@@ -11,7 +11,8 @@ import pytest
 from modelrouter.schemas import ChatRequest, Message
 from modelrouter.state import MemoryState
 from modelrouter.tenants import Key
-from modelrouter.tenants.limits import KeyLimits, Limited, token_ceiling
+from modelrouter.tenants.budget import token_bound
+from modelrouter.tenants.limits import DEFAULT_RESERVE_TOKENS, KeyLimits, Limited
 from tests.tenants.support import make_key
 
 
@@ -42,9 +43,10 @@ def limits(clock: Clock) -> KeyLimits:
 
 
 def test_the_ceiling_is_the_prompts_bytes_plus_eight_a_message_plus_max_tokens() -> None:
-    assert token_ceiling(chat("héllo", 10)) == 6 + 8 + 10  # é is two bytes in UTF-8
+    # é is two bytes in UTF-8
+    assert token_bound(chat("héllo", 10), DEFAULT_RESERVE_TOKENS) == 6 + 8 + 10
     request = ChatRequest(messages=[Message("system", "a"), Message("user", "bc")])
-    assert token_ceiling(request, default_output=100) == (1 + 8) + (2 + 8) + 100
+    assert token_bound(request, 100) == (1 + 8) + (2 + 8) + 100
 
 
 async def test_a_key_without_limits_holds_nothing(limits: KeyLimits) -> None:

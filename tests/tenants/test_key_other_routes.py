@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from modelrouter.schemas import EmbedChat, EmbedInput, Message
-from modelrouter.tenants.budget import output_bound
-from modelrouter.tenants.limits import token_ceiling
+from modelrouter.tenants.budget import output_bound, token_bound
+from modelrouter.tenants.limits import DEFAULT_RESERVE_TOKENS
 from tests.conftest import CLIENT_KEY, Gateway, Mock, two_providers
 from tests.tenants.conftest import ADMIN_KEY, AS_ADMIN
 from tests.test_messages_sdk import anthropic_env
@@ -88,7 +88,7 @@ async def test_a_budgeted_key_embeds_within_its_budget(
 def test_an_embedding_reserves_its_input_only() -> None:
     texts = EmbedChat(messages=[Message("user", "abc")], embed=EmbedInput(texts=["abc"]))
     assert output_bound(texts, 16_384) == 0
-    assert token_ceiling(texts) == 3 + 8
+    assert token_bound(texts, DEFAULT_RESERVE_TOKENS) == 3 + 8
     tokens = EmbedChat(messages=[Message("user", "")], embed=EmbedInput(tokens=[[1, 2], [3]]))
     assert output_bound(tokens, 16_384) == 3
-    assert token_ceiling(tokens) == 8 + 3
+    assert token_bound(tokens, DEFAULT_RESERVE_TOKENS) == 8 + 3
