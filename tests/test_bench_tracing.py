@@ -18,6 +18,7 @@ from modelrouter.bench.instructions import (
     Count,
     Exported,
     _summaries,
+    hash_seed_env,
     main,
     otlp_sink,
     tracing_env,
@@ -80,3 +81,15 @@ def test_the_sampling_draws_keep_exactly_the_ratio_of_any_run(ratio: float) -> N
     for few, many in ((0, 100), (200, 800), (300, 1300), (1000, 100_000)):
         kept = sum(draw < ratio for draw in draws[few:many])
         assert kept == math.floor(many * ratio) - math.floor(few * ratio)
+
+
+def test_the_gateways_hash_seed_is_fixed_unless_asked_random() -> None:
+    """One PYTHONHASHSEED for every gateway of a run (the few and the many, both revisions):
+    a run's dictionary and attribute-cache layout is then not a difference between them."""
+    assert hash_seed_env("1") == {"PYTHONHASHSEED": "1"}
+    assert hash_seed_env("007") == {"PYTHONHASHSEED": "7"}
+    assert hash_seed_env("random") == {}
+    for bad in ("-1", "x", "4294967296", ""):
+        with pytest.raises(ValueError, match="--hash-seed"):
+            hash_seed_env(bad)
+    assert main(["--hash-seed", "x"]) == 2

@@ -15,6 +15,13 @@ sees CPU work (the event loop's included), not waiting.
 - `--auth static` sends a key of API_KEY; `--auth virtual` a virtual key with `rpm`, `tpm` and a
   budget set, created first in `--database-url` (this tree only: older revisions have no
   virtual keys). With `--database-url` the history is on as well, for every run alike.
+- `--hash-seed N` (1 by default) starts every gateway with PYTHONHASHSEED=N. With Python's
+  random seed each run lays out its dictionaries and CPython's attribute cache differently
+  (the cache is indexed by the names' hashes and addresses), and a run's collisions, paid on
+  every request, moved a `/chat` figure by up to 1.5% between runs of the same code; with one
+  seed the two runs of a pair, and the revisions compared, share that layout. A seed is one
+  layout: compare several (`--hash-seed 2`, ...) before reading a difference under 1%;
+  `--hash-seed random` is Python's default.
 - `--tracing RATIO` runs the gateways with traces on, sampled at RATIO
   (`parentbased_traceidratio`; the bench's requests carry no `traceparent`), exported to an
   OTLP/HTTP sink in this process that answers 200, keeps nothing, keeps the connection alive
@@ -120,6 +127,16 @@ def gateway_env(mock_port: int) -> dict[str, str]:
         "SPEND_FLUSH_SECONDS": "86400",
         "KEY_CACHE_SECONDS": "3600",
     }
+
+
+def hash_seed_env(seed: str) -> dict[str, str]:
+    """The gateways' PYTHONHASHSEED (`--hash-seed`): {} for `random`; ValueError unless an
+    integer Python takes (0 to 4294967295)."""
+    if seed == "random":
+        return {}
+    if not seed.isdigit() or int(seed) > 4_294_967_295:
+        raise ValueError(f"expected --hash-seed random or 0 to 4294967295, not {seed!r}")
+    return {"PYTHONHASHSEED": str(int(seed))}
 
 
 STATIC_KEY = "bench-client-key-0001"
@@ -445,7 +462,7 @@ def per_request(  # noqa: PLR0917 - as instructions
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one refusal per bad option
     parser = argparse.ArgumentParser(prog="python -m modelrouter.bench.instructions")
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV")
     parser.add_argument("--few", type=int, default=300, help="requests of the first run")
@@ -463,12 +480,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--database-url", help="PostgreSQL for history and virtual keys")
     parser.add_argument(
+        "--hash-seed",
+        default="1",
+        help="PYTHONHASHSEED of every gateway: an integer, or random (Python's default)",
+    )
+    parser.add_argument(
         "--tracing",
         type=float,
         metavar="RATIO",
         help="traces on, sampled at RATIO (0 to 1), exported to a sink in this process",
     )
     args = parser.parse_args(argv)
+    try:
+        seed = hash_seed_env(args.hash_seed)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     if args.auth == "virtual" and args.compare:
         sys.stderr.write("--auth virtual measures this tree only (no --compare)\n")
         return 2
@@ -486,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.stderr.write(f"unknown routes: {', '.join(unknown)} (known: {', '.join(ROUTES)})\n")
         return 2
+    os.environ.update(seed)  # every gateway started from here inherits it
+    if not seed:
+        os.environ.pop("PYTHONHASHSEED", None)
     auth = auth_of(args.auth, args.database_url)
     mock_port = procs.free_port()
     with ExitStack() as stack:

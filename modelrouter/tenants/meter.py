@@ -21,10 +21,9 @@ from typing import Final
 from modelrouter.schemas import ChatRequest
 from modelrouter.state.base import Lease
 from modelrouter.state.ledger import Account, MemoryLedger
-from modelrouter.state.ledger import Hold as BudgetHold
 from modelrouter.state.memory import MemoryState
 from modelrouter.tenants.budget import PER_MILLION, Window, output_that_fits, token_bound
-from modelrouter.tenants.gate import INF, Admission, BudgetGate, OverBudget, Unpriced
+from modelrouter.tenants.gate import BudgetGate, OverBudget, Top, Unpriced
 from modelrouter.tenants.holds import Hold, Limited
 from modelrouter.tenants.keys import Key, Period
 
@@ -63,8 +62,8 @@ class Meter:
         # The budget's account in `window` (until `period_end`): none before the first.
         self.account = Account()
         self.window = _NO_PERIOD
-        self.period: Period | None = None
-        self.period_end = 0.0
+        self.period: Period | None = None  # the key's kind of period, as last used
+        self.period_end = 0.0  # when the period under way ends (epoch seconds)
         self.use(key)
 
     def use(self, key: Key) -> None:
@@ -78,32 +77,36 @@ class Meter:
         budgeted = key.budget_nanos is not None and self.meters.gate is not None
         self.budget = key.budget_nanos or 0 if budgeted else -1
         self.ceiling = budgeted or key.tpm is not None  # the request's tokens are needed
+        if key.budget_period != self.period:
+            self.period = key.budget_period
+            self.period_end = 0.0  # the next admission enters the period under way
 
     def admit(self, chat: ChatRequest, stream: bool) -> Hold:  # noqa: PLR0912, PLR0915 - one call
         """Take, in this order, a stream lease (a stream, with max_parallel_streams), a request
         of the rpm, the request's token ceiling of the tpm and its worst-case cost of the
         budget (`BudgetGate.ceiling`'s, on the same tokens); Limited, OverBudget or Unpriced
         with nothing held. A period whose spend is not loaded yet holds no budget (the Hold
-        has its `amount`, no admission): the caller reserves it with `BudgetGate.reserve`,
-        which loads it.
+        `waits`, with its `amount`): the caller reserves it with `BudgetGate.reserve`, which
+        loads it.
 
         One call for all of it, no coroutine: the embedded state's request path."""
         key, meters = self.key, self.meters
         tokens = amount = 0
+        top = None
         if self.ceiling:
-            output = meters.reserve_tokens
-            gate, top = meters.gate, None
-            if gate is not None:
+            gate = meters.gate
+            if gate is None:
+                tokens = token_bound(chat, meters.reserve_tokens)
+            else:
                 # The candidates' top rate and output limit (`BudgetGate.top`, remembered).
                 top = gate.tops.get((chat.model, chat.provider, chat.fallback, key.models))
                 if top is None:
                     top = gate.top(chat, key.models)
-                output = top[1] or output
-            tokens = token_bound(chat, output)
-            if top is not None and self.budget >= 0:
-                if top[0] < 0:  # a candidate has no price
-                    raise Unpriced(chat.model or "auto")
-                amount = -(-tokens * top[0] // PER_MILLION)  # `budget.nanos_for`
+                tokens = token_bound(chat, top[1] or meters.reserve_tokens)
+                if self.budget >= 0:
+                    if top[0] < 0:  # a candidate has no price
+                        raise Unpriced(chat.model or "auto")
+                    amount = -(-tokens * top[0] // PER_MILLION)  # `budget.nanos_for`
         now = meters.clock()
         lease = None
         if stream and key.max_parallel_streams is not None:
@@ -134,14 +137,13 @@ class Meter:
         budget = self.budget
         if budget < 0:
             return Hold(key, reserved, lease, self)
-        if key.budget_period != self.period or meters.wall() >= self.period_end:
+        if meters.wall() >= self.period_end:  # a new period (`use`: or the key's changed)
             self._enter(key)
         account = self.account
         if not account.loaded:
-            return Hold(key, reserved, lease, self, None, amount)
-        ledger = meters.ledger
+            return Hold(key, reserved, lease, self, None, amount, None, 0, 0, True)
         if not meters.one_clock:
-            now = ledger.clock()
+            now = meters.ledger.clock()
         # `Account.take`, inline: what is left after the hold, if any is.
         if now >= account.soonest:  # a hold may have expired
             account.prune(now)
@@ -149,27 +151,28 @@ class Meter:
         if left < 0:
             self.tpm_tat = tpm_tat  # nothing held by a refused request
             self._drop(lease)
-            left = max(budget - account.spent - account.held, 0)
-            fits = None if top is None else output_that_fits(chat, top[0], left)
-            raise OverBudget(self.window, left, amount, fits)
-        token = next(ledger.tokens)
+            raise self._over(chat, top, amount)
+        token = next(meters.tokens)
         expiry = now + meters.hold_ttl
         account.holds[token] = (amount, expiry)
         if expiry < account.soonest:  # noqa: PLR1730 - `min` is a call: on every request
             account.soonest = expiry
         account.held += amount
-        end = self.period_end
-        admission = Admission(
-            BudgetHold(key.id, self.window.name, token, amount), left, None if end == INF else end
-        )
-        return Hold(key, reserved, lease, self, admission, amount)
+        return Hold(key, reserved, lease, self, None, amount, account, token, left)
+
+    def _over(self, chat: ChatRequest, top: Top | None, amount: int) -> OverBudget:
+        """The refusal of a request whose worst case `amount` the budget does not have."""
+        account = self.account
+        left = max(self.budget - account.spent - account.held, 0)
+        fits = None if top is None else output_that_fits(chat, top[0], left)
+        return OverBudget(self.window, left, amount, fits)
 
     def _enter(self, key: Key) -> None:
         """The budget's period under way (a new one has begun, or the key's period changed)."""
         gate = self.meters.gate
         assert gate is not None  # a budget is kept only with one
         current, end = gate.current(key.budget_period)
-        self.window, self.period, self.period_end = current, key.budget_period, end
+        self.window, self.period_end = current, end
         self.account = self.meters.ledger.account(key.id, current.name)
 
     def _drop(self, lease: Lease | None) -> None:
@@ -191,18 +194,19 @@ class Meter:
                 tat = (tat if tat > now else now) + extra * every
                 # Over the reservation: taken even over the limit, up to a full bucket.
                 self.tpm_tat = tat if tat - now <= _OVER else now + WINDOW
+        account = hold.account
+        if account is not None:
+            # `Account.settle`, inline (a period since begun: its account, held on the Hold).
+            held = account.holds.pop(hold.token, None)
+            if held is not None:
+                account.held -= held[0]
+            account.spent += nanos
+            return hold.left + hold.amount - nanos  # type: ignore[operator]
         admission = hold.admission
         if admission is None:
             return None
-        taken = admission.hold
-        account = self.account
-        if taken.period != self.window.name:  # a period since begun
-            account = self.meters.ledger.account(taken.account, taken.period)
-        # `Account.settle`, inline.
-        held = account.holds.pop(taken.token, None)
-        if held is not None:
-            account.held -= held[0]
-        account.spent += nanos
+        taken = admission.hold  # the gate's, in the same ledger
+        self.meters.ledger.account(taken.account, taken.period).settle(taken.token, nanos)
         return admission.remaining + taken.amount - nanos
 
 
@@ -220,6 +224,7 @@ class Meters:
         "one_clock",
         "reserve_tokens",
         "state",
+        "tokens",
         "wall",
     )
 
@@ -243,6 +248,7 @@ class Meters:
         self.wall = wall if gate is None else gate.clock
         self.hold_ttl = 0.0 if gate is None else gate.ttl
         self.one_clock = self.ledger.clock is self.clock  # a hold's expiry on the state's
+        self.tokens = self.ledger.tokens  # the holds' tokens (`next`)
         self.by_id: dict[str, Meter] = {}
 
     def of(self, key: Key) -> Meter:

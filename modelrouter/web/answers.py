@@ -41,7 +41,13 @@ from modelrouter.web.budget import REMAINING_HEADER, remaining_header
 from modelrouter.web.caching import HEADER as CACHE_HEADER
 from modelrouter.web.caching import cache_policy
 from modelrouter.web.errors import from_event
-from modelrouter.web.keylimits import admit_key, count_refusal, model_allow, release_holds
+from modelrouter.web.keylimits import (
+    admit_rest,
+    count_refusal,
+    model_allow,
+    release_holds,
+    take_key,
+)
 from modelrouter.web.runtime import REQUEST_ID, SUMMARY, Runtime, Summary
 from modelrouter.web.sse import HEADERS, StreamFormat
 
@@ -117,7 +123,11 @@ async def whole_answer(  # noqa: PLR0912
     it), and ends the relay however it ends itself."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
-    hold = None if key is None else await admit_key(runtime, summary, key, chat, stream=False)
+    hold = None
+    if key is not None:  # a virtual key: its meter's hold, with no coroutine if it can
+        hold = take_key(runtime, summary, key, chat, stream=False)
+        if hold is None or hold.waits:
+            hold = await admit_rest(runtime, summary, key, chat, hold, stream=False)
     relay = None
     parts: list[str] = []
     calls: list[ToolCallDelta] = []
@@ -167,7 +177,11 @@ async def serve_stream(
     joined) takes no slot, unless the call it joined fails and it goes on its own."""
     summary = request[SUMMARY]
     key = None if summary.identity is None else summary.identity.key
-    hold = None if key is None else await admit_key(runtime, summary, key, chat, stream=True)
+    hold = None
+    if key is not None:  # a virtual key: its meter's hold, with no coroutine if it can
+        hold = take_key(runtime, summary, key, chat, stream=True)
+        if hold is None or hold.waits:
+            hold = await admit_rest(runtime, summary, key, chat, hold, stream=True)
     deadline = deadline_of(runtime)
     slot = runtime.system.stream_slot()
     ending = _Ending(runtime, summary, chat, hold, slot)
@@ -377,7 +391,7 @@ async def _start_stream(
     response.headers["X-Request-ID"] = request[REQUEST_ID]
     if summary.cache is not None:
         response.headers[CACHE_HEADER] = summary.cache
-    if summary.admission is not None:
+    if summary.budget_left is not None or summary.admission is not None:
         response.headers[REMAINING_HEADER] = remaining_header(summary) or "0"
     await response.prepare(request)
     if answering.provider:  # once per request: the first chunk goes out now

@@ -22,22 +22,22 @@ _TYPES = {
 }
 
 
-async def admit_key(
+def take_key(
     runtime: Runtime, summary: Summary, key: Key, chat: ChatRequest, *, stream: bool
 ) -> Hold | None:
-    """The request's holds on its virtual key: its limits (rpm, tpm, streams; the Hold, None
-    when it has none), then its budget's worst case (on `summary.admission`). Refused (a 429,
-    or the budget's 403 or 503), nothing is held.
+    """The request's holds on its virtual key with the embedded state, with no coroutine:
+    its meter's (`tenants.meter`) limits and budget in one call. The Hold `waits` when its
+    budget's period is not loaded yet; None with the shared state (Redis). In both cases
+    `admit_rest` finishes the admission (`admit_key` is the two in one).
 
-    The request's token ceiling is computed once, for both: its prompt bounded above, and
-    its output: max_tokens, else the model's output limit (the price table's `max_output`,
-    the largest of the candidates'), else BUDGET_RESERVE_TOKENS. With the embedded state the
-    key's meter takes it all in one call (`tenants.meter`): the only coroutine is this one."""
+    The request's token ceiling is computed once, for the limits and the budget: its prompt
+    bounded above, and its output: max_tokens, else the model's output limit (the price
+    table's `max_output`, the largest of the candidates'), else BUDGET_RESERVE_TOKENS."""
     limits = runtime.key_limits
     assert limits is not None  # virtual keys come with their limits
     meters = limits.meters
     if meters is None:
-        return await _admit_shared(runtime, summary, key, chat, stream=stream)
+        return None
     meter = meters.by_id.get(key.id)
     if meter is None or meter.key is not key:
         meter = meters.of(key)
@@ -47,18 +47,49 @@ async def admit_key(
         raise limited(runtime, exc) from None
     except REFUSALS as exc:
         raise refusal(runtime, key, exc) from None
-    admission = hold.admission
-    if admission is None and hold.amount is not None:  # the period's spend is not loaded yet
-        gate = runtime.budgets
-        assert gate is not None
-        try:
-            admission = hold.admission = await gate.reserve(key, chat, amount=hold.amount)
-        except BaseException as exc:
-            meter.settle(hold, None, 0)  # nothing used: all given back
-            if isinstance(exc, REFUSALS):
-                raise refusal(runtime, key, exc) from None
-            raise
-    summary.admission = admission
+    if hold.account is not None:  # held: the stream's header says what is left after it
+        summary.budget_left = hold.left
+    return hold
+
+
+async def admit_rest(
+    runtime: Runtime,
+    summary: Summary,
+    key: Key,
+    chat: ChatRequest,
+    hold: Hold | None,
+    *,
+    stream: bool,
+) -> Hold | None:
+    """What `take_key` left to do: with the shared state, all of it; else the budget of a
+    period whose spend is loaded first (`BudgetGate.reserve`). Refused (a 429, or the
+    budget's 403 or 503), nothing is held."""
+    if hold is None:
+        return await _admit_shared(runtime, summary, key, chat, stream=stream)
+    gate, meter = runtime.budgets, hold.meter
+    assert gate is not None  # a meter's hold that waits for its budget: a budget here
+    assert meter is not None
+    try:
+        hold.admission = await gate.reserve(key, chat, amount=hold.amount)
+    except BaseException as exc:
+        meter.settle(hold, None, 0)  # nothing used: all given back
+        if isinstance(exc, REFUSALS):
+            raise refusal(runtime, key, exc) from None
+        raise
+    summary.admission = hold.admission
+    return hold
+
+
+async def admit_key(
+    runtime: Runtime, summary: Summary, key: Key, chat: ChatRequest, *, stream: bool
+) -> Hold | None:
+    """The request's holds on its virtual key: its limits (rpm, tpm, streams; the Hold, None
+    when it has none), then its budget's worst case. Refused, nothing is held. The request
+    path calls its two steps itself (`take_key`, then `admit_rest` only when needed: no
+    coroutine in the common case)."""
+    hold = take_key(runtime, summary, key, chat, stream=stream)
+    if hold is None or hold.waits:
+        hold = await admit_rest(runtime, summary, key, chat, hold, stream=stream)
     return hold
 
 

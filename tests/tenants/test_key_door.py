@@ -83,8 +83,9 @@ async def test_without_max_tokens_tpm_and_budget_reserve_the_same_budget_reserve
     assert hold is not None
     tokens = token_bound(chat()) + 100  # the knob, not a second default of the tpm's own
     assert hold.reserved == tokens
-    assert summary.admission is not None
-    assert summary.admission.hold.amount == tokens * 1_000_000  # $0.001 a token
+    assert hold.account is not None  # the budget held by the key's meter
+    assert hold.amount == tokens * 1_000_000  # $0.001 a token
+    assert summary.budget_left == 10**12 - hold.amount  # the stream's header
 
 
 async def test_a_request_the_budget_refuses_holds_none_of_the_keys_tpm() -> None:
@@ -128,8 +129,8 @@ async def test_without_max_tokens_the_models_output_limit_is_reserved(
     assert hold is not None
     tokens = token_bound(ask) + output
     assert hold.reserved == tokens
-    assert summary.admission is not None
-    assert summary.admission.hold.amount == tokens * 1_000_000
+    assert hold.account is not None
+    assert hold.amount == tokens * 1_000_000
     # The gate's own reservation (without the door) bounds the same tokens.
     assert door.budgets is not None
     admission = await door.budgets.reserve(key(budget_nanos=10**12), ask)

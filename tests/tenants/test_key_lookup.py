@@ -223,3 +223,20 @@ async def test_known_answers_only_what_identity_would_answer_from_the_cache(
     )
     assert resolver.known(other_secret.encode()) is None
     assert counted.lookups == 3
+
+
+async def test_known_forgets_a_key_on_any_change_and_keeps_no_secret(counted: Counted) -> None:
+    """`known` finds a key by its secret's BLAKE2s: an update (or a rotation) of the key drops
+    that too, so the next request reads the key again; neither map holds the secret."""
+    key, secret = await counted.store.create(new("k"))
+    resolver = KeyResolver(counted, ttl=30.0)
+    await resolver.identity(secret.encode())
+    assert resolver.known(secret.encode()) is not None
+    held = [*resolver._found, *resolver._found_as, *resolver._entries]
+    assert all(secret.encode() not in (h if isinstance(h, bytes) else h.encode()) for h in held)
+    for kind in ("updated", "rotated"):
+        resolver.changed(KeyChange(key_id=key.id, kind=kind, hashes=(hash_secret(secret),)))
+        assert resolver.known(secret.encode()) is None
+        assert (await resolver.identity(secret.encode())).key.id == key.id  # read again
+        assert resolver.known(secret.encode()) is not None
+    assert counted.lookups == 3

@@ -49,8 +49,8 @@ async def test_a_budget_refusal_gives_back_the_tpm_and_the_stream_lease() -> Non
     hold = found.of(rich).admit(ask, True)
     assert hold.reserved == 23
     assert hold.lease is not None
-    assert hold.admission is not None
-    assert hold.admission.hold.amount == 23_000_000
+    assert hold.account is not None  # the budget held in the meter's account
+    assert hold.amount == 23_000_000
     with pytest.raises(Limited) as limited:
         found.of(rich).admit(ask, True)
     assert limited.value.reason == "streams"
@@ -62,16 +62,16 @@ async def test_a_hold_taken_before_midnight_settles_in_its_own_day() -> None:
     budgeted = key(budget_nanos=10**12, budget_period="day")
     meter = found.of(budgeted)
     first = meter.admit(chat(max_tokens=10), False)
-    assert first.admission is None  # the day's spend not loaded yet: the caller loads it
+    assert first.waits  # the day's spend not loaded yet: the caller loads it
+    assert first.account is None
     assert first.amount == 23_000_000
     await found.ledger.load(budgeted.id, "d20261206", 0, expire_at=None)
     held = meter.admit(chat(max_tokens=10), False)
-    assert held.admission is not None
+    assert held.account is not None
     wall[0] += 2.0  # the next day
     await found.ledger.load(budgeted.id, "d20261207", 0, expire_at=None)
     later = meter.admit(chat(max_tokens=10), False)
-    assert later.admission is not None
-    assert later.admission.hold.period == "d20261207"
+    assert later.account is found.ledger.account(budgeted.id, "d20261207")
     assert meter.settle(held, 5, 5_000_000) == 10**12 - 23_000_000 + 23_000_000 - 5_000_000
     old = await found.ledger.balance(budgeted.id, "d20261206")
     new = await found.ledger.balance(budgeted.id, "d20261207")
@@ -100,4 +100,5 @@ async def test_an_unpriced_model_is_refused_before_anything_is_taken() -> None:
     with pytest.raises(Unpriced):
         found.of(budgeted).admit(chat(model="other"), False)
     hold = found.of(key(rpm=1)).admit(chat(), False)  # the rpm's one request is still there
+    assert hold.account is None
     assert hold.admission is None
