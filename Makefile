@@ -62,7 +62,8 @@ bench-ab: $(STAMP)
 # Instructions per request under valgrind (noise-free on a shared machine), against BASE.
 # PATHS: the routes to measure (python -m modelrouter.bench.instructions --help lists them);
 # INSTRUCTIONS_ARGS: more options (e.g. --few 50 --many 250 for a quicker, rougher figure;
-# --routing-file: also this tree with a routing file of two deployments; --auth virtual).
+# --routing-file: also this tree with a routing file of two deployments; --auth virtual;
+# --hash-seed N: the gateways' PYTHONHASHSEED, 1 by default, or random).
 PATHS ?= /chat,/stream
 INSTRUCTIONS_ARGS ?=
 bench-instructions: $(STAMP)
