@@ -105,6 +105,10 @@ def test_a_keys_spend_rises_after_a_request(live: LiveGateway, watched: Watched)
     page.click("nav a[data-page=keys]")
     row = page.locator(f"tr[data-key={key['id']}]")
     expect(row.locator("[data-role=requests]")).to_have_text("0")
+    # The spend ledger's (no Redis here: nothing waits uncounted), not the history's.
+    expect(page.locator("#keys-note")).to_have_text(
+        "Spend this month, fleet-wide (written, and waiting in Redis)."
+    )
     status, answer = live.call("POST", "/chat", key=key["key"], body=USER)
     assert status == 200, answer
     expect(row.locator("[data-role=requests]")).to_have_text("1", timeout=SHOWN_WITHIN_MS * 2)

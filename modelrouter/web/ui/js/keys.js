@@ -86,6 +86,18 @@ function row(key, spend) {
   );
 }
 
+// What the spend columns count: the spend ledger of every replica (GET /admin/spend, this
+// month by default), its rows written and those still waiting in Redis, unless Redis did not
+// answer (`uncounted_rows` null) or holds more than a report reads.
+function spendNote(spend) {
+  if (!spend) return "This gateway has no /admin/spend: spend is not shown.";
+  const note = "Spend this month, fleet-wide (written, and waiting in Redis).";
+  const waiting = spend.uncounted_rows;
+  if (waiting === null) return `${note} Redis did not answer: spend waiting there is not counted.`;
+  if (waiting > 0) return `${note} ${waiting} rows waiting in Redis are not counted yet.`;
+  return note;
+}
+
 export async function showKeys(again, fail) {
   refresh = again;
   refresh.fail = fail;
@@ -98,9 +110,7 @@ export async function showKeys(again, fail) {
     withSpend ? call("GET", "/admin/spend?group_by=key") : null,
   ]);
   const byKey = new Map(((spend && spend.data) || []).map((r) => [r.group, r]));
-  document.getElementById("keys-note").textContent = withSpend
-    ? "Spend from the history (fleet-wide)."
-    : "This gateway has no /admin/spend: spend is not shown.";
+  document.getElementById("keys-note").textContent = spendNote(withSpend ? spend : null);
   following = page.next_cursor || null;
   pager();
   const rows = page.data.map((key) => row(key, withSpend ? byKey.get(key.id) || {} : null));
