@@ -18,7 +18,7 @@ sees CPU work (the event loop's included), not waiting.
 - `--hash-seed N` (1 by default) starts every gateway with PYTHONHASHSEED=N. With Python's
   random seed each run lays out its dictionaries and CPython's attribute cache differently
   (the cache is indexed by the names' hashes and addresses), and a run's collisions, paid on
-  every request, moved a `/chat` figure by up to 1.5% between runs of the same code; with one
+  every request, moved a figure by up to 1.6% between runs of the same code; with one
   seed the two runs of a pair, and the revisions compared, share that layout. A seed is one
   layout: compare several (`--hash-seed 2`, ...) before reading a difference under 1%;
   `--hash-seed random` is Python's default.
